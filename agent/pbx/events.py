@@ -1,0 +1,298 @@
+"""Typed PBX events: what call tracking is fed, whatever the source.
+
+AMI frames become these in `from_ami`; FastAGI and the bot's signals become
+`BotSignal`. Times are UTC epoch seconds (floats rounded to the millisecond).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .ami_frames import Headers
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEvent:
+    """Anything that happens on one channel; carries its call's linkedid."""
+
+    ts: float
+    uniqueid: str
+    linkedid: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCreated(ChannelEvent):
+    channel: str
+    context: str
+    exten: str
+    caller_number: str
+    caller_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialplanStep(ChannelEvent):
+    """`Newexten`: the channel runs one dialplan priority."""
+
+    channel: str
+    context: str
+    exten: str
+    application: str
+    app_data: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallerIdChanged(ChannelEvent):
+    caller_number: str
+    caller_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialStarted(ChannelEvent):
+    """`DialBegin` from a channel of the call (originates have no source)."""
+
+    dest_channel: str
+    dest_uniqueid: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialEnded(ChannelEvent):
+    dest_channel: str
+    dest_uniqueid: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueJoined(ChannelEvent):
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConnected(ChannelEvent):
+    queue: str
+    member_channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeEntered(ChannelEvent):
+    channel: str
+    bridge_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeLeft(ChannelEvent):
+    channel: str
+    bridge_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStarted(ChannelEvent):
+    """`BlindTransfer` / `AttendedTransfer` of a channel of the call."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelHungUp(ChannelEvent):
+    channel: str
+    cause: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class BotSignal:
+    """A signal from the bot (UserEvent BotMeter, FastAGI or the AGI script).
+
+    Addressed to a call by linkedid, or by the uniqueid of one of its channels.
+    """
+
+    ts: float
+    linkedid: str
+    uniqueid: str
+    signal: str
+    fields: Mapping[str, str]
+    via: str = "ami"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSnapshot:
+    """One live channel as `CoreShowChannels` reports it after (re)connect."""
+
+    ts: float
+    uniqueid: str
+    linkedid: str
+    channel: str
+    context: str
+    exten: str
+    application: str
+    app_data: str
+    caller_number: str
+    caller_name: str
+    duration_seconds: float
+    bridge_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotStarted:
+    """The agent asked for `CoreShowChannels` (after every (re)connect)."""
+
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotComplete:
+    """All live channels were listed: tracked channels not seen since the start are gone."""
+
+    ts: float
+
+
+PbxEvent = ChannelEvent | BotSignal | ChannelSnapshot | SnapshotStarted | SnapshotComplete
+
+
+def _caller_id(value: str) -> str:
+    return "" if value == "<unknown>" else value
+
+
+def _ts(h: Headers, now: float) -> float:
+    raw = h.get("Timestamp")
+    if raw:
+        try:
+            return round(float(raw), 3)
+        except ValueError:
+            pass
+    return round(now, 3)
+
+
+def _cause(raw: str | None) -> int | None:
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _duration(raw: str) -> float:
+    """`HH:MM:SS` (CoreShowChannel) to seconds; 0 when unreadable."""
+    try:
+        parts = [int(p) for p in raw.split(":")]
+    except ValueError:
+        return 0.0
+    total = 0
+    for part in parts:
+        total = total * 60 + part
+    return float(total)
+
+
+def _new_channel(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
+    return ChannelCreated(
+        ts, uid, lid, h.get("Channel", ""), h.get("Context", ""), h.get("Exten", ""),
+        _caller_id(h.get("CallerIDNum", "")), _caller_id(h.get("CallerIDName", "")),
+    )
+
+
+def _new_exten(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
+    return DialplanStep(
+        ts, uid, lid, h.get("Channel", ""), h.get("Context", ""),
+        h.get("Exten", "") or h.get("Extension", ""),
+        h.get("Application", ""), h.get("AppData", ""),
+    )
+
+
+def _new_callerid(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
+    return CallerIdChanged(
+        ts, uid, lid, _caller_id(h.get("CallerIDNum", "")), _caller_id(h.get("CallerIDName", ""))
+    )
+
+
+def _dial_begin(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
+    return DialStarted(ts, uid, lid, h.get("DestChannel", ""), h.get("DestUniqueid", ""))
+
+
+def _dial_end(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
+    return DialEnded(
+        ts, uid, lid, h.get("DestChannel", ""), h.get("DestUniqueid", ""), h.get("DialStatus", "")
+    )
+
+
+def _queue_join(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
+    return QueueJoined(ts, uid, lid, h.get("Queue", ""))
+
+
+def _agent_connect(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
+    return AgentConnected(ts, uid, lid, h.get("Queue", ""), h.get("DestChannel", ""))
+
+
+def _bridge_enter(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
+    return BridgeEntered(ts, uid, lid, h.get("Channel", ""), h.get("BridgeUniqueid", ""))
+
+
+def _bridge_leave(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
+    return BridgeLeft(ts, uid, lid, h.get("Channel", ""), h.get("BridgeUniqueid", ""))
+
+
+def _hangup(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
+    return ChannelHungUp(ts, uid, lid, h.get("Channel", ""), _cause(h.get("Cause")))
+
+
+_CHANNEL_EVENTS: dict[str, Callable[[Headers, float, str, str], ChannelEvent]] = {
+    "Newchannel": _new_channel,
+    "Newexten": _new_exten,
+    "NewCallerid": _new_callerid,
+    "DialBegin": _dial_begin,
+    "DialEnd": _dial_end,
+    "QueueCallerJoin": _queue_join,
+    "AgentConnect": _agent_connect,
+    "BridgeEnter": _bridge_enter,
+    "BridgeLeave": _bridge_leave,
+    "Hangup": _hangup,
+}
+
+#: event names worth parsing at all; everything else is skipped unparsed
+TRACKED_EVENTS: frozenset[bytes] = frozenset(
+    n.encode() for n in (*_CHANNEL_EVENTS, "UserEvent", "BlindTransfer", "AttendedTransfer",
+                         "CoreShowChannel", "CoreShowChannelsComplete")
+)
+
+
+def from_ami(h: Headers, now: float) -> PbxEvent | None:
+    """The typed event for one AMI event frame, or None if tracking needs nothing from it."""
+    name = h.get("Event", "")
+    build = _CHANNEL_EVENTS.get(name)
+    if build is not None:
+        uid = h.get("Uniqueid", "")
+        if not uid:
+            return None
+        return build(h, _ts(h, now), uid, h.get("Linkedid", ""))
+    if name == "UserEvent":
+        if h.get("UserEvent", "") != "BotMeter":
+            return None
+        signal = h.get("Signal", "").strip().lower()
+        fields = {k: v for k, v in h.items() if k not in _USEREVENT_ENVELOPE}
+        return BotSignal(_ts(h, now), h.get("Linkedid", ""), h.get("Uniqueid", ""), signal, fields)
+    if name in ("BlindTransfer", "AttendedTransfer"):
+        uid = h.get("TransfererUniqueid", "") or h.get("OrigTransfererUniqueid", "")
+        if not uid:
+            return None
+        target = h.get("Extension", "") or h.get("TransferTargetChannel", "") or h.get(
+            "SecondTransfererChannel", "")
+        lid = h.get("TransfererLinkedid", "") or h.get("OrigTransfererLinkedid", "")
+        return TransferStarted(_ts(h, now), uid, lid, target)
+    if name == "CoreShowChannel":
+        uid = h.get("Uniqueid", "")
+        if not uid:
+            return None
+        return ChannelSnapshot(
+            _ts(h, now), uid, h.get("Linkedid", ""), h.get("Channel", ""), h.get("Context", ""),
+            h.get("Exten", ""), h.get("Application", ""), h.get("ApplicationData", ""),
+            _caller_id(h.get("CallerIDNum", "")), _caller_id(h.get("CallerIDName", "")),
+            _duration(h.get("Duration", "")), h.get("BridgeId", ""),
+        )
+    if name == "CoreShowChannelsComplete":
+        return SnapshotComplete(_ts(h, now))
+    return None
+
+
+_USEREVENT_ENVELOPE = frozenset({
+    "Event", "Privilege", "Timestamp", "Channel", "ChannelState", "ChannelStateDesc",
+    "CallerIDNum", "CallerIDName", "ConnectedLineNum", "ConnectedLineName", "Language",
+    "AccountCode", "Context", "Exten", "Priority", "Uniqueid", "Linkedid", "UserEvent",
+    "Signal",
+})

@@ -1,0 +1,37 @@
+"""From AMI bytes to typed events: the one decoding path for live, replay and benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from .ami_frames import FrameParser, Headers, event_name, parse_frame
+from .events import TRACKED_EVENTS, PbxEvent, from_ami
+
+
+class AmiEventDecoder:
+    """Feed raw AMI bytes; get the typed events tracking needs, skipping the rest unparsed."""
+
+    def __init__(self, parser: FrameParser | None = None) -> None:
+        self.parser = parser or FrameParser()
+        self.skipped = 0
+        self.non_events: list[Headers] = []
+
+    def feed(self, data: bytes, now: float) -> Iterator[PbxEvent]:
+        tracked = TRACKED_EVENTS
+        for raw in self.parser.feed(data):
+            name = event_name(raw)
+            if name is None:
+                continue
+            if name not in tracked:
+                self.skipped += 1
+                continue
+            event = from_ami(parse_frame(raw, self.parser._note_bad), now)
+            if event is not None:
+                yield event
+
+
+def decode_capture(chunks: Iterable[bytes], now: float = 0.0) -> Iterator[PbxEvent]:
+    """Typed events of a whole raw AMI capture (banner and responses are passed over)."""
+    decoder = AmiEventDecoder()
+    for chunk in chunks:
+        yield from decoder.feed(chunk, now)

@@ -1,0 +1,517 @@
+"""Call tracking: a deterministic state machine from typed PBX events to call records.
+
+Calls are keyed by Asterisk's linkedid; a channel whose linkedid changes moves
+its call to the new id (merging two calls when the new id is already one).
+Only offered calls (a channel entered an inbound context) become records.
+No I/O, no clock: every time comes from the events.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..pbx.events import (
+    AgentConnected,
+    BotSignal,
+    BridgeEntered,
+    BridgeLeft,
+    CallerIdChanged,
+    ChannelCreated,
+    ChannelEvent,
+    ChannelHungUp,
+    ChannelSnapshot,
+    DialEnded,
+    DialplanStep,
+    DialStarted,
+    PbxEvent,
+    QueueJoined,
+    SnapshotComplete,
+    SnapshotStarted,
+    TransferStarted,
+)
+from .outcome import OutcomeFacts, decide_outcome
+from .record import CallRecord, ModuleUsage, Outcome
+from .rules import TrackingRules
+from .signals import OutcomeSignal, SignalError, Usage, parse_signal
+
+Problem = Callable[[str, dict[str, object]], None]
+NO_RECORDS: tuple[CallRecord, ...] = ()
+
+#: hung-up channels remembered, so late events for them are ignored
+GONE_MEMORY = 20_000
+#: signals kept for calls not seen yet (FastAGI can beat AMI), and for how long
+PENDING_SIGNALS_MAX = 10_000
+PENDING_SIGNAL_SECONDS = 300.0
+
+_CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]{8}(;\d)?$")
+
+
+@dataclass(slots=True, eq=False)
+class _Channel:
+    uniqueid: str
+    linkedid: str
+    name: str
+    call: _Call
+    caller_number: str = ""
+    caller_name: str = ""
+    bridge: str = ""
+    seen_epoch: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Call:
+    call_id: str
+    linkedid: str
+    offered_at: float
+    last_ts: float
+    lids: list[str] = field(default_factory=list)
+    live: dict[str, _Channel] = field(default_factory=dict)
+    caller: _Channel | None = None
+    dialed_number: str | None = None
+    bot_answered_at: float | None = None
+    bot_ended_at: float | None = None
+    bot_via: str = ""  # "dialplan" | "bridge" | "signal" while the caller is with the bot
+    transferred_at: float | None = None
+    transfer_target: str | None = None
+    human_answered_at: float | None = None
+    hangup_cause: int | None = None
+    ended_in_bot: bool = False
+    signalled: Outcome | None = None
+    signalled_target: str | None = None
+    modules: dict[str, list] = field(default_factory=dict)  # module -> [Decimal, unit]
+
+    @property
+    def in_bot(self) -> bool:
+        return bool(self.bot_via)
+
+
+class CallTracker:
+    """Feed events in order; get finished call records back."""
+
+    def __init__(self, rules: TrackingRules, *, on_problem: Problem | None = None,
+                 source: str = "ami") -> None:
+        self.rules = rules
+        self.source = source
+        self._on_problem = on_problem or (lambda _msg, _ctx: None)
+        self._calls: dict[str, _Call] = {}  # every linkedid a live call has had
+        self._channels: dict[str, _Channel] = {}
+        self._bridges: dict[str, set[str]] = {}
+        self._gone: OrderedDict[str, None] = OrderedDict()
+        self._pending: OrderedDict[str, list[BotSignal]] = OrderedDict()
+        self._epoch = 0
+        self.latest_ts = 0.0
+        self._handlers: dict[type, Callable[[PbxEvent], tuple[CallRecord, ...]]] = {
+            ChannelCreated: self._created,
+            DialplanStep: self._step,
+            CallerIdChanged: self._caller_id,
+            DialStarted: self._dial_started,
+            DialEnded: self._dial_ended,
+            QueueJoined: self._queue_joined,
+            AgentConnected: self._agent_connected,
+            BridgeEntered: self._bridge_entered,
+            BridgeLeft: self._bridge_left,
+            TransferStarted: self._transfer,
+            ChannelHungUp: self._hung_up,
+            BotSignal: self._signal,
+            ChannelSnapshot: self._snapshot,
+            SnapshotStarted: self._snapshot_started,
+            SnapshotComplete: self._snapshot_complete,
+        }
+
+    # -- public -----------------------------------------------------------------
+
+    @property
+    def active_calls(self) -> int:
+        return len({id(call) for call in self._calls.values()})
+
+    @property
+    def live_channels(self) -> int:
+        return len(self._channels)
+
+    def feed(self, event: PbxEvent) -> tuple[CallRecord, ...]:
+        """Apply one event; return the calls it finished (usually none)."""
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            return NO_RECORDS
+        if event.ts > self.latest_ts:
+            self.latest_ts = event.ts
+        return handler(event)
+
+    def expire(self, now: float, idle_seconds: float) -> tuple[CallRecord, ...]:
+        """Finish calls that saw no event for `idle_seconds` (lost hangups), ending them at their last event."""
+        stale = {id(c): c for c in self._calls.values() if now - c.last_ts > idle_seconds}
+        records = []
+        for call in stale.values():
+            self._on_problem("call expired without hangup", {"linkedid": call.linkedid})
+            for chan in list(call.live.values()):
+                self._forget_channel(chan)
+            records.extend(self._finish(call, call.last_ts))
+        cutoff = now - PENDING_SIGNAL_SECONDS
+        for key in [k for k, sigs in self._pending.items() if sigs[-1].ts < cutoff]:
+            self._drop_pending(key, "no call seen for this signal")
+        return tuple(records)
+
+    # -- channels and calls -------------------------------------------------------
+
+    def _channel(self, ev: ChannelEvent, name: str = "") -> _Channel | None:
+        """The event's channel: known, or created lazily (events for channels never seen)."""
+        chan = self._channels.get(ev.uniqueid)
+        if chan is not None:
+            if ev.linkedid and ev.linkedid != chan.linkedid:
+                self._relink(chan, ev.linkedid)
+            chan.seen_epoch = self._epoch
+            chan.call.last_ts = max(chan.call.last_ts, ev.ts)
+            return chan
+        if not ev.linkedid or ev.uniqueid in self._gone:
+            return None
+        call = self._calls.get(ev.linkedid)
+        if call is None:
+            call = self._new_call(ev.linkedid, ev.ts)
+        chan = _Channel(ev.uniqueid, ev.linkedid, name, call, seen_epoch=self._epoch)
+        self._channels[ev.uniqueid] = chan
+        call.live[ev.uniqueid] = chan
+        call.last_ts = max(call.last_ts, ev.ts)
+        return chan
+
+    def _new_call(self, linkedid: str, ts: float) -> _Call:
+        call = _Call(call_id=linkedid, linkedid=linkedid, offered_at=ts, last_ts=ts, lids=[linkedid])
+        self._calls[linkedid] = call
+        pending = self._pending.pop(linkedid, None)
+        if pending:
+            for sig in pending:
+                self._apply_signal(call, sig)
+        return call
+
+    def _relink(self, chan: _Channel, linkedid: str) -> None:
+        """The channel's linkedid changed: its call follows, merging into a call of that id."""
+        chan.linkedid = linkedid
+        call = chan.call
+        other = self._calls.get(linkedid)
+        if other is call:
+            return
+        if other is None:
+            call.linkedid = linkedid
+            call.lids.append(linkedid)
+            self._calls[linkedid] = call
+            pending = self._pending.pop(linkedid, None)
+            for sig in pending or ():
+                self._apply_signal(call, sig)
+            return
+        self._merge(call, other)
+
+    def _merge(self, a: _Call, b: _Call) -> None:
+        """Two calls turned out to be one: keep the offered (else older) one, fold in the other."""
+        keep, fold = (a, b) if (a.caller and not b.caller) or (
+            bool(a.caller) == bool(b.caller) and a.offered_at <= b.offered_at) else (b, a)
+        for chan in fold.live.values():
+            chan.call = keep
+            keep.live[chan.uniqueid] = chan
+        for lid in fold.lids:
+            self._calls[lid] = keep
+            keep.lids.append(lid)
+        keep.linkedid = b.linkedid  # the id Asterisk now uses
+        keep.offered_at = min(keep.offered_at, fold.offered_at)
+        keep.last_ts = max(keep.last_ts, fold.last_ts)
+        for name in ("bot_answered_at", "transferred_at", "human_answered_at"):
+            if getattr(keep, name) is None:
+                setattr(keep, name, getattr(fold, name))
+        if keep.caller is None:
+            keep.caller, keep.dialed_number = fold.caller, fold.dialed_number
+        keep.signalled = keep.signalled or fold.signalled
+        keep.transfer_target = keep.transfer_target or fold.transfer_target
+        for module, (qty, unit) in fold.modules.items():
+            self._add_usage(keep, Usage(module, qty, unit))
+
+    def _forget_channel(self, chan: _Channel) -> None:
+        self._channels.pop(chan.uniqueid, None)
+        chan.call.live.pop(chan.uniqueid, None)
+        if chan.bridge:
+            self._leave_bridge(chan)
+        self._gone[chan.uniqueid] = None
+        if len(self._gone) > GONE_MEMORY:
+            self._gone.popitem(last=False)
+
+    def _finish(self, call: _Call, ended_at: float) -> tuple[CallRecord, ...]:
+        for lid in call.lids:
+            if self._calls.get(lid) is call:
+                del self._calls[lid]
+        if call.caller is None:
+            return NO_RECORDS
+        if call.in_bot:
+            self._leave_bot(call, ended_at)
+        return (self._record(call, ended_at),)
+
+    def _record(self, call: _Call, ended_at: float) -> CallRecord:
+        caller = call.caller
+        assert caller is not None
+        outcome = decide_outcome(OutcomeFacts(
+            bot_answered=call.bot_answered_at is not None,
+            handoff_started=call.transferred_at is not None,
+            ended_in_bot=call.ended_in_bot,
+            hangup_cause=call.hangup_cause,
+            signalled=call.signalled,
+        ))
+        human = call.human_answered_at if outcome == "transferred" else None
+        return CallRecord(
+            call_id=call.call_id,
+            linkedid=call.linkedid,
+            caller_number=caller.caller_number or None,
+            caller_name=caller.caller_name,
+            dialed_number=call.dialed_number,
+            offered_at=call.offered_at,
+            bot_answered_at=call.bot_answered_at,
+            bot_ended_at=call.bot_ended_at,
+            transferred_at=call.transferred_at,
+            human_answered_at=human,
+            ended_at=max(ended_at, call.offered_at),
+            outcome=outcome,
+            transfer_target=(call.signalled_target or call.transfer_target)
+            if outcome == "transferred" else None,
+            hangup_cause=call.hangup_cause,
+            modules={m: ModuleUsage(q, u) for m, (q, u) in call.modules.items()},
+            source=self.source,
+        )
+
+    # -- bot and handoff ---------------------------------------------------------
+
+    def _answer(self, call: _Call, ts: float, via: str) -> None:
+        if call.bot_answered_at is None:
+            call.bot_answered_at = ts
+            call.bot_via = via
+
+    def _leave_bot(self, call: _Call, ts: float) -> None:
+        if call.bot_via:
+            call.bot_via = ""
+            call.bot_ended_at = ts
+
+    def _handoff(self, call: _Call, ts: float, target: str) -> None:
+        if call.bot_answered_at is None:
+            return
+        if call.transferred_at is None:
+            call.transferred_at = ts
+            call.transfer_target = target or None
+        self._leave_bot(call, ts)
+
+    def _human_answered(self, call: _Call, ts: float) -> None:
+        if call.transferred_at is not None and call.human_answered_at is None:
+            call.human_answered_at = ts
+
+    # -- event handlers ----------------------------------------------------------
+
+    def _created(self, ev: ChannelCreated) -> tuple[CallRecord, ...]:
+        chan = self._channel(ev, ev.channel)
+        if chan is not None:
+            chan.name = ev.channel
+            chan.caller_number, chan.caller_name = ev.caller_number, ev.caller_name
+        return NO_RECORDS
+
+    def _step(self, ev: DialplanStep) -> tuple[CallRecord, ...]:
+        chan = self._channel(ev, ev.channel)
+        if chan is None:
+            return NO_RECORDS
+        self._at_dialplan(chan, ev.ts, ev.context, ev.exten, ev.application, ev.app_data)
+        return NO_RECORDS
+
+    def _at_dialplan(self, chan: _Channel, ts: float, context: str, exten: str,
+                     application: str, app_data: str) -> None:
+        call = chan.call
+        rules = self.rules
+        if call.caller is None and rules.is_inbound(context, exten):
+            call.caller = chan
+            call.dialed_number = exten or None
+        if chan is not call.caller:
+            return
+        with_bot = rules.is_bot_step(context, application, app_data)
+        if with_bot:
+            if call.bot_answered_at is None:
+                self._answer(call, ts, "dialplan")
+        elif call.bot_via == "dialplan":
+            self._leave_bot(call, ts)
+
+    def _caller_id(self, ev: CallerIdChanged) -> tuple[CallRecord, ...]:
+        chan = self._channel(ev)
+        if chan is not None:
+            chan.caller_number, chan.caller_name = ev.caller_number, ev.caller_name
+        return NO_RECORDS
+
+    def _dial_started(self, ev: DialStarted) -> tuple[CallRecord, ...]:
+        chan = self._channel(ev)
+        if chan is not None and not self.rules.is_bot_channel(ev.dest_channel):
+            self._handoff(chan.call, ev.ts, _CHANNEL_SUFFIX.sub("", ev.dest_channel))
+        return NO_RECORDS
+
+    def _dial_ended(self, ev: DialEnded) -> tuple[CallRecord, ...]:
+        chan = self._channel(ev)
+        if chan is not None and ev.status == "ANSWER" and not self.rules.is_bot_channel(ev.dest_channel):
+            self._human_answered(chan.call, ev.ts)
+        return NO_RECORDS
+
+    def _queue_joined(self, ev: QueueJoined) -> tuple[CallRecord, ...]:
+        chan = self._channel(ev)
+        if chan is not None:
+            self._handoff(chan.call, ev.ts, ev.queue)
+        return NO_RECORDS
+
+    def _agent_connected(self, ev: AgentConnected) -> tuple[CallRecord, ...]:
+        chan = self._channel(ev)
+        if chan is not None:
+            self._human_answered(chan.call, ev.ts)
+        return NO_RECORDS
+
+    def _transfer(self, ev: TransferStarted) -> tuple[CallRecord, ...]:
+        chan = self._channel(ev)
+        if chan is not None:
+            self._handoff(chan.call, ev.ts, ev.target)
+        return NO_RECORDS
+
+    def _bridge_entered(self, ev: BridgeEntered) -> tuple[CallRecord, ...]:
+        chan = self._channel(ev, ev.channel)
+        if chan is None or not ev.bridge_id:
+            return NO_RECORDS
+        if ev.channel:
+            chan.name = ev.channel
+        if chan.bridge and chan.bridge != ev.bridge_id:
+            self._leave_bridge(chan)
+        chan.bridge = ev.bridge_id
+        members = self._bridges.setdefault(ev.bridge_id, set())
+        members.add(chan.uniqueid)
+        self._check_bridge(ev.bridge_id, members, ev.ts)
+        return NO_RECORDS
+
+    def _check_bridge(self, bridge_id: str, members: set[str], ts: float) -> None:
+        """A caller bridged with a bot channel is with the bot; after a handoff, with a person is answered."""
+        chans = [self._channels[u] for u in members if u in self._channels]
+        for caller in chans:
+            call = caller.call
+            if caller is not call.caller:
+                continue
+            others = [c for c in chans if c is not caller]
+            if any(self.rules.is_bot_channel(c.name) for c in others):
+                if call.bot_answered_at is None:
+                    self._answer(call, ts, "bridge")
+            elif others and call.transferred_at is not None:
+                self._human_answered(call, ts)
+
+    def _bridge_left(self, ev: BridgeLeft) -> tuple[CallRecord, ...]:
+        chan = self._channels.get(ev.uniqueid)
+        if chan is not None and chan.bridge == ev.bridge_id:
+            self._channel(ev)
+            self._leave_bridge(chan, ev.ts)
+        return NO_RECORDS
+
+    def _leave_bridge(self, chan: _Channel, ts: float | None = None) -> None:
+        members = self._bridges.get(chan.bridge)
+        bridge, chan.bridge = chan.bridge, ""
+        if members is None:
+            return
+        members.discard(chan.uniqueid)
+        if ts is not None:
+            # the caller or the bot left a bot bridge: the bot session ends
+            for uid in (*members, chan.uniqueid):
+                peer = self._channels.get(uid)
+                if peer is not None and peer.call.bot_via == "bridge" and (
+                        peer is peer.call.caller and (peer is chan or self.rules.is_bot_channel(chan.name))):
+                    self._leave_bot(peer.call, ts)
+        if not members:
+            del self._bridges[bridge]
+
+    def _hung_up(self, ev: ChannelHungUp) -> tuple[CallRecord, ...]:
+        chan = self._channels.get(ev.uniqueid)
+        if chan is None:
+            return NO_RECORDS  # a duplicate, or a channel never seen: nothing to end
+        self._channel(ev)
+        call = chan.call
+        if chan is call.caller:
+            call.hangup_cause = ev.cause
+            if call.in_bot:
+                call.ended_in_bot = True
+                self._leave_bot(call, ev.ts)
+        elif call.bot_via == "bridge" and chan.bridge and self.rules.is_bot_channel(chan.name):
+            self._leave_bot(call, ev.ts)
+        self._forget_channel(chan)
+        if call.live:
+            return NO_RECORDS
+        return self._finish(call, ev.ts)
+
+    # -- signals -----------------------------------------------------------------
+
+    def _signal(self, sig: BotSignal) -> tuple[CallRecord, ...]:
+        chan = self._channels.get(sig.uniqueid) if sig.uniqueid else None
+        call = chan.call if chan is not None else self._calls.get(sig.linkedid)
+        if call is not None:
+            call.last_ts = max(call.last_ts, sig.ts)
+            self._apply_signal(call, sig)
+            return NO_RECORDS
+        key = sig.linkedid or sig.uniqueid
+        if not key:
+            self._on_problem("bot signal for no call (no linkedid)", {"signal": sig.signal})
+            return NO_RECORDS
+        self._pending.setdefault(key, []).append(sig)
+        self._pending.move_to_end(key)
+        if len(self._pending) > PENDING_SIGNALS_MAX:
+            self._drop_pending(next(iter(self._pending)), "too many signals for unseen calls")
+        return NO_RECORDS
+
+    def _drop_pending(self, key: str, why: str) -> None:
+        sigs = self._pending.pop(key, [])
+        self._on_problem(f"bot signal dropped: {why}", {"linkedid": key, "signals": len(sigs)})
+
+    def _apply_signal(self, call: _Call, sig: BotSignal) -> None:
+        try:
+            meaning = parse_signal(sig.signal, sig.fields)
+        except SignalError as exc:
+            self._on_problem("malformed bot signal ignored", {
+                "reason": str(exc), "linkedid": call.linkedid, "via": sig.via})
+            return
+        if meaning == "start":
+            self._answer(call, sig.ts, "signal")
+        elif meaning == "end":
+            self._leave_bot(call, sig.ts)
+        elif isinstance(meaning, Usage):
+            self._add_usage(call, meaning)
+        elif isinstance(meaning, OutcomeSignal):
+            call.signalled = meaning.outcome  # type: ignore[assignment]
+            call.signalled_target = meaning.target or call.signalled_target
+            if meaning.outcome == "transferred":
+                self._handoff(call, sig.ts, meaning.target or "")
+
+    @staticmethod
+    def _add_usage(call: _Call, usage: Usage) -> None:
+        entry = call.modules.get(usage.module)
+        if entry is None:
+            call.modules[usage.module] = [usage.quantity, usage.unit]
+        else:
+            entry[0] += usage.quantity
+
+    # -- reconnect snapshots -----------------------------------------------------
+
+    def _snapshot_started(self, ev: SnapshotStarted) -> tuple[CallRecord, ...]:
+        self._epoch += 1
+        return NO_RECORDS
+
+    def _snapshot(self, ev: ChannelSnapshot) -> tuple[CallRecord, ...]:
+        known = ev.uniqueid in self._channels
+        chan = self._channel(ev, ev.channel)  # type: ignore[arg-type]
+        if chan is None:
+            return NO_RECORDS
+        chan.name = ev.channel or chan.name
+        if not known:
+            chan.call.offered_at = min(chan.call.offered_at, ev.ts - ev.duration_seconds)
+            chan.caller_number, chan.caller_name = ev.caller_number, ev.caller_name
+        self._at_dialplan(chan, ev.ts, ev.context, ev.exten, ev.application, ev.app_data)
+        if ev.bridge_id and chan.bridge != ev.bridge_id:
+            self._bridge_entered(BridgeEntered(ev.ts, ev.uniqueid, ev.linkedid, ev.channel, ev.bridge_id))
+        return NO_RECORDS
+
+    def _snapshot_complete(self, ev: SnapshotComplete) -> tuple[CallRecord, ...]:
+        """Channels not confirmed since the snapshot began hung up while we were away."""
+        records: list[CallRecord] = []
+        gone = [c for c in self._channels.values() if c.seen_epoch < self._epoch]
+        for chan in gone:
+            if chan.uniqueid in self._channels:
+                records.extend(self._hung_up(ChannelHungUp(ev.ts, chan.uniqueid, "", chan.name, None)))
+        return tuple(records)
+
