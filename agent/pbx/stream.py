@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .ami_frames import FrameParser, Headers, event_name, parse_frame
 from .events import TRACKED_EVENTS, PbxEvent, from_ami
+
+
+def decode_event(raw: bytes, now: float, on_bad_line: Callable[[str], None] | None = None) -> PbxEvent | None:
+    """The typed event of one raw frame, or None (not an event, or nothing tracking needs)."""
+    name = event_name(raw)
+    if name is None or name not in TRACKED_EVENTS:
+        return None
+    return from_ami(parse_frame(raw, on_bad_line), now)
 
 
 class AmiEventDecoder:

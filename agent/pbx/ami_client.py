@@ -1,0 +1,149 @@
+"""Stay attached to Asterisk's AMI: login, watch, reconnect forever."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from .ami_protocol import BotmeterAmiProtocol
+from .events import PbxEvent, SnapshotStarted
+
+log = structlog.get_logger("botmeter.ami")
+
+
+class AmiLoginError(Exception):
+    """Asterisk refused the login."""
+
+
+@dataclass(frozen=True, slots=True)
+class AmiSettings:
+    host: str
+    port: int
+    username: str
+    secret: str
+    tls: bool = False
+    auth: str = "md5"  # "md5" (challenge) or "plain"
+    ping_interval: float = 10.0
+    ping_timeout: float = 5.0
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+    connect_timeout: float = 10.0
+
+
+def backoff_delay(attempt: int, low: float, high: float, rand: Callable[[], float] = random.random) -> float:
+    """Capped exponential backoff with jitter: a delay in [cap/2, cap], cap = min(high, low * 2**attempt)."""
+    cap = min(high, low * (2 ** min(attempt, 30)))
+    return cap / 2 + rand() * cap / 2
+
+
+class AmiClient:
+    """Feeds typed events to `on_event`; never gives up on Asterisk until `stop()`."""
+
+    def __init__(self, settings: AmiSettings, on_event: Callable[[PbxEvent], None], *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self._on_event = on_event
+        self._clock = clock
+        self._stopping = asyncio.Event()
+        self._protocol: BotmeterAmiProtocol | None = None
+        self.connected = asyncio.Event()
+        self.sessions = 0
+        self.failures = 0
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                await self._session()
+                attempt = 0
+            except AmiLoginError as exc:
+                self.failures += 1
+                log.error("ami login refused", host=self.settings.host, port=self.settings.port,
+                          username=self.settings.username, reason=str(exc),
+                          hint="check [ami] username/secret and manager.conf")
+            except (TimeoutError, OSError, ConnectionError, ValueError) as exc:
+                self.failures += 1
+                log.warning("ami connection failed", host=self.settings.host,
+                            port=self.settings.port, error=str(exc) or type(exc).__name__)
+            finally:
+                self.connected.clear()
+                if self._protocol is not None:
+                    self._protocol.close()
+                    self._protocol = None
+            if self._stopping.is_set():
+                break
+            delay = backoff_delay(attempt, self.settings.reconnect_min, self.settings.reconnect_max)
+            attempt += 1
+            log.info("ami reconnecting", in_seconds=round(delay, 2), attempt=attempt)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._protocol is not None:
+            self._protocol.close()
+
+    def drop(self) -> None:
+        """Close the current connection (it reconnects)."""
+        if self._protocol is not None:
+            self._protocol.close()
+
+    async def _session(self) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        context = ssl.create_default_context() if s.tls else None
+        _, protocol = await asyncio.wait_for(
+            loop.create_connection(lambda: BotmeterAmiProtocol(self._on_event, self._clock),
+                                   s.host, s.port, ssl=context),
+            s.connect_timeout,
+        )
+        self._protocol = protocol
+        await self._login(protocol)
+        self.sessions += 1
+        log.info("ami attached", host=s.host, port=s.port, banner=protocol.parser.banner)
+        self._on_event(SnapshotStarted(round(self._clock(), 3)))
+        await self._action(protocol, {"Action": "CoreShowChannels"})
+        self.connected.set()
+        await self._watch(protocol)
+
+    async def _action(self, protocol: BotmeterAmiProtocol, action: dict[str, str]):  # type: ignore[no-untyped-def]
+        reply = await asyncio.wait_for(protocol.send(action), self.settings.ping_timeout * 2)
+        return reply[0] if isinstance(reply, list) else reply
+
+    async def _login(self, protocol: BotmeterAmiProtocol) -> None:
+        s = self.settings
+        login = {"Action": "Login", "Username": s.username, "Events": "on"}
+        if s.auth == "md5":
+            challenge = await self._action(protocol, {"Action": "Challenge", "AuthType": "MD5"})
+            if not challenge.success or not challenge.get("Challenge"):
+                raise AmiLoginError(f"MD5 challenge refused: {challenge.get('Message') or challenge}")
+            key = hashlib.md5((challenge["Challenge"] + s.secret).encode()).hexdigest()
+            login.update(AuthType="MD5", Key=key)
+        else:
+            login["Secret"] = s.secret
+        reply = await self._action(protocol, login)
+        if not reply.success:
+            raise AmiLoginError(reply.get("Message") or "login failed")
+
+    async def _watch(self, protocol: BotmeterAmiProtocol) -> None:
+        """Ping until the connection is lost, Asterisk shuts down, or pings go unanswered."""
+        s = self.settings
+        while not protocol.lost.done() and not self._stopping.is_set():
+            done, _ = await asyncio.wait({protocol.lost}, timeout=s.ping_interval)
+            if done or self._stopping.is_set():
+                break
+            try:
+                await asyncio.wait_for(protocol.send({"Action": "Ping"}), s.ping_timeout)
+            except (TimeoutError, ConnectionError):
+                log.warning("ami ping unanswered: connection is dead", timeout=s.ping_timeout)
+                return
+        if protocol.lost.done():
+            log.warning("ami detached", reason=protocol.lost.result())

@@ -1,0 +1,87 @@
+"""`botmeter calls` output: a table for people, JSON (the spec's record) and CSV for tools."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+from ..tracking.record import OUTCOMES, CallRecord, json_number
+
+
+def call_rows(records: Sequence[CallRecord],
+              ratings: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    ratings = ratings or {}
+    return [r.to_json(dict(ratings.get(r.call_id, {}))) for r in records]
+
+
+def render_calls(records: Sequence[CallRecord], fmt: str, out: TextIO,
+                 ratings: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    if fmt == "json":
+        json.dump(call_rows(records, ratings), out, ensure_ascii=False, indent=1)
+        out.write("\n")
+    elif fmt == "csv":
+        rows = call_rows(records, ratings)
+        fields = list(rows[0]) if rows else list(_EMPTY_FIELDS)
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            row["modules"] = json.dumps(row["modules"], ensure_ascii=False, sort_keys=True)
+            writer.writerow(row)
+    else:
+        Console(file=out, width=160).print(calls_table(records))
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def calls_table(records: Sequence[CallRecord]) -> Table:
+    table = Table(title=f"{len(records)} calls", show_lines=False)
+    for name, justify in (("offered (UTC)", "left"), ("caller", "left"), ("name", "left"),
+                          ("dialed", "left"), ("outcome", "left"), ("ring s", "right"),
+                          ("bot s", "right"), ("human s", "right"), ("target", "left"),
+                          ("cause", "right"), ("modules", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in records:
+        modules = ", ".join(f"{m} {json_number(u.quantity)} {u.unit}"
+                            for m, u in sorted(r.modules.items()))
+        answered = {True: " (answered)", False: " (unanswered)", None: ""}[r.transfer_answered]
+        table.add_row(
+            (r.to_json()["offered_at"] or "")[:19].replace("T", " "), r.caller_number or "",
+            r.caller_name or "", r.dialed_number or "", r.outcome + answered,
+            _seconds(r.ring_seconds), _seconds(r.bot_seconds), _seconds(r.human_seconds),
+            r.transfer_target or "", "" if r.hangup_cause is None else str(r.hangup_cause), modules,
+        )
+    return table
+
+
+def outcome_summary(records: Sequence[CallRecord]) -> Table:
+    counts = Counter(r.outcome for r in records)
+    bot = Counter()
+    for r in records:
+        bot[r.outcome] += r.bot_seconds or 0.0
+    table = Table(title="Summary per outcome")
+    for name in ("outcome", "calls", "share", "bot seconds", "mean bot s"):
+        table.add_column(name, justify="left" if name == "outcome" else "right")
+    total = len(records) or 1
+    for outcome in OUTCOMES:
+        n = counts[outcome]
+        table.add_row(outcome, str(n), f"{100 * n / total:.0f}%", f"{bot[outcome]:.1f}",
+                      f"{bot[outcome] / n:.1f}" if n else "")
+    table.add_row("all", str(len(records)), "100%", f"{sum(bot.values()):.1f}", "")
+    return table
+
+
+_EMPTY_FIELDS = (
+    "call_id", "linkedid", "caller_number", "caller_name", "dialed_number", "offered_at",
+    "bot_answered_at", "bot_ended_at", "transferred_at", "human_answered_at", "ended_at",
+    "ring_seconds", "bot_seconds", "human_seconds", "total_seconds", "outcome",
+    "transfer_target", "transfer_answered", "hangup_cause", "modules", "plan_id", "cost",
+    "currency", "source",
+)

@@ -1,0 +1,131 @@
+"""The running agent: AMI in, call tracking, records to SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import structlog
+
+from .config import Config
+from .pbx.ami_client import AmiClient, AmiSettings
+from .pbx.events import PbxEvent
+from .pbx.stream import AmiEventDecoder
+from .storage.store import CallStore
+from .storage.writer import RecordWriter
+from .tracking.record import CallRecord
+from .tracking.rules import TrackingRules
+from .tracking.tracker import CallTracker
+
+log = structlog.get_logger("botmeter")
+
+
+def _problem(message: str, context: dict[str, object]) -> None:
+    log.warning(message, **context)
+
+
+class Recorder:
+    """Tracking plus a sink for finished calls; the same for live runs and replays."""
+
+    def __init__(self, rules: TrackingRules, sink: Callable[[CallRecord], None], *,
+                 source: str = "ami") -> None:
+        self.tracker = CallTracker(rules, on_problem=_problem, source=source)
+        self._sink = sink
+        self.events = 0
+        self.records = 0
+
+    def handle(self, event: PbxEvent) -> None:
+        self.events += 1
+        for record in self.tracker.feed(event):
+            self.records += 1
+            self._sink(record)
+
+    def expire(self, now: float, idle_seconds: float) -> None:
+        for record in self.tracker.expire(now, idle_seconds):
+            self.records += 1
+            self._sink(record)
+
+
+def ami_settings(config: Config) -> AmiSettings:
+    ami = config.ami
+    return AmiSettings(
+        host=ami.host, port=ami.port, username=ami.username, secret=ami.read_secret(config.base_dir),
+        tls=ami.tls, auth=ami.auth, ping_interval=ami.ping_interval, ping_timeout=ami.ping_timeout,
+        reconnect_min=ami.reconnect_min, reconnect_max=ami.reconnect_max,
+    )
+
+
+class AgentService:
+    """Attach to Asterisk and record until `stop()`."""
+
+    def __init__(self, config: Config, *, store_path: Path | None = None,
+                 clock: Callable[[], float] = time.time,
+                 on_saved: Callable[[list[CallRecord]], None] | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        path = store_path or config.store_path()
+        self.writer = RecordWriter(lambda: CallStore(path), on_error=self._write_failed,
+                                   on_saved=on_saved)
+        self.recorder = Recorder(config.tracking_rules(), self.writer.submit)
+        self.client = AmiClient(ami_settings(config), self.recorder.handle, clock=clock)
+        self._stop = asyncio.Event()
+
+    @staticmethod
+    def _write_failed(exc: Exception, count: int) -> None:
+        log.error("storing calls failed; retrying", error=str(exc), calls=count)
+
+    async def run(self) -> None:
+        self.writer.start()
+        log.info("botmeter started", agent=self.config.agent.id, store=str(self.config.store_path()))
+        client = asyncio.create_task(self.client.run(), name="ami")
+        sweeper = asyncio.create_task(self._sweep(), name="sweeper")
+        try:
+            await self._stop.wait()
+        finally:
+            await self.client.stop()
+            for task in (client, sweeper):
+                task.cancel()
+            await asyncio.gather(client, sweeper, return_exceptions=True)
+            await asyncio.to_thread(self.writer.close)
+            log.info("botmeter stopped", recorded=self.recorder.records,
+                     in_progress=self.recorder.tracker.active_calls)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _sweep(self) -> None:
+        idle = self.config.calls.idle_timeout_seconds
+        while True:
+            await asyncio.sleep(min(60.0, idle / 4))
+            self.recorder.expire(self.clock(), idle)
+
+
+def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
+           batch: int = 500) -> dict[str, int]:
+    """Feed a raw AMI capture through tracking into the store; times come from its Timestamp headers."""
+    pending: list[CallRecord] = []
+
+    def sink(record: CallRecord) -> None:
+        pending.append(record)
+        if len(pending) >= batch:
+            store.save(pending)
+            pending.clear()
+
+    recorder = Recorder(rules, sink, source="ami")
+    decoder = AmiEventDecoder()
+    now = time.time()
+    for chunk in chunks:
+        for event in decoder.feed(chunk, now):
+            recorder.handle(event)
+    store.save(pending)
+    stats = decoder.parser.stats
+    return {
+        "events": recorder.events,
+        "skipped_events": decoder.skipped,
+        "calls_recorded": recorder.records,
+        "calls_unfinished": recorder.tracker.active_calls,
+        "bad_lines": stats.bad_lines,
+        "oversized_frames": stats.oversized_frames,
+    }

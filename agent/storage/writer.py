@@ -1,0 +1,99 @@
+"""A background writer, so storing calls never stalls event handling."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from ..tracking.record import CallRecord
+from .store import CallStore
+
+_STOP = object()
+
+
+class RecordWriter:
+    """Queue records from the event loop; a thread stores them in batches, each within `max_delay`."""
+
+    def __init__(self, store_factory: Callable[[], CallStore], *, max_delay: float = 0.05,
+                 max_batch: int = 1000, on_error: Callable[[Exception, int], None] | None = None,
+                 on_saved: Callable[[list[CallRecord]], None] | None = None) -> None:
+        self._factory = store_factory
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._max_delay = max_delay
+        self._max_batch = max_batch
+        self._on_error = on_error
+        self._on_saved = on_saved
+        self._thread = threading.Thread(target=self._run, name="botmeter-writer", daemon=True)
+        self._ready = threading.Event()
+        self._failure: Exception | None = None
+        self.saved = 0
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    def submit(self, record: CallRecord) -> None:
+        self._queue.put(record)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Store everything queued, then stop."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            store = self._factory()
+        except Exception as exc:  # surfaced by start()
+            self._failure = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            stopping = False
+            while not stopping:
+                batch, stopping = self._next_batch()
+                self._store(store, batch, stopping)
+        finally:
+            store.close()
+
+    def _next_batch(self) -> tuple[list[CallRecord], bool]:
+        """Wait for a record, then gather what else comes within `max_delay` of it."""
+        item = self._queue.get()
+        if item is _STOP:
+            return [], True
+        batch: list[CallRecord] = [item]  # type: ignore[list-item]
+        deadline = time.monotonic() + self._max_delay
+        while len(batch) < self._max_batch:
+            left = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)  # type: ignore[arg-type]
+        return batch, False
+
+    def _store(self, store: CallStore, batch: list[CallRecord], stopping: bool) -> None:
+        """Save the batch; on failure keep retrying with backoff (a few times when stopping)."""
+        attempt = 0
+        while batch:
+            try:
+                store.save(batch)
+            except Exception as exc:  # disk full, database locked
+                attempt += 1
+                if self._on_error is not None:
+                    self._on_error(exc, len(batch))
+                if stopping and attempt >= 3:
+                    return
+                time.sleep(min(5.0, 0.1 * 2 ** attempt))
+            else:
+                self.saved += len(batch)
+                if self._on_saved is not None:
+                    self._on_saved(batch)
+                return
