@@ -229,8 +229,9 @@ class _Script:
         caller, phone = self.arrive()
         self.t = call.ring_seconds
         if call.outcome == "abandoned":
-            self.caller_leaves(caller, phone, ringing=True)
-            self.end_caller(caller, phone, 16, dialplan=False)
+            # a SIP CANCEL while ringing ends with cause 0, like chan_sip does
+            self.caller_leaves(caller, phone, None)
+            self.end_caller(caller, None, 0 if phone is None else 16)
             return
         self.enter_bot(caller)
         self.t = call.ring_seconds + call.bot_seconds
@@ -341,43 +342,34 @@ class _Script:
         self.exten(caller, 16, "Hangup", "41")
         self.end_caller(caller, phone, 41)
 
-    def end_caller(self, caller: _Chan, phone: _Chan | None, cause: int, *,
-                   dialplan: bool = True) -> None:
-        """Hang up what is left of the caller side (the last hangups of the call)."""
-        if dialplan:
-            self.hangup_request(caller, 16, soft=True)
-        if phone is None:
+    def end_caller(self, caller: _Chan, phone: _Chan | None, cause: int) -> None:
+        """The caller channel hangs up: the last hangups of the call.
+
+        `phone` is the caller's Local ;2 if it is still up, else None (SIP, or
+        the phone already hung up in `caller_leaves`).
+        """
+        self.hangup_request(caller, 16, soft=True)
+        if self.call.via == "sip":
             self.rtp_noise(caller)
+        if phone is None:
             self.hangup(caller, cause)
             return
-        if dialplan:
-            self.hangup_request(phone, cause)
-            self.hangup(caller, cause)
-            self.hangup_request(phone, 16, soft=True)
-            self.hangup(phone, cause)
-        else:
-            self.hangup(caller, cause)
+        self.hangup_request(phone, cause)
+        self.hangup(caller, cause)
+        self.hangup_request(phone, 16, soft=True)
+        self.hangup(phone, cause)
 
-    def caller_leaves(self, caller: _Chan, phone: _Chan | None, *, ringing: bool = False) -> None:
-        """The caller hangs up (the phone side goes first); the caller channel is
-        left for `end_caller(..., dialplan=False)` after any cleanup."""
-        if phone is not None:
-            self.exten(phone, 3, "Hangup")
-            self.hangup_request(phone, 16, soft=True)
-            self.hangup_request(caller, 16)
-            self.hangup(phone, 16)
-            self.hangup_request(caller, 16, soft=True)
-        else:
-            self.hangup_request(caller, None if ringing else 16)
-            self.hangup_request(caller, 16, soft=True)
-        if phone is None and ringing:
-            # a SIP CANCEL while ringing: Asterisk reports cause 0
-            self.rtp_noise(caller)
-            self.hangup(caller, 0)
-            self.events.pop(-1)  # re-emitted by end_caller with the right cause
-            self.events.pop(-1)
+    def caller_leaves(self, caller: _Chan, phone: _Chan | None, cause: int | None) -> None:
+        """The caller hangs up; finish with `end_caller(caller, None, ...)`."""
+        if phone is None:
+            self.hangup_request(caller, cause)
+            return
+        self.exten(phone, 3, "Hangup")
+        self.hangup_request(phone, 16, soft=True)
+        self.hangup_request(caller, 16)
+        self.hangup(phone, 16)
 
-    def human_answers(self, caller: _Chan, one: _Chan, two: _Chan) -> None:
+    def human_answers(self, one: _Chan, two: _Chan) -> None:
         """The human's phone (;2) answers; bridge them with the caller."""
         self.exten(two, 1, "Answer")
         self.newstate(two, 6)
@@ -401,7 +393,7 @@ class _Script:
         self.hangup_request(one, 16)
         if complete is not None:
             self.dial("AgentComplete", caller, one, *complete,
-                      ("HoldTime", fmt_seconds(round(AGENT_RING_SECONDS))),
+                      ("HoldTime", str(round(AGENT_RING_SECONDS))),
                       ("TalkTime", str(round(talk))), ("Reason", "agent"))
         self.hangup(two, 16)
         self.varset(one, "BRIDGEPEER", "")
@@ -442,7 +434,7 @@ class _Script:
             self.t = start + AGENT_RING_SECONDS
             pick = self.ids.seq % len(legs)
             one, two, member = legs[pick]
-            self.human_answers(caller, one, two)
+            self.human_answers(one, two)
             one.conn_num, one.conn_name = caller.num, caller.cid_name
             self.emit("NewConnectedLine", one.snapshot())
             self.dial("DialEnd", caller, one, ("DialStatus", "ANSWER"))
@@ -455,19 +447,19 @@ class _Script:
                       ("RingTime", ring))
             self.bridge_up(caller, one)
             self.human_hangs_up(caller, one, two, call.human_seconds, [*queue, *member])
-            self.end_caller(caller, phone, 16, dialplan=False)
+            self.end_caller(caller, phone, 16)
             return
         self.t = start + NO_ANSWER_SECONDS
         waited = [("HoldTime", str(round(NO_ANSWER_SECONDS)))]
         if self.ids.seq % 2 == 0:
             # the caller gives up waiting
-            self.caller_leaves(caller, phone)
+            self.caller_leaves(caller, phone, 16)
             for one, two, _ in legs:
                 self.drop_leg(caller, one, two, "CANCEL", 0)
             self.emit("QueueCallerAbandon", caller.snapshot(), queue,
                       [("Position", "1"), ("OriginalPosition", "1")], waited)
             self.emit("QueueCallerLeave", caller.snapshot(), queue, [("Position", "1"), ("Count", "0")])
-            self.end_caller(caller, phone, 16, dialplan=False)
+            self.end_caller(caller, None, 16)
         else:
             # the queue times out and the dialplan hangs up
             for one, two, _ in legs:
@@ -501,7 +493,7 @@ class _Script:
             self.end_caller(caller, phone, 16)
             return
         self.t += AGENT_RING_SECONDS
-        self.human_answers(caller, one, two)
+        self.human_answers(one, two)
         self.varset(caller, "DIALSTATUS", "ANSWER")
         self.varset(caller, "DIALEDPEERNAME", one.name)
         self.dial("DialEnd", caller, one, ("DialStatus", "ANSWER"))

@@ -1,0 +1,420 @@
+"""A simulated Asterisk PBX speaking the AMI wire protocol over TCP.
+
+It plays `ScriptedCall`s with the events of `agent.sim.events.call_events`
+and sends them to every logged-in AMI client, stamped with *virtual* time:
+`speed` virtual seconds pass per wall second, and `Timestamp` headers carry
+`epoch + virtual seconds`, so recorded durations equal the scripted ones at
+any speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import heapq
+import hmac
+import itertools
+import logging
+import math
+import secrets
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from agent.sim.events import (
+    DEFAULT_PRIVILEGE,
+    PRIVILEGES,
+    CallIds,
+    SimEvent,
+    call_events,
+    ids_needed,
+)
+from agent.sim.scenarios import ScriptedCall
+
+log = logging.getLogger(__name__)
+
+BANNER = b"Asterisk Call Manager/9.0.0\r\n"
+MAX_LINE = 64 * 1024  # longer request lines close the connection
+MAX_HEADERS = 128  # more headers in one request close the connection
+MAX_CLIENT_BUFFER = 8 * 1024 * 1024  # a client this far behind is disconnected
+SNAPSHOT_KEYS = (
+    "Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
+    "ConnectedLineNum", "ConnectedLineName", "Language", "AccountCode", "Context",
+    "Exten", "Priority", "Uniqueid", "Linkedid",
+)
+
+Message = list[tuple[str, str]]
+Reply = Callable[..., None]
+
+
+class _ProtocolError(Exception):
+    """The client broke the protocol badly enough to be disconnected."""
+
+
+def frame(pairs: Sequence[tuple[str, str]]) -> bytes:
+    """One AMI message: `Key: Value` lines and a blank line, UTF-8."""
+    return ("".join(f"{k}: {v}\r\n" for k, v in pairs) + "\r\n").encode("utf-8")
+
+
+def _header(message: Message, name: str) -> str | None:
+    name = name.lower()
+    return next((v for k, v in message if k.lower() == name), None)
+
+
+@dataclass(slots=True, eq=False)
+class _Client:
+    """State of one AMI connection."""
+
+    writer: asyncio.StreamWriter
+    authenticated: bool = False
+    events: bool = True
+    challenge: str | None = None
+
+    def send(self, data: bytes) -> None:
+        transport = self.writer.transport
+        if transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > MAX_CLIENT_BUFFER:
+            log.warning("sim AMI client too slow, disconnecting it")
+            transport.abort()
+            return
+        transport.write(data)
+
+
+@dataclass(slots=True)
+class _LiveChannel:
+    """What CoreShowChannels reports about a channel that is up."""
+
+    created: float  # virtual unix time
+    snapshot: list[tuple[str, str]] = field(default_factory=list)
+    application: str = ""
+    data: str = ""
+    bridge: str = ""
+
+
+class SimulatedPBX:
+    """An Asterisk-like AMI server that plays scripted voice-bot calls."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, username: str = "botmeter",
+                 secret: str = "botmeter-sim", speed: float = 1.0,
+                 epoch: float | None = None) -> None:
+        if not speed > 0:
+            raise ValueError("speed must be > 0")
+        self.host = host
+        self.username = username
+        self.secret = secret
+        self.speed = float(speed)
+        self.epoch = epoch  # virtual unix time at start(); time.time() if None
+        self.login_failures = 0
+        self._requested_port = port
+        self._port: int | None = None
+        self._server: asyncio.Server | None = None
+        self._clients: set[_Client] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._channels: dict[str, _LiveChannel] = {}
+        self._wall0 = 0.0
+        self._closed = False
+        self._stopping = asyncio.Event()
+        self._calls = 0
+        self._uniqueids = 0
+        self._locals = 0
+        self._sips = 0
+
+    # ---- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen; `port` is the bound port afterwards."""
+        if self._server is not None:
+            raise RuntimeError("already started")
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self._requested_port, limit=MAX_LINE
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        self._wall0 = asyncio.get_running_loop().time()
+        if self.epoch is None:
+            self.epoch = time.time()
+        log.info("simulated PBX listening on %s:%s (speed %g)", self.host, self._port, self.speed)
+
+    async def stop(self) -> None:
+        """Send `Event: Shutdown` to the clients, close them and the server."""
+        if self._server is None or self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        shutdown = frame([("Event", "Shutdown"), ("Privilege", "system,all"),
+                          ("Timestamp", f"{self.now():.6f}"), ("Shutdown", "Cleanly"),
+                          ("Restart", "False")])
+        clients = list(self._clients)
+        self._clients.clear()
+        for client in clients:
+            if client.authenticated:
+                client.send(shutdown)
+            client.writer.close()
+        self._server.close()
+        if self._handlers:
+            _, pending = await asyncio.wait(self._handlers, timeout=1.0)
+            if pending:  # clients that do not read: cut them off
+                for client in clients:
+                    client.writer.transport.abort()
+                await asyncio.wait(pending, timeout=1.0)
+        await self._server.wait_closed()
+
+    async def __aenter__(self) -> SimulatedPBX:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("not started")
+        return self._port
+
+    @property
+    def clients(self) -> int:
+        """Currently logged-in clients."""
+        return sum(1 for client in self._clients if client.authenticated)
+
+    def now(self) -> float:
+        """The current virtual unix time."""
+        if self.epoch is None:
+            raise RuntimeError("not started")
+        elapsed = asyncio.get_running_loop().time() - self._wall0
+        return self.epoch + elapsed * self.speed
+
+    def drop_clients(self) -> None:
+        """Abruptly close every AMI connection; calls go on, events meanwhile are lost."""
+        for client in list(self._clients):
+            client.writer.transport.abort()
+        self._clients.clear()
+
+    # ---- playing calls ------------------------------------------------------
+
+    async def play(self, calls: Sequence[ScriptedCall], *, rate: float | None = None,
+                   concurrency: int | None = None) -> None:
+        """Run `calls`; return when all have ended.
+
+        rate: new calls per virtual second (None: each call's `start_offset`);
+        concurrency: at most this many calls in progress at once (later calls wait).
+        """
+        if self._server is None:
+            raise RuntimeError("start() the PBX first")
+        if rate is not None and not rate > 0:
+            raise ValueError("rate must be > 0")
+        if concurrency is not None and concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        base = self.now()
+        if rate is None:
+            starts = [base + call.start_offset for call in calls]
+        else:
+            starts = [base + index / rate for index in range(len(calls))]
+        waiting = deque(sorted(range(len(calls)), key=lambda index: (starts[index], index)))
+        heap: list[tuple[float, int, SimEvent, list[int]]] = []
+        order = itertools.count()
+        active = 0
+        current = base  # virtual time of the last step: keeps delayed starts deterministic
+        while not self._closed:
+            can_start = waiting and (concurrency is None or active < concurrency)
+            next_start = max(starts[waiting[0]], current) if can_start else math.inf
+            next_event = heap[0][0] if heap else math.inf
+            if next_start == next_event == math.inf:
+                break
+            current = min(next_start, next_event)
+            await self._sleep_until(current)
+            if next_start <= next_event:
+                call = calls[waiting.popleft()]
+                events = call_events(call, self._reserve_ids(call, current))
+                remaining = [len(events)]
+                for event in events:
+                    heapq.heappush(heap, (current + event.offset, next(order), event, remaining))
+                active += 1
+                continue
+            # emit every event due now (same virtual time) in one go
+            while heap and heap[0][0] <= current and not self._closed:
+                stamp, _, event, remaining = heapq.heappop(heap)
+                self._emit(stamp, event)
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    active -= 1
+
+    def _reserve_ids(self, call: ScriptedCall, start: float) -> CallIds:
+        uniqueids, locals_, sips = ids_needed(call)
+        ids = CallIds(seq=self._calls, start=start, uniqueid_base=self._uniqueids,
+                      local_base=self._locals, sip_base=self._sips, bridge_id=str(uuid.uuid4()))
+        self._calls += 1
+        self._uniqueids += uniqueids
+        self._locals += locals_
+        self._sips += sips
+        return ids
+
+    async def _sleep_until(self, virtual: float) -> None:
+        assert self.epoch is not None
+        loop = asyncio.get_running_loop()
+        delay = self._wall0 + (virtual - self.epoch) / self.speed - loop.time()
+        if delay <= 0:
+            await asyncio.sleep(0)  # yield, so clients are served even when events are overdue
+            return
+        with contextlib.suppress(TimeoutError):  # wake early when the PBX stops
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def _emit(self, stamp: float, event: SimEvent) -> None:
+        self._track(stamp, event)
+        receivers = [c for c in self._clients if c.authenticated and c.events]
+        if not receivers:
+            return
+        data = frame([
+            ("Event", event.name),
+            ("Privilege", PRIVILEGES.get(event.name, DEFAULT_PRIVILEGE)),
+            ("Timestamp", f"{stamp:.6f}"),
+            *event.headers,
+        ])
+        for client in receivers:
+            client.send(data)
+
+    def _track(self, stamp: float, event: SimEvent) -> None:
+        """Keep the live-channel table (for CoreShowChannels) up to date."""
+        headers = dict(event.headers)
+        uniqueid = headers.get("Uniqueid")
+        if uniqueid is None or "Channel" not in headers:
+            return
+        if event.name == "Hangup":
+            self._channels.pop(uniqueid, None)
+            return
+        live = self._channels.get(uniqueid)
+        if live is None:
+            if event.name != "Newchannel":
+                return
+            live = self._channels[uniqueid] = _LiveChannel(created=stamp)
+        live.snapshot = [(key, headers[key]) for key in SNAPSHOT_KEYS]
+        if event.name == "Newexten":
+            live.application, live.data = headers["Application"], headers["AppData"]
+        elif event.name == "BridgeEnter":
+            live.bridge = headers["BridgeUniqueid"]
+        elif event.name == "BridgeLeave":
+            live.bridge = ""
+
+    # ---- AMI connections ----------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client = _Client(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        try:
+            if self._closed:
+                return
+            self._clients.add(client)
+            writer.write(BANNER)
+            while True:
+                message = await self._read_message(reader)
+                if message is None or not self._handle(client, message):
+                    break
+                await writer.drain()
+        except (ConnectionError, _ProtocolError, ValueError, asyncio.LimitOverrunError) as exc:
+            log.debug("sim AMI client dropped: %r", exc)
+        except Exception:  # never let one client take the simulator down
+            log.exception("sim AMI client handler failed")
+        finally:
+            self._clients.discard(client)
+            if task is not None:
+                self._handlers.discard(task)
+            writer.close()
+
+    @staticmethod
+    async def _read_message(reader: asyncio.StreamReader) -> Message | None:
+        """Next request (headers up to a blank line); None at end of stream."""
+        message: Message = []
+        while True:
+            line = await reader.readline()  # ValueError beyond MAX_LINE
+            if not line:
+                return None
+            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            if not text:
+                if message:
+                    return message
+                continue
+            key, colon, value = text.partition(":")
+            if not colon:
+                continue  # not a header: ignored, like Asterisk does
+            if len(message) >= MAX_HEADERS:
+                raise _ProtocolError("too many headers")
+            message.append((key.strip(), value.strip()))
+
+    def _handle(self, client: _Client, message: Message) -> bool:
+        """Answer one request; False closes the connection."""
+        action = (_header(message, "Action") or "").lower()
+        action_id = _header(message, "ActionID")
+
+        def reply(response: str, *pairs: tuple[str, str]) -> None:
+            head = [("Response", response)]
+            if action_id:
+                head.append(("ActionID", action_id))
+            client.send(frame([*head, *pairs]))
+
+        if not action:
+            reply("Error", ("Message", "Missing action in request"))
+        elif action == "challenge":
+            if (_header(message, "AuthType") or "").lower() != "md5":
+                reply("Error", ("Message", "Must specify AuthType"))
+            else:
+                client.challenge = str(secrets.randbelow(10**9 - 10**8) + 10**8)
+                reply("Success", ("Challenge", client.challenge))
+        elif action == "login":
+            if not self._authenticate(client, message):
+                self.login_failures += 1
+                reply("Error", ("Message", "Authentication failed"))
+                return False
+            client.authenticated = True
+            client.events = (_header(message, "Events") or "on").lower() != "off"
+            reply("Success", ("Message", "Authentication accepted"))
+        elif action == "logoff":
+            reply("Goodbye", ("Message", "Thanks for all the fish."))
+            return False
+        elif not client.authenticated:
+            reply("Error", ("Message", "Authentication Required"))
+        elif action == "ping":
+            reply("Success", ("Ping", "Pong"), ("Timestamp", f"{self.now():.6f}"))
+        elif action == "events":
+            mask = (_header(message, "EventMask") or "on").lower()
+            client.events = mask != "off"
+            reply("Success", ("Events", "On" if client.events else "Off"))
+        elif action == "coreshowchannels":
+            self._core_show_channels(client, action_id, reply)
+        else:
+            reply("Error", ("Message", "Invalid/unknown command"))
+        return True
+
+    def _authenticate(self, client: _Client, message: Message) -> bool:
+        if _header(message, "Username") != self.username:
+            return False
+        if (_header(message, "AuthType") or "").lower() == "md5":
+            key = _header(message, "Key") or ""
+            if client.challenge is None:
+                return False
+            digest = hashlib.md5((client.challenge + self.secret).encode()).hexdigest()
+            return hmac.compare_digest(key.lower(), digest)
+        secret = _header(message, "Secret")
+        return secret is not None and hmac.compare_digest(secret.encode(), self.secret.encode())
+
+    def _core_show_channels(self, client: _Client, action_id: str | None,
+                            reply: Reply) -> None:
+        reply("Success", ("EventList", "start"), ("Message", "Channels will follow"))
+        id_header = [("ActionID", action_id)] if action_id else []
+        now = self.now()
+        for live in list(self._channels.values()):
+            seconds = max(0, int(now - live.created))
+            duration = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+            client.send(frame([
+                ("Event", "CoreShowChannel"), *id_header, *live.snapshot,
+                ("Application", live.application), ("ApplicationData", live.data),
+                ("Duration", duration), ("BridgeId", live.bridge),
+            ]))
+        client.send(frame([("Event", "CoreShowChannelsComplete"), *id_header,
+                           ("EventList", "Complete"), ("ListItems", str(len(self._channels)))]))
