@@ -266,7 +266,7 @@ def test_events_without_linkedid_or_for_unseen_channels_do_not_crash(tracker):
 
 
 def test_snapshot_after_reconnect_ends_calls_that_hung_up_meanwhile(tracker):
-    gone = Call(tracker, uid="600.1").create(1.0).step(1.0, "from-pstn").step(2.0, "voicebot")
+    Call(tracker, uid="600.1").create(1.0).step(1.0, "from-pstn").step(2.0, "voicebot")
     alive = Call(tracker, uid="600.2").create(1.5).step(1.5, "from-pstn").step(2.5, "voicebot")
     tracker.feed(SnapshotStarted(30.0))
     tracker.feed(ChannelSnapshot(30.0, "600.2", "600.2", alive.name, "voicebot", "s", "Wait", "",
