@@ -37,6 +37,9 @@ def render_calls(records: Sequence[CallRecord], fmt: str, out: TextIO,
         Console(file=out, width=160).print(calls_table(records))
 
 
+_UNITS = {"seconds": "s", "requests": "req", "characters": "chars", "answers": "ans"}
+
+
 def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
@@ -44,17 +47,19 @@ def _seconds(value: float | None) -> str:
 def calls_table(records: Sequence[CallRecord]) -> Table:
     table = Table(title=f"{len(records)} calls", show_lines=False)
     for name, justify in (("offered (UTC)", "left"), ("caller", "left"), ("name", "left"),
-                          ("dialed", "left"), ("outcome", "left"), ("ring s", "right"),
+                          ("outcome", "left"), ("ring s", "right"),
                           ("bot s", "right"), ("human s", "right"), ("target", "left"),
                           ("cause", "right"), ("modules", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=name != "modules",  # type: ignore[arg-type]
+                         max_width=18 if name == "target" else None, overflow="ellipsis",
+                         min_width=16 if name == "modules" else None)
     for r in records:
-        modules = ", ".join(f"{m} {json_number(u.quantity)} {u.unit}"
+        modules = ", ".join(f"{m} {json_number(u.quantity)} {_UNITS.get(u.unit, u.unit)}"
                             for m, u in sorted(r.modules.items()))
-        answered = {True: " (answered)", False: " (unanswered)", None: ""}[r.transfer_answered]
+        answered = {True: " (human)", False: " (no human)", None: ""}[r.transfer_answered]
         table.add_row(
             (r.to_json()["offered_at"] or "")[:19].replace("T", " "), r.caller_number or "",
-            r.caller_name or "", r.dialed_number or "", r.outcome + answered,
+            r.caller_name or "", r.outcome + answered,
             _seconds(r.ring_seconds), _seconds(r.bot_seconds), _seconds(r.human_seconds),
             r.transfer_target or "", "" if r.hangup_cause is None else str(r.hangup_cause), modules,
         )

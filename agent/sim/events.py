@@ -225,6 +225,7 @@ class _Script:
     # ---- call phases ------------------------------------------------------
 
     def play(self) -> None:
+        """Generate the whole call."""
         call = self.call
         caller, phone = self.arrive()
         self.t = call.ring_seconds
@@ -237,15 +238,14 @@ class _Script:
         self.t = call.ring_seconds + call.bot_seconds
         if call.outcome == "failed":
             self.bot_fails(caller, phone)
-        elif call.outcome == "handled":
-            self.leave_bot(caller)
+            return
+        self.leave_bot(caller)
+        if call.outcome == "handled":
             self.exten(caller, 12, "Hangup")
             self.end_caller(caller, phone, 16)
         elif call.handoff == "queue":
-            self.leave_bot(caller)
             self.queue(caller, phone)
         else:
-            self.leave_bot(caller)
             self.dial_agent(caller, phone)
 
     def arrive(self) -> tuple[_Chan, _Chan | None]:
@@ -370,7 +370,7 @@ class _Script:
         self.hangup(phone, 16)
 
     def human_answers(self, one: _Chan, two: _Chan) -> None:
-        """The human's phone (;2) answers; bridge them with the caller."""
+        """The human's phone (the leg's ;2) answers; both halves go Up."""
         self.exten(two, 1, "Answer")
         self.newstate(two, 6)
         one.exten = self.call.dialed_number

@@ -202,7 +202,8 @@ class SimulatedPBX:
         """Run `calls`; return when all have ended.
 
         rate: new calls per virtual second (None: each call's `start_offset`);
-        concurrency: at most this many calls in progress at once (later calls wait).
+        concurrency: at most this many calls in progress at once (later calls wait,
+        and still start no faster than `rate`).
         """
         if self._server is None:
             raise RuntimeError("start() the PBX first")
@@ -220,15 +221,19 @@ class SimulatedPBX:
         order = itertools.count()
         active = 0
         current = base  # virtual time of the last step: keeps delayed starts deterministic
+        gap = 0.0 if rate is None else 1.0 / rate
+        last_start = -math.inf
         while not self._closed:
             can_start = waiting and (concurrency is None or active < concurrency)
-            next_start = max(starts[waiting[0]], current) if can_start else math.inf
+            next_start = (max(starts[waiting[0]], current, last_start + gap)
+                          if can_start else math.inf)
             next_event = heap[0][0] if heap else math.inf
             if next_start == next_event == math.inf:
                 break
             current = min(next_start, next_event)
             await self._sleep_until(current)
             if next_start <= next_event:
+                last_start = current
                 call = calls[waiting.popleft()]
                 events = call_events(call, self._reserve_ids(call, current))
                 remaining = [len(events)]
