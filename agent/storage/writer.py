@@ -14,14 +14,13 @@ _STOP = object()
 
 
 class RecordWriter:
-    """Queue records from the event loop; a thread stores them in batches, each within `max_delay`."""
+    """Queue records from the event loop; a thread stores them at once, in batches under load."""
 
-    def __init__(self, store_factory: Callable[[], CallStore], *, max_delay: float = 0.05,
+    def __init__(self, store_factory: Callable[[], CallStore], *,
                  max_batch: int = 1000, on_error: Callable[[Exception, int], None] | None = None,
                  on_saved: Callable[[list[CallRecord]], None] | None = None) -> None:
         self._factory = store_factory
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._max_delay = max_delay
         self._max_batch = max_batch
         self._on_error = on_error
         self._on_saved = on_saved
@@ -62,16 +61,14 @@ class RecordWriter:
             store.close()
 
     def _next_batch(self) -> tuple[list[CallRecord], bool]:
-        """Wait for a record, then gather what else comes within `max_delay` of it."""
+        """Wait for a record, then take whatever else is already queued (batches form under load)."""
         item = self._queue.get()
         if item is _STOP:
             return [], True
         batch: list[CallRecord] = [item]  # type: ignore[list-item]
-        deadline = time.monotonic() + self._max_delay
         while len(batch) < self._max_batch:
-            left = deadline - time.monotonic()
             try:
-                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is _STOP:

@@ -240,6 +240,7 @@ class CallTracker:
                 del self._calls[lid]
         if call.caller is None:
             return NO_RECORDS
+        ended_at = max(ended_at, call.last_ts)  # never before the call's last event (clock skew)
         if call.in_bot:
             self._leave_bot(call, ended_at)
         return (self._record(call, ended_at),)
@@ -266,7 +267,7 @@ class CallTracker:
             bot_ended_at=call.bot_ended_at,
             transferred_at=call.transferred_at,
             human_answered_at=human,
-            ended_at=max(ended_at, call.offered_at),
+            ended_at=ended_at,
             outcome=outcome,
             transfer_target=(call.signalled_target or call.transfer_target)
             if outcome == "transferred" else None,

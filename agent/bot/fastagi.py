@@ -1,0 +1,492 @@
+"""FastAGI server for the bot's signals.
+
+Dialplan: `AGI(agi://127.0.0.1:4573/botmeter/usage?module=asr&quantity=12&unit=seconds)`.
+One session per signal: read the AGI environment, check the request, ask Asterisk for the
+call's linkedid, hand a `BotSignal` to `on_signal`, set `BOTMETER_STATUS` and close.
+
+Each session is a small `asyncio.Protocol` state machine (no task, no stream objects), so a
+session costs little more than the TCP connection itself. Every session is bounded (header
+bytes and time, command reply time, concurrent sessions) and ends quietly whatever the peer
+does; nothing here raises into the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import ipaddress
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import structlog
+
+from agent.pbx.events import BotSignal
+from agent.tracking.signals import SignalError, parse_signal
+
+from .protocol import MAX_COMMAND, agi_quote, canonical_fields
+
+log = structlog.get_logger("agent.bot.fastagi")
+
+ROUTE = "botmeter"
+MAX_FIELDS = 32  # query parameters + agi_arg_N accepted per request
+MAX_REPLY_LINES = 100  # lines read for one command reply (HANGUP, 100 Trying, 520 usage text)
+CLOSE_TIMEOUT = 1.0
+
+_RESULT = re.compile(r"result=(-?\d*)(?:\s+\((.*)\))?")
+
+OnSignal = Callable[[BotSignal], Any]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(slots=True)
+class FastAgiStats:
+    """Counters. Once sessions are over: sessions == signals + errors (invalid is part of errors)."""
+
+    sessions: int = 0  # connections accepted and served
+    signals: int = 0  # signals delivered to on_signal
+    refused: int = 0  # connections closed at once: peer not allowed, or too many sessions
+    errors: int = 0  # sessions that ended without delivering a signal
+    invalid: int = 0  # ... of which: bad route or bad values (the peer was told why)
+    active: int = 0  # sessions in progress
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One AGI command reply: code (200, 510, 511, 520; 0 if unreadable), result and its data."""
+
+    code: int
+    result: str = ""
+    data: str | None = None
+
+
+def parse_networks(allow: Iterable[str]) -> tuple[Network, ...]:
+    """`allow` entries (IPs or CIDR blocks) as networks; ValueError for a bad entry."""
+    if isinstance(allow, str):
+        allow = (allow,)
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in allow)
+
+
+def parse_request(env: Mapping[str, str]) -> tuple[str, dict[str, str], list[str]]:
+    """(signal, fields, ignored keys) from an AGI environment; SignalError for a bad route.
+
+    The route is `botmeter/<signal>` (from `agi_network_script`, else `agi_request`); fields come
+    from its query string, then from `agi_arg_N` arguments of the form `key=value`.
+    """
+    script = env.get("agi_network_script", "")
+    if not script:
+        request = env.get("agi_request", "")
+        if "://" not in request:
+            raise SignalError("no agi_network_script in the AGI environment")
+        parts = urlsplit(request)
+        script = parts.path + (f"?{parts.query}" if parts.query else "")
+    path, _, query = script.partition("?")
+    steps = [s for s in path.split("/") if s]
+    if len(steps) != 2 or steps[0].lower() != ROUTE:
+        raise SignalError(f"unknown route {path[:80]!r} (expected {ROUTE}/<signal>)")
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except ValueError:
+        raise SignalError(f"more than {MAX_FIELDS} fields") from None
+    args = sorted((k for k in env if k.startswith("agi_arg_")), key=_arg_number)
+    for key in args[:MAX_FIELDS]:
+        name, sep, value = env[key].partition("=")
+        if sep:
+            pairs.append((name, value))
+    if len(pairs) > MAX_FIELDS:
+        raise SignalError(f"more than {MAX_FIELDS} fields")
+    fields, ignored = canonical_fields(pairs)
+    return steps[1][:64], fields, ignored
+
+
+def _arg_number(key: str) -> int:
+    tail = key.removeprefix("agi_arg_")
+    return int(tail) if tail.isdigit() else 1 << 30
+
+
+def parse_reply(line: str) -> Reply:
+    """A single-line reply such as `200 result=1 (1795706738.4)`."""
+    code = line[:3]
+    if not code.isdigit():
+        return Reply(0, "", line[:200])
+    match = _RESULT.search(line, 3)
+    if match is None:
+        return Reply(int(code), "", line[4:204])
+    return Reply(int(code), match.group(1), match.group(2))
+
+
+
+class _State(enum.Enum):
+    REFUSED = "refused"  # closed at once, never a session
+    ENV = "env"  # reading the AGI environment
+    LINKEDID = "linkedid"  # GET VARIABLE CHANNEL(linkedid) sent
+    CALLBACK = "callback"  # waiting for an async on_signal
+    STATUS = "status"  # SET VARIABLE BOTMETER_STATUS ok sent
+    VERBOSE = "verbose"  # bad request: VERBOSE with the reason sent
+    ERROR_STATUS = "error_status"  # bad request: SET VARIABLE BOTMETER_STATUS error sent
+    DONE = "done"
+
+
+class _Session(asyncio.Protocol):
+    """One FastAGI connection, driven by socket events and a single timer."""
+
+    def __init__(self, server: FastAgiServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.srv = server
+        self.loop = loop
+        self.state = _State.ENV
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.buf = bytearray()
+        self.env: dict[str, str] = {}
+        self.env_bytes = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.reply_lines = 0
+        self.in_usage = False
+        self.connected = False
+        self.delivered = False
+        self.signal = ""
+        self.fields: dict[str, str] = {}
+        self.uniqueid = ""
+        self.pending: asyncio.Future[Any] | None = None
+
+    # -- socket events ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.connected = True
+        srv, stats = self.srv, self.srv.stats
+        self.peer = _peer_host(transport.get_extra_info("peername"))
+        if not srv.allowed(self.peer):
+            self.state = _State.REFUSED
+            stats.refused += 1
+            log.warning("fastagi peer refused: not in allow", peer=self.peer)
+            transport.abort()
+            return
+        if stats.active >= srv.max_sessions:
+            self.state = _State.REFUSED
+            stats.refused += 1
+            log.warning("fastagi peer refused: too many sessions", peer=self.peer,
+                        max_sessions=srv.max_sessions)
+            transport.abort()
+            return
+        stats.sessions += 1
+        stats.active += 1
+        srv._live.add(self)
+        self._arm(srv.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state in (_State.REFUSED, _State.DONE):
+            return
+        buf = self.buf
+        buf += data
+        limit = self.srv.max_header_bytes
+        while self.state not in (_State.REFUSED, _State.DONE):
+            nl = buf.find(b"\n")
+            if nl < 0:
+                break
+            line = bytes(buf[:nl])
+            del buf[:nl + 1]
+            if self.state is _State.ENV:
+                self.env_bytes += nl + 1
+                if self.env_bytes > limit:
+                    self._fail(f"AGI environment over {limit} bytes", "warning")
+                    return
+                self._env_line(line)
+            elif self.state is not _State.CALLBACK:
+                self._reply_line(line)
+        if len(buf) > limit and self.state not in (_State.REFUSED, _State.DONE):
+            what = "AGI environment" if self.state is _State.ENV else "reply line"
+            self._fail(f"{what} over {limit} bytes", "warning")
+
+    def eof_received(self) -> bool:
+        self._fail("peer closed", "debug")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connected = False
+        if self.state not in (_State.REFUSED, _State.DONE):
+            self._fail("peer closed", "debug")
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.state is _State.ENV:
+            self._fail(f"no AGI environment within {self.srv.header_timeout}s", "info")
+        else:
+            self._fail(f"no reply within {self.srv.command_timeout}s", "debug")
+
+    # -- protocol ---------------------------------------------------------------------
+
+    def _env_line(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line:
+            key, sep, value = line.decode("utf-8", "replace").partition(":")
+            if sep:
+                self.env[key.strip()] = value.strip()
+            return
+        self._request()
+
+    def _request(self) -> None:
+        """The environment is complete: check it, then ask for the linkedid."""
+        env = self.env
+        self.uniqueid = env.get("agi_uniqueid", "")[:64]
+        ignored: list[str] = []
+        try:
+            signal, fields, ignored = parse_request(env)
+            parse_signal(signal, fields)
+        except SignalError as exc:
+            reason = str(exc)
+            if ignored:
+                reason += f" (ignored: {', '.join(ignored[:5])})"
+            self.srv.stats.invalid += 1
+            log.warning("fastagi bad signal refused", peer=self.peer, reason=reason,
+                        uniqueid=self.uniqueid,
+                        script=env.get("agi_network_script", env.get("agi_request", ""))[:200])
+            self._send(f"VERBOSE {agi_quote('botmeter: ' + reason)} 1", _State.VERBOSE)
+            return
+        self.signal, self.fields = signal.strip().lower(), fields
+        self._send("GET VARIABLE CHANNEL(linkedid)", _State.LINKEDID)
+
+    def _reply_line(self, line: bytes) -> None:
+        """One line while a reply is awaited: skip `HANGUP` and `100 Trying`; read a `520-`
+        usage block through its closing `520 ` line."""
+        self.reply_lines += 1
+        if self.reply_lines > MAX_REPLY_LINES:
+            self._fail(f"no reply within {MAX_REPLY_LINES} lines", "warning")
+            return
+        text = line.decode("utf-8", "replace").strip()
+        if self.in_usage:
+            if text.startswith("520 "):
+                self.in_usage = False
+                self._reply(Reply(520, "", text[4:204]))
+            return
+        if not text or text == "HANGUP" or text.startswith("100 "):
+            return
+        if text.startswith("520-"):
+            self.in_usage = True
+            return
+        self._reply(parse_reply(text))
+
+    def _reply(self, reply: Reply) -> None:
+        state = self.state
+        if state is _State.LINKEDID:
+            ok = reply.code == 200 and reply.result == "1" and reply.data
+            self._deliver(reply.data.strip()[:64] if ok and reply.data else "")
+        elif state is _State.VERBOSE:
+            self._send("SET VARIABLE BOTMETER_STATUS error", _State.ERROR_STATUS)
+        else:  # STATUS, ERROR_STATUS
+            self._finish()
+
+    def _fail(self, why: str, level: str) -> None:
+        """No (more) answer from the peer: timeout, EOF, oversized or endless input."""
+        state = self.state
+        if state is _State.LINKEDID:
+            log.debug("fastagi no linkedid from peer", peer=self.peer, reason=why)
+            self._deliver("")
+        elif state is _State.CALLBACK:
+            pass  # the session ends when on_signal does
+        elif state in (_State.REFUSED, _State.DONE):
+            return
+        else:
+            if state is _State.ENV:
+                getattr(log, level)("fastagi peer dropped", peer=self.peer, reason=why)
+            self._finish()
+
+    def _deliver(self, linkedid: str) -> None:
+        """Hand the signal to on_signal (linkedid falls back to the channel's uniqueid)."""
+        linkedid = linkedid or self.uniqueid
+        if not linkedid:
+            self.srv.stats.invalid += 1
+            log.warning("fastagi bad signal refused", peer=self.peer,
+                        reason="no agi_uniqueid and no linkedid")
+            self._finish()
+            return
+        srv = self.srv
+        sig = BotSignal(round(srv.clock(), 3), linkedid, self.uniqueid, self.signal, self.fields,
+                        via="fastagi")
+        try:
+            result = srv.on_signal(sig)
+        except Exception:
+            log.exception("fastagi on_signal failed", linkedid=linkedid, signal=self.signal)
+            self._finish()
+            return
+        if inspect.isawaitable(result):
+            self._disarm()
+            self.state = _State.CALLBACK
+            self.pending = asyncio.ensure_future(result)
+            self.pending.add_done_callback(self._callback_done)
+            return
+        self._delivered()
+
+    def _callback_done(self, future: asyncio.Future[Any]) -> None:
+        self.pending = None
+        if self.state is not _State.CALLBACK:
+            return
+        if future.cancelled() or future.exception() is not None:
+            log.error("fastagi on_signal failed", signal=self.signal,
+                      error=repr(None if future.cancelled() else future.exception()))
+            self._finish()
+            return
+        self._delivered()
+
+    def _delivered(self) -> None:
+        self.delivered = True
+        log.debug("fastagi signal", peer=self.peer, signal=self.signal)
+        if self.connected and self.transport is not None and not self.transport.is_closing():
+            self._send("SET VARIABLE BOTMETER_STATUS ok", _State.STATUS)
+        else:
+            self._finish()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _send(self, command: str, state: _State) -> None:
+        """Write one AGI command and wait (command_timeout) for its reply in `state`."""
+        self.state = state
+        self.reply_lines = 0
+        self.in_usage = False
+        transport = self.transport
+        if not self.connected or transport is None or transport.is_closing():
+            self._fail("peer closed", "debug")
+            return
+        transport.write(command.encode("utf-8")[:MAX_COMMAND] + b"\n")
+        self._arm(self.srv.command_timeout)
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self.timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _finish(self) -> None:
+        """End the session: count it, close the connection (abort if it cannot drain)."""
+        if self.state in (_State.DONE, _State.REFUSED):
+            return
+        self.state = _State.DONE
+        self._disarm()
+        srv = self.srv
+        srv._live.discard(self)
+        srv.stats.active -= 1
+        if self.delivered:
+            srv.stats.signals += 1
+        else:
+            srv.stats.errors += 1
+        self.buf.clear()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if transport.get_write_buffer_size():
+                self.loop.call_later(CLOSE_TIMEOUT, transport.abort)
+            transport.close()
+
+    def abort(self) -> None:
+        """Server stopping: end now."""
+        if self.pending is not None:
+            self.pending.cancel()
+        self._finish()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _peer_host(peername: object) -> str:
+    if isinstance(peername, tuple) and peername:
+        return str(peername[0])
+    return str(peername)
+
+
+class FastAgiServer:
+    """Asyncio FastAGI server turning `botmeter/<signal>` requests into `BotSignal`s.
+
+    `on_signal` may be a plain function or return an awaitable (awaited before the session ends).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 4573,
+        allow: Iterable[str] = ("127.0.0.1", "::1"),
+        on_signal: OnSignal | None = None,
+        clock: Callable[[], float] = time.time,
+        header_timeout: float = 5.0,
+        command_timeout: float = 5.0,
+        max_header_bytes: int = 16384,
+        max_sessions: int = 2000,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self.allow = parse_networks(allow)
+        self.on_signal: OnSignal = on_signal or (lambda sig: None)
+        self.clock = clock
+        self.header_timeout = header_timeout
+        self.command_timeout = command_timeout
+        self.max_header_bytes = max_header_bytes
+        self.max_sessions = max_sessions
+        self.stats = FastAgiStats()
+        self._server: asyncio.base_events.Server | None = None
+        self._live: set[_Session] = set()
+        self._allowed_cache: dict[str, bool] = {}
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and start accepting sessions (port 0 picks a free port, see `port`)."""
+        if self._server is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Session(self, loop), self.host, self._port,
+            backlog=max(128, min(self.max_sessions, 4096)),
+        )
+        log.info("fastagi listening", host=self.host, port=self.port,
+                 allow=[str(n) for n in self.allow])
+
+    async def stop(self) -> None:
+        """Stop accepting, end the sessions in progress, release the port."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for session in list(self._live):
+            session.abort()
+        await server.wait_closed()
+        log.info("fastagi stopped", **self.counters())
+
+    async def __aenter__(self) -> FastAgiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port (the configured one until started)."""
+        if self._server is None or not self._server.sockets:
+            return self._port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def counters(self) -> dict[str, int]:
+        """The counters as a dict (for logs and tests)."""
+        return asdict(self.stats)
+
+    def allowed(self, host: str) -> bool:
+        """Whether a peer address is in `allow` (IPv4-mapped IPv6 addresses count as IPv4)."""
+        known = self._allowed_cache.get(host)
+        if known is not None:
+            return known
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        mapped = getattr(ip, "ipv4_mapped", None)
+        verdict = any(ip in net or (mapped is not None and mapped in net) for net in self.allow)
+        if len(self._allowed_cache) >= 1024:
+            self._allowed_cache.clear()
+        self._allowed_cache[host] = verdict
+        return verdict

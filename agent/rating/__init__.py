@@ -1,0 +1,82 @@
+"""Rating: price calls under a vendor's plan files (shared/specs/plans.md), with Decimal
+semantics computed exactly in scaled integers.
+
+Public API
+----------
+- `load_plan(path) -> PlanVersion`, `PlanBook.load(dir)`, `book.series(plan_id) -> PlanSeries`,
+  `book.version_for(plan_id, offered_at)`; bad files raise `PlanError` (`<file>: <key>: <reason>`).
+- `rate_calls(calls, plan) -> {call_id: CallCharge}`; `plan` is a PlanVersion or a PlanSeries.
+- `Rater(plan).rate(call)` for one arriving call (O(1)); on `RerateNeeded(period)` call
+  `Rater.rerate(period, all_calls_of_that_period)` and store every amount it returns.
+- `build_statement(plan, period, calls) -> Statement` (`.to_json()` per Semantics 5).
+- `compare_plans(plans, period, calls, active=...) -> Comparison` (`.rows()`, `.to_json()`).
+- `period_of(epoch, tz)`, `period_bounds(period, tz)`.
+
+Decisions (where the spec leaves room)
+--------------------------------------
+1. Versions: the version for a call is the latest with effective_from <= the call's
+   offered_at date in the plan's time zone. A call before every version is rated by the
+   earliest version (rating never fails for want of a version). A file without
+   effective_from is the earliest possible version. Two versions of one plan with the same
+   effective_from (or both without) are refused, naming both files; so are versions that
+   differ in currency or time zone.
+2. Periods: a call belongs to the calendar month (plan's time zone) holding its ended_at.
+3. A period that spans two versions: each version's calls are rated separately, in call
+   order, with that version's own allowance and tiers. The statement then shows each
+   version's usage lines, named "<charge> (<plan>@<effective_from>)". Period fees and the SLA
+   come from the version in force on the period's first day; a once fee is charged by the
+   version in force on its `on` date (so a fee copied into a later version is not charged
+   twice); a once fee dated before its own version's effective_from is refused.
+4. Time metrics: seconds are the record's whole milliseconds. Zero seconds (or a call the bot
+   never answered) count 0 even when min_seconds = 0. Defaults: min_seconds 0, first_block 0,
+   block 1 (bill whole seconds); unit 1; included 0; model per_unit; precision "0.0001".
+   min_seconds/first_block/block are refused on non-time metrics.
+5. Tiers: `up_to` is inclusive and counts priced units after the allowance; the last tier
+   must have no `up_to`. `volume` prices all units at the tier holding the running total, so
+   a call that moves the total into a cheaper tier can have a negative amount.
+6. `package`: a started package is billed whole (packages = ceil(billed / package_size)).
+7. Money (price, amount, SLA fee, precision) must be a quoted decimal string: a TOML float
+   *or integer* is refused. unit, included, up_to, package_size may be TOML integers or
+   decimal strings, never floats. SLA ratios/seconds are not money and may be TOML floats.
+   Charge names are unique within a plan (they name the per-call lines).
+8. SLA: a counted call is answered when the bot answered it with ring_seconds <=
+   max_ring_seconds; abandoned calls with ring_seconds < ignore_abandoned_under are not
+   counted. Met when answered >= answer_rate * counted (exactly), or when nothing was counted.
+   The credit is credit_percent of the period's usage amount, rounded half-up to the plan's
+   precision, shown as a negative line whose name carries the measured rate.
+9. Statement quantities are priced units (e.g. minutes): exact when they fit in 6 decimal
+   places, else rounded half-up to 6. Line amounts keep their own precision; only the total
+   is rounded, half-up to the currency's minor unit.
+10. Per-call lines (`ChargeLine`) carry the call's metered quantity in the metric's own unit
+   (e.g. 66 seconds after blocks) and its marginal amount at the plan's precision.
+11. Module quantities must be non-negative multiples of 10**-6 (RatingError otherwise).
+12. Incremental rating: `Rater.rate` requires each call to come after the last rated call of
+   its (period, version) in (ended_at, call_id) order, and the period to have been opened by
+   `rerate` (after a restart nothing is known about a period's earlier calls).
+13. Comparing plans: volume k scales every charge's period quantity by k with fees fixed and
+   the SLA outcome unchanged; the break-even is the smallest k in [0.01, 100] where two plans
+   cost the same or swap order (log grid of 400 points, then bisection), else None.
+14. PlanError keys count arrays of tables from 1: `charge[1]` is the first [[charge]].
+"""
+
+from __future__ import annotations
+
+from .book import PlanBook, PlanSeries, UnknownPlan
+from .compare import BreakEven, Comparison, PlanCost, compare_plans
+from .compiled import CallCharge, ChargeLine
+from .engine import PeriodState, rate_calls, rate_period
+from .errors import PlanError, RatingError, RerateNeeded
+from .loader import load_plan, parse_plan
+from .periods import period_bounds, period_of
+from .plan import Charge, Fee, PlanVersion, Sla, Tier
+from .rater import Rater
+from .sla import SlaMeasure, measure_sla
+from .statement import Statement, StatementLine, build_statement
+
+__all__ = [
+    "BreakEven", "CallCharge", "Charge", "ChargeLine", "Comparison", "Fee", "PeriodState",
+    "PlanBook", "PlanCost", "PlanError", "PlanSeries", "PlanVersion", "Rater", "RatingError",
+    "RerateNeeded", "Sla", "SlaMeasure", "Statement", "StatementLine", "Tier", "UnknownPlan",
+    "build_statement", "compare_plans", "load_plan", "measure_sla", "parse_plan",
+    "period_bounds", "period_of", "rate_calls", "rate_period",
+]

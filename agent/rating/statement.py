@@ -1,0 +1,181 @@
+"""A period's statement (Semantics 4-5): usage lines, fees, the SLA, and the total."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from fractions import Fraction
+from typing import Any, Literal
+
+from ..tracking.record import CallRecord
+from .book import PlanSeries
+from .compiled import compile_plan
+from .engine import ORDER, PeriodState, Plan, as_series, split_periods
+from .periods import period_bounds, period_of_date
+from .plan import PlanVersion
+from .sla import SlaMeasure, measure_sla
+
+LineKind = Literal["usage", "fee", "sla_fee", "sla_credit"]
+QUANTITY_PLACES = 6
+
+
+@dataclass(frozen=True, slots=True)
+class StatementLine:
+    """One line; usage lines also carry quantity, included (allowance used) and billed."""
+
+    kind: LineKind
+    name: str
+    amount: Decimal
+    quantity: Decimal | None = None
+    included: Decimal | None = None
+    billed: Decimal | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        line: dict[str, Any] = {"kind": self.kind, "name": self.name}
+        if self.kind == "usage":
+            line["quantity"] = decimal_text(self.quantity)
+            line["included"] = decimal_text(self.included)
+            line["billed"] = decimal_text(self.billed)
+        line["amount"] = decimal_text(self.amount)
+        return line
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """What a period costs under a plan; `total` is rounded once, to the currency's minor unit."""
+
+    plan_id: str
+    name: str
+    period: str
+    currency: str
+    lines: tuple[StatementLine, ...]
+    total: Decimal
+    calls: int
+    sla: SlaMeasure | None = None
+
+    @property
+    def usage_amount(self) -> Decimal:
+        return sum((line.amount for line in self.lines if line.kind == "usage"), Decimal(0))
+
+    def to_json(self) -> dict[str, Any]:
+        """The statement JSON of the spec; amounts and quantities as decimal strings."""
+        return {
+            "plan_id": self.plan_id,
+            "period": self.period,
+            "currency": self.currency,
+            "lines": [line.to_json() for line in self.lines],
+            "total": decimal_text(self.total),
+        }
+
+
+def decimal_text(value: Decimal | None) -> str | None:
+    """A Decimal as a plain decimal string (never an exponent)."""
+    return None if value is None else format(value, "f")
+
+
+def units_decimal(value: Fraction) -> Decimal:
+    """Exact priced units as a Decimal: exact up to 6 places, else rounded half-up to 6."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        exact = Decimal(value.numerator) / Decimal(value.denominator)
+        if exact.as_tuple().exponent >= -QUANTITY_PLACES:  # type: ignore[operator]
+            return exact
+        return exact.quantize(Decimal(1).scaleb(-QUANTITY_PLACES), ROUND_HALF_UP)
+
+
+def in_period(calls: Iterable[CallRecord], series: PlanSeries, period: str) -> list[CallRecord]:
+    """The calls whose ended_at falls in the period (plan's time zone), in rating order."""
+    start, end = period_bounds(period, series.timezone)
+    return sorted((c for c in calls if start <= c.ended_at < end), key=ORDER)
+
+
+def period_states(series: PlanSeries, period: str, ordered: list[CallRecord],
+                  ) -> list[PeriodState]:
+    """One rated state per version with calls in the period (else the fee version, empty)."""
+    states = []
+    for _, index, group in split_periods(ordered, series):
+        state = PeriodState(series.versions[index], period)
+        state.add_sorted(group, None)
+        states.append(state)
+    return states or [PeriodState(series.fee_version(period), period)]
+
+
+def usage_lines(states: list[PeriodState]) -> list[StatementLine]:
+    """Usage lines per charge (per version and charge when the period spans versions)."""
+    lines = []
+    for state in states:
+        plan = compile_plan(state.version)
+        suffix = f" ({state.version.label})" if len(states) > 1 else ""
+        for sc, (total, charged) in zip(plan.charges, state.totals(), strict=True):
+            quantity = sc.to_units(total)
+            included = sc.to_units(min(total, sc.included))
+            lines.append(StatementLine(
+                "usage", sc.charge.name + suffix, plan.amount(charged),
+                units_decimal(quantity), units_decimal(included),
+                units_decimal(quantity - included)))
+    return lines
+
+
+def fee_lines(series: PlanSeries, period: str) -> list[StatementLine]:
+    """The fee version's period fees, and every once fee due in this period.
+
+    A once fee is charged by the version in force on its `on` date, so a fee repeated in a
+    later version is not charged twice.
+    """
+    lines = [StatementLine("fee", fee.name, fee.amount)
+             for fee in series.fee_version(period).fees if fee.every == "period"]
+    for version in series.versions:
+        for fee in version.fees:
+            if (fee.every == "once" and fee.on is not None and period_of_date(fee.on) == period
+                    and series.version_on(fee.on) is version):
+                lines.append(StatementLine("fee", fee.name, fee.amount))
+    return lines
+
+
+def sla_lines(version: PlanVersion, measure: SlaMeasure | None, usage: Decimal,
+              ) -> list[StatementLine]:
+    """The SLA fee and, when missed, the credit: credit_percent of the usage amount (negative,
+    rounded half-up to the plan's precision)."""
+    sla = version.sla
+    if sla is None or measure is None:
+        return []
+    lines = [StatementLine("sla_fee", "SLA guarantee", sla.fee)]
+    if not measure.met:
+        with localcontext() as ctx:
+            ctx.prec = 60
+            credit = (usage * sla.credit_percent / 100).quantize(version.precision, ROUND_HALF_UP)
+        name = (f"SLA credit: answer rate {measure.percent()}% < {_plain(sla.answer_rate * 100)}% "
+                f"within {_plain(sla.max_ring_seconds)} s")
+        lines.append(StatementLine("sla_credit", name, -credit))
+    return lines
+
+
+def _plain(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def total_of(lines: Iterable[StatementLine], minor_unit: int) -> Decimal:
+    """The sum of the lines, rounded half-up to the currency's minor unit."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        total = sum((line.amount for line in lines), Decimal(0))
+        return total.quantize(Decimal(1).scaleb(-minor_unit), ROUND_HALF_UP)
+
+
+def build_statement(plan: Plan, period: str, calls: Iterable[CallRecord]) -> Statement:
+    """The statement of `period` (`YYYY-MM`) from its calls (calls outside it are ignored).
+
+    Period fees and the SLA come from the version in force on the period's first day; the
+    SLA is measured over all the period's calls.
+    """
+    series = as_series(plan)
+    ordered = in_period(calls, series, period)
+    states = period_states(series, period, ordered)
+    usage = usage_lines(states)
+    fee_version = series.fee_version(period)
+    measure = measure_sla(fee_version.sla, ordered) if fee_version.sla else None
+    usage_amount = sum((line.amount for line in usage), Decimal(0))
+    lines = (*usage, *fee_lines(series, period), *sla_lines(fee_version, measure, usage_amount))
+    return Statement(series.plan_id, fee_version.name, period, series.currency, lines,
+                     total_of(lines, fee_version.minor_unit), len(ordered), measure)

@@ -1,0 +1,203 @@
+"""The agent live over loopback TCP against the simulated PBX (and a few rude fake servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import structlog
+
+from agent.config import load_config
+from agent.demo import demo_config, mismatches, record_scripted_calls
+from agent.service import AgentService
+from agent.sim.pbx import SimulatedPBX
+from agent.sim.scenarios import ScriptedCall, mixed_calls
+from agent.storage.store import CallStore
+
+
+async def test_every_scripted_call_is_recorded_once_with_its_outcome_and_times(tmp_path):
+    calls = mixed_calls(24, seed=11)
+    records = await record_scripted_calls(calls, tmp_path / "live.db", speed=60, concurrency=12)
+    assert len(records) == len(calls)
+    by_number = {r.caller_number: r for r in records}
+    assert len(by_number) == len(calls)
+    for call in calls:
+        assert mismatches(call, by_number.get(call.caller_number)) == [], call
+
+
+async def _wait(predicate, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def test_connection_cut_mid_call_and_restored_keeps_every_call_once(tmp_path):
+    db = tmp_path / "cut.db"
+    long_calls = [
+        ScriptedCall(f"1380000000{i}", "张三", "handled", ring_seconds=1.0, bot_seconds=30.0,
+                     start_offset=float(i))
+        for i in range(4)
+    ] + [
+        ScriptedCall("13800000009", "李四", "transferred", ring_seconds=1.0, bot_seconds=5.0,
+                     human_seconds=40.0, start_offset=0.5),
+    ]
+    async with SimulatedPBX(speed=20, secret="s") as pbx:
+        service = AgentService(demo_config(pbx.port, "s", db), store_path=db)
+        running = asyncio.create_task(service.run())
+        await asyncio.wait_for(service.client.connected.wait(), 5)
+        play = asyncio.create_task(pbx.play(long_calls))
+        await asyncio.sleep(10 / 20)  # 10 virtual seconds: every call is in the bot
+        assert service.recorder.tracker.active_calls == 5
+        pbx.drop_clients()
+        await _wait(lambda: not service.client.connected.is_set())
+        await _wait(lambda: service.client.connected.is_set())
+        assert service.client.sessions == 2
+        await play
+        await _wait(lambda: service.writer.saved >= 5)
+        service.stop()
+        await running
+    store = CallStore(db)
+    records = store.calls()
+    assert sorted(r.caller_number for r in records) == sorted(c.caller_number for c in long_calls)
+    by_number = {r.caller_number: r for r in records}
+    for call in long_calls:  # events lost in the gap touch none of these calls' milestones
+        assert mismatches(call, by_number[call.caller_number]) == [], call
+
+
+async def test_call_that_ends_while_disconnected_is_closed_by_the_snapshot(tmp_path):
+    db = tmp_path / "gap.db"
+    async with SimulatedPBX(speed=20, secret="s") as pbx:
+        service = AgentService(demo_config(pbx.port, "s", db), store_path=db)
+        # reconnect only after 0.5-1 s (10-20 virtual s): the call ends during the outage
+        service.client.settings = replace(service.client.settings, reconnect_min=1.0,
+                                          reconnect_max=1.0)
+        running = asyncio.create_task(service.run())
+        await asyncio.wait_for(service.client.connected.wait(), 5)
+        short = ScriptedCall("13700000001", "", "handled", ring_seconds=1.0, bot_seconds=3.0)
+        play = asyncio.create_task(pbx.play([short]))
+        await asyncio.sleep(2 / 20)  # 2 virtual seconds: in the bot
+        pbx.drop_clients()
+        await play
+        assert not service.client.connected.is_set()
+        assert service.recorder.tracker.active_calls == 1
+        await asyncio.wait_for(service.client.connected.wait(), 5)
+        await _wait(lambda: service.writer.saved == 1)
+        service.stop()
+        await running
+    [record] = CallStore(db).calls()
+    assert record.caller_number == "13700000001"
+    assert record.bot_answered_at is not None and record.outcome == "handled"
+    # closed at the reconnect by the agent's clock; the hangup itself (and its cause) was never seen
+    assert record.hangup_cause is None and record.ended_at >= record.bot_answered_at
+
+
+async def test_wrong_credentials_are_logged_and_retried_with_backoff(tmp_path):
+    async with SimulatedPBX(speed=20, secret="right") as pbx:
+        service = AgentService(demo_config(pbx.port, "wrong", tmp_path / "x.db"))
+        with structlog.testing.capture_logs() as logs:
+            running = asyncio.create_task(service.run())
+            await _wait(lambda: pbx.login_failures >= 3, timeout=10)
+            assert not running.done() and not service.client.connected.is_set()
+            service.stop()
+            await running
+    refused = [e for e in logs if e["event"] == "ami login refused"]
+    assert len(refused) >= 3 and refused[0]["username"] == "botmeter"
+    assert "Authentication failed" in refused[0]["reason"]
+    delays = [e["in_seconds"] for e in logs if e["event"] == "ami reconnecting"]
+    assert len(delays) >= 2 and all(0.05 <= d <= 1.0 for d in delays)
+
+
+async def _silent_ami(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      connections: list[int]) -> None:
+    """An AMI server that logs you in, then never answers again (a hung Asterisk)."""
+    connections.append(1)
+    writer.write(b"Asterisk Call Manager/9.0.0\r\n")
+    buf = b""
+    try:
+        while True:
+            data = await reader.read(4096)
+            if not data:
+                return
+            buf += data
+            while b"\r\n\r\n" in buf:
+                frame, buf = buf.split(b"\r\n\r\n", 1)
+                lines = dict(line.split(": ", 1) for line in frame.decode().split("\r\n"))
+                action, action_id = lines.get("Action"), lines.get("ActionID", "")
+                if action == "Challenge":
+                    writer.write(f"Response: Success\r\nActionID: {action_id}\r\nChallenge: 1\r\n\r\n".encode())
+                elif action in ("Login", "CoreShowChannels"):
+                    extra = "EventList: start\r\n" if action == "CoreShowChannels" else ""
+                    writer.write(f"Response: Success\r\nActionID: {action_id}\r\n{extra}\r\n".encode())
+                    if action == "CoreShowChannels":
+                        writer.write(f"Event: CoreShowChannelsComplete\r\nActionID: {action_id}\r\n"
+                                     "EventList: Complete\r\nListItems: 0\r\n\r\n".encode())
+    finally:
+        writer.close()
+
+
+async def test_unanswered_pings_mean_a_dead_connection(tmp_path):
+    connections: list[int] = []
+    server = await asyncio.start_server(lambda r, w: _silent_ami(r, w, connections), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    service = AgentService(demo_config(port, "s", tmp_path / "p.db"))
+    service.client.settings = replace(service.client.settings, ping_interval=0.1,
+                                      ping_timeout=0.1, reconnect_min=0.05, reconnect_max=0.1)
+    running = asyncio.create_task(service.run())
+    await _wait(lambda: len(connections) >= 3, timeout=10)
+    service.stop()
+    await running
+    server.close()
+    assert service.client.sessions >= 2  # each session logged in, then was declared dead
+
+
+async def test_asterisk_shutdown_then_restart_on_the_same_port(tmp_path):
+    db = tmp_path / "restart.db"
+    pbx = SimulatedPBX(speed=50, secret="s")
+    await pbx.start()
+    port = pbx.port
+    service = AgentService(demo_config(port, "s", db), store_path=db)
+    running = asyncio.create_task(service.run())
+    await asyncio.wait_for(service.client.connected.wait(), 5)
+    await pbx.stop()
+    await _wait(lambda: not service.client.connected.is_set())
+    async with SimulatedPBX(port=port, speed=50, secret="s") as again:
+        await asyncio.wait_for(service.client.connected.wait(), 10)
+        await again.play([ScriptedCall("13600000001", "", "handled", 1.0, 2.0)])
+        await _wait(lambda: service.writer.saved == 1)
+    service.stop()
+    await running
+    assert service.client.sessions == 2
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_botmeter_run_records_and_stops_cleanly_on_signals(tmp_path, write_config, sig):
+    async with SimulatedPBX(speed=50, secret="botmeter-sim") as pbx:
+        config = write_config(port=pbx.port)
+        proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(config), "run"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            await _wait(lambda: pbx.clients == 1, timeout=15)
+            await pbx.play(mixed_calls(6, seed=3), concurrency=6)
+            db = load_config(config).store_path()
+            start = time.monotonic()
+            await _wait(lambda: db.exists() and CallStore(db).count() == 6, timeout=5)
+            assert time.monotonic() - start < 1.0  # the last call is on disk within a second
+            proc.send_signal(sig)
+            out, _ = await asyncio.to_thread(proc.communicate, timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, out.decode()
+    assert b"botmeter stopped" in out
+    assert CallStore(Path(db)).count() == 6
