@@ -1,0 +1,92 @@
+"""Hostile AMI input over a real socket: the agent survives and no call loses its record."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+
+from agent.demo import demo_config
+from agent.service import AgentService
+from agent.storage.store import CallStore
+
+from .conftest import LAB_CAPTURE
+
+
+def _lab_events() -> bytes:
+    raw = LAB_CAPTURE.read_bytes()
+    return raw[raw.index(b"Event: "):]
+
+
+def _poisoned_stream() -> bytes:
+    """The 13 lab calls with garbage between their frames."""
+    rng = random.Random(5)
+    frames = _lab_events().split(b"\r\n\r\n")
+    junk = [
+        b"this line has no colon\r\nneither: does\r\nthis one",
+        os.urandom(2048).replace(b"\r\n\r\n", b"--"),
+        b"Event: Newexten\r\nX-Huge: " + b"A" * (1024 * 1024),  # a 1 MB line, then a frame end
+        b"Event: TotallyUnknown\r\nUniqueid: 9.9\r\nLinkedid: 9.9",
+        b"Event: Hangup\r\nUniqueid: 424242.1\r\nLinkedid: 424242.1\r\nCause: 16",  # never seen
+        b"Event: Newexten\r\nUniqueid: 1795706734.0\r\nContext: voicebot",  # missing Linkedid
+        "Event: NewCallerid\r\nUniqueid: 77.1\r\nLinkedid: 77.1\r\nCallerIDName: 半个字".encode()[:-2],
+    ]
+    out = []
+    for i, frame in enumerate(frames):
+        out.append(frame)
+        if i % 50 == 0:
+            out.append(rng.choice(junk))
+    return b"\r\n\r\n".join(out)
+
+
+async def _replaying_ami(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         payload: bytes) -> None:
+    writer.write(b"Asterisk Call Manager/9.0.0\r\n")
+    buf = b""
+    while b"CoreShowChannels" not in buf:
+        data = await reader.read(4096)
+        if not data:
+            return
+        buf += data
+        while b"\r\n\r\n" in buf and b"CoreShowChannels" not in buf.split(b"\r\n\r\n")[0]:
+            frame, buf = buf.split(b"\r\n\r\n", 1)
+            fields = dict(line.split(": ", 1) for line in frame.decode().split("\r\n") if ": " in line)
+            aid = fields.get("ActionID", "")
+            extra = "Challenge: 12345\r\n" if fields.get("Action") == "Challenge" else ""
+            writer.write(f"Response: Success\r\nActionID: {aid}\r\n{extra}\r\n".encode())
+    frame = buf.split(b"\r\n\r\n")[0].decode()
+    aid = dict(line.split(": ", 1) for line in frame.split("\r\n") if ": " in line)["ActionID"]
+    writer.write(f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n\r\n"
+                 f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\nEventList: Complete\r\n"
+                 "ListItems: 0\r\n\r\n".encode())
+    rng = random.Random(9)
+    i = 0
+    while i < len(payload):  # odd-sized writes: frames and UTF-8 characters split anywhere
+        n = rng.randint(1, 9000)
+        writer.write(payload[i:i + n])
+        i += n
+        if rng.random() < 0.05:
+            await writer.drain()
+    await writer.drain()
+    await reader.read()  # hold the connection until the agent leaves
+
+
+async def test_garbage_between_real_calls_costs_no_call_its_record(tmp_path, lab_expected):
+    payload = _poisoned_stream()
+    server = await asyncio.start_server(lambda r, w: _replaying_ami(r, w, payload), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    db = tmp_path / "hostile.db"
+    service = AgentService(demo_config(port, "any", db), store_path=db)
+    running = asyncio.create_task(service.run())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while service.writer.saved < 13 and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    service.stop()
+    await running
+    server.close()
+    records = CallStore(db).calls()
+    assert sorted(r.caller_number for r in records) == sorted(e["caller_number"] for e in lab_expected)
+    outcomes = {r.caller_number: r.outcome for r in records}
+    assert outcomes == {e["caller_number"]: e["outcome"] for e in lab_expected}
+    assert service.client.sessions == 1  # no reconnect was needed: nothing broke the session
