@@ -73,7 +73,7 @@ def main(click_ctx: click.Context, config_path: str | None, log_level: str, log_
 @click.pass_obj
 def run(ctx: Context) -> None:
     """Attach to Asterisk over AMI and record calls until stopped (SIGTERM/SIGINT)."""
-    from .service import AgentService
+    from .service import AgentService, ServiceError
 
     config = ctx.config()
     try:
@@ -88,7 +88,11 @@ def run(ctx: Context) -> None:
             loop.add_signal_handler(sig, service.stop)
         await service.run()
 
-    asyncio.run(_main())
+    try:
+        asyncio.run(_main())
+    except ServiceError as exc:
+        click.echo(f"botmeter: cannot start: {exc}", err=True)
+        sys.exit(1)
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[bytes]:

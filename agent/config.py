@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .tracking.rules import TrackingRules
 
@@ -91,6 +99,47 @@ class BotSection(_Section):
         return self
 
 
+class AgiSection(_Section):
+    """The FastAGI server the bot signals to: `AGI(agi://<listen>/botmeter/<signal>?...)`."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:4573"
+    allow: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (CIDR)") from None
+        return value
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` to (host, port); ValueError naming what is wrong."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:4573 or [::1]:4573; port 0 = any free port)")
+    return host, int(port)
+
+
 class StoreSection(_Section):
     path: Annotated[str, Field(min_length=1)] = "/var/lib/botmeter/botmeter.db"
 
@@ -100,6 +149,7 @@ class Config(_Section):
     ami: AmiSection
     calls: CallsSection
     bot: BotSection
+    agi: AgiSection = AgiSection()
     store: StoreSection = StoreSection()
     source_path: str = Field(default="<memory>", exclude=True)
 

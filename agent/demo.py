@@ -31,6 +31,7 @@ def demo_config(port: int, secret: str, db: Path) -> Config:
                 "reconnect_max": 1.0},
         "calls": {"inbound_contexts": ["from-pstn"]},
         "bot": {"contexts": ["voicebot"]},
+        "agi": {"listen": "127.0.0.1:0"},
         "store": {"path": str(db)},
     }, "<demo>")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import structlog
 
+from .bot.fastagi import FastAgiServer
 from .config import Config
 from .pbx.ami_client import AmiClient, AmiSettings
 from .pbx.events import PbxEvent
@@ -20,6 +21,10 @@ from .tracking.rules import TrackingRules
 from .tracking.tracker import CallTracker
 
 log = structlog.get_logger("botmeter")
+
+
+class ServiceError(Exception):
+    """The agent cannot start: the message says what and where."""
 
 
 def _problem(message: str, context: dict[str, object]) -> None:
@@ -70,6 +75,10 @@ class AgentService:
                                    on_saved=on_saved)
         self.recorder = Recorder(config.tracking_rules(), self.writer.submit)
         self.client = AmiClient(ami_settings(config), self.recorder.handle, clock=clock)
+        agi = config.agi
+        self.fastagi = FastAgiServer(
+            host=agi.host, port=agi.port, allow=agi.allow, on_signal=self.recorder.handle,
+            clock=clock) if agi.enabled else None
         self._stop = asyncio.Event()
 
     @staticmethod
@@ -78,13 +87,22 @@ class AgentService:
 
     async def run(self) -> None:
         self.writer.start()
-        log.info("botmeter started", agent=self.config.agent.id, store=str(self.config.store_path()))
+        if self.fastagi is not None:
+            try:
+                await self.fastagi.start()
+            except OSError as exc:
+                await asyncio.to_thread(self.writer.close)
+                raise ServiceError(f"[agi] listen {self.config.agi.listen}: {exc.strerror or exc}") from exc
+        log.info("botmeter started", agent=self.config.agent.id, store=str(self.config.store_path()),
+                 fastagi=self.config.agi.listen if self.fastagi else None)
         client = asyncio.create_task(self.client.run(), name="ami")
         sweeper = asyncio.create_task(self._sweep(), name="sweeper")
         try:
             await self._stop.wait()
         finally:
             await self.client.stop()
+            if self.fastagi is not None:
+                await self.fastagi.stop()
             for task in (client, sweeper):
                 task.cancel()
             await asyncio.gather(client, sweeper, return_exceptions=True)

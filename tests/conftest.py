@@ -32,6 +32,9 @@ inbound_contexts = ["from-pstn"]
 [bot]
 contexts = ["voicebot"]
 
+[agi]
+listen = "127.0.0.1:0"
+
 [store]
 path = "{db}"
 """

@@ -44,6 +44,9 @@ def test_secret_file_relative_to_the_config(write_config, tmp_path):
      "valid list"),
     ('secret = "botmeter-sim"', "", "ami", "exactly one of secret or secret_file"),
     ("[store]", "[stor]", "stor", "unknown key"),
+    ('listen = "127.0.0.1:0"', 'listen = "127.0.0.1"', "agi.listen", "is not host:port"),
+    ('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:0"\nallow = ["10.0.0.300"]', "agi.allow",
+     "not an IP address or network"),
 ])
 def test_bad_config_is_refused_naming_file_key_and_reason(write_config, old, new, key, reason):
     path = write_config()
@@ -82,3 +85,17 @@ def test_cli_argument_errors_are_clear(write_config, tmp_path):
     assert no_db.exit_code == 2 and "no database" in no_db.output
     no_file = runner.invoke(main, ["--config", str(path), "replay", str(tmp_path / "none.ami")])
     assert no_file.exit_code == 2
+
+
+def test_run_refuses_a_fastagi_port_in_use(write_config):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = write_config()
+        path.write_text(path.read_text().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'))
+        result = CliRunner().invoke(main, ["--config", str(path), "run"])
+    assert result.exit_code == 1
+    assert f"[agi] listen 127.0.0.1:{port}" in result.output and "in use" in result.output

@@ -142,8 +142,9 @@ class _Session(asyncio.Protocol):
         self.peer = ""
         self.buf = bytearray()
         self.env: dict[str, str] = {}
-        self.env_bytes = 0
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
+        self.scanned = 0  # where to look for the environment's end next time
         self.reply_lines = 0
         self.in_usage = False
         self.connected = False
@@ -182,26 +183,38 @@ class _Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.state in (_State.REFUSED, _State.DONE):
             return
+        try:
+            self._received(data)
+        except Exception:  # a bug here must not leak the session
+            log.exception("fastagi session failed", peer=self.peer)
+            self._finish()
+
+    def _received(self, data: bytes) -> None:
         buf = self.buf
         buf += data
         limit = self.srv.max_header_bytes
-        while self.state not in (_State.REFUSED, _State.DONE):
+        if self.state is _State.ENV:
+            end = _env_end(buf, self.scanned)
+            if end < 0 or end > limit:
+                self.scanned = max(0, len(buf) - 2)
+                if len(buf) > limit:
+                    self._fail(f"AGI environment over {limit} bytes", "warning")
+                return
+            self._env(buf[:end])
+            del buf[:end]
+            self._request()
+        while self.state not in (_State.REFUSED, _State.DONE, _State.CALLBACK):
             nl = buf.find(b"\n")
             if nl < 0:
                 break
             line = bytes(buf[:nl])
             del buf[:nl + 1]
-            if self.state is _State.ENV:
-                self.env_bytes += nl + 1
-                if self.env_bytes > limit:
-                    self._fail(f"AGI environment over {limit} bytes", "warning")
-                    return
-                self._env_line(line)
-            elif self.state is not _State.CALLBACK:
-                self._reply_line(line)
-        if len(buf) > limit and self.state not in (_State.REFUSED, _State.DONE):
-            what = "AGI environment" if self.state is _State.ENV else "reply line"
-            self._fail(f"{what} over {limit} bytes", "warning")
+            self._reply_line(line)
+        if len(buf) > limit:
+            if self.state is _State.CALLBACK:
+                buf.clear()  # nothing is read while on_signal runs: keep memory bounded
+            elif self.state is not _State.DONE:
+                self._fail(f"reply line over {limit} bytes", "warning")
 
     def eof_received(self) -> bool:
         self._fail("peer closed", "debug")
@@ -214,6 +227,10 @@ class _Session(asyncio.Protocol):
 
     def _timed_out(self) -> None:
         self.timer = None
+        left = self.deadline - self.loop.time()
+        if left > 0:  # the deadline moved on: sleep again
+            self.timer = self.loop.call_later(left, self._timed_out)
+            return
         if self.state is _State.ENV:
             self._fail(f"no AGI environment within {self.srv.header_timeout}s", "info")
         else:
@@ -221,15 +238,13 @@ class _Session(asyncio.Protocol):
 
     # -- protocol ---------------------------------------------------------------------
 
-    def _env_line(self, line: bytes) -> None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if line:
-            key, sep, value = line.decode("utf-8", "replace").partition(":")
+    def _env(self, block: bytearray) -> None:
+        """Parse `agi_key: value` lines (the block ends with the blank line)."""
+        env = self.env
+        for line in block.decode("utf-8", "replace").split("\n"):
+            key, sep, value = line.partition(":")
             if sep:
-                self.env[key.strip()] = value.strip()
-            return
-        self._request()
+                env[key.strip()] = value.strip()
 
     def _request(self) -> None:
         """The environment is complete: check it, then ask for the linkedid."""
@@ -247,7 +262,7 @@ class _Session(asyncio.Protocol):
             log.warning("fastagi bad signal refused", peer=self.peer, reason=reason,
                         uniqueid=self.uniqueid,
                         script=env.get("agi_network_script", env.get("agi_request", ""))[:200])
-            self._send(f"VERBOSE {agi_quote('botmeter: ' + reason)} 1", _State.VERBOSE)
+            self._send(f"VERBOSE {agi_quote('botmeter: ' + reason[:300])} 1", _State.VERBOSE)
             return
         self.signal, self.fields = signal.strip().lower(), fields
         self._send("GET VARIABLE CHANNEL(linkedid)", _State.LINKEDID)
@@ -275,8 +290,8 @@ class _Session(asyncio.Protocol):
     def _reply(self, reply: Reply) -> None:
         state = self.state
         if state is _State.LINKEDID:
-            ok = reply.code == 200 and reply.result == "1" and reply.data
-            self._deliver(reply.data.strip()[:64] if ok and reply.data else "")
+            found = reply.code == 200 and reply.result == "1"
+            self._deliver((reply.data or "").strip()[:64] if found else "")
         elif state is _State.VERBOSE:
             self._send("SET VARIABLE BOTMETER_STATUS error", _State.ERROR_STATUS)
         else:  # STATUS, ERROR_STATUS
@@ -336,7 +351,6 @@ class _Session(asyncio.Protocol):
 
     def _delivered(self) -> None:
         self.delivered = True
-        log.debug("fastagi signal", peer=self.peer, signal=self.signal)
         if self.connected and self.transport is not None and not self.transport.is_closing():
             self._send("SET VARIABLE BOTMETER_STATUS ok", _State.STATUS)
         else:
@@ -357,8 +371,15 @@ class _Session(asyncio.Protocol):
         self._arm(self.srv.command_timeout)
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self.timer = self.loop.call_later(seconds, self._timed_out)
+        """Time out in `seconds`. One timer per session: it is only moved earlier, and re-armed
+        when it fires before the deadline."""
+        self.deadline = self.loop.time() + seconds
+        timer = self.timer
+        if timer is not None and timer.when() <= self.deadline:
+            return
+        if timer is not None:
+            timer.cancel()
+        self.timer = self.loop.call_at(self.deadline, self._timed_out)
 
     def _disarm(self) -> None:
         if self.timer is not None:
@@ -392,6 +413,22 @@ class _Session(asyncio.Protocol):
         self._finish()
         if self.transport is not None:
             self.transport.abort()
+
+
+def _env_end(buf: bytearray, start: int = 0) -> int:
+    """Index just past the blank line ending the AGI environment (LF or CRLF); -1 if none yet.
+    Looks from `start` on (earlier bytes were searched already)."""
+    if start == 0 and buf[:1] == b"\n":
+        return 1
+    if start == 0 and buf[:2] == b"\r\n":
+        return 2
+    lf = buf.find(b"\n\n", start)
+    crlf = buf.find(b"\n\r\n", start)
+    if lf < 0:
+        return crlf + 3 if crlf >= 0 else -1
+    if crlf < 0 or lf < crlf:
+        return lf + 2
+    return crlf + 3
 
 
 def _peer_host(peername: object) -> str:
