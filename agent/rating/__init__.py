@@ -39,8 +39,8 @@ Decisions (where the spec leaves room)
    *or integer* is refused. unit, included, up_to, package_size may be TOML integers or
    decimal strings, never floats. SLA ratios/seconds are not money and may be TOML floats.
    Charge names are unique within a plan (they name the per-call lines).
-8. SLA: a counted call is answered when the bot answered it with ring_seconds <=
-   max_ring_seconds; abandoned calls with ring_seconds < ignore_abandoned_under are not
+8. SLA: ring times are the record's whole milliseconds; a counted call is answered when the
+   bot answered it with ring_seconds <= max_ring_seconds; abandoned calls with ring_seconds < ignore_abandoned_under are not
    counted. Met when answered >= answer_rate * counted (exactly), or when nothing was counted.
    The credit is credit_percent of the period's usage amount, rounded half-up to the plan's
    precision, shown as a negative line whose name carries the measured rate.
@@ -52,7 +52,10 @@ Decisions (where the spec leaves room)
 11. Module quantities must be non-negative multiples of 10**-6 (RatingError otherwise).
 12. Incremental rating: `Rater.rate` requires each call to come after the last rated call of
    its (period, version) in (ended_at, call_id) order, and the period to have been opened by
-   `rerate` (after a restart nothing is known about a period's earlier calls).
+   `rerate` (after a restart nothing is known about a period's earlier calls). A call that is
+   already rated and changes (e.g. a corrected end) must be handled with `rerate` too: the
+   Rater keeps no per-call memory. Passing a single PlanVersion (not a series) to rate_calls,
+   Rater, build_statement or compare_plans rates every call with it, whatever its dates.
 13. Comparing plans: volume k scales every charge's period quantity by k with fees fixed and
    the SLA outcome unchanged; the break-even is the smallest k in [0.01, 100] where two plans
    cost the same or swap order (log grid of 400 points, then bisection), else None.

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from .plan import PlanVersion
-from .scaled import ScaledCharge, scale_plan
+from .scaled import ScaledCharge, places, scale_plan
 
 CACHE_LIMIT = 1 << 16
 
@@ -42,13 +42,12 @@ class CompiledPlan:
     def __init__(self, version: PlanVersion) -> None:
         self.version = version
         self.charges: tuple[ScaledCharge, ...] = scale_plan(version)
-        exponent = version.precision.as_tuple().exponent
-        assert isinstance(exponent, int)
-        self.digits = max(0, -exponent)
+        self.digits = places(version.precision)
         self.results: dict[Key, CallCharge] = {}
         self._amounts: dict[int, Decimal] = {}
         self._metered: list[dict[int, Decimal]] = [{} for _ in self.charges]
         self._names = tuple(sc.charge.name for sc in self.charges)
+        self._indexes = range(len(self.charges))
 
     def amount(self, steps: int) -> Decimal:
         """An integer count of precision steps as a Decimal amount."""
@@ -70,10 +69,11 @@ class CompiledPlan:
 
     def build(self, key: Key) -> CallCharge:
         """The CallCharge for one call's meter readings (and remember it)."""
-        lines = tuple(ChargeLine(name, self.metered(i, q), self.amount(a))
-                      for i, (name, (q, a)) in enumerate(zip(self._names, key, strict=True)))
+        amount, metered = self.amount, self.metered
+        lines = tuple([ChargeLine(name, metered(i, q), amount(a))
+                       for i, name, (q, a) in zip(self._indexes, self._names, key, strict=True)])
         result = CallCharge(self.version.plan_id, self.version.currency,
-                            self.amount(sum(a for _, a in key)), lines)
+                            amount(sum([a for _, a in key])), lines)
         if len(self.results) > CACHE_LIMIT:
             self.results.clear()
         self.results[key] = result

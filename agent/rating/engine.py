@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
-from operator import attrgetter
+from itertools import islice
+from operator import attrgetter, eq
 
 from ..tracking.record import CallRecord
 from .book import PlanSeries
@@ -20,6 +21,7 @@ from .plan import PlanVersion
 
 ORDER = attrgetter("ended_at", "call_id")
 _ENDED = attrgetter("ended_at")
+_ID = attrgetter("call_id")
 Plan = PlanVersion | PlanSeries
 
 
@@ -38,24 +40,45 @@ class PeriodState:
         self.meters = tuple(make_meter(sc) for sc in self.plan.charges)
         self.last: tuple[float, str] | None = None
         self.calls = 0
+        self._steps = tuple(m.step for m in self.meters)
+        self._get = self.plan.results.get
+        self._build = self.plan.build
 
     def add(self, call: CallRecord) -> CallCharge:
         """Rate the next call; RerateNeeded if it does not come after the last one."""
         key = (call.ended_at, call.call_id)
         if self.last is not None and key <= self.last:
             raise RerateNeeded(self.period, f"call {call.call_id} arrived out of order")
-        result = self._rate((call,), None)
         self.last = key
-        return result
+        self.calls += 1
+        readings = tuple([step(call) for step in self._steps])
+        return self._get(readings) or self._build(readings)
 
-    def add_sorted(self, calls: Sequence[CallRecord], out: dict[str, CallCharge] | None) -> None:
-        """Rate calls already in (ended_at, call_id) order, after every call rated so far."""
+    def add_sorted(self, calls: Sequence[CallRecord], out: dict[str, CallCharge]) -> None:
+        """Rate calls already in (ended_at, call_id) order, after every call rated so far,
+        into `out` by call_id."""
         if not calls:
             return
         first = calls[0]
         if self.last is not None and (first.ended_at, first.call_id) <= self.last:
             raise RerateNeeded(self.period, f"call {first.call_id} arrived out of order")
-        self._rate(calls, out)
+        get, build = self._get, self._build
+        if len(self._steps) == 1:
+            (a,) = self._steps
+            for call in calls:
+                readings = (a(call),)
+                out[call.call_id] = get(readings) or build(readings)
+        elif len(self._steps) == 2:
+            a, b = self._steps
+            for call in calls:
+                readings = (a(call), b(call))
+                out[call.call_id] = get(readings) or build(readings)
+        else:
+            steps = self._steps
+            for call in calls:
+                readings = tuple([step(call) for step in steps])
+                out[call.call_id] = get(readings) or build(readings)
+        self.calls += len(calls)
         last = calls[-1]
         self.last = (last.ended_at, last.call_id)
 
@@ -63,37 +86,23 @@ class PeriodState:
         """Per charge: (scaled quantity so far, amount so far in precision steps)."""
         return [m.totals() for m in self.meters]
 
-    def _rate(self, calls: Sequence[CallRecord], out: dict[str, CallCharge] | None,
-              ) -> CallCharge:
-        results = self.plan.results
-        build = self.plan.build
-        steps = tuple(m.step for m in self.meters)
-        keyer = _keyer(steps)
-        result: CallCharge | None = None
-        for call in calls:
-            key = keyer(call)
-            result = results.get(key)
-            if result is None:
-                result = build(key)
-            if out is not None:
-                out[call.call_id] = result
-        self.calls += len(calls)
-        assert result is not None
-        return result
 
-
-def _keyer(steps: tuple) -> object:
-    """One call's meter readings as a tuple, unrolled for the usual few charges."""
-    if len(steps) == 1:
-        (a,) = steps
-        return lambda call: (a(call),)
-    if len(steps) == 2:
-        a, b = steps
-        return lambda call: (a(call), b(call))
-    if len(steps) == 3:
-        a, b, c = steps
-        return lambda call: (a(call), b(call), c(call))
-    return lambda call: tuple([s(call) for s in steps])
+def order_calls(calls: Iterable[CallRecord]) -> list[CallRecord]:
+    """Calls in rating order, (ended_at, call_id): a float sort, then ties by call_id."""
+    ordered = sorted(calls, key=_ENDED)
+    ends = list(map(_ENDED, ordered))
+    same = list(map(eq, ends, islice(ends, 1, None)))  # same[i]: i and i + 1 end together
+    start = 0
+    while True:
+        try:
+            start = same.index(True, start)
+        except ValueError:
+            return ordered
+        stop = start + 1
+        while stop < len(same) and same[stop]:
+            stop += 1
+        ordered[start:stop + 1] = sorted(ordered[start:stop + 1], key=_ID)
+        start = stop
 
 
 def split_periods(ordered: Sequence[CallRecord], series: PlanSeries,
@@ -129,7 +138,7 @@ def rate_period(calls: Iterable[CallRecord], plan: Plan,
                 ) -> tuple[dict[str, CallCharge], dict[tuple[str, int], PeriodState]]:
     """Like rate_calls, also returning the period states keyed by (period, version index)."""
     series = as_series(plan)
-    ordered = sorted(calls, key=ORDER)
+    ordered = order_calls(calls)
     out: dict[str, CallCharge] = {}
     states: dict[tuple[str, int], PeriodState] = {}
     for period, index, group in split_periods(ordered, series):

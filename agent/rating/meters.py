@@ -17,7 +17,6 @@ from .errors import RatingError
 from .scaled import ScaledCharge
 
 Step = Callable[[CallRecord], tuple[int, int]]
-Measure = Callable[[CallRecord], int]
 ZERO = (0, 0)
 _SPANS = {"bot_seconds": attrgetter("bot_answered_at", "bot_ended_at"),
           "call_seconds": attrgetter("bot_answered_at", "ended_at")}
@@ -29,14 +28,86 @@ class Meter(NamedTuple):
 
 
 def make_meter(sc: ScaledCharge, total: int = 0, charged: int = 0) -> Meter:
-    """A meter starting from these running totals (scaled quantity, precision steps)."""
-    measure = make_measure(sc)
-    included = sc.included
-    cost = sc.cost
+    """A meter starting from these running totals (scaled quantity, precision steps).
+
+    The measure is inlined in each kind of step (time, count, module): this is the hot path.
+    """
+    metric = sc.charge.metric
+    if metric in _SPANS:
+        return _time_meter(sc, _SPANS[metric], total, charged)
+    if metric == "calls":
+        return _count_meter(sc, total, charged)
+    return _module_meter(sc, total, charged)
+
+
+def _time_meter(sc: ScaledCharge, span: Callable[[CallRecord], tuple[float | None, float | None]],
+                total: int, charged: int) -> Meter:
+    """Time metrics: whole milliseconds, min_seconds, first block, then blocks (rounded up)."""
+    outcomes = frozenset(sc.charge.outcomes)
+    min_ms, first_ms, block_ms, factor = sc.min_ms, sc.first_ms, sc.block_ms, sc.ms_factor
+    first_q, block_q = first_ms * factor, block_ms * factor
+    included, cost = sc.included, sc.cost
 
     def step(call: CallRecord) -> tuple[int, int]:
         nonlocal total, charged
-        q = measure(call)
+        if call.outcome not in outcomes:
+            return ZERO
+        start, end = span(call)
+        if start is None or end is None:
+            return ZERO
+        ms = round((end - start) * 1000.0)
+        if ms <= 0 or ms < min_ms:
+            return ZERO
+        q = first_q if ms <= first_ms else first_q - (first_ms - ms) // block_ms * block_q
+        total += q
+        billed = total - included
+        if billed <= 0:
+            return (q, 0)
+        now = cost(billed)
+        amount = now - charged
+        charged = now
+        return (q, amount)
+
+    return Meter(step, lambda: (total, charged))
+
+
+def _count_meter(sc: ScaledCharge, total: int, charged: int) -> Meter:
+    """`calls`: each call with a listed outcome counts one."""
+    outcomes = frozenset(sc.charge.outcomes)
+    q = 10**sc.scale
+    included, cost = sc.included, sc.cost
+
+    def step(call: CallRecord) -> tuple[int, int]:
+        nonlocal total, charged
+        if call.outcome not in outcomes:
+            return ZERO
+        total += q
+        billed = total - included
+        if billed <= 0:
+            return (q, 0)
+        now = cost(billed)
+        amount = now - charged
+        charged = now
+        return (q, amount)
+
+    return Meter(step, lambda: (total, charged))
+
+
+def _module_meter(sc: ScaledCharge, total: int, charged: int) -> Meter:
+    """`module:<name>`: the call's reported quantity of that module."""
+    outcomes = frozenset(sc.charge.outcomes)
+    module = sc.charge.module or ""
+    per_unit = 10**sc.scale
+    included, cost = sc.included, sc.cost
+
+    def step(call: CallRecord) -> tuple[int, int]:
+        nonlocal total, charged
+        if call.outcome not in outcomes:
+            return ZERO
+        used = call.modules.get(module)
+        if used is None:
+            return ZERO
+        q = _scaled(used.quantity, per_unit, module, call.call_id)
         if not q:
             return ZERO
         total += q
@@ -48,75 +119,16 @@ def make_meter(sc: ScaledCharge, total: int = 0, charged: int = 0) -> Meter:
         charged = now
         return (q, amount)
 
-    def totals() -> tuple[int, int]:
-        return total, charged
-
-    return Meter(step, totals)
+    return Meter(step, lambda: (total, charged))
 
 
-def make_measure(sc: ScaledCharge) -> Measure:
-    """The call's quantity for this charge in scaled units (Semantics 1)."""
-    metric = sc.charge.metric
-    if metric in _SPANS:
-        return _time_measure(sc, _SPANS[metric])
-    outcomes = frozenset(sc.charge.outcomes)
-    if metric == "calls":
-        one = 10**sc.scale
-
-        def count(call: CallRecord) -> int:
-            return one if call.outcome in outcomes else 0
-
-        return count
-    return _module_measure(sc, outcomes)
-
-
-def _time_measure(sc: ScaledCharge, span: Callable[[CallRecord], tuple[float | None, float | None]],
-                  ) -> Measure:
-    outcomes = frozenset(sc.charge.outcomes)
-    min_ms, first_ms, block_ms, factor = sc.min_ms, sc.first_ms, sc.block_ms, sc.ms_factor
-    first_q, block_q = first_ms * factor, block_ms * factor
-
-    def seconds(call: CallRecord) -> int:
-        if call.outcome not in outcomes:
-            return 0
-        start, end = span(call)
-        if start is None or end is None:
-            return 0
-        ms = round((end - start) * 1000.0)
-        if ms <= 0 or ms < min_ms:
-            return 0
-        if ms <= first_ms:
-            return first_q
-        return first_q - (first_ms - ms) // block_ms * block_q
-
-    return seconds
-
-
-def _module_measure(sc: ScaledCharge, outcomes: frozenset[str]) -> Measure:
-    module = sc.charge.module
-    scale = sc.scale
-    known: dict[Decimal, int] = {}
-
-    def usage(call: CallRecord) -> int:
-        if call.outcome not in outcomes:
-            return 0
-        used = call.modules.get(module)  # type: ignore[arg-type]
-        if used is None:
-            return 0
-        quantity = used.quantity
-        scaled = known.get(quantity)
-        if scaled is None:
-            scaled = known[quantity] = _scaled(quantity, scale, module or "", call.call_id)
-            if len(known) > 65536:
-                known.clear()
-        return scaled
-
-    return usage
-
-
-def _scaled(quantity: Decimal, scale: int, module: str, call_id: str) -> int:
-    shifted = quantity.scaleb(scale)
-    if not shifted.is_finite() or shifted < 0 or shifted != shifted.to_integral_value():
-        raise RatingError(f"call {call_id}: module {module!r} quantity {quantity} is negative or "
-                          f"finer than 10**-{scale}")
-    return int(shifted)
+def _scaled(quantity: Decimal, per_unit: int, module: str, call_id: str) -> int:
+    """A module quantity in scaled units, exactly, or RatingError."""
+    try:
+        numerator, denominator = quantity.as_integer_ratio()
+    except (ValueError, OverflowError):
+        numerator, denominator = -1, 1
+    if numerator < 0 or per_unit % denominator:
+        raise RatingError(f"call {call_id}: module {module!r} quantity {quantity} is not a "
+                          f"non-negative multiple of {Decimal(1) / per_unit}")
+    return numerator * (per_unit // denominator)

@@ -18,7 +18,8 @@ class Rater:
     raises RerateNeeded(period) when it cannot: the call is out of order (or rated before),
     or the period was not opened since this Rater was made. The caller then passes *all* of
     that period's calls (including the new one) to `rerate(period, calls)`, stores every
-    amount it returns, and carries on with `rate`.
+    amount it returns, and carries on with `rate`. A call already rated that changes must
+    also go through `rerate` (the Rater keeps no per-call memory).
     """
 
     def __init__(self, plan: Plan) -> None:

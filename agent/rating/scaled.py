@@ -47,7 +47,7 @@ class ScaledCharge:
         return Decimal(scaled).scaleb(-self.scale)
 
 
-def _places(value: Decimal) -> int:
+def places(value: Decimal) -> int:
     """Digits after the decimal point needed to write `value` exactly."""
     exponent = value.normalize().as_tuple().exponent
     assert isinstance(exponent, int)
@@ -61,8 +61,8 @@ def scale_charge(charge: Charge, precision: Decimal) -> ScaledCharge:
     needs += [t.up_to * charge.unit for t in charge.tiers if t.up_to is not None]
     if charge.package_size is not None:
         needs.append(charge.package_size * charge.unit)
-    scale = max([base, *(_places(n) for n in needs)])
-    digits = _places(precision)
+    scale = max([base, *(places(n) for n in needs)])
+    digits = places(precision)
     per_unit = Fraction(charge.unit) * 10**scale
     cost = _cost(charge, per_unit, digits)
     extra = {}

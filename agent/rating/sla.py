@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
+from math import ceil, floor
 
 from ..tracking.record import CallRecord
 from .plan import Sla
@@ -33,15 +34,22 @@ class SlaMeasure:
 
 
 def measure_sla(sla: Sla, calls: Iterable[CallRecord]) -> SlaMeasure:
-    """Measure the guarantee over a period's calls; met when the rate >= answer_rate."""
+    """Measure the guarantee over a period's calls; met when the rate >= answer_rate.
+
+    Ring times are whole milliseconds (as in the record), compared with exact thresholds.
+    """
+    fast_ms = floor(sla.max_ring_seconds * 1000)          # answered if ring_ms <= this
+    ignore_ms = ceil(sla.ignore_abandoned_under * 1000)   # not counted if ring_ms < this
     offered = counted = answered = 0
     for call in calls:
         offered += 1
-        ring = Decimal(str(call.ring_seconds))
-        if call.outcome == "abandoned" and ring < sla.ignore_abandoned_under:
+        answer = call.bot_answered_at
+        end = answer if answer is not None else call.ended_at
+        ring_ms = max(0, round((end - call.offered_at) * 1000.0))
+        if ring_ms < ignore_ms and call.outcome == "abandoned":
             continue
         counted += 1
-        if call.bot_answered_at is not None and ring <= sla.max_ring_seconds:
+        if answer is not None and ring_ms <= fast_ms:
             answered += 1
     met = counted == 0 or Decimal(answered) >= sla.answer_rate * counted
     return SlaMeasure(offered, counted, answered, met)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from ..tracking.record import CallRecord
 from .book import PlanSeries
 from .compiled import compile_plan
-from .engine import ORDER, PeriodState, Plan, as_series, split_periods
+from .engine import PeriodState, Plan, as_series, order_calls, split_periods
 from .periods import period_bounds, period_of_date
 from .plan import PlanVersion
 from .sla import SlaMeasure, measure_sla
@@ -87,7 +87,7 @@ def units_decimal(value: Fraction) -> Decimal:
 def in_period(calls: Iterable[CallRecord], series: PlanSeries, period: str) -> list[CallRecord]:
     """The calls whose ended_at falls in the period (plan's time zone), in rating order."""
     start, end = period_bounds(period, series.timezone)
-    return sorted((c for c in calls if start <= c.ended_at < end), key=ORDER)
+    return order_calls(c for c in calls if start <= c.ended_at < end)
 
 
 def period_states(series: PlanSeries, period: str, ordered: list[CallRecord],
@@ -96,7 +96,7 @@ def period_states(series: PlanSeries, period: str, ordered: list[CallRecord],
     states = []
     for _, index, group in split_periods(ordered, series):
         state = PeriodState(series.versions[index], period)
-        state.add_sorted(group, None)
+        state.add_sorted(group, {})
         states.append(state)
     return states or [PeriodState(series.fee_version(period), period)]
 
@@ -171,7 +171,12 @@ def build_statement(plan: Plan, period: str, calls: Iterable[CallRecord]) -> Sta
     """
     series = as_series(plan)
     ordered = in_period(calls, series, period)
-    states = period_states(series, period, ordered)
+    return statement_of(series, period, ordered, period_states(series, period, ordered))
+
+
+def statement_of(series: PlanSeries, period: str, ordered: list[CallRecord],
+                 states: list[PeriodState]) -> Statement:
+    """The statement from a period's calls (in order) and their rated states."""
     usage = usage_lines(states)
     fee_version = series.fee_version(period)
     measure = measure_sla(fee_version.sla, ordered) if fee_version.sla else None
