@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -26,11 +27,37 @@ class Context:
         setup_logging(log_level, json=log_json)
 
     def config(self) -> Config:
-        try:
+        with refuse_bad_files():
             return load_config(self.config_path)
-        except ConfigError as exc:
-            click.echo(f"botmeter: configuration error: {exc}", err=True)
-            sys.exit(2)
+
+
+@contextmanager
+def refuse_bad_files() -> Iterator[None]:
+    """A bad config or plan file: one line naming file, key and reason, exit code 2."""
+    from .rating import PlanError
+
+    try:
+        yield
+    except ConfigError as exc:
+        click.echo(f"botmeter: configuration error: {exc}", err=True)
+        sys.exit(2)
+    except PlanError as exc:
+        click.echo(f"botmeter: plan error: {exc}", err=True)
+        sys.exit(2)
+
+
+class Period(click.ParamType):
+    """A billing period, YYYY-MM."""
+
+    name = "YYYY-MM"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        try:
+            datetime.strptime(text, "%Y-%m")
+        except ValueError:
+            self.fail(f"{text!r} is not a period: write YYYY-MM, e.g. 2026-11", param, ctx)
+        return text
 
 
 def _store(ctx: Context, db: str | None) -> CallStore:
@@ -77,7 +104,8 @@ def run(ctx: Context) -> None:
 
     config = ctx.config()
     try:
-        service = AgentService(config)
+        with refuse_bad_files():
+            service = AgentService(config)
     except OSError as exc:
         click.echo(f"botmeter: cannot read the AMI secret: {exc}", err=True)
         sys.exit(2)
@@ -106,12 +134,15 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
 @click.pass_obj
 def replay(ctx: Context, capture: IO[bytes], db: str | None) -> None:
     """Feed a raw AMI capture (FILE, or - for stdin) through tracking and store its calls."""
+    from .metering import saver_for
     from .service import replay as replay_capture
 
     config = ctx.config()
+    with refuse_bad_files():
+        save = saver_for(config)
     store = _store(ctx, db)
     try:
-        stats = replay_capture(_chunks(capture), config.tracking_rules(), store)
+        stats = replay_capture(_chunks(capture), config.tracking_rules(), store, save=save)
     finally:
         store.close()
     click.echo(" ".join(f"{key}={value}" for key, value in stats.items()))
@@ -137,10 +168,111 @@ def calls(ctx: Context, since: float | None, until: float | None, outcomes: tupl
     store = _store(ctx, db)
     try:
         records = store.calls(CallFilter(since, until, outcomes, limit))
-        ratings = {r.call_id: store.rating_of(r.call_id) for r in records} if fmt != "table" else {}
+        ratings = store.ratings(r.call_id for r in records)
     finally:
         store.close()
     render_calls(records, fmt, sys.stdout, ratings)
+
+
+def _series(ctx: Context, plan_id: str | None):  # type: ignore[no-untyped-def]
+    from .metering import active_series, load_plan_book
+
+    config = ctx.config()
+    with refuse_bad_files():
+        return config, active_series(config, load_plan_book(config), plan_id)
+
+
+@main.command()
+@click.option("--period", required=True, type=Period(), help="The month to re-rate (plan's time zone).")
+@click.option("--plan", "plan_id", help="Rate under this plan id (default: [plans] active).")
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: [store] path).")
+@click.pass_obj
+def rerate(ctx: Context, period: str, plan_id: str | None, db: str | None) -> None:
+    """Re-rate every stored call of a period, so stored amounts equal rating them in order."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from .metering import RatingSaver
+
+    _, series = _series(ctx, plan_id)
+    store = _store(ctx, db)
+    saver = RatingSaver(series)
+    steps = {"load": "loading calls", "rate": "rating", "store": "storing amounts"}
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      disable=not sys.stderr.isatty(), console=_err_console()) as bar:
+            task = bar.add_task(f"{period}: {steps['load']}", total=None)
+            calls = {"n": 0}
+
+            def progress(step: str, done: int) -> None:
+                if step == "load":  # the period's size is known once it is loaded: 3 steps of it
+                    calls["n"] = done
+                    bar.update(task, total=3 * done, completed=done)
+                else:
+                    offset = calls["n"] * (1 if step == "rate" else 2)
+                    bar.update(task, completed=offset + (done if step == "store" else calls["n"]))
+                bar.update(task, description=f"{period}: {steps[step]}")
+
+            count = saver.rerate(store, period, progress)
+    finally:
+        store.close()
+    click.echo(f"re-rated {count} calls of {period} under {series.plan_id}")
+
+
+def _err_console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@main.command()
+@click.option("--period", required=True, type=Period(), help="The month to bill (plan's time zone).")
+@click.option("--plan", "plan_id", help="Bill under this plan id (default: [plans] active).")
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json"]))
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: [store] path).")
+@click.pass_obj
+def bill(ctx: Context, period: str, plan_id: str | None, fmt: str, db: str | None) -> None:
+    """The period's statement: usage per charge, fees, the SLA, the total."""
+    from .rating import build_statement, period_bounds
+    from .reports.billing import render_statement
+
+    _, series = _series(ctx, plan_id)
+    store = _store(ctx, db)
+    try:
+        calls = store.calls_ended_between(*period_bounds(period, series.timezone))
+    finally:
+        store.close()
+    render_statement(build_statement(series, period, calls), fmt, sys.stdout)
+
+
+@main.group()
+def plans() -> None:
+    """Plan files: compare what the period's calls would cost under each."""
+
+
+@plans.command("compare")
+@click.option("--period", required=True, type=Period(), help="The month whose calls to price.")
+@click.argument("plan_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json"]))
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: [store] path).")
+@click.pass_obj
+def plans_compare(ctx: Context, period: str, plan_files: tuple[str, ...], fmt: str,
+                  db: str | None) -> None:
+    """Price the period's real calls under each PLAN_FILE (and the active plan), cheapest first."""
+    from .metering import calls_around, comparison_plans
+    from .rating import compare_plans
+    from .reports.billing import render_comparison
+
+    config = ctx.config()
+    with refuse_bad_files():
+        series, active = comparison_plans(config, [Path(p) for p in plan_files])
+    store = _store(ctx, db)
+    try:
+        calls = calls_around(store, period, series)
+    finally:
+        store.close()
+    with refuse_bad_files():
+        comparison = compare_plans(series, period, calls, active=active)
+    render_comparison(comparison, fmt, sys.stdout)
 
 
 @main.command()

@@ -140,6 +140,13 @@ def split_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class PlansSection(_Section):
+    """Where the vendor's plan files are, and which plan is in force."""
+
+    dir: Annotated[str, Field(min_length=1)] = "plans"
+    active: Annotated[str, Field(pattern=r"^[a-z0-9._-]+$")]
+
+
 class StoreSection(_Section):
     path: Annotated[str, Field(min_length=1)] = "/var/lib/botmeter/botmeter.db"
 
@@ -150,6 +157,7 @@ class Config(_Section):
     calls: CallsSection
     bot: BotSection
     agi: AgiSection = AgiSection()
+    plans: PlansSection | None = None
     store: StoreSection = StoreSection()
     source_path: str = Field(default="<memory>", exclude=True)
 
@@ -159,6 +167,12 @@ class Config(_Section):
 
     def store_path(self) -> Path:
         path = Path(self.store.path)
+        return path if path.is_absolute() else self.base_dir / path
+
+    def plans_dir(self) -> Path | None:
+        if self.plans is None:
+            return None
+        path = Path(self.plans.dir)
         return path if path.is_absolute() else self.base_dir / path
 
     def tracking_rules(self) -> TrackingRules:

@@ -22,9 +22,11 @@ from .tracking.record import CallRecord
 TOLERANCE = 0.01  # seconds: the simulator stamps exact virtual times
 
 
-def demo_config(port: int, secret: str, db: Path) -> Config:
+def demo_config(port: int, secret: str, db: Path, plans: Path | None = None) -> Config:
     """The configuration the demo runs with (the simulator's dialplan names)."""
+    extra = {"plans": {"dir": str(plans), "active": "combined"}} if plans else {}
     return parse_config({
+        **extra,
         "agent": {"id": "demo"},
         "ami": {"host": "127.0.0.1", "port": port, "username": "botmeter", "secret": secret,
                 "ping_interval": 2.0, "ping_timeout": 2.0, "reconnect_min": 0.1,
@@ -57,14 +59,22 @@ def mismatches(scripted: ScriptedCall, record: CallRecord | None) -> list[str]:
 
 
 async def record_scripted_calls(calls: list[ScriptedCall], db: Path, *, speed: float,
-                                concurrency: int | None, timeout: float = 60.0) -> list[CallRecord]:
-    """Play `calls` on a simulated PBX with the agent attached; return what the agent stored."""
+                                concurrency: int | None, timeout: float = 60.0,
+                                plans: Path | None = None) -> list[CallRecord]:
+    """Play `calls` on a simulated PBX with the agent attached; return what the agent stored.
+
+    The agent runs on the simulator's virtual clock (it is the PBX's clock here), and the
+    simulated bot signals to the agent's own FastAGI server when a call says so.
+    """
     secret = secrets.token_hex(8)
     async with SimulatedPBX(speed=speed, secret=secret) as pbx:
-        service = AgentService(demo_config(pbx.port, secret, db), store_path=db)
+        service = AgentService(demo_config(pbx.port, secret, db, plans), store_path=db,
+                               clock=pbx.now)
         running = asyncio.create_task(service.run())
         try:
             await asyncio.wait_for(service.client.connected.wait(), timeout)
+            if service.fastagi is not None:
+                pbx.agi_port = service.fastagi.port
             await asyncio.wait_for(pbx.play(calls, concurrency=concurrency), timeout)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 5.0

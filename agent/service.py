@@ -11,6 +11,7 @@ import structlog
 
 from .bot.fastagi import FastAgiServer
 from .config import Config
+from .metering import saver_for
 from .pbx.ami_client import AmiClient, AmiSettings
 from .pbx.events import PbxEvent
 from .pbx.stream import AmiEventDecoder
@@ -72,7 +73,7 @@ class AgentService:
         self.clock = clock
         path = store_path or config.store_path()
         self.writer = RecordWriter(lambda: CallStore(path), on_error=self._write_failed,
-                                   on_saved=on_saved)
+                                   on_saved=on_saved, save=saver_for(config))
         self.recorder = Recorder(config.tracking_rules(), self.writer.submit)
         self.client = AmiClient(ami_settings(config), self.recorder.handle, clock=clock)
         agi = config.agi
@@ -121,14 +122,16 @@ class AgentService:
 
 
 def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
-           batch: int = 500) -> dict[str, int]:
+           batch: int = 500, save: Callable[[CallStore, list[CallRecord]], None] | None = None,
+           ) -> dict[str, int]:
     """Feed a raw AMI capture through tracking into the store; times come from its Timestamp headers."""
     pending: list[CallRecord] = []
+    store_batch = save or (lambda target, records: target.save(records))
 
     def sink(record: CallRecord) -> None:
         pending.append(record)
         if len(pending) >= batch:
-            store.save(pending)
+            store_batch(store, pending)
             pending.clear()
 
     recorder = Recorder(rules, sink, source="ami")
@@ -137,7 +140,7 @@ def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
     for chunk in chunks:
         for event in decoder.feed(chunk, now):
             recorder.handle(event)
-    store.save(pending)
+    store_batch(store, pending)
     stats = decoder.parser.stats
     return {
         "events": recorder.events,

@@ -3,17 +3,19 @@
 Used by `botmeter demo` and by live tests of the agent.
 """
 
-from agent.sim.events import CallIds, SimEvent, call_events
+from agent.sim.events import CallIds, SimEvent, call_events, is_marker
 from agent.sim.pbx import SimulatedPBX
-from agent.sim.scenarios import Outcome, ScriptedCall, expected_record, mixed_calls
+from agent.sim.scenarios import Outcome, ScriptedCall, SignalVia, expected_record, mixed_calls
 
 __all__ = [
     "CallIds",
     "Outcome",
     "ScriptedCall",
+    "SignalVia",
     "SimEvent",
     "SimulatedPBX",
     "call_events",
     "expected_record",
+    "is_marker",
     "mixed_calls",
 ]

@@ -7,12 +7,20 @@ simulated PBX only schedules and sends what it returns. The dialplan being
 `from-pstn`, ring, are answered, run `Gosub(voicebot,s,1)`, then hang up,
 go to Queue(support) or Dial(Local/agent1@human-agents/n), or fail with
 Hangup(41).
+
+The bot's signals go the call's `signal_via` way. `UserEvent(BotMeter,...)`
+is plain AMI; an `AGI(...)` step is a `Newexten` followed by a *marker*: a
+`SimEvent` whose name starts with "@" (`@fastagi`, `@agi`), which is never
+sent to AMI clients; the PBX runs the AGI session it stands for (see
+`agent.sim.agi`). A marker's headers are the channel's snapshot, then
+`AppData` (the AGI application's data) and `DNID`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import NamedTuple
+from urllib.parse import quote
 
 from agent.sim.scenarios import (
     AGENT_RING_SECONDS,
@@ -26,6 +34,13 @@ from agent.sim.scenarios import (
 Header = tuple[str, str]
 
 UNKNOWN = "<unknown>"
+#: where a FastAGI signal goes when `call_events` is not told (the spec's example)
+DEFAULT_AGI_URL = "agi://127.0.0.1:4573"
+#: the classic AGI script's name in the dialplan
+AGI_SCRIPT = "botmeter-agi"
+#: marker events (never sent): run a FastAGI session / the classic AGI script
+FASTAGI_MARKER = "@fastagi"
+AGI_MARKER = "@agi"
 INBOUND_CONTEXT = "from-pstn"
 BOT_CONTEXT = "voicebot"
 AGENT_CONTEXT = "human-agents"
@@ -43,6 +58,8 @@ PRIVILEGES = {
     "AgentComplete": "agent,all",
     "AgentRingNoAnswer": "agent,all",
     "Shutdown": "system,all",
+    "AGIExecStart": "agi,all",
+    "AGIExecEnd": "agi,all",
 }
 DEFAULT_PRIVILEGE = "call,all"
 
@@ -80,11 +97,26 @@ def ids_needed(call: ScriptedCall) -> tuple[int, int, int]:
     return 1 + 2 * legs, legs, 1
 
 
-def call_events(call: ScriptedCall, ids: CallIds) -> list[SimEvent]:
-    """The call's whole AMI event sequence, in order, with offsets from its start."""
-    script = _Script(call, ids)
+def call_events(call: ScriptedCall, ids: CallIds, *,
+                agi_url: str = DEFAULT_AGI_URL) -> list[SimEvent]:
+    """The call's whole AMI event sequence, in order, with offsets from its start.
+
+    With `signal_via` "fastagi" or "agi" it holds marker events (see
+    `is_marker`); `agi_url` (`agi://host:port`) is where FastAGI signals go.
+    """
+    script = _Script(call, ids, agi_url.rstrip("/"))
     script.play()
     return script.events
+
+
+def is_marker(event: SimEvent) -> bool:
+    """Whether `event` is a marker for the PBX to run, not an AMI event to send."""
+    return event.name.startswith("@")
+
+
+def dialplan_escape(text: str) -> str:
+    """A value written into dialplan application data: `\\ , ( ) [ ] "` backslash-escaped."""
+    return "".join("\\" + ch if ch in '\\,()[]"' else ch for ch in text)
 
 
 def fmt_seconds(value: float) -> str:
@@ -131,9 +163,10 @@ class _Chan:
 class _Script:
     """Builds the event list of one call; `t` is the current virtual offset."""
 
-    def __init__(self, call: ScriptedCall, ids: CallIds) -> None:
+    def __init__(self, call: ScriptedCall, ids: CallIds, agi_url: str) -> None:
         self.call = call
         self.ids = ids
+        self.agi_url = agi_url
         self.t = 0.0
         self.events: list[SimEvent] = []
         self._uniqueids = 0
@@ -209,6 +242,23 @@ class _Script:
         data = ",".join(["BotMeter", *(f"{k}: {v}" for k, v in fields)])
         self.exten(ch, priority, "UserEvent", data)
         self.emit("UserEvent", ch.snapshot(), [("UserEvent", "BotMeter"), *fields])
+
+    def signal(self, ch: _Chan, priority: int, signal: str, *fields: Header) -> None:
+        """One bot signal at `priority`, sent the call's `signal_via` way."""
+        via = self.call.signal_via
+        if via == "userevent":
+            self.user_event(ch, priority, ("Signal", signal), *fields)
+            return
+        if via == "fastagi":
+            query = "&".join(f"{quote(k.lower(), safe='')}={quote(v, safe='')}"
+                             for k, v in fields)
+            data, marker = f"{self.agi_url}/botmeter/{signal}?{query}", FASTAGI_MARKER
+        else:
+            args = [f"{k.lower()}={dialplan_escape(v)}" for k, v in fields]
+            data, marker = ",".join([AGI_SCRIPT, signal, *args]), AGI_MARKER
+        self.exten(ch, priority, "AGI", data)
+        dnid = self.call.dialed_number if self.call.via == "sip" else "unknown"
+        self.emit(marker, ch.snapshot(), [("AppData", data), ("DNID", dnid)])
 
     def bridge(self, name: str, count: int, ch: _Chan | None = None) -> None:
         self.emit(name, [
@@ -312,15 +362,14 @@ class _Script:
         call = self.call
         self.exten(caller, 5, "GotoIf", f"{int(not call.signals)}?done")
         if call.signals:
-            self.user_event(caller, 6, ("Signal", "usage"), ("Module", "asr"),
-                            ("Quantity", fmt_seconds(call.bot_seconds)), ("Unit", "seconds"))
-            self.user_event(caller, 7, ("Signal", "usage"), ("Module", "nlu"),
-                            ("Quantity", str(NLU_REQUESTS)), ("Unit", "requests"))
+            self.signal(caller, 6, "usage", ("Module", "asr"),
+                        ("Quantity", fmt_seconds(call.bot_seconds)), ("Unit", "seconds"))
+            self.signal(caller, 7, "usage", ("Module", "nlu"),
+                        ("Quantity", str(NLU_REQUESTS)), ("Unit", "requests"))
             self.exten(caller, 8, "GotoIf", f"{int(self.action == 'done')}?done")
             if self.action != "done":
                 target = QUEUE_NAME if self.action == "transfer" else DIAL_AGENT
-                self.user_event(caller, 9, ("Signal", "outcome"), ("Outcome", "transferred"),
-                                ("Target", target))
+                self.signal(caller, 9, "outcome", ("Outcome", "transferred"), ("Target", target))
         self.app_set(caller, 10, "BOT_RESULT", self.action)
         self.exten(caller, 11, "Return")
         self.varset(caller, "ARGC", "")
@@ -336,8 +385,7 @@ class _Script:
         """t=ring+bot: the bot gives up and hangs up with cause 41."""
         self.exten(caller, 13, "GotoIf", f"{int(not self.call.signals)}?failhang")
         if self.call.signals:
-            self.user_event(caller, 14, ("Signal", "outcome"), ("Outcome", "failed"),
-                            ("Reason", "nlu timeout"))
+            self.signal(caller, 14, "outcome", ("Outcome", "failed"), ("Reason", "nlu timeout"))
         self.app_set(caller, 15, "BOT_RESULT", "fail")
         self.exten(caller, 16, "Hangup", "41")
         self.end_caller(caller, phone, 41)

@@ -5,6 +5,15 @@ and sends them to every logged-in AMI client, stamped with *virtual* time:
 `speed` virtual seconds pass per wall second, and `Timestamp` headers carry
 `epoch + virtual seconds`, so recorded durations equal the scripted ones at
 any speed.
+
+Calls that signal by AGI (`ScriptedCall.signal_via` "fastagi" or "agi") make
+the PBX act as Asterisk's res_agi: a FastAGI session to `agi_host:agi_port`,
+or the classic AGI script `agi_command` run as a subprocess (see
+`agent.sim.agi`). Like the AGI application blocks its channel, a session
+blocks play(): nothing else is emitted until it ends, and the virtual clock
+stands still at the step's scheduled time meanwhile (an AGI takes no virtual
+time), so later events keep their scheduled stamps and `now()` during a
+session is that step's time.
 """
 
 from __future__ import annotations
@@ -18,26 +27,40 @@ import itertools
 import logging
 import math
 import secrets
+import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
+from agent.sim.agi import (
+    FASTAGI_PORT,
+    AgiFailure,
+    AgiRequest,
+    run_agi_script,
+    run_fastagi,
+)
 from agent.sim.events import (
     DEFAULT_PRIVILEGE,
+    FASTAGI_MARKER,
     PRIVILEGES,
     CallIds,
     SimEvent,
     call_events,
     ids_needed,
+    is_marker,
 )
 from agent.sim.scenarios import ScriptedCall
 
 log = logging.getLogger(__name__)
 
 BANNER = b"Asterisk Call Manager/9.0.0\r\n"
+#: the classic AGI script `AGI(botmeter-agi,...)` runs
+DEFAULT_AGI_COMMAND: tuple[str, ...] = (sys.executable, "-m", "agent.bot.agi_script")
+AGI_TIMEOUT = 5.0  # seconds (wall) an AGI session may take before it is cut off
 MAX_LINE = 64 * 1024  # longer request lines close the connection
 MAX_HEADERS = 128  # more headers in one request close the connection
 MAX_CLIENT_BUFFER = 8 * 1024 * 1024  # a client this far behind is disconnected
@@ -97,19 +120,41 @@ class _LiveChannel:
 
 
 class SimulatedPBX:
-    """An Asterisk-like AMI server that plays scripted voice-bot calls."""
+    """An Asterisk-like AMI server that plays scripted voice-bot calls.
+
+    agi_host/agi_port: the FastAGI server "fastagi" calls signal to (read at
+    play(); a "fastagi" call with agi_port None is a ValueError there);
+    agi_command: what runs for `AGI(botmeter-agi,...)`; agi_timeout: wall
+    seconds one AGI session may take. Sessions that fail (cannot connect or
+    start, time out, or end without BOTMETER_STATUS=ok) are logged and counted
+    in `agi_failures`; they never stop play().
+    """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, username: str = "botmeter",
                  secret: str = "botmeter-sim", speed: float = 1.0,
-                 epoch: float | None = None) -> None:
+                 epoch: float | None = None, agi_host: str = "127.0.0.1",
+                 agi_port: int | None = None,
+                 agi_command: Sequence[str] = DEFAULT_AGI_COMMAND,
+                 agi_timeout: float = AGI_TIMEOUT) -> None:
         if not speed > 0:
             raise ValueError("speed must be > 0")
+        if not agi_command or isinstance(agi_command, str):
+            raise ValueError("agi_command must be a non-empty sequence of strings")
+        if not agi_timeout > 0:
+            raise ValueError("agi_timeout must be > 0")
         self.host = host
         self.username = username
         self.secret = secret
         self.speed = float(speed)
         self.epoch = epoch  # virtual unix time at start(); time.time() if None
         self.login_failures = 0
+        self.agi_host = agi_host
+        self.agi_port = agi_port
+        self.agi_command = tuple(agi_command)
+        self.agi_timeout = float(agi_timeout)
+        self.agi_sessions = 0  # AGI sessions run (FastAGI and script)
+        self.agi_failures = 0  # ... of which failed
+        self.agi_last_failure = ""  # why the last one failed
         self._requested_port = port
         self._port: int | None = None
         self._server: asyncio.Server | None = None
@@ -119,6 +164,10 @@ class SimulatedPBX:
         self._wall0 = 0.0
         self._closed = False
         self._stopping = asyncio.Event()
+        self._held: float | None = None  # the virtual clock stands here during an AGI session
+        self._resumed = asyncio.Event()  # set while the clock runs
+        self._resumed.set()
+        self._agi_lock = asyncio.Lock()
         self._calls = 0
         self._uniqueids = 0
         self._locals = 0
@@ -145,6 +194,7 @@ class SimulatedPBX:
             return
         self._closed = True
         self._stopping.set()
+        self._resumed.set()  # wake play() loops waiting for an AGI session to end
         shutdown = frame([("Event", "Shutdown"), ("Privilege", "system,all"),
                           ("Timestamp", f"{self.now():.6f}"), ("Shutdown", "Cleanly"),
                           ("Restart", "False")])
@@ -178,14 +228,22 @@ class SimulatedPBX:
         return self._port
 
     @property
+    def agi_url(self) -> str:
+        """`agi://host:port` of the FastAGI server, as the dialplan names it."""
+        host = f"[{self.agi_host}]" if ":" in self.agi_host else self.agi_host
+        return f"agi://{host}:{self.agi_port if self.agi_port is not None else FASTAGI_PORT}"
+
+    @property
     def clients(self) -> int:
         """Currently logged-in clients."""
         return sum(1 for client in self._clients if client.authenticated)
 
     def now(self) -> float:
-        """The current virtual unix time."""
+        """The current virtual unix time (it stands still during an AGI session)."""
         if self.epoch is None:
             raise RuntimeError("not started")
+        if self._held is not None:
+            return self._held
         elapsed = asyncio.get_running_loop().time() - self._wall0
         return self.epoch + elapsed * self.speed
 
@@ -204,9 +262,13 @@ class SimulatedPBX:
         rate: new calls per virtual second (None: each call's `start_offset`);
         concurrency: at most this many calls in progress at once (later calls wait,
         and still start no faster than `rate`).
+        ValueError if a call signals by "fastagi" and `agi_port` is None.
         """
         if self._server is None:
             raise RuntimeError("start() the PBX first")
+        if self.agi_port is None and any(c.signal_via == "fastagi" for c in calls):
+            raise ValueError("calls signal by FastAGI but the PBX has no agi_port")
+        agi_url = self.agi_url
         if rate is not None and not rate > 0:
             raise ValueError("rate must be > 0")
         if concurrency is not None and concurrency < 1:
@@ -235,7 +297,7 @@ class SimulatedPBX:
             if next_start <= next_event:
                 last_start = current
                 call = calls[waiting.popleft()]
-                events = call_events(call, self._reserve_ids(call, current))
+                events = call_events(call, self._reserve_ids(call, current), agi_url=agi_url)
                 remaining = [len(events)]
                 for event in events:
                     heapq.heappush(heap, (current + event.offset, next(order), event, remaining))
@@ -244,7 +306,10 @@ class SimulatedPBX:
             # emit every event due now (same virtual time) in one go
             while heap and heap[0][0] <= current and not self._closed:
                 stamp, _, event, remaining = heapq.heappop(heap)
-                self._emit(stamp, event)
+                if is_marker(event):
+                    await self._run_agi(stamp, event)  # blocks like the AGI application
+                else:
+                    self._emit(stamp, event)
                 remaining[0] -= 1
                 if remaining[0] == 0:
                     active -= 1
@@ -262,12 +327,88 @@ class SimulatedPBX:
     async def _sleep_until(self, virtual: float) -> None:
         assert self.epoch is not None
         loop = asyncio.get_running_loop()
-        delay = self._wall0 + (virtual - self.epoch) / self.speed - loop.time()
-        if delay <= 0:
+        slept = False
+        while not self._closed:
+            if self._held is not None:  # another play() runs an AGI session: time stands
+                await self._resumed.wait()
+                slept = True
+                continue
+            delay = self._wall0 + (virtual - self.epoch) / self.speed - loop.time()
+            if delay <= 0:
+                break
+            with contextlib.suppress(TimeoutError):  # wake early when the PBX stops
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            slept = True
+        if not slept:
             await asyncio.sleep(0)  # yield, so clients are served even when events are overdue
-            return
-        with contextlib.suppress(TimeoutError):  # wake early when the PBX stops
-            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    # ---- AGI ----------------------------------------------------------------
+
+    async def _run_agi(self, stamp: float, marker: SimEvent) -> None:
+        """Run the AGI session of `marker` (scheduled at `stamp`) to its end.
+
+        Its events are stamped `stamp`; the clock stands still meanwhile.
+        """
+        async with self._agi_lock:
+            if self._closed:
+                return
+            request = AgiRequest.from_marker(marker)
+
+            def emit(name: str, headers: list[tuple[str, str]]) -> None:
+                self._emit(stamp, SimEvent(marker.offset, name, tuple(headers)))
+
+            self._hold(stamp)
+            self.agi_sessions += 1
+            status = "SUCCESS"
+            try:
+                if request.kind == FASTAGI_MARKER:
+                    session = run_fastagi(request, emit, self.agi_timeout)
+                else:
+                    session = run_agi_script(request, emit, self.agi_command, self.agi_timeout)
+                await self._unless_stopped(session)
+            except AgiFailure as exc:
+                status = exc.agistatus
+                self._agi_failed(request, str(exc))
+            except Exception as exc:  # never let an AGI session break play()
+                status = "FAILURE"
+                log.exception("sim AGI session crashed")
+                self._agi_failed(request, f"{type(exc).__name__}: {exc}")
+            finally:
+                self._resume(stamp)
+            emit("VarSet", [*request.snapshot, ("Variable", "AGISTATUS"), ("Value", status)])
+
+    async def _unless_stopped(self, session: Coroutine[Any, Any, object]) -> None:
+        """Await `session`; cut it off (AgiFailure) if the PBX stops meanwhile."""
+        task = asyncio.ensure_future(session)
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        if task.cancelled():
+            raise AgiFailure("the PBX stopped during the AGI session")
+        task.result()
+
+    def _agi_failed(self, request: AgiRequest, why: str) -> None:
+        self.agi_failures += 1
+        self.agi_last_failure = why
+        log.warning("sim AGI failed on %s (linkedid %s, AGI(%s)): %s",
+                    request.header("Channel"), request.header("Linkedid"),
+                    request.app_data, why)
+
+    def _hold(self, stamp: float) -> None:
+        self._held = stamp
+        self._resumed.clear()
+
+    def _resume(self, stamp: float) -> None:
+        """The clock runs on from `stamp` (the wall time of the session is skipped)."""
+        assert self.epoch is not None
+        self._wall0 = asyncio.get_running_loop().time() - (stamp - self.epoch) / self.speed
+        self._held = None
+        self._resumed.set()
 
     def _emit(self, stamp: float, event: SimEvent) -> None:
         self._track(stamp, event)

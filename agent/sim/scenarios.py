@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Outcome = Literal["handled", "transferred", "abandoned", "failed"]
+#: how the bot sends its signals (specs/calls.md, "Signals from the bot"):
+#: `UserEvent(BotMeter,...)`, `AGI(agi://host:port/botmeter/...)` or `AGI(botmeter-agi,...)`
+SignalVia = Literal["userevent", "fastagi", "agi"]
+SIGNAL_VIAS: tuple[SignalVia, ...] = ("userevent", "fastagi", "agi")
 
 #: virtual seconds a human's phone rings before they pick up (queue or dial handoff)
 AGENT_RING_SECONDS = 1.0
@@ -34,10 +38,13 @@ class ScriptedCall:
     via: Literal["local", "sip"] = "local"
     dialed_number: str = "4000"
     start_offset: float = 0.0  # virtual seconds after play() starts (used when rate is None)
+    signal_via: SignalVia = "userevent"  # how the signals are sent (see SignalVia)
 
     def __post_init__(self) -> None:
         if self.outcome not in ("handled", "transferred", "abandoned", "failed"):
             raise ValueError(f"unknown outcome {self.outcome!r}")
+        if self.signal_via not in SIGNAL_VIAS:
+            raise ValueError(f"signal_via must be one of {', '.join(SIGNAL_VIAS)}")
         if self.handoff not in ("queue", "dial") or self.via not in ("local", "sip"):
             raise ValueError("handoff must be queue|dial and via local|sip")
         if min(self.ring_seconds, self.bot_seconds, self.start_offset) < 0:
@@ -58,7 +65,8 @@ class ScriptedCall:
 def expected_record(call: ScriptedCall) -> dict[str, Any]:
     """What a correct agent records for `call` (fields of specs/calls.md).
 
-    Times in seconds; `modules` maps module -> {"quantity", "unit"}.
+    Times in seconds; `modules` maps module -> {"quantity", "unit"}. The same
+    whichever way (`signal_via`) the signals are sent.
     """
     transferred = call.outcome == "transferred"
     answered = transferred and call.human_seconds is not None
@@ -111,12 +119,17 @@ _KINDS: tuple[tuple[Outcome, Literal["queue", "dial"], bool], ...] = (
 )
 
 
-def mixed_calls(count: int, seed: int = 7) -> list[ScriptedCall]:
+def mixed_calls(count: int, seed: int = 7,
+                signal_via: SignalVia | None = None) -> list[ScriptedCall]:
     """Deterministic mix of every outcome, via, handoff and signals on/off.
 
     Realistic small times (ring 0.5-4 s, bot 2-30 s, human 3-20 s), staggered
-    start offsets, caller names including Chinese.
+    start offsets, caller names including Chinese. Every call signals by
+    `signal_via` ("userevent" when None); nothing else depends on it.
     """
+    via_signals: SignalVia = signal_via or "userevent"
+    if via_signals not in SIGNAL_VIAS:
+        raise ValueError(f"signal_via must be one of {', '.join(SIGNAL_VIAS)}")
     rng = random.Random(seed)
     calls: list[ScriptedCall] = []
     offset = 0.0
@@ -137,6 +150,7 @@ def mixed_calls(count: int, seed: int = 7) -> list[ScriptedCall]:
                 via="sip" if i % 3 == 2 else "local",
                 dialed_number="4000",
                 start_offset=round(offset, 1),
+                signal_via=via_signals,
             )
         )
         offset += rng.uniform(0.5, 3.0)

@@ -43,6 +43,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (call_id, module)
     );
     """,
+    # 2: each call's rating lines (JSON: [[charge, metered, amount], ...]) and when it was rated
+    """
+    ALTER TABLE calls ADD COLUMN charges TEXT;
+    ALTER TABLE calls ADD COLUMN rated_at TEXT;
+    CREATE INDEX calls_ended_at_id ON calls (ended_at, call_id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

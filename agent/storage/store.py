@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import sqlite_utils
 
+from ..rating.compiled import CallCharge
 from ..tracking.record import CallRecord, ModuleUsage, iso_utc, parse_iso_utc
 from .schema import migrate
 
@@ -48,15 +50,20 @@ class CallStore:
 
     # -- writing -------------------------------------------------------------------
 
-    def save(self, records: Iterable[CallRecord]) -> int:
-        """Store records in one transaction; a call stored again replaces its row."""
+    def save(self, records: Iterable[CallRecord],
+             charges: Mapping[str, CallCharge] | None = None) -> int:
+        """Store records (with their rating, where given) in one transaction.
+
+        A call stored again replaces its row.
+        """
         records = list(records)
         if not records:
             return 0
         now = iso_utc(time.time())
-        rows = [_row(r, now) for r in records]
+        charges = charges or {}
+        rows = [_row(r, now, charges.get(r.call_id)) for r in records]
         modules = [
-            {"call_id": r.call_id, "module": name, "quantity": str(u.quantity), "unit": u.unit}
+            {"call_id": r.call_id, "module": name, "quantity": format(u.quantity, "f"), "unit": u.unit}
             for r in records for name, u in r.modules.items()
         ]
         with self.db.atomic():
@@ -67,7 +74,55 @@ class CallStore:
                 self._modules.insert_all(modules, pk=("call_id", "module"), replace=True)
         return len(records)
 
+    def update_charges(self, charges: Mapping[str, CallCharge],
+                       progress: Callable[[int], None] | None = None) -> int:
+        """Store new ratings of calls already stored (a re-rated period), in one transaction."""
+        now = iso_utc(time.time())
+        items = list(charges.items())
+        with self.db.atomic():
+            for start in range(0, len(items), UPDATE_CHUNK):
+                self.db.conn.executemany(
+                    "UPDATE calls SET plan_id = ?, cost = ?, currency = ?, charges = ?, rated_at = ? "
+                    "WHERE call_id = ?",
+                    [(*_rating_columns(c, now), cid) for cid, c in items[start:start + UPDATE_CHUNK]])
+                if progress:
+                    progress(min(len(items), start + UPDATE_CHUNK))
+        return len(items)
+
     # -- reading -------------------------------------------------------------------
+
+    def calls_ended_between(self, start: float, end: float) -> list[CallRecord]:
+        """Calls with start <= ended_at < end, in rating order (ended_at, call_id). Built for speed."""
+        conn = self.db.conn
+        bounds = (iso_utc(start), iso_utc(end))
+        modules: dict[str, dict[str, ModuleUsage]] = {}
+        for call_id, module, quantity, unit in conn.execute(
+                "SELECT m.call_id, m.module, m.quantity, m.unit FROM call_modules m "
+                "JOIN calls c ON c.call_id = m.call_id WHERE c.ended_at >= ? AND c.ended_at < ?",
+                bounds):
+            modules.setdefault(call_id, {})[module] = ModuleUsage(Decimal(quantity), unit)
+        cursor = conn.execute(
+            f"SELECT {_COLUMNS} FROM calls WHERE ended_at >= ? AND ended_at < ? "
+            "ORDER BY ended_at, call_id", bounds)
+        parse, empty = parse_iso_utc, {}
+        return [
+            CallRecord(cid, lid, num, name, dialed, parse(a), parse(b), parse(c), parse(d), parse(e),
+                       parse(f), outcome, target, cause, modules.get(cid, empty), source)  # type: ignore[arg-type]
+            for (cid, lid, num, name, dialed, a, b, c, d, e, f, outcome, target, cause, source)
+            in cursor
+        ]
+
+    def ratings(self, call_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored rating fields of these calls (plan_id, cost, currency, charges)."""
+        found: dict[str, dict[str, Any]] = {}
+        ids = list(call_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            sql = ("SELECT call_id, plan_id, cost, currency, charges FROM calls "
+                   f"WHERE call_id IN ({', '.join('?' * len(chunk))})")
+            for row in self.db.query(sql, chunk):
+                found[row.pop("call_id")] = row
+        return found
 
     def count(self) -> int:
         return self._calls.count
@@ -98,11 +153,6 @@ class CallStore:
         for row in rows:
             yield _record(row, modules.get(row["call_id"], {}))
 
-    def rating_of(self, call_id: str) -> dict[str, Any]:
-        row = next(self.db.query(
-            "SELECT plan_id, cost, currency FROM calls WHERE call_id = ?", [call_id]), None)
-        return dict(row) if row else {}
-
     def _modules_of(self, call_ids: list[str]) -> dict[str, dict[str, ModuleUsage]]:
         found: dict[str, dict[str, ModuleUsage]] = {}
         for start in range(0, len(call_ids), 500):
@@ -118,7 +168,23 @@ _TIME_FIELDS = ("offered_at", "bot_answered_at", "bot_ended_at", "transferred_at
                 "human_answered_at", "ended_at")
 
 
-def _row(r: CallRecord, recorded_at: str | None) -> dict[str, Any]:
+UPDATE_CHUNK = 20_000
+
+_COLUMNS = ("call_id, linkedid, caller_number, caller_name, dialed_number, offered_at, "
+            "bot_answered_at, bot_ended_at, transferred_at, human_answered_at, ended_at, outcome, "
+            "transfer_target, hangup_cause, source")
+
+
+def _rating_columns(charge: CallCharge | None, rated_at: str | None) -> tuple[Any, ...]:
+    """(plan_id, cost, currency, charges JSON, rated_at) for a rating, or all None."""
+    if charge is None:
+        return (None, None, None, None, None)
+    lines = json.dumps([[line.charge, format(line.metered, "f"), format(line.amount, "f")]
+                        for line in charge.lines], ensure_ascii=False)
+    return (charge.plan_id, format(charge.amount, "f"), charge.currency, lines, rated_at)
+
+
+def _row(r: CallRecord, recorded_at: str | None, charge: CallCharge | None) -> dict[str, Any]:
     answered = r.transfer_answered
     return {
         "call_id": r.call_id,
@@ -136,9 +202,8 @@ def _row(r: CallRecord, recorded_at: str | None) -> dict[str, Any]:
         "transfer_answered": None if answered is None else int(answered),
         "hangup_cause": r.hangup_cause,
         "source": r.source,
-        "plan_id": None,
-        "cost": None,
-        "currency": None,
+        **dict(zip(("plan_id", "cost", "currency", "charges", "rated_at"),
+                   _rating_columns(charge, recorded_at), strict=True)),
         "recorded_at": recorded_at,
     }
 

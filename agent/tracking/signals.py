@@ -9,6 +9,9 @@ from decimal import Decimal, InvalidOperation
 SIGNALS = ("start", "end", "usage", "outcome")
 SIGNALLED_OUTCOMES = ("handled", "transferred", "failed")
 MAX_FIELD = 200
+QUANTITY_PLACES = 6  # rating works in millionths of a unit
+MAX_QUANTITY = Decimal(10) ** 12
+_STEP = Decimal(1).scaleb(-QUANTITY_PLACES)
 
 
 class SignalError(ValueError):
@@ -56,7 +59,12 @@ def parse_signal(signal: str, fields: Mapping[str, str]) -> Signal:
             raise SignalError(f"usage signal: Quantity {raw!r} is not a decimal number") from None
         if not quantity.is_finite() or quantity < 0:
             raise SignalError(f"usage signal: Quantity {raw!r} must be a number >= 0")
-        return Usage(module, quantity, _field(fields, "unit") or "units")
+        if quantity > MAX_QUANTITY:
+            raise SignalError(f"usage signal: Quantity {raw!r} is implausibly large")
+        if quantity != quantity.quantize(_STEP):
+            raise SignalError(
+                f"usage signal: Quantity {raw!r} has more than {QUANTITY_PLACES} decimal places")
+        return Usage(module, Decimal(format(+quantity, "f")), _field(fields, "unit") or "units")
     if kind == "outcome":
         outcome = _field(fields, "outcome").lower()
         if outcome not in SIGNALLED_OUTCOMES:

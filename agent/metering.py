@@ -1,0 +1,111 @@
+"""Rating at the storage edge: rate each call as it is stored; re-rate a period from the store.
+
+Pure rating lives in `agent.rating`; this shell feeds it stored calls and writes its amounts
+back, so stored amounts always equal rating the period's calls in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import structlog
+
+from .config import Config, ConfigError
+from .rating import PlanBook, PlanSeries, Rater, RerateNeeded, load_plan
+from .rating.compiled import CallCharge
+from .rating.errors import RatingError
+from .rating.periods import period_bounds
+from .storage.store import CallStore
+from .tracking.record import CallRecord
+
+log = structlog.get_logger("botmeter.rating")
+Progress = Callable[[str, int], None]
+
+
+def load_plan_book(config: Config) -> PlanBook | None:
+    """The configured plan files (None without a [plans] section); PlanError for a bad file."""
+    directory = config.plans_dir()
+    if directory is None:
+        return None
+    if not directory.is_dir():
+        raise ConfigError(config.source_path, "plans.dir", f"{directory} is not a directory")
+    return PlanBook.load(directory)
+
+
+def active_series(config: Config, book: PlanBook | None, plan_id: str | None = None) -> PlanSeries:
+    """The plan to rate or bill with: `plan_id`, else the configured active one."""
+    if book is None or config.plans is None:
+        raise ConfigError(config.source_path, "plans", "no [plans] section: nothing to rate with")
+    wanted = plan_id or config.plans.active
+    if wanted not in book:
+        have = ", ".join(book.plan_ids) or "none"
+        key = "plans.active" if plan_id is None else "--plan"
+        raise ConfigError(config.source_path, key,
+                          f"no plan {wanted!r} in {config.plans_dir()} (have: {have})")
+    return book.series(wanted)
+
+
+class RatingSaver:
+    """Stores calls rated under one plan; late or unseen periods are re-rated from the store."""
+
+    def __init__(self, series: PlanSeries) -> None:
+        self.series = series
+        self.rater = Rater(series)
+
+    def save(self, store: CallStore, records: list[CallRecord]) -> None:
+        charges: dict[str, CallCharge] = {}
+        late: set[str] = set()
+        for record in sorted(records, key=lambda r: (r.ended_at, r.call_id)):
+            try:
+                charges[record.call_id] = self.rater.rate(record)
+            except RerateNeeded as exc:
+                late.add(exc.period)
+            except RatingError as exc:
+                log.error("call not rated", call_id=record.call_id, reason=str(exc))
+        store.save(records, charges)
+        for period in sorted(late):
+            self.rerate(store, period)
+
+    def rerate(self, store: CallStore, period: str, progress: Progress | None = None) -> int:
+        """Re-rate every stored call of `period` (in the plan's time zone); returns how many.
+
+        `progress(step, done)` is told of the three steps: "load", "rate", "store".
+        """
+        report = progress or (lambda _step, _done: None)
+        start, end = period_bounds(period, self.series.timezone)
+        calls = store.calls_ended_between(start, end)
+        report("load", len(calls))
+        charges = self.rater.rerate(period, calls)
+        report("rate", len(calls))
+        store.update_charges(charges, progress=lambda done: report("store", done))
+        log.info("period re-rated", period=period, plan=self.series.plan_id, calls=len(calls))
+        return len(calls)
+
+
+def saver_for(config: Config) -> Callable[[CallStore, list[CallRecord]], None] | None:
+    """The writer's save function: rating when plans are configured, else plain storing."""
+    book = load_plan_book(config)
+    if book is None:
+        return None
+    return RatingSaver(active_series(config, book)).save
+
+
+def comparison_plans(config: Config, paths: Iterable[Path]) -> tuple[list[PlanSeries], str | None]:
+    """The plans to compare: each file's plan, plus the active plan when one is configured."""
+    book = PlanBook([load_plan(p) for p in paths])
+    series = list(book)
+    active = config.plans.active if config.plans else None
+    if active is not None and active not in book:
+        configured = load_plan_book(config)
+        if configured is not None and active in configured:
+            series.append(configured.series(active))
+        else:
+            active = None
+    return series, active
+
+
+def calls_around(store: CallStore, period: str, plans: Iterable[PlanSeries]) -> list[CallRecord]:
+    """Stored calls that may fall in `period` in any of these plans' time zones."""
+    bounds = [period_bounds(period, s.timezone) for s in plans]
+    return store.calls_ended_between(min(b[0] for b in bounds), max(b[1] for b in bounds))
