@@ -1,0 +1,101 @@
+"""The bot's three ways to signal, end to end through the agent, over real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agent.demo import demo_config, mismatches, record_scripted_calls
+from agent.service import AgentService
+from agent.sim.agi import AgiRequest, run_fastagi
+from agent.sim.events import FASTAGI_MARKER
+from agent.sim.scenarios import mixed_calls
+from agent.storage.store import CallStore
+
+from .conftest import LAB_CAPTURE
+
+
+@pytest.fixture(scope="module")
+def recorded_each_way(tmp_path_factory) -> dict[str, dict]:
+    """The same 8 scripted calls (every outcome) recorded once per signal style."""
+    found = {}
+    for via in ("userevent", "fastagi", "agi"):
+        calls = mixed_calls(8, seed=21, signal_via=via)  # type: ignore[arg-type]
+        db = tmp_path_factory.mktemp(via) / "calls.db"
+        records = asyncio.run(record_scripted_calls(calls, db, speed=30, concurrency=8, timeout=90))
+        found[via] = {"calls": calls, "records": {r.caller_number: r for r in records}}
+    return found
+
+
+@pytest.mark.parametrize("via", ["userevent", "fastagi", "agi"])
+def test_every_way_records_every_call_as_scripted(recorded_each_way, via):
+    run = recorded_each_way[via]
+    assert len(run["records"]) == 8
+    for call in run["calls"]:
+        assert mismatches(call, run["records"].get(call.caller_number)) == [], (via, call)
+
+
+def test_the_three_ways_give_the_same_usage_and_outcome(recorded_each_way):
+    def essence(via: str) -> dict:
+        return {number: (r.outcome, r.modules, r.transfer_target, r.bot_seconds)
+                for number, r in recorded_each_way[via]["records"].items()}
+
+    reference = essence("userevent")
+    assert any(modules for _, modules, _, _ in reference.values())  # usage was signalled
+    assert essence("fastagi") == reference
+    assert essence("agi") == reference
+
+
+async def _ami_after(signal_sent: asyncio.Event, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+    """An AMI server that streams the lab capture only once a FastAGI signal went out."""
+    writer.write(b"Asterisk Call Manager/9.0.0\r\n")
+    buf = b""
+    while True:
+        data = await reader.read(4096)
+        if not data:
+            return
+        buf += data
+        while b"\r\n\r\n" in buf:
+            frame, buf = buf.split(b"\r\n\r\n", 1)
+            fields = dict(line.split(": ", 1) for line in frame.decode().split("\r\n") if ": " in line)
+            aid, action = fields.get("ActionID", ""), fields.get("Action")
+            if action == "CoreShowChannels":
+                writer.write(f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n\r\n"
+                             f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\n"
+                             "EventList: Complete\r\nListItems: 0\r\n\r\n".encode())
+                await signal_sent.wait()
+                raw = LAB_CAPTURE.read_bytes()
+                writer.write(raw[raw.index(b"Event: "):])
+            else:
+                extra = "Challenge: 1\r\n" if action == "Challenge" else ""
+                writer.write(f"Response: Success\r\nActionID: {aid}\r\n{extra}\r\n".encode())
+
+
+async def test_fastagi_signal_before_ami_sees_the_call_is_kept_and_attached(tmp_path):
+    sent = asyncio.Event()
+    server = await asyncio.start_server(lambda r, w: _ami_after(sent, r, w), "127.0.0.1", 0)
+    db = tmp_path / "early.db"
+    service = AgentService(demo_config(server.sockets[0].getsockname()[1], "s", db), store_path=db)
+    running = asyncio.create_task(service.run())
+    await asyncio.wait_for(service.client.connected.wait(), 5)
+    # the lab call of 13900010001 has linkedid 1795706735.2; its bot signals before AMI shows it
+    snapshot = (("Channel", "Local/s@caller-sim-00000001;1"), ("Uniqueid", "1795706735.2"),
+                ("Linkedid", "1795706735.2"), ("CallerIDNum", "13900010001"))
+    url = f"agi://127.0.0.1:{service.fastagi.port}/botmeter/usage?module=qa&quantity=3&unit=answers"
+    await run_fastagi(AgiRequest(FASTAGI_MARKER, snapshot, url, "4000"), lambda *_: None, 5)
+    await asyncio.sleep(0.05)
+    assert service.fastagi.stats.signals == 1
+    sent.set()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while service.writer.saved < 13 and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    service.stop()
+    await running
+    server.close()
+    records = {r.caller_number: r for r in CallStore(db).calls()}
+    assert len(records) == 13
+    assert {m: (str(u.quantity), u.unit) for m, u in records["13900010001"].modules.items()} == {
+        "qa": ("3", "answers")}
