@@ -213,6 +213,7 @@ def rerate(ctx: Context, period: str, plan_id: str | None, db: str | None) -> No
                 bar.update(task, description=f"{period}: {steps[step]}")
 
             count = saver.rerate(store, period, progress)
+            bar.update(task, completed=3 * count, total=3 * count, description=f"{period}: done")
     finally:
         store.close()
     click.echo(f"re-rated {count} calls of {period} under {series.plan_id}")

@@ -16,7 +16,7 @@ from .rating import PlanBook, PlanSeries, Rater, RerateNeeded, load_plan
 from .rating.compiled import CallCharge
 from .rating.errors import RatingError
 from .rating.periods import period_bounds
-from .storage.store import CallStore
+from .storage.store import CallStore, gc_paused
 from .tracking.record import CallRecord
 
 log = structlog.get_logger("botmeter.rating")
@@ -52,6 +52,9 @@ class RatingSaver:
     def __init__(self, series: PlanSeries) -> None:
         self.series = series
         self.rater = Rater(series)
+        self.prices_modules = any(
+            charge.metric.startswith("module:") for version in series.versions
+            for charge in version.charges)
 
     def save(self, store: CallStore, records: list[CallRecord]) -> None:
         charges: dict[str, CallCharge] = {}
@@ -74,13 +77,16 @@ class RatingSaver:
         """
         report = progress or (lambda _step, _done: None)
         start, end = period_bounds(period, self.series.timezone)
-        calls = store.calls_ended_between(start, end)
-        report("load", len(calls))
-        charges = self.rater.rerate(period, calls)
-        report("rate", len(calls))
-        store.update_charges(charges, progress=lambda done: report("store", done))
-        log.info("period re-rated", period=period, plan=self.series.plan_id, calls=len(calls))
-        return len(calls)
+        with gc_paused():
+            calls = store.calls_ended_between(start, end, modules=self.prices_modules)
+            report("load", len(calls))
+            charges = self.rater.rerate(period, calls)
+            report("rate", len(calls))
+            store.replace_ratings(start, end, charges, progress=lambda done: report("store", done))
+            count = len(calls)
+            del calls, charges
+        log.info("period re-rated", period=period, plan=self.series.plan_id, calls=count)
+        return count
 
 
 def saver_for(config: Config) -> Callable[[CallStore, list[CallRecord]], None] | None:

@@ -7,6 +7,8 @@ import time
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.storage.schema import SCHEMA_VERSION, SchemaError
 from agent.storage.store import CallFilter, CallStore
@@ -95,3 +97,14 @@ def test_writer_keeps_retrying_when_storing_fails(tmp_path):
     writer.close()
     assert errors == [1, 1]
     assert [r.call_id for r in CallStore(path).calls()] == ["r1"]
+
+
+@given(st.integers(min_value=0, max_value=4_102_444_800_000))
+def test_fast_iso_parse_is_the_exact_inverse(ms):
+    from datetime import UTC, datetime
+
+    from agent.tracking.record import iso_utc, parse_iso_utc
+
+    text = iso_utc(ms / 1000)
+    assert parse_iso_utc(text) == ms / 1000 == round(datetime.fromisoformat(text).timestamp(), 3)
+    assert parse_iso_utc("2026-11-26T23:00:00+08:00") == datetime(2026, 11, 26, 15, tzinfo=UTC).timestamp()

@@ -43,10 +43,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (call_id, module)
     );
     """,
-    # 2: each call's rating lines (JSON: [[charge, metered, amount], ...]) and when it was rated
+    # 2: each call's rating lines (JSON: [[charge, metered, amount], ...]) and when it was rated;
+    #    module usage also as JSON on the call ({module: [quantity, unit]}), so a period's calls
+    #    load in one pass for re-rating (call_modules stays the table to query)
     """
     ALTER TABLE calls ADD COLUMN charges TEXT;
     ALTER TABLE calls ADD COLUMN rated_at TEXT;
+    ALTER TABLE calls ADD COLUMN modules TEXT;
+    UPDATE calls SET modules = (
+        SELECT json_group_object(module, json_array(quantity, unit))
+        FROM call_modules m WHERE m.call_id = calls.call_id);
     CREATE INDEX calls_ended_at_id ON calls (ended_at, call_id);
     """,
 )

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from ..rating.compiled import CallCharge
-from ..tracking.record import CallRecord, ModuleUsage, iso_utc, parse_iso_utc
+from ..tracking.record import _NO_MODULES, CallRecord, ModuleUsage, iso_utc, parse_iso_utc
 from .schema import migrate
 
 
@@ -40,6 +43,8 @@ class CallStore:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages: re-rating reads a month
+        conn.execute("PRAGMA temp_store = MEMORY")
         self.schema_version = migrate(conn)
         self.db = sqlite_utils.Database(conn)
         self._calls = self.db["calls"]
@@ -74,43 +79,51 @@ class CallStore:
                 self._modules.insert_all(modules, pk=("call_id", "module"), replace=True)
         return len(records)
 
-    def update_charges(self, charges: Mapping[str, CallCharge],
-                       progress: Callable[[int], None] | None = None) -> int:
-        """Store new ratings of calls already stored (a re-rated period), in one transaction."""
-        now = iso_utc(time.time())
-        items = list(charges.items())
-        with self.db.atomic():
-            for start in range(0, len(items), UPDATE_CHUNK):
-                self.db.conn.executemany(
-                    "UPDATE calls SET plan_id = ?, cost = ?, currency = ?, charges = ?, rated_at = ? "
-                    "WHERE call_id = ?",
-                    [(*_rating_columns(c, now), cid) for cid, c in items[start:start + UPDATE_CHUNK]])
-                if progress:
-                    progress(min(len(items), start + UPDATE_CHUNK))
-        return len(items)
-
     # -- reading -------------------------------------------------------------------
 
-    def calls_ended_between(self, start: float, end: float) -> list[CallRecord]:
-        """Calls with start <= ended_at < end, in rating order (ended_at, call_id). Built for speed."""
-        conn = self.db.conn
-        bounds = (iso_utc(start), iso_utc(end))
-        modules: dict[str, dict[str, ModuleUsage]] = {}
-        for call_id, module, quantity, unit in conn.execute(
-                "SELECT m.call_id, m.module, m.quantity, m.unit FROM call_modules m "
-                "JOIN calls c ON c.call_id = m.call_id WHERE c.ended_at >= ? AND c.ended_at < ?",
-                bounds):
-            modules.setdefault(call_id, {})[module] = ModuleUsage(Decimal(quantity), unit)
-        cursor = conn.execute(
-            f"SELECT {_COLUMNS} FROM calls WHERE ended_at >= ? AND ended_at < ? "
-            "ORDER BY ended_at, call_id", bounds)
-        parse, empty = parse_iso_utc, {}
-        return [
-            CallRecord(cid, lid, num, name, dialed, parse(a), parse(b), parse(c), parse(d), parse(e),
-                       parse(f), outcome, target, cause, modules.get(cid, empty), source)  # type: ignore[arg-type]
-            for (cid, lid, num, name, dialed, a, b, c, d, e, f, outcome, target, cause, source)
+    def calls_ended_between(self, start: float, end: float, *,
+                            modules: bool = True) -> list[CallRecord]:
+        """Calls with start <= ended_at < end, in rating order (ended_at, call_id).
+
+        Built for speed: SQLite turns the ISO times into epoch milliseconds; `modules=False`
+        skips module usage (for plans that price none).
+        """
+        cursor = self.db.conn.execute(
+            f"SELECT {_FAST_COLUMNS if modules else _FAST_COLUMNS_NO_MODULES} FROM calls "
+            "WHERE ended_at >= ? AND ended_at < ? ORDER BY ended_at, call_id",
+            (iso_utc(start), iso_utc(end)))
+        usage = _modules_from_json
+        with gc_paused():  # millions of small objects: the cyclic GC would rescan them all
+            return [
+            CallRecord(cid, lid, num, name, dialed, a / 1000, b and b / 1000, c and c / 1000,
+                       d and d / 1000, e and e / 1000, f / 1000, outcome, target, cause,
+                       usage(modules), source)  # type: ignore[arg-type]
+            for (cid, lid, num, name, dialed, a, b, c, d, e, f, outcome, target, cause, source, modules)
             in cursor
-        ]
+            ]
+
+    def replace_ratings(self, start: float, end: float, charges: Mapping[str, CallCharge],
+                        progress: Callable[[int], None] | None = None) -> int:
+        """Store a re-rated period's ratings (calls ending in [start, end)); only changed rows are
+        written, in one transaction. Returns how many rows changed."""
+        now = iso_utc(time.time())
+        unrated = (None, None, None, None)
+        changed = []
+        for row in self.db.conn.execute(
+                "SELECT plan_id, cost, currency, charges, rowid, call_id FROM calls "
+                "WHERE ended_at >= ? AND ended_at < ?", (iso_utc(start), iso_utc(end))):
+            charge = charges.get(row[5])
+            new = unrated if charge is None else _rating_text(charge)
+            if row[:4] != new:
+                changed.append((*new, now, row[4]))
+        with self.db.atomic():
+            for first in range(0, len(changed), UPDATE_CHUNK):
+                self.db.conn.executemany(
+                    "UPDATE calls SET plan_id = ?, cost = ?, currency = ?, charges = ?, rated_at = ? "
+                    "WHERE rowid = ?", changed[first:first + UPDATE_CHUNK])
+                if progress:
+                    progress(min(len(changed), first + UPDATE_CHUNK))
+        return len(changed)
 
     def ratings(self, call_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The stored rating fields of these calls (plan_id, cost, currency, charges)."""
@@ -170,18 +183,63 @@ _TIME_FIELDS = ("offered_at", "bot_answered_at", "bot_ended_at", "transferred_at
 
 UPDATE_CHUNK = 20_000
 
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while bulk-building objects that hold no cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _epoch_ms(column: str) -> str:
+    return f"CAST(ROUND((julianday({column}) - 2440587.5) * 86400000) AS INTEGER)"
+
+
 _COLUMNS = ("call_id, linkedid, caller_number, caller_name, dialed_number, offered_at, "
             "bot_answered_at, bot_ended_at, transferred_at, human_answered_at, ended_at, outcome, "
             "transfer_target, hangup_cause, source")
+
+
+def _modules_json(modules: Mapping[str, ModuleUsage]) -> str | None:
+    if not modules:
+        return None
+    return json.dumps({m: [format(u.quantity, "f"), u.unit] for m, u in modules.items()},
+                      ensure_ascii=False)
+
+
+def _modules_from_json(text: str | None) -> Mapping[str, ModuleUsage]:
+    if not text:
+        return _NO_MODULES
+    return {m: ModuleUsage(Decimal(q), u) for m, (q, u) in json.loads(text).items()}
+
+
+_FAST_COLUMNS = ", ".join([
+    "call_id", "linkedid", "caller_number", "caller_name", "dialed_number",
+    *(_epoch_ms(name) for name in ("offered_at", "bot_answered_at", "bot_ended_at",
+                                   "transferred_at", "human_answered_at", "ended_at")),
+    "outcome", "transfer_target", "hangup_cause", "source", "modules",
+])
+_FAST_COLUMNS_NO_MODULES = _FAST_COLUMNS.removesuffix("modules") + "NULL"
 
 
 def _rating_columns(charge: CallCharge | None, rated_at: str | None) -> tuple[Any, ...]:
     """(plan_id, cost, currency, charges JSON, rated_at) for a rating, or all None."""
     if charge is None:
         return (None, None, None, None, None)
+    return (*_rating_text(charge), rated_at)
+
+
+@lru_cache(maxsize=1 << 16)
+def _rating_text(charge: CallCharge) -> tuple[str, str, str, str]:
+    """A rating as stored; cached, since ratings repeat (equal quantities rate alike)."""
     lines = json.dumps([[line.charge, format(line.metered, "f"), format(line.amount, "f")]
                         for line in charge.lines], ensure_ascii=False)
-    return (charge.plan_id, format(charge.amount, "f"), charge.currency, lines, rated_at)
+    return (charge.plan_id, format(charge.amount, "f"), charge.currency, lines)
 
 
 def _row(r: CallRecord, recorded_at: str | None, charge: CallCharge | None) -> dict[str, Any]:
@@ -202,6 +260,7 @@ def _row(r: CallRecord, recorded_at: str | None, charge: CallCharge | None) -> d
         "transfer_answered": None if answered is None else int(answered),
         "hangup_cause": r.hangup_cause,
         "source": r.source,
+        "modules": _modules_json(r.modules),
         **dict(zip(("plan_id", "cost", "currency", "charges", "rated_at"),
                    _rating_columns(charge, recorded_at), strict=True)),
         "recorded_at": recorded_at,

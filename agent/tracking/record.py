@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
 
 Outcome = Literal["handled", "transferred", "abandoned", "failed"]
 OUTCOMES: tuple[Outcome, ...] = ("handled", "transferred", "abandoned", "failed")
 
 
-@dataclass(frozen=True, slots=True)
-class ModuleUsage:
+class ModuleUsage(NamedTuple):
     quantity: Decimal
     unit: str
 
 
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """One offered call, as stored and reported. Times are UTC epoch seconds (ms precision)."""
+_NO_MODULES: Mapping[str, ModuleUsage] = MappingProxyType({})
+
+
+class CallRecord(NamedTuple):
+    """One offered call, as stored and reported. Times are UTC epoch seconds (ms precision).
+
+    Immutable; a NamedTuple because re-rating builds a million of them from SQLite at a time.
+    """
 
     call_id: str
     linkedid: str
@@ -35,7 +40,7 @@ class CallRecord:
     outcome: Outcome
     transfer_target: str | None
     hangup_cause: int | None
-    modules: dict[str, ModuleUsage] = field(default_factory=dict)
+    modules: Mapping[str, ModuleUsage] = _NO_MODULES
     source: str = "ami"
 
     @property
@@ -112,10 +117,21 @@ def iso_utc(ts: float | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+_DAY_EPOCHS: dict[str, int] = {}
+
+
 def parse_iso_utc(text: str | None) -> float | None:
-    """Inverse of `iso_utc`; accepts any ISO 8601 time with a zone."""
+    """Inverse of `iso_utc`; accepts any ISO 8601 time with a zone. Fast for `iso_utc`'s form."""
     if text is None:
         return None
+    if len(text) == 24 and text[23] == "Z" and text[10] == "T":
+        day = _DAY_EPOCHS.get(text[:10])
+        if day is None:
+            day = int(datetime.fromisoformat(text[:10]).replace(tzinfo=UTC).timestamp())
+            if len(_DAY_EPOCHS) < 100_000:
+                _DAY_EPOCHS[text[:10]] = day
+        ms = (day + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])) * 1000
+        return (ms + int(text[20:23])) / 1000
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
