@@ -201,3 +201,17 @@ async def test_botmeter_run_records_and_stops_cleanly_on_signals(tmp_path, write
     assert proc.returncode == 0, out.decode()
     assert b"botmeter stopped" in out
     assert CallStore(Path(db)).count() == 6
+
+
+async def test_plain_login_works_too(tmp_path):
+    db = tmp_path / "plain.db"
+    async with SimulatedPBX(speed=50, secret="s") as pbx:
+        service = AgentService(demo_config(pbx.port, "s", db), store_path=db)
+        service.client.settings = replace(service.client.settings, auth="plain")
+        running = asyncio.create_task(service.run())
+        await asyncio.wait_for(service.client.connected.wait(), 5)
+        await pbx.play([ScriptedCall("13500000001", "", "handled", 1.0, 2.0)])
+        await _wait(lambda: service.writer.saved == 1)
+        service.stop()
+        await running
+    assert pbx.login_failures == 0 and [r.caller_number for r in CallStore(db).calls()] == ["13500000001"]

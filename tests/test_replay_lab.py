@@ -90,3 +90,22 @@ def test_record_json_has_every_spec_field(write_config):
     ]
     assert record["offered_at"].endswith("Z") and len(record["offered_at"]) == 24
     assert record["source"] == "ami"
+
+
+def test_replay_from_stdin_and_csv_output(write_config, lab_expected):
+    import csv
+    import io
+
+    config = write_config()
+    runner = CliRunner()
+    result = runner.invoke(main, ["--config", str(config), "replay", "-"],
+                           input=LAB_CAPTURE.read_bytes())
+    assert result.exit_code == 0 and "calls_recorded=13" in result.output
+    listed = runner.invoke(main, ["--config", str(config), "calls", "--format", "csv",
+                                  "--outcome", "failed", "--outcome", "abandoned"])
+    rows = list(csv.DictReader(io.StringIO(listed.output)))
+    expected = {e["caller_number"] for e in lab_expected if e["outcome"] in ("failed", "abandoned")}
+    assert {r["caller_number"] for r in rows} == expected
+    assert all(json.loads(r["modules"]) == {} for r in rows)
+    table = runner.invoke(main, ["--config", str(config), "calls", "--since", "2026-11-26T15:25:50Z"])
+    assert table.exit_code == 0 and "13900010012" in table.output and "13900010000" not in table.output

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,17 @@ class CallStore:
 
     def close(self) -> None:
         self.db.conn.close()
+
+    @contextmanager
+    def large_cache(self, mebibytes: int = 512) -> Iterator[None]:
+        """A bigger page cache for bulk work (re-rating a month), then back to the usual one."""
+        conn = self.db.conn
+        usual = conn.execute("PRAGMA cache_size").fetchone()[0]
+        conn.execute(f"PRAGMA cache_size = {-1024 * int(mebibytes)}")
+        try:
+            yield
+        finally:
+            conn.execute(f"PRAGMA cache_size = {int(usual)}")
 
     # -- writing -------------------------------------------------------------------
 
@@ -116,6 +128,7 @@ class CallStore:
             new = unrated if charge is None else _rating_text(charge)
             if row[:4] != new:
                 changed.append((*new, now, row[4]))
+        changed.sort(key=itemgetter(5))  # in rowid order: pages are written in sequence
         with self.db.atomic():
             for first in range(0, len(changed), UPDATE_CHUNK):
                 self.db.conn.executemany(
