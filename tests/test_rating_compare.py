@@ -74,5 +74,5 @@ def test_scaled_totals_match_statements(plan: PlanVersion, calls: list) -> None:
     plan = dataclasses.replace(plan, sla=example("combined.toml").sla)
     priced = ScaledTotal(plan, "2026-11", calls)
     assert priced.total(Fraction(1)) == build_statement(plan, "2026-11", calls).total
-    doubled = calls + [dataclasses.replace(c, call_id=c.call_id + "b") for c in calls]
+    doubled = calls + [c._replace(call_id=c.call_id + "b") for c in calls]
     assert priced.total(Fraction(2)) == build_statement(plan, "2026-11", doubled).total
