@@ -13,6 +13,7 @@ from typing import IO
 
 import click
 
+from . import runtime
 from .config import ENV_VAR, Config, ConfigError, load_config
 from .logs import setup_logging
 from .storage.store import CallFilter, CallStore
@@ -117,7 +118,7 @@ def run(ctx: Context) -> None:
         await service.run()
 
     try:
-        asyncio.run(_main())
+        runtime.run(_main())
     except ServiceError as exc:
         click.echo(f"botmeter: cannot start: {exc}", err=True)
         sys.exit(1)
@@ -288,7 +289,7 @@ def demo(count: int, speed: float, concurrency: int, db: str | None) -> None:
     """Run the agent against the built-in simulated PBX on loopback and show what it recorded."""
     from .demo import run_demo
 
-    ok = asyncio.run(run_demo(count=count, speed=speed, concurrency=concurrency, db=db))
+    ok = runtime.run(run_demo(count=count, speed=speed, concurrency=concurrency, db=db))
     sys.exit(0 if ok else 1)
 
 

@@ -15,6 +15,7 @@ from .metering import saver_for
 from .pbx.ami_client import AmiClient, AmiSettings
 from .pbx.events import PbxEvent
 from .pbx.stream import AmiEventDecoder
+from .runtime import loop_name
 from .storage.store import CallStore
 from .storage.writer import RecordWriter
 from .tracking.record import CallRecord
@@ -95,7 +96,7 @@ class AgentService:
                 await asyncio.to_thread(self.writer.close)
                 raise ServiceError(f"[agi] listen {self.config.agi.listen}: {exc.strerror or exc}") from exc
         log.info("botmeter started", agent=self.config.agent.id, store=str(self.config.store_path()),
-                 fastagi=self.config.agi.listen if self.fastagi else None)
+                 fastagi=self.config.agi.listen if self.fastagi else None, loop=loop_name())
         client = asyncio.create_task(self.client.run(), name="ami")
         sweeper = asyncio.create_task(self._sweep(), name="sweeper")
         try:

@@ -240,8 +240,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per server, alternating")
     parser.add_argument("--serve", choices=["fastagi", "baseline"], help=argparse.SUPPRESS)
     opts = parser.parse_args()
-    if opts.serve:
-        asyncio.run(child(opts.serve))
+    if opts.serve:  # both servers on the loop the agent runs on (uvloop where installed)
+        from agent import runtime
+
+        runtime.run(child(opts.serve))
         return
     print(f"{opts.clients} concurrent clients on loopback, {opts.seconds:g} s per run; server in "
           f"a child process; 'max' = sessions back to back, 'paced' = {opts.rate:g}/s offered; "
