@@ -21,6 +21,8 @@ from agent.sim.pbx import SimulatedPBX
 from agent.sim.scenarios import ScriptedCall, mixed_calls
 from agent.storage.store import CallStore
 
+from .fake_ami import start_fake_ami
+
 
 async def test_every_scripted_call_is_recorded_once_with_its_outcome_and_times(tmp_path):
     calls = mixed_calls(24, seed=11)
@@ -117,38 +119,8 @@ async def test_wrong_credentials_are_logged_and_retried_with_backoff(tmp_path):
     assert len(delays) >= 2 and all(0.05 <= d <= 1.0 for d in delays)
 
 
-async def _silent_ami(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      connections: list[int]) -> None:
-    """An AMI server that logs you in, then never answers again (a hung Asterisk)."""
-    connections.append(1)
-    writer.write(b"Asterisk Call Manager/9.0.0\r\n")
-    buf = b""
-    try:
-        while True:
-            data = await reader.read(4096)
-            if not data:
-                return
-            buf += data
-            while b"\r\n\r\n" in buf:
-                frame, buf = buf.split(b"\r\n\r\n", 1)
-                lines = dict(line.split(": ", 1) for line in frame.decode().split("\r\n"))
-                action, action_id = lines.get("Action"), lines.get("ActionID", "")
-                if action == "Challenge":
-                    writer.write(f"Response: Success\r\nActionID: {action_id}\r\nChallenge: 1\r\n\r\n".encode())
-                elif action in ("Login", "CoreShowChannels"):
-                    extra = "EventList: start\r\n" if action == "CoreShowChannels" else ""
-                    writer.write(f"Response: Success\r\nActionID: {action_id}\r\n{extra}\r\n".encode())
-                    if action == "CoreShowChannels":
-                        writer.write(f"Event: CoreShowChannelsComplete\r\nActionID: {action_id}\r\n"
-                                     "EventList: Complete\r\nListItems: 0\r\n\r\n".encode())
-    finally:
-        writer.close()
-
-
 async def test_unanswered_pings_mean_a_dead_connection(tmp_path):
-    connections: list[int] = []
-    server = await asyncio.start_server(lambda r, w: _silent_ami(r, w, connections), "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port, connections = await start_fake_ami(answer_pings=False)  # a hung Asterisk
     service = AgentService(demo_config(port, "s", tmp_path / "p.db"))
     service.client.settings = replace(service.client.settings, ping_interval=0.1,
                                       ping_timeout=0.1, reconnect_min=0.05, reconnect_max=0.1)

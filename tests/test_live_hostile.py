@@ -11,6 +11,7 @@ from agent.service import AgentService
 from agent.storage.store import CallStore
 
 from .conftest import LAB_CAPTURE
+from .fake_ami import start_fake_ami
 
 
 def _lab_events() -> bytes:
@@ -39,42 +40,23 @@ def _poisoned_stream() -> bytes:
     return b"\r\n\r\n".join(out)
 
 
-async def _replaying_ami(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         payload: bytes) -> None:
-    writer.write(b"Asterisk Call Manager/9.0.0\r\n")
-    buf = b""
-    while b"CoreShowChannels" not in buf:
-        data = await reader.read(4096)
-        if not data:
-            return
-        buf += data
-        while b"\r\n\r\n" in buf and b"CoreShowChannels" not in buf.split(b"\r\n\r\n")[0]:
-            frame, buf = buf.split(b"\r\n\r\n", 1)
-            fields = dict(line.split(": ", 1) for line in frame.decode().split("\r\n") if ": " in line)
-            aid = fields.get("ActionID", "")
-            extra = "Challenge: 12345\r\n" if fields.get("Action") == "Challenge" else ""
-            writer.write(f"Response: Success\r\nActionID: {aid}\r\n{extra}\r\n".encode())
-    frame = buf.split(b"\r\n\r\n")[0].decode()
-    aid = dict(line.split(": ", 1) for line in frame.split("\r\n") if ": " in line)["ActionID"]
-    writer.write(f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n\r\n"
-                 f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\nEventList: Complete\r\n"
-                 "ListItems: 0\r\n\r\n".encode())
-    rng = random.Random(9)
-    i = 0
-    while i < len(payload):  # odd-sized writes: frames and UTF-8 characters split anywhere
-        n = rng.randint(1, 9000)
-        writer.write(payload[i:i + n])
-        i += n
-        if rng.random() < 0.05:
-            await writer.drain()
-    await writer.drain()
-    await reader.read()  # hold the connection until the agent leaves
+def _odd_sized_writes(payload: bytes):  # type: ignore[no-untyped-def]
+    async def stream(writer: asyncio.StreamWriter) -> None:
+        rng = random.Random(9)
+        i = 0
+        while i < len(payload):  # frames and UTF-8 characters split anywhere
+            n = rng.randint(1, 9000)
+            writer.write(payload[i:i + n])
+            i += n
+            if rng.random() < 0.05:
+                await writer.drain()
+        await writer.drain()
+
+    return stream
 
 
 async def test_garbage_between_real_calls_costs_no_call_its_record(tmp_path, lab_expected):
-    payload = _poisoned_stream()
-    server = await asyncio.start_server(lambda r, w: _replaying_ami(r, w, payload), "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port, _ = await start_fake_ami(after_snapshot=_odd_sized_writes(_poisoned_stream()))
     db = tmp_path / "hostile.db"
     service = AgentService(demo_config(port, "any", db), store_path=db)
     running = asyncio.create_task(service.run())

@@ -14,6 +14,7 @@ from agent.sim.scenarios import mixed_calls
 from agent.storage.store import CallStore
 
 from .conftest import LAB_CAPTURE
+from .fake_ami import start_fake_ami
 
 
 @pytest.fixture(scope="module")
@@ -47,37 +48,17 @@ def test_the_three_ways_give_the_same_usage_and_outcome(recorded_each_way):
     assert essence("agi") == reference
 
 
-async def _ami_after(signal_sent: asyncio.Event, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
-    """An AMI server that streams the lab capture only once a FastAGI signal went out."""
-    writer.write(b"Asterisk Call Manager/9.0.0\r\n")
-    buf = b""
-    while True:
-        data = await reader.read(4096)
-        if not data:
-            return
-        buf += data
-        while b"\r\n\r\n" in buf:
-            frame, buf = buf.split(b"\r\n\r\n", 1)
-            fields = dict(line.split(": ", 1) for line in frame.decode().split("\r\n") if ": " in line)
-            aid, action = fields.get("ActionID", ""), fields.get("Action")
-            if action == "CoreShowChannels":
-                writer.write(f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n\r\n"
-                             f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\n"
-                             "EventList: Complete\r\nListItems: 0\r\n\r\n".encode())
-                await signal_sent.wait()
-                raw = LAB_CAPTURE.read_bytes()
-                writer.write(raw[raw.index(b"Event: "):])
-            else:
-                extra = "Challenge: 1\r\n" if action == "Challenge" else ""
-                writer.write(f"Response: Success\r\nActionID: {aid}\r\n{extra}\r\n".encode())
-
-
 async def test_fastagi_signal_before_ami_sees_the_call_is_kept_and_attached(tmp_path):
     sent = asyncio.Event()
-    server = await asyncio.start_server(lambda r, w: _ami_after(sent, r, w), "127.0.0.1", 0)
+
+    async def capture_once_signalled(writer: asyncio.StreamWriter) -> None:
+        await sent.wait()
+        raw = LAB_CAPTURE.read_bytes()
+        writer.write(raw[raw.index(b"Event: "):])
+
+    server, port, _ = await start_fake_ami(after_snapshot=capture_once_signalled)
     db = tmp_path / "early.db"
-    service = AgentService(demo_config(server.sockets[0].getsockname()[1], "s", db), store_path=db)
+    service = AgentService(demo_config(port, "s", db), store_path=db)
     running = asyncio.create_task(service.run())
     await asyncio.wait_for(service.client.connected.wait(), 5)
     # the lab call of 13900010001 has linkedid 1795706735.2; its bot signals before AMI shows it
