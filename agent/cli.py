@@ -170,6 +170,8 @@ def calls(ctx: Context, since: float | None, until: float | None, outcomes: tupl
     try:
         records = store.calls(CallFilter(since, until, outcomes, limit))
         ratings = store.ratings(r.call_id for r in records)
+        if fmt == "table" and not any(r.get("cost") for r in ratings.values()):
+            ratings = {}
     finally:
         store.close()
     render_calls(records, fmt, sys.stdout, ratings)

@@ -12,6 +12,8 @@ from rich.console import Console
 
 from .config import Config, parse_config
 from .logs import setup_logging
+from .rating import PlanBook, Statement, build_statement, period_of
+from .reports.billing import statement_table
 from .reports.calls import calls_table, outcome_summary
 from .service import AgentService
 from .sim.pbx import SimulatedPBX
@@ -20,11 +22,20 @@ from .storage.store import CallStore
 from .tracking.record import CallRecord
 
 TOLERANCE = 0.01  # seconds: the simulator stamps exact virtual times
+DEMO_PLAN = "combined"
+
+
+def _statements(store: CallStore, plans: Path) -> list[Statement]:
+    """The statement of every period the demo's calls fall in, under the demo plan."""
+    series = PlanBook.load(plans).series(DEMO_PLAN)
+    calls = store.calls()
+    periods = sorted({period_of(c.ended_at, series.timezone) for c in calls})
+    return [build_statement(series, p, calls) for p in periods]
 
 
 def demo_config(port: int, secret: str, db: Path, plans: Path | None = None) -> Config:
     """The configuration the demo runs with (the simulator's dialplan names)."""
-    extra = {"plans": {"dir": str(plans), "active": "combined"}} if plans else {}
+    extra = {"plans": {"dir": str(plans), "active": DEMO_PLAN}} if plans else {}
     return parse_config({
         **extra,
         "agent": {"id": "demo"},
@@ -90,18 +101,35 @@ async def record_scripted_calls(calls: list[ScriptedCall], db: Path, *, speed: f
         store.close()
 
 
+def example_plans() -> Path | None:
+    """The example plan files of a source checkout (config/plans), if this is one."""
+    folder = Path(__file__).resolve().parent.parent / "config" / "plans"
+    return folder if (folder / f"{DEMO_PLAN}.toml").exists() else None
+
+
 async def run_demo(*, count: int, speed: float, concurrency: int, db: str | None) -> bool:
     """Run the demo and print what was recorded; True when every call matches its script."""
     setup_logging("warning")
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = Console(width=None if sys.stdout.isatty() else 170)
     calls = mixed_calls(count)
+    plans = example_plans()
     console.print(f"[bold]botmeter demo[/]: {count} scripted calls on a simulated Asterisk "
-                  f"(AMI on 127.0.0.1, {speed:g}x speed, up to {concurrency} at once)")
+                  f"(AMI on 127.0.0.1, {speed:g}x speed, up to {concurrency} at once)"
+                  + (f", rated under config/plans/{DEMO_PLAN}.toml" if plans else ""))
     with tempfile.TemporaryDirectory(prefix="botmeter-demo-") as tmp:
         path = Path(db) if db else Path(tmp) / "demo.db"
-        records = await record_scripted_calls(calls, path, speed=speed, concurrency=concurrency)
-    console.print(calls_table(records))
+        records = await record_scripted_calls(calls, path, speed=speed, concurrency=concurrency,
+                                              plans=plans)
+        store = CallStore(path)
+        try:
+            ratings = store.ratings(r.call_id for r in records)
+            statements = _statements(store, plans) if plans else []
+        finally:
+            store.close()
+    console.print(calls_table(records, ratings if plans else None))
     console.print(outcome_summary(records))
+    for statement in statements:
+        console.print(statement_table(statement))
     by_number = {r.caller_number: r for r in records}
     wrong = {c.caller_number: mismatches(c, by_number.get(c.caller_number)) for c in calls}
     wrong = {number: problems for number, problems in wrong.items() if problems}

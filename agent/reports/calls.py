@@ -34,7 +34,7 @@ def render_calls(records: Sequence[CallRecord], fmt: str, out: TextIO,
             row["modules"] = json.dumps(row["modules"], ensure_ascii=False, sort_keys=True)
             writer.writerow(row)
     else:
-        Console(file=out, width=160).print(calls_table(records))
+        Console(file=out, width=170).print(calls_table(records, ratings))
 
 
 _UNITS = {"seconds": "s", "requests": "req", "characters": "chars", "answers": "ans"}
@@ -44,12 +44,16 @@ def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
-def calls_table(records: Sequence[CallRecord]) -> Table:
+def calls_table(records: Sequence[CallRecord],
+                ratings: Mapping[str, Mapping[str, Any]] | None = None) -> Table:
+    """Calls for people; with `ratings` (call_id -> stored rating) a cost column too."""
     table = Table(title=f"{len(records)} calls", show_lines=False)
-    for name, justify in (("offered (UTC)", "left"), ("caller", "left"), ("name", "left"),
-                          ("outcome", "left"), ("ring s", "right"),
-                          ("bot s", "right"), ("human s", "right"), ("target", "left"),
-                          ("cause", "right"), ("modules", "left")):
+    columns = [("offered (UTC)", "left"), ("caller", "left"), ("name", "left"),
+               ("outcome", "left"), ("ring s", "right"), ("bot s", "right"),
+               ("human s", "right"), ("target", "left"), ("cause", "right"), ("modules", "left")]
+    if ratings:
+        columns.append(("cost", "right"))
+    for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=name != "modules",  # type: ignore[arg-type]
                          max_width=18 if name == "target" else None, overflow="ellipsis",
                          min_width=16 if name == "modules" else None)
@@ -57,12 +61,16 @@ def calls_table(records: Sequence[CallRecord]) -> Table:
         modules = ", ".join(f"{m} {json_number(u.quantity)} {_UNITS.get(u.unit, u.unit)}"
                             for m, u in sorted(r.modules.items()))
         answered = {True: " (human)", False: " (no human)", None: ""}[r.transfer_answered]
-        table.add_row(
+        cells = [
             (r.to_json()["offered_at"] or "")[:19].replace("T", " "), r.caller_number or "",
             r.caller_name or "", r.outcome + answered,
             _seconds(r.ring_seconds), _seconds(r.bot_seconds), _seconds(r.human_seconds),
             r.transfer_target or "", "" if r.hangup_cause is None else str(r.hangup_cause), modules,
-        )
+        ]
+        if ratings:
+            rating = ratings.get(r.call_id) or {}
+            cells.append(f"{rating.get('cost') or ''} {rating.get('currency') or ''}".strip())
+        table.add_row(*cells)
     return table
 
 
