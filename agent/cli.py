@@ -192,7 +192,7 @@ def _series(ctx: Context, plan_id: str | None):  # type: ignore[no-untyped-def]
 @click.pass_obj
 def rerate(ctx: Context, period: str, plan_id: str | None, db: str | None) -> None:
     """Re-rate every stored call of a period, so stored amounts equal rating them in order."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
     from .metering import RatingSaver
 
@@ -201,7 +201,7 @@ def rerate(ctx: Context, period: str, plan_id: str | None, db: str | None) -> No
     saver = RatingSaver(series)
     steps = {"load": "loading calls", "rate": "rating", "store": "storing amounts"}
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                       disable=not sys.stderr.isatty(), console=_err_console()) as bar:
             task = bar.add_task(f"{period}: {steps['load']}", total=None)
             calls = {"n": 0}
