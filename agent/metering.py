@@ -6,6 +6,8 @@ back, so stored amounts always equal rating the period's calls in order.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -57,6 +59,20 @@ class RatingSaver:
             for charge in version.charges)
 
     def save(self, store: CallStore, records: list[CallRecord]) -> None:
+        """Store calls with their ratings (one thread does both: replays, tests)."""
+        charges, late = self._rate(records)
+        store.save(records, charges)
+        for period in sorted(late):
+            self.rerate(store, period)
+
+    def rate_stored(self, store: CallStore, records: list[CallRecord]) -> None:
+        """Rate calls that are already stored (the live agent stores first, then rates)."""
+        charges, late = self._rate(records)
+        store.set_ratings(charges)
+        for period in sorted(late):
+            self.rerate(store, period)
+
+    def _rate(self, records: list[CallRecord]) -> tuple[dict[str, CallCharge], set[str]]:
         charges: dict[str, CallCharge] = {}
         late: set[str] = set()
         for record in sorted(records, key=lambda r: (r.ended_at, r.call_id)):
@@ -66,9 +82,7 @@ class RatingSaver:
                 late.add(exc.period)
             except RatingError as exc:
                 log.error("call not rated", call_id=record.call_id, reason=str(exc))
-        store.save(records, charges)
-        for period in sorted(late):
-            self.rerate(store, period)
+        return charges, late
 
     def rerate(self, store: CallStore, period: str, progress: Progress | None = None) -> int:
         """Re-rate every stored call of `period` (in the plan's time zone); returns how many.
@@ -90,11 +104,69 @@ class RatingSaver:
 
 
 def saver_for(config: Config) -> Callable[[CallStore, list[CallRecord]], None] | None:
-    """The writer's save function: rating when plans are configured, else plain storing."""
+    """A save function that rates as it stores (None without plans): for replays."""
     book = load_plan_book(config)
     if book is None:
         return None
     return RatingSaver(active_series(config, book)).save
+
+
+class RatingWorker:
+    """Rates stored calls in a thread of its own, so that re-rating a month (seconds) never holds
+    up storing the next call (milliseconds). Its store commits re-rated periods in chunks."""
+
+    def __init__(self, store_factory: Callable[[], CallStore], series: PlanSeries) -> None:
+        self._factory = store_factory
+        self._saver = RatingSaver(series)
+        self._queue: queue.SimpleQueue[list[CallRecord] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="botmeter-rating", daemon=True)
+        self.rated = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, records: list[CallRecord]) -> None:
+        self._queue.put(list(records))
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        """Rate what is queued, then stop."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        store = self._factory()
+        try:
+            stopping = False
+            while not stopping:
+                batch: list[CallRecord] = []
+                item = self._queue.get()
+                while item is not None:
+                    batch.extend(item)
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                stopping = item is None
+                if batch:
+                    self._rate(store, batch)
+        finally:
+            store.close()
+
+    def _rate(self, store: CallStore, batch: list[CallRecord]) -> None:
+        try:
+            self._saver.rate_stored(store, batch)
+            self.rated += len(batch)
+        except Exception as exc:  # the calls are stored; `botmeter rerate` can rate them later
+            log.error("rating failed; calls stay stored unrated", calls=len(batch), error=str(exc))
+
+
+def rating_worker_for(config: Config, store_factory: Callable[[], CallStore]) -> RatingWorker | None:
+    """The live agent's rating thread (None without plans); PlanError/ConfigError if bad."""
+    book = load_plan_book(config)
+    if book is None:
+        return None
+    return RatingWorker(store_factory, active_series(config, book))
 
 
 def comparison_plans(config: Config, paths: Iterable[Path]) -> tuple[list[PlanSeries], str | None]:

@@ -11,7 +11,7 @@ import structlog
 
 from .bot.fastagi import FastAgiServer
 from .config import Config
-from .metering import saver_for
+from .metering import rating_worker_for
 from .pbx.ami_client import AmiClient, AmiSettings
 from .pbx.events import PbxEvent
 from .pbx.stream import AmiEventDecoder
@@ -73,8 +73,10 @@ class AgentService:
         self.config = config
         self.clock = clock
         path = store_path or config.store_path()
+        self.rating = rating_worker_for(config, lambda: CallStore(path))
+        self._on_saved = on_saved
         self.writer = RecordWriter(lambda: CallStore(path), on_error=self._write_failed,
-                                   on_saved=on_saved, save=saver_for(config))
+                                   on_saved=self._saved)
         self.recorder = Recorder(config.tracking_rules(), self.writer.submit)
         self.client = AmiClient(ami_settings(config), self.recorder.handle, clock=clock)
         agi = config.agi
@@ -83,17 +85,26 @@ class AgentService:
             clock=clock) if agi.enabled else None
         self._stop = asyncio.Event()
 
+    def _saved(self, batch: list[CallRecord]) -> None:
+        """Calls are on disk: tell whoever asked, and queue them for rating."""
+        if self._on_saved is not None:
+            self._on_saved(batch)
+        if self.rating is not None:
+            self.rating.submit(batch)
+
     @staticmethod
     def _write_failed(exc: Exception, count: int) -> None:
         log.error("storing calls failed; retrying", error=str(exc), calls=count)
 
     async def run(self) -> None:
         self.writer.start()
+        if self.rating is not None:
+            self.rating.start()
         if self.fastagi is not None:
             try:
                 await self.fastagi.start()
             except OSError as exc:
-                await asyncio.to_thread(self.writer.close)
+                await asyncio.to_thread(self._close_storage)
                 raise ServiceError(f"[agi] listen {self.config.agi.listen}: {exc.strerror or exc}") from exc
         log.info("botmeter started", agent=self.config.agent.id, store=str(self.config.store_path()),
                  fastagi=self.config.agi.listen if self.fastagi else None, loop=loop_name())
@@ -108,12 +119,18 @@ class AgentService:
             for task in (client, sweeper):
                 task.cancel()
             await asyncio.gather(client, sweeper, return_exceptions=True)
-            await asyncio.to_thread(self.writer.close)
+            await asyncio.to_thread(self._close_storage)
             log.info("botmeter stopped", recorded=self.recorder.records,
                      in_progress=self.recorder.tracker.active_calls)
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _close_storage(self) -> None:
+        """Store every finished call, then rate what was stored."""
+        self.writer.close()
+        if self.rating is not None:
+            self.rating.close()
 
     async def _sweep(self) -> None:
         idle = self.config.calls.idle_timeout_seconds

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from agent.cli import main
 from agent.config import load_config
 from agent.metering import RatingSaver, active_series, load_plan_book
-from agent.rating import build_statement, period_bounds, rate_calls
+from agent.rating import PlanBook, build_statement, period_bounds, period_of, rate_calls
 from agent.storage.store import CallStore
 
 from .conftest import LAB_CAPTURE
@@ -150,3 +150,22 @@ def test_unknown_active_plan_is_a_configuration_error(write_config):
     result = cli(config, "replay", str(LAB_CAPTURE))
     assert result.exit_code == 2
     assert "plans.active" in result.output and "gold" in result.output and "combined" in result.output
+
+
+async def test_live_agent_stores_then_rates_and_amounts_match_the_bill(tmp_path):
+    from agent.demo import record_scripted_calls
+    from agent.sim.scenarios import mixed_calls
+
+    db = tmp_path / "live.db"
+    calls = mixed_calls(16, seed=8)
+    records = await record_scripted_calls(calls, db, speed=60, concurrency=16, plans=PLANS_DIR)
+    store = CallStore(db)
+    ratings = store.ratings(r.call_id for r in records)
+    assert len(ratings) == 16 and all(r["plan_id"] == "combined" for r in ratings.values())
+    series = PlanBook.load(PLANS_DIR).series("combined")
+    periods = {period_of(r.ended_at, series.timezone) for r in records}
+    usage = sum(build_statement(series, p, records).usage_amount for p in periods)
+    assert sum(Decimal(r["cost"]) for r in ratings.values()) == usage
+    expected = rate_calls(records, series)
+    assert {cid: Decimal(r["cost"]) for cid, r in ratings.items()} == {
+        cid: c.amount for cid, c in expected.items()}

@@ -114,10 +114,22 @@ class CallStore:
             in cursor
             ]
 
+    def set_ratings(self, charges: Mapping[str, CallCharge]) -> int:
+        """Store the ratings of calls already stored, in one transaction."""
+        now = iso_utc(time.time())
+        rows = [(*_rating_text(c), now, call_id) for call_id, c in charges.items()]
+        with self.db.atomic():
+            self.db.conn.executemany(
+                "UPDATE calls SET plan_id = ?, cost = ?, currency = ?, charges = ?, rated_at = ? "
+                "WHERE call_id = ?", rows)
+        return len(rows)
+
     def replace_ratings(self, start: float, end: float, charges: Mapping[str, CallCharge],
                         progress: Callable[[int], None] | None = None) -> int:
-        """Store a re-rated period's ratings (calls ending in [start, end)); only changed rows are
-        written, in one transaction. Returns how many rows changed."""
+        """Store a re-rated period's ratings (calls ending in [start, end)). Only changed rows
+        are written, in transactions of UPDATE_CHUNK rows, so a writer storing new calls waits
+        for one chunk at most; a re-rate cut short is finished by running it again. Returns how
+        many rows changed."""
         now = iso_utc(time.time())
         unrated = (None, None, None, None)
         changed = []
@@ -129,13 +141,13 @@ class CallStore:
             if row[:4] != new:
                 changed.append((*new, now, row[4]))
         changed.sort(key=itemgetter(5))  # in rowid order: pages are written in sequence
-        with self.db.atomic():
-            for first in range(0, len(changed), UPDATE_CHUNK):
+        for first in range(0, len(changed), UPDATE_CHUNK):
+            with self.db.atomic():
                 self.db.conn.executemany(
                     "UPDATE calls SET plan_id = ?, cost = ?, currency = ?, charges = ?, rated_at = ? "
                     "WHERE rowid = ?", changed[first:first + UPDATE_CHUNK])
-                if progress:
-                    progress(min(len(changed), first + UPDATE_CHUNK))
+            if progress:
+                progress(min(len(changed), first + UPDATE_CHUNK))
         return len(changed)
 
     def ratings(self, call_ids: Iterable[str]) -> dict[str, dict[str, Any]]:

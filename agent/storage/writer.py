@@ -18,14 +18,12 @@ class RecordWriter:
 
     def __init__(self, store_factory: Callable[[], CallStore], *,
                  max_batch: int = 1000, on_error: Callable[[Exception, int], None] | None = None,
-                 on_saved: Callable[[list[CallRecord]], None] | None = None,
-                 save: Callable[[CallStore, list[CallRecord]], None] | None = None) -> None:
+                 on_saved: Callable[[list[CallRecord]], None] | None = None) -> None:
         self._factory = store_factory
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._max_batch = max_batch
         self._on_error = on_error
         self._on_saved = on_saved
-        self._save = save or (lambda store, batch: store.save(batch))
         self._thread = threading.Thread(target=self._run, name="botmeter-writer", daemon=True)
         self._ready = threading.Event()
         self._failure: Exception | None = None
@@ -83,7 +81,7 @@ class RecordWriter:
         attempt = 0
         while batch:
             try:
-                self._save(store, batch)
+                store.save(batch)
             except Exception as exc:  # disk full, database locked
                 attempt += 1
                 if self._on_error is not None:
