@@ -91,7 +91,7 @@ class RatingSaver:
         """
         report = progress or (lambda _step, _done: None)
         start, end = period_bounds(period, self.series.timezone)
-        with gc_paused(), store.large_cache():
+        with gc_paused(), store.bulk_mode():
             calls = store.calls_ended_between(start, end, modules=self.prices_modules)
             report("load", len(calls))
             charges = self.rater.rerate(period, calls)
