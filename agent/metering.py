@@ -92,13 +92,13 @@ class RatingSaver:
         report = progress or (lambda _step, _done: None)
         start, end = period_bounds(period, self.series.timezone)
         with gc_paused(), store.bulk_mode():
-            calls = store.calls_ended_between(start, end, modules=self.prices_modules)
-            report("load", len(calls))
-            charges = self.rater.rerate(period, calls)
-            report("rate", len(calls))
-            store.replace_ratings(start, end, charges, progress=lambda done: report("store", done))
-            count = len(calls)
-            del calls, charges
+            stored = store.period_for_rating(start, end, modules=self.prices_modules)
+            count = len(stored.calls)
+            report("load", count)
+            charges = self.rater.rerate(period, stored.calls)
+            report("rate", count)
+            store.replace_ratings(stored, charges, progress=lambda done: report("store", done))
+            del stored, charges
         log.info("period re-rated", period=period, plan=self.series.plan_id, calls=count)
         return count
 

@@ -91,11 +91,6 @@ class AmiClient:
         if self._protocol is not None:
             self._protocol.close()
 
-    def drop(self) -> None:
-        """Close the current connection (it reconnects)."""
-        if self._protocol is not None:
-            self._protocol.close()
-
     async def _session(self) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()

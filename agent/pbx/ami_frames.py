@@ -98,12 +98,7 @@ class FrameParser:
             self._skipping = True
             del buf[:-3]
 
-    def headers(self, data: bytes) -> Iterator[Headers]:
-        """Add bytes; yield the headers of every complete frame."""
-        for raw in self.feed(data):
-            yield parse_frame(raw, self._note_bad)
-
-    def _note_bad(self, line: str) -> None:
+    def note_bad(self, line: str) -> None:
         self.stats.bad_lines += 1
         if len(self.stats.last_bad) < 5:
             self.stats.last_bad.append(line)

@@ -50,7 +50,7 @@ class BotmeterAmiProtocol(AMIProtocol):
             if name == b"Shutdown":
                 self._lose("Asterisk is shutting down")
                 return
-            event = decode_event(raw, self._clock(), parser._note_bad)
+            event = decode_event(raw, self._clock(), parser.note_bad)
             if event is not None:
                 self._on_event(event)
             if name in _ACTION_EVENTS:

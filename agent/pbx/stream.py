@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from .ami_frames import FrameParser, Headers, event_name, parse_frame
+from .ami_frames import FrameParser, event_name, parse_frame
 from .events import TRACKED_EVENTS, PbxEvent, from_ami
 
 
@@ -22,7 +22,6 @@ class AmiEventDecoder:
     def __init__(self, parser: FrameParser | None = None) -> None:
         self.parser = parser or FrameParser()
         self.skipped = 0
-        self.non_events: list[Headers] = []
 
     def feed(self, data: bytes, now: float) -> Iterator[PbxEvent]:
         tracked = TRACKED_EVENTS
@@ -33,7 +32,7 @@ class AmiEventDecoder:
             if name not in tracked:
                 self.skipped += 1
                 continue
-            event = from_ami(parse_frame(raw, self.parser._note_bad), now)
+            event = from_ami(parse_frame(raw, self.parser.note_bad), now)
             if event is not None:
                 yield event
 

@@ -13,13 +13,20 @@ from decimal import Decimal
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlite_utils
 
 from ..rating.compiled import CallCharge
 from ..tracking.record import _NO_MODULES, CallRecord, ModuleUsage, iso_utc, parse_iso_utc
 from .schema import migrate
+
+
+class StoredPeriod(NamedTuple):
+    """A period's calls in rating order, and for each (rowid, plan_id, cost, currency, charges)."""
+
+    calls: list[CallRecord]
+    stored: list[tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,24 +107,33 @@ class CallStore:
 
     def calls_ended_between(self, start: float, end: float, *,
                             modules: bool = True) -> list[CallRecord]:
-        """Calls with start <= ended_at < end, in rating order (ended_at, call_id).
+        """Calls with start <= ended_at < end, in rating order (ended_at, call_id)."""
+        return self.period_for_rating(start, end, modules=modules).calls
 
-        Built for speed: SQLite turns the ISO times into epoch milliseconds; `modules=False`
-        skips module usage (for plans that price none).
+    def period_for_rating(self, start: float, end: float, *, modules: bool = True) -> StoredPeriod:
+        """A period's calls in rating order, with where each is stored and its current rating.
+
+        Built for speed, in one pass: SQLite turns the ISO times into epoch milliseconds;
+        `modules=False` skips module usage (for plans that price none).
         """
         cursor = self.db.conn.execute(
-            f"SELECT {_FAST_COLUMNS if modules else _FAST_COLUMNS_NO_MODULES} FROM calls "
+            f"SELECT {_FAST_COLUMNS if modules else _FAST_COLUMNS_NO_MODULES}, "
+            "rowid, plan_id, cost, currency, charges FROM calls "
             "WHERE ended_at >= ? AND ended_at < ? ORDER BY ended_at, call_id",
             (iso_utc(start), iso_utc(end)))
         usage = _modules_from_json
+        calls: list[CallRecord] = []
+        stored: list[tuple[Any, ...]] = []
+        add_call, add_stored = calls.append, stored.append
         with gc_paused():  # millions of small objects: the cyclic GC would rescan them all
-            return [
-            CallRecord(cid, lid, num, name, dialed, a / 1000, b and b / 1000, c and c / 1000,
-                       d and d / 1000, e and e / 1000, f / 1000, outcome, target, cause,
-                       usage(modules), source)  # type: ignore[arg-type]
-            for (cid, lid, num, name, dialed, a, b, c, d, e, f, outcome, target, cause, source, modules)
-            in cursor
-            ]
+            for (cid, lid, num, name, dialed, a, b, c, d, e, f, outcome, target, cause, source,
+                 used, *rating) in cursor:
+                add_call(CallRecord(
+                    cid, lid, num, name, dialed, a / 1000, b and b / 1000, c and c / 1000,
+                    d and d / 1000, e and e / 1000, f / 1000, outcome, target, cause,  # type: ignore[arg-type]
+                    usage(used), source))
+                add_stored(rating)
+        return StoredPeriod(calls, stored)
 
     def set_ratings(self, charges: Mapping[str, CallCharge]) -> int:
         """Store the ratings of calls already stored, in one transaction."""
@@ -129,22 +145,19 @@ class CallStore:
                 "WHERE call_id = ?", rows)
         return len(rows)
 
-    def replace_ratings(self, start: float, end: float, charges: Mapping[str, CallCharge],
+    def replace_ratings(self, period: StoredPeriod, charges: Mapping[str, CallCharge],
                         progress: Callable[[int], None] | None = None) -> int:
-        """Store a re-rated period's ratings (calls ending in [start, end)). Only changed rows
-        are written, in transactions of UPDATE_CHUNK rows, so a writer storing new calls waits
-        for one chunk at most; a re-rate cut short is finished by running it again. Returns how
-        many rows changed."""
+        """Store a re-rated period's ratings. Only changed rows are written, in rowid order and in
+        transactions of UPDATE_CHUNK rows, so a writer storing new calls waits for one chunk at
+        most; a re-rate cut short is finished by running it again. Returns how many changed."""
         now = iso_utc(time.time())
         unrated = (None, None, None, None)
         changed = []
-        for row in self.db.conn.execute(
-                "SELECT plan_id, cost, currency, charges, rowid, call_id FROM calls "
-                "WHERE ended_at >= ? AND ended_at < ?", (iso_utc(start), iso_utc(end))):
-            charge = charges.get(row[5])
+        for call, (rowid, *old) in zip(period.calls, period.stored, strict=True):
+            charge = charges.get(call.call_id)
             new = unrated if charge is None else _rating_text(charge)
-            if row[:4] != new:
-                changed.append((*new, now, row[4]))
+            if tuple(old) != new:
+                changed.append((*new, now, rowid))
         changed.sort(key=itemgetter(5))  # in rowid order: pages are written in sequence
         for first in range(0, len(changed), UPDATE_CHUNK):
             with self.db.atomic():

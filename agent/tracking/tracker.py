@@ -127,10 +127,6 @@ class CallTracker:
     def active_calls(self) -> int:
         return len({id(call) for call in self._calls.values()})
 
-    @property
-    def live_channels(self) -> int:
-        return len(self._channels)
-
     def feed(self, event: PbxEvent) -> tuple[CallRecord, ...]:
         """Apply one event; return the calls it finished (usually none)."""
         handler = self._handlers.get(type(event))
