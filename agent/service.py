@@ -72,7 +72,7 @@ class AgentService:
                  on_saved: Callable[[list[CallRecord]], None] | None = None) -> None:
         self.config = config
         self.clock = clock
-        path = store_path or config.store_path()
+        path = self.store_path = store_path or config.store_path()
         self.rating = rating_worker_for(config, lambda: CallStore(path))
         self._on_saved = on_saved
         self.writer = RecordWriter(lambda: CallStore(path), on_error=self._write_failed,
@@ -106,7 +106,7 @@ class AgentService:
             except OSError as exc:
                 await asyncio.to_thread(self._close_storage)
                 raise ServiceError(f"[agi] listen {self.config.agi.listen}: {exc.strerror or exc}") from exc
-        log.info("botmeter started", agent=self.config.agent.id, store=str(self.config.store_path()),
+        log.info("botmeter started", agent=self.config.agent.id, store=str(self.store_path),
                  fastagi=self.config.agi.listen if self.fastagi else None, loop=loop_name())
         client = asyncio.create_task(self.client.run(), name="ami")
         sweeper = asyncio.create_task(self._sweep(), name="sweeper")
