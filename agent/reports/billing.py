@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
 from ..rating import Comparison, Statement
+from .output import write_json
 
 _KINDS = {"usage": "usage", "fee": "fee", "sla_fee": "SLA fee", "sla_credit": "SLA credit"}
 
@@ -41,8 +41,7 @@ def sla_summary(statement: Statement) -> str | None:
 
 def render_statement(statement: Statement, fmt: str, out: TextIO) -> None:
     if fmt == "json":
-        json.dump(statement.to_json(), out, ensure_ascii=False, indent=1)
-        out.write("\n")
+        write_json(statement.to_json(), out)
         return
     console = Console(file=out, width=120)
     console.print(statement_table(statement))
@@ -53,8 +52,7 @@ def render_statement(statement: Statement, fmt: str, out: TextIO) -> None:
 
 def render_comparison(comparison: Comparison, fmt: str, out: TextIO) -> None:
     if fmt == "json":
-        json.dump(comparison.to_json(), out, ensure_ascii=False, indent=1)
-        out.write("\n")
+        write_json(comparison.to_json(), out)
         return
     console = Console(file=out, width=120)
     costs = Table(title=f"{comparison.period}: {comparison.calls} calls priced under each plan "

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..tracking.record import OUTCOMES, CallRecord, json_number
+from .output import write_json
 
 
 def call_rows(records: Sequence[CallRecord],
@@ -23,8 +24,7 @@ def call_rows(records: Sequence[CallRecord],
 def render_calls(records: Sequence[CallRecord], fmt: str, out: TextIO,
                  ratings: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     if fmt == "json":
-        json.dump(call_rows(records, ratings), out, ensure_ascii=False, indent=1)
-        out.write("\n")
+        write_json(call_rows(records, ratings), out)
     elif fmt == "csv":
         rows = call_rows(records, ratings)
         fields = list(rows[0]) if rows else list(_EMPTY_FIELDS)
