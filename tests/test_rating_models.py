@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from agent.rating import build_statement, rate_calls
-from tests.test_rating_support import D, example, make_call, plan_from
+from tests.test_rating_support import PLAN_HEAD, D, example, make_call, plan_from
 
 
 def amounts(calls, plan) -> list[str]:
@@ -192,3 +192,17 @@ def test_per_module_units_and_allowance() -> None:
     ]
     assert rated["c1"].amount == D("0.1505")
     assert rated["c1"].lines[0].metered == D("90.5")
+
+
+def test_exact_half_up_when_units_do_not_terminate() -> None:
+    """29 s at 0.00153 a minute is exactly 0.0007395: half-up gives 0.000740 (a Decimal context
+    of limited precision would see 0.00073949999... and round down)."""
+    plan = plan_from(PLAN_HEAD + """precision = "0.000001"
+
+[[charge]]
+name = "Seconds"
+metric = "bot_seconds"
+unit = 60
+price = "0.00153"
+""")
+    assert amounts([make_call("c1", 28.001)], plan) == ["0.000740"]

@@ -3,8 +3,10 @@ integer engine is tested against. Slow; not for production use."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_CEILING, Decimal, localcontext
+from fractions import Fraction
 
 from ..tracking.record import CallRecord, seconds_between
 from .plan import Charge, PlanVersion
@@ -35,26 +37,31 @@ def reference_quantity(call: CallRecord, charge: Charge) -> Decimal:
     return charge.first_block + blocks * charge.block
 
 
-def reference_cost(charge: Charge, billed: Decimal) -> Decimal:
-    """Semantics 2: the model's cost of `billed` priced units (after the allowance)."""
+def reference_cost(charge: Charge, billed: Fraction) -> Fraction:
+    """Semantics 2: the model's exact cost of `billed` priced units (after the allowance)."""
     if charge.model == "per_unit":
         assert charge.price is not None
-        return billed * charge.price
+        return billed * Fraction(charge.price)
     if charge.model == "package":
         assert charge.price is not None and charge.package_size is not None
-        return (billed / charge.package_size).to_integral_value(ROUND_CEILING) * charge.price
+        return math.ceil(billed / Fraction(charge.package_size)) * Fraction(charge.price)
     if charge.model == "volume":
         for tier in charge.tiers:
             if tier.up_to is None or billed <= tier.up_to:
-                return billed * tier.price
-    cost, low = ZERO, ZERO
+                return billed * Fraction(tier.price)
+    cost, low = Fraction(0), Fraction(0)
     for tier in charge.tiers:
-        high = billed if tier.up_to is None else min(billed, tier.up_to)
+        high = billed if tier.up_to is None else min(billed, Fraction(tier.up_to))
         if high > low:
-            cost += (high - low) * tier.price
+            cost += (high - low) * Fraction(tier.price)
         if tier.up_to is not None:
-            low = tier.up_to
+            low = Fraction(tier.up_to)
     return cost
+
+
+def round_half_up(value: Fraction, step: Decimal) -> Decimal:
+    """An exact non-negative amount rounded half-up to a multiple of `step`."""
+    return math.floor(value / Fraction(step) + Fraction(1, 2)) * step
 
 
 def reference_amounts(calls: Iterable[CallRecord], version: PlanVersion,
@@ -65,11 +72,11 @@ def reference_amounts(calls: Iterable[CallRecord], version: PlanVersion,
     with localcontext() as ctx:
         ctx.prec = 100
         for charge in version.charges:
-            total, previous = ZERO, ZERO
-            for call in ordered:
-                total += reference_quantity(call, charge)
-                billed = max(ZERO, total / charge.unit - charge.included)
-                rounded = reference_cost(charge, billed).quantize(version.precision, ROUND_HALF_UP)
+            total, previous = Fraction(0), ZERO
+            for call in ordered:  # exact arithmetic: a Decimal context would round 29/60
+                total += Fraction(reference_quantity(call, charge))
+                billed = max(Fraction(0), total / Fraction(charge.unit) - Fraction(charge.included))
+                rounded = round_half_up(reference_cost(charge, billed), version.precision)
                 amounts[call.call_id].append(rounded - previous)
                 previous = rounded
     return amounts
