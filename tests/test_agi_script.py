@@ -15,6 +15,7 @@ import pytest
 
 from agent.bot.agi_script import parse_args
 from agent.bot.protocol import agi_quote, app_escape, user_event_data
+from agent.sim.agi import split_app_args, split_command
 from agent.tracking.signals import SignalError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,66 +92,6 @@ def run_agi(args: list[str], respond: Responder | None = ok, env: bytes = ENV,
     return Run(commands, stderr, returncode, seconds)
 
 
-# -- Asterisk's own argument parsing, to prove the escaping round-trips ---------------------------
-
-
-def agi_parse_args(line: str) -> list[str]:
-    """res_agi.c parse_args: words, double quotes, backslash takes the next char literally."""
-    args: list[str] = []
-    cur: list[str] | None = None
-    quoted = escaped = False
-    for ch in line:
-        if ch == '"' and not escaped:
-            quoted = not quoted
-            if cur is None:
-                cur = []
-            continue
-        if ch in " \t" and not quoted and not escaped:
-            if cur is not None:
-                args.append("".join(cur))
-                cur = None
-            continue
-        if ch == "\\" and not escaped:
-            escaped = True
-            continue
-        escaped = False
-        cur = [] if cur is None else cur
-        cur.append(ch)
-    if cur is not None:
-        args.append("".join(cur))
-    return args
-
-
-def app_separate_args(data: str) -> list[str]:
-    """app.c __ast_app_separate_args with remove_chars: `,` splits outside () and quotes."""
-    out, cur, paren, quote, i = [], [], 0, False, 0
-    while i < len(data):
-        ch = data[i]
-        if ch == "(":
-            paren += 1
-        elif ch == ")":
-            paren = max(0, paren - 1)
-        elif ch == '"':
-            quote = not quote
-            i += 1
-            continue
-        elif ch == "\\":
-            i += 1
-            if i < len(data):
-                cur.append(data[i])
-            i += 1
-            continue
-        elif ch == "," and not paren and not quote:
-            out.append("".join(cur))
-            cur = []
-            i += 1
-            continue
-        cur.append(ch)
-        i += 1
-    out.append("".join(cur))
-    return out
-
-
 # -- the script -----------------------------------------------------------------------------------
 
 
@@ -183,9 +124,9 @@ def test_awkward_values_survive_asterisk_parsing() -> None:
     run = run_agi(["outcome", "outcome=transferred", "target=sales, 2nd", f"reason={reason}"])
     command = run.commands[0]
     assert "\n" not in command
-    words = agi_parse_args(command)
+    words = split_command(command)  # Asterisk's own parsing, as the simulator plays it
     assert words[:2] == ["EXEC", "UserEvent"] and len(words) == 3
-    assert app_separate_args(words[2]) == [
+    assert split_app_args(words[2]) == [
         "BotMeter", "Signal: outcome", "Outcome: transferred", "Target: sales, 2nd",
         'Reason: said "agent, now" (twice) \\ then hung up']
 
