@@ -53,6 +53,13 @@ class Table:
             self.fail(name, f"{value!r} is not one of {', '.join(options)}")
         return value
 
+    def _refuse_float(self, name: str, value: object, wanted: str) -> None:
+        """Money and quantities must be exact: a TOML float is refused with a fix to copy."""
+        if isinstance(value, float):
+            example = format(Decimal(repr(value)), "f")
+            self.fail(name, f'is a TOML float, which is inexact; write {wanted}, '
+                            f'e.g. {name} = "{example}"')
+
     def money(self, name: str, required: bool = True) -> Decimal | None:
         """A non-negative amount written as a quoted decimal string."""
         if name not in self.data:
@@ -60,10 +67,7 @@ class Table:
                 self.fail(name, 'required (a quoted decimal string, e.g. "0.12")')
             return None
         value = self.data[name]
-        if isinstance(value, float):
-            example = format(Decimal(repr(value)), "f")
-            self.fail(name, f'is a TOML float, which is inexact; write a quoted decimal '
-                            f'string, e.g. {name} = "{example}"')
+        self._refuse_float(name, value, "a quoted decimal string")
         if not isinstance(value, str):
             self.fail(name, f'must be a quoted decimal string, e.g. {name} = "{value}"')
         amount = self._parse(name, value)
@@ -77,10 +81,7 @@ class Table:
         if name not in self.data:
             return default
         value = self.data[name]
-        if isinstance(value, float):
-            example = format(Decimal(repr(value)), "f")
-            self.fail(name, f'is a TOML float, which is inexact; write an integer or a quoted '
-                            f'decimal string, e.g. {name} = "{example}"')
+        self._refuse_float(name, value, "an integer or a quoted decimal string")
         if type(value) is int:
             number = Decimal(value)
         elif isinstance(value, str):
