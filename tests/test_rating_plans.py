@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -191,3 +192,66 @@ def test_toml_dates_and_strings_both_work(tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
     path.write_text(HEAD + "effective_from = 2026-11-01\n", encoding="utf-8")
     assert load_plan(path).effective_from.isoformat() == "2026-11-01"
+
+
+# Absurd amounts: refused at load (fast), never left to stall or crash rating later
+
+HUGE = [
+    ('"1e1000"', "too large: at most 12 digits before the decimal point"),
+    ('"1e999999999"', "too large: at most 12 digits before the decimal point"),
+    ('"1E+13"', "too large"),
+    ('"' + "9" * 40 + '"', "too large"),
+    ('"0.' + "1" * 20 + '"', "has 20 decimal places: at most 6"),
+    ('"1e-999999999"', "decimal places: at most 6"),
+    ('"0.0000001"', "has 7 decimal places"),
+]
+
+
+@pytest.mark.parametrize(("value", "reason"), HUGE)
+@pytest.mark.parametrize(("template", "key"), [
+    (HEAD + CHARGE + "price = {}\n", "charge[1].price"),
+    (HEAD + '[[fee]]\nname = "x"\namount = {}\n', "fee[1].amount"),
+    (HEAD + CHARGE + 'model = "graduated"\ntiers = [{{ up_to = 5, price = {} }}, { price = "1" }]\n',
+     "charge[1].tiers[1].price"),
+    (HEAD + CHARGE + 'price = "1"\nincluded = {}\n', "charge[1].included"),
+    (HEAD + CHARGE.replace("unit = 60", "unit = {}") + 'price = "1"\n', "charge[1].unit"),
+    (HEAD + "[sla]\nfee = {}\nanswer_rate = 0.9\nmax_ring_seconds = 5\ncredit_percent = 1\n",
+     "sla.fee"),
+    (HEAD + '[sla]\nfee = "1"\nanswer_rate = 0.9\nmax_ring_seconds = {}\ncredit_percent = 1\n',
+     "sla.max_ring_seconds"),
+])
+def test_absurd_numbers_are_refused_at_load(tmp_path: Path, template: str, key: str, value: str,
+                                            reason: str) -> None:
+    started = time.monotonic()
+    error = refused(tmp_path, template.replace("{}", value).replace("{{", "{").replace("}}", "}"))
+    assert time.monotonic() - started < 1.0
+    assert error.key == key and reason in error.reason
+    assert len(str(error)) < 300  # the value is quoted short
+
+
+@pytest.mark.parametrize(("text", "key", "reason"), [
+    (HEAD + CHARGE + "price = \"1\"\nincluded = " + "9" * 40 + "\n", "charge[1].included",
+     "too large"),
+    (HEAD + CHARGE + "price = \"1\"\nblock = " + "9" * 13 + "\n", "charge[1].block", "too large"),
+    (HEAD + CHARGE + "price = \"1\"\nincluded = " + "9" * 5000 + "\n", "(syntax)",
+     "too many digits"),
+    (HEAD + 'precision = "0.0000001"\n', "plan.precision", "has 7 decimal places"),
+    (HEAD + "[sla]\nfee = \"1\"\nanswer_rate = 0.12345678\nmax_ring_seconds = 5\n"
+     "credit_percent = 1\n", "sla.answer_rate", "has 8 decimal places"),
+])
+def test_absurd_integers_and_floats_are_refused(tmp_path: Path, text: str, key: str,
+                                                reason: str) -> None:
+    error = refused(tmp_path, text)
+    assert error.key == key and reason in error.reason
+
+
+def test_numbers_within_bounds_load_without_exponent(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(HEAD + 'precision = "0.000001"\n' + CHARGE +
+                    'price = "999999999999.999999"\nincluded = "1.5e3"\n'
+                    '[[fee]]\nname = "x"\namount = "2000.00"\n', encoding="utf-8")
+    plan = load_plan(path)
+    assert plan.charges[0].price == Decimal("999999999999.999999")
+    included = plan.charges[0].included
+    assert included == 1500 and format(included, "f") == "1500"
+    assert format(plan.fees[0].amount, "f") == "2000.00"  # trailing zeros are kept

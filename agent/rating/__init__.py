@@ -38,7 +38,9 @@ Decisions (where the spec leaves room)
 7. Money (price, amount, SLA fee, precision) must be a quoted decimal string: a TOML float
    *or integer* is refused. unit, included, up_to, package_size may be TOML integers or
    decimal strings, never floats. SLA ratios/seconds are not money and may be TOML floats.
-   Charge names are unique within a plan (they name the per-call lines).
+   Charge names are unique within a plan (they name the per-call lines). Every number of a
+   plan file fits in 12 digits before the decimal point and 6 after it (so precision is at
+   most "0.000001"); an exponent is allowed within those bounds ("1.5e3" is 1500).
 8. SLA: ring times are the record's whole milliseconds; a counted call is answered when the
    bot answered it with ring_seconds <= max_ring_seconds; abandoned calls with ring_seconds < ignore_abandoned_under are not
    counted. Met when answered >= answer_rate * counted (exactly), or when nothing was counted.

@@ -11,6 +11,23 @@ from .errors import PlanError
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
+#: every number in a plan file fits in 12 digits before the decimal point and 6 after it
+#: (money, quantities, ratios and seconds alike): rating stays exact and fast, and a typo such
+#: as "1e999999999" is refused at load instead of stalling the rating thread
+MAX_INTEGER_DIGITS = 12
+MAX_PLACES = 6
+
+
+def digits_of(number: Decimal) -> tuple[int, int]:
+    """(digits before the decimal point, decimal places) of a finite Decimal, exactly as
+    written but without trailing zeros; computed from its tuple, so any exponent is instant."""
+    _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    if trailing == len(digits):  # zero
+        return 0, 0
+    return max(0, len(digits) + exponent), max(0, -(exponent + trailing))
+
 
 class Table:
     """One table of a plan file, with its dotted key prefix; refuses unknown keys."""
@@ -56,7 +73,7 @@ class Table:
     def _refuse_float(self, name: str, value: object, wanted: str) -> None:
         """Money and quantities must be exact: a TOML float is refused with a fix to copy."""
         if isinstance(value, float):
-            example = format(Decimal(repr(value)), "f")
+            example = _shown(format(Decimal(repr(value)), "f"))
             self.fail(name, f'is a TOML float, which is inexact; write {wanted}, '
                             f'e.g. {name} = "{example}"')
 
@@ -69,7 +86,7 @@ class Table:
         value = self.data[name]
         self._refuse_float(name, value, "a quoted decimal string")
         if not isinstance(value, str):
-            self.fail(name, f'must be a quoted decimal string, e.g. {name} = "{value}"')
+            self.fail(name, f'must be a quoted decimal string, e.g. {name} = "{_shown(str(value))}"')
         amount = self._parse(name, value)
         if amount < 0:
             self.fail(name, f"must not be negative (got {value})")
@@ -83,7 +100,7 @@ class Table:
         value = self.data[name]
         self._refuse_float(name, value, "an integer or a quoted decimal string")
         if type(value) is int:
-            number = Decimal(value)
+            number = self._bounded(name, Decimal(value), _shown(str(value)))
         elif isinstance(value, str):
             number = self._parse(name, value)
         else:
@@ -102,8 +119,10 @@ class Table:
         value = self.data[name]
         if isinstance(value, float):
             number = Decimal(repr(value))
+            if number.is_finite():
+                number = self._bounded(name, number, repr(value))
         elif type(value) is int:
-            number = Decimal(value)
+            number = self._bounded(name, Decimal(value), _shown(str(value)))
         elif isinstance(value, str):
             number = self._parse(name, value)
         else:
@@ -117,6 +136,7 @@ class Table:
         value = self.data.get(name, default)
         if type(value) is not int:
             self.fail(name, "must be a whole number of seconds (a TOML integer)")
+        self._bounded(name, Decimal(value), _shown(str(value)))
         if value < minimum:
             self.fail(name, f"must be at least {minimum} (got {value})")
         return value
@@ -145,7 +165,25 @@ class Table:
         try:
             number = Decimal(text.strip())
         except InvalidOperation:
-            self.fail(name, f"{text!r} is not a decimal number")
+            self.fail(name, f"{_shown(text)!r} is not a decimal number")
         if not number.is_finite():
-            self.fail(name, f"{text!r} is not a finite decimal number")
-        return number
+            self.fail(name, f"{_shown(text)!r} is not a finite decimal number")
+        return self._bounded(name, number, repr(_shown(text)))
+
+    def _bounded(self, name: str, number: Decimal, shown: str) -> Decimal:
+        """`number` if it fits MAX_INTEGER_DIGITS.MAX_PLACES, without an exponent
+        ("1.5e3" is 1500); else PlanError."""
+        integer, places = digits_of(number)
+        if integer > MAX_INTEGER_DIGITS:
+            self.fail(name, f"{shown} is too large: at most {MAX_INTEGER_DIGITS} digits before "
+                            "the decimal point")
+        if places > MAX_PLACES:
+            self.fail(name, f"{shown} has {places} decimal places: at most {MAX_PLACES}")
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)
+        return number if exponent <= 0 else Decimal(format(number, "f"))
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """A value as quoted in an error: long ones cut short."""
+    return text if len(text) <= limit else f"{text[:limit]}..."

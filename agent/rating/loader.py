@@ -36,6 +36,8 @@ def load_plan(path: Path | str) -> PlanVersion:
         raise PlanError(source, "(file)", exc.strerror or str(exc)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PlanError(source, "(syntax)", str(exc)) from None
+    except ValueError:  # tomllib: an integer of thousands of digits
+        raise PlanError(source, "(syntax)", "a number has too many digits") from None
     return parse_plan(data, source)
 
 
