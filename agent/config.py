@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +23,9 @@ from .tracking.rules import TrackingRules
 
 ENV_VAR = "BOTMETER_CONFIG"
 DEFAULT_PATHS = (Path("/etc/botmeter/botmeter.toml"),)
+#: keys whose values are never repeated in an error message
+SENSITIVE_KEY = re.compile(r"secret|token|key|password", re.IGNORECASE)
+MAX_SECRET_BYTES = 64 * 1024
 
 
 class ConfigError(Exception):
@@ -55,24 +60,87 @@ class AmiSection(_Section):
     reconnect_min: Annotated[float, Field(gt=0, le=3600)] = 0.5
     reconnect_max: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
+    @field_validator("secret")
+    @classmethod
+    def _not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is empty")
+        return value
+
+    @field_validator("secret_file")
+    @classmethod
+    def _a_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is empty: give the path of the file holding the AMI secret")
+        return value
+
     @model_validator(mode="after")
     def _one_secret(self) -> AmiSection:
         if (self.secret is None) == (self.secret_file is None):
             raise ValueError("give exactly one of secret or secret_file")
         return self
 
-    def read_secret(self, base: Path) -> str:
-        """The AMI secret, from the config or its file (relative to the config's folder)."""
-        if self.secret is not None:
-            return self.secret
-        assert self.secret_file is not None
+    def secret_path(self, base: Path) -> Path | None:
+        """Where the secret file is: relative to the config's folder; under systemd, a file
+        that is not there (or that this user cannot read) is looked up by name in
+        $CREDENTIALS_DIRECTORY (`LoadCredential=`)."""
+        if self.secret_file is None:
+            return None
         path = Path(self.secret_file)
         if not path.is_absolute():
             path = base / path
         credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not path.exists() and credentials:
-            path = Path(credentials) / path.name
-        return path.read_text(encoding="utf-8").strip()
+        if credentials:
+            credential = Path(credentials) / path.name
+            if not _exists(path) or (not os.access(path, os.R_OK) and _exists(credential)):
+                return credential
+        return path
+
+    def read_secret(self, base: Path) -> str:
+        """The AMI secret, from the config or its file; ConfigError naming the file if that is
+        missing, unreadable, open to group or others, not UTF-8 text, or empty."""
+        if self.secret is not None:
+            return self.secret
+        path = self.secret_path(base)
+        assert path is not None
+        return read_secret_file(path)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return False
+    except OSError:  # e.g. EACCES: there is something there, reading it will say what
+        return True
+    return True
+
+
+def read_secret_file(path: Path) -> str:
+    """A secret file's text, stripped; ConfigError (file, reason) when it cannot be used."""
+    name = str(path)
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(name, "", "is not a regular file")
+        with path.open("rb") as file:
+            info = os.fstat(file.fileno())
+            mode = stat.S_IMODE(info.st_mode)
+            if mode & 0o077:
+                raise ConfigError(name, "", f"secret file is open to group or others (mode "
+                                            f"{mode:04o}): run chmod 600 {name}")
+            raw = file.read(MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(name, "", f"cannot read the secret file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SECRET_BYTES:
+        raise ConfigError(name, "", f"is larger than {MAX_SECRET_BYTES // 1024} KiB: not a secret file")
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(name, "", f"secret file is not UTF-8 text (byte {exc.start + 1})") from None
+    if not text:
+        raise ConfigError(name, "", "secret file is empty")
+    return text
 
 
 class CallsSection(_Section):
@@ -148,7 +216,22 @@ class PlansSection(_Section):
 
 
 class StoreSection(_Section):
+    """The SQLite file; created 0600, or 0640 owned by `group` when one is given."""
+
     path: Annotated[str, Field(min_length=1)] = "/var/lib/botmeter/botmeter.db"
+    group: Annotated[str, Field(min_length=1)] | None = None
+
+    @field_validator("group")
+    @classmethod
+    def _known_group(cls, value: str | None) -> str | None:
+        if value is not None:
+            import grp
+
+            try:
+                grp.getgrnam(value)
+            except KeyError:
+                raise ValueError(f"no group {value!r} on this system") from None
+        return value
 
 
 class Config(_Section):
@@ -186,15 +269,22 @@ class Config(_Section):
 
 
 def _first_error(path: str, exc: ValidationError) -> ConfigError:
-    err = exc.errors()[0]
+    """The first problem as file, key and reason. A value is shown only when it is a short
+    scalar of a key that holds no secret (never a table, which could hold one)."""
+    err = exc.errors(include_url=False, include_context=False, include_input=True)[0]
     key = ".".join(str(p) for p in err["loc"])
-    reason = err["msg"]
+    reason = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         reason = "unknown key (mistyped?)"
     elif err["type"] == "missing":
         reason = "required key is missing"
     elif "input" in err and err["type"].endswith("_type"):
-        reason = f"{err['msg']} (got {type(err['input']).__name__} {err['input']!r})"
+        value = err["input"]
+        got = type(value).__name__
+        if (isinstance(value, str | int | float | bool) and not SENSITIVE_KEY.search(key)
+                and len(repr(value)) <= 60):
+            got += f" {value!r}"
+        reason = f"{err['msg']} (got {got})"
     return ConfigError(path, key, reason)
 
 
@@ -220,4 +310,6 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(name, "", f"not valid TOML: {exc}") from None
+    except ValueError:  # tomllib: an integer of thousands of digits
+        raise ConfigError(name, "", "not valid TOML: a number has too many digits") from None
     return parse_config(data, name)

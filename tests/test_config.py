@@ -28,6 +28,7 @@ def test_env_var_selects_the_file(write_config, monkeypatch):
 
 def test_secret_file_relative_to_the_config(write_config, tmp_path):
     (tmp_path / "ami.secret").write_text("s3cret\n")
+    (tmp_path / "ami.secret").chmod(0o600)
     path = write_config()
     path.write_text(path.read_text().replace('secret = "botmeter-sim"', 'secret_file = "ami.secret"'))
     config = load_config(path)
