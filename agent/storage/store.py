@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,7 +21,7 @@ import sqlite_utils
 
 from ..rating.compiled import CallCharge
 from ..tracking.record import _NO_MODULES, CallRecord, ModuleUsage, iso_utc, parse_iso_utc
-from .schema import migrate
+from .schema import SchemaError, migrate
 
 
 class StoredPeriod(NamedTuple):
@@ -39,21 +41,72 @@ class CallFilter:
     limit: int | None = None
 
 
-class CallStore:
-    """One SQLite file; the agent creates and migrates its schema."""
+class StoreError(Exception):
+    """The database cannot be created, opened or read: names the file and the reason."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+class NoDatabase(StoreError):
+    """A command that only reads was pointed at a database that does not exist."""
+
+
+class DatabaseTooNew(StoreError, SchemaError):
+    """The database was written by a newer botmeter."""
+
+
+#: a new database's mode: only its owner reads calls (caller numbers are personal data);
+#: with a group, that group may read too
+PRIVATE_MODE = 0o600
+GROUP_MODE = 0o640
+
+
+class CallStore:
+    """One SQLite file; the agent creates and migrates its schema.
+
+    `create=False` refuses a file that does not exist (NoDatabase) instead of creating it.
+    A new file is created 0600 whatever the umask, or 0640 and owned by `group`; SQLite gives
+    the -wal and -shm files the database's mode, and opening gives them its group too.
+    Any problem opening it is a StoreError naming the file.
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True, group: str | None = None) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages: re-rating reads a month
-        conn.execute("PRAGMA temp_store = MEMORY")
-        self.schema_version = migrate(conn)
+        memory = str(path) == ":memory:"
+        try:
+            if not memory:
+                if self.path.is_dir():
+                    raise StoreError(path, "is a folder, not a database file")
+                if not create and not self.path.exists():
+                    raise NoDatabase(path, "no database here (nothing recorded yet, or a "
+                                           "mistyped path?)")
+                if create:
+                    _make_folder(self.path)
+                    _create_private(self.path, group)
+            conn = sqlite3.connect(str(path) if memory else _uri(self.path, create),
+                                   uri=not memory, check_same_thread=False, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA busy_timeout = 5000")
+                conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: re-rating reads a month
+                conn.execute("PRAGMA temp_store = MEMORY")
+                self.schema_version = migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+        except SchemaError as exc:
+            raise DatabaseTooNew(path, str(exc)) from None
+        except sqlite3.Error as exc:
+            raise StoreError(path, database_problem(exc)) from None
+        except OSError as exc:
+            raise StoreError(path, f"cannot {'create' if create else 'open'} it: "
+                                   f"{exc.strerror or exc}") from None
+        if not memory:
+            _match_sidecars(self.path)
         self.db = sqlite_utils.Database(conn)
         self._calls = self.db["calls"]
         self._modules = self.db["call_modules"]
@@ -218,6 +271,84 @@ class CallStore:
                 found.setdefault(row["call_id"], {})[row["module"]] = ModuleUsage(
                     Decimal(row["quantity"]), row["unit"])
         return found
+
+
+def database_problem(exc: sqlite3.Error) -> str:
+    """What an SQLite error means for the file, in words."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and text in (
+            "file is not a database", "database disk image is malformed"):
+        return f"not a botmeter database, or damaged ({text})"
+    return text
+
+
+def _uri(path: Path, create: bool) -> str:
+    """An SQLite URI for `path`; mode=rw so SQLite itself never creates a missing file."""
+    return f"{path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}"
+
+
+def _make_folder(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()),
+                       path.parent)
+        raise StoreError(path, f"cannot create its folder: {blocker} is not a folder") from None
+    except OSError as exc:
+        raise StoreError(path, f"cannot create its folder {exc.filename or path.parent}: "
+                               f"{exc.strerror or exc}") from None
+
+
+def _create_private(path: Path, group: str | None) -> None:
+    """Create an empty database file 0600 (0640 and owned by `group`), whatever the umask;
+    a file that exists is left as it is."""
+    gid = _group_id(path, group)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                     PRIVATE_MODE if gid is None else GROUP_MODE)
+    except FileExistsError:
+        return
+    try:
+        if gid is not None:
+            try:
+                os.fchown(fd, -1, gid)
+            except OSError as exc:
+                os.unlink(path)
+                raise StoreError(path, f"cannot give it to group {group}: "
+                                       f"{exc.strerror or exc}") from None
+        os.fchmod(fd, PRIVATE_MODE if gid is None else GROUP_MODE)
+    finally:
+        os.close(fd)
+
+
+def _group_id(path: Path, group: str | None) -> int | None:
+    if group is None:
+        return None
+    import grp
+
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise StoreError(path, f"no group {group!r} on this system") from None
+
+
+def _match_sidecars(path: Path) -> None:
+    """Give the -wal and -shm files the database's mode and group, where this process may
+    (SQLite copies the mode; the group is the creating process's unless it runs as root)."""
+    try:
+        main = path.stat()
+    except OSError:
+        return
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        try:
+            info = side.stat()
+            if info.st_gid != main.st_gid:
+                os.chown(side, -1, main.st_gid)
+            if stat.S_IMODE(info.st_mode) != stat.S_IMODE(main.st_mode):
+                os.chmod(side, stat.S_IMODE(main.st_mode))
+        except OSError:  # not there, or another user's: SQLite's own mode copy stands
+            continue
 
 
 _TIME_FIELDS = ("offered_at", "bot_answered_at", "bot_ended_at", "transferred_at",
