@@ -1,31 +1,103 @@
-"""The `botmeter` command."""
+"""The `botmeter` command.
+
+Every failure ends in one line on stderr, `botmeter: <what>: <where>: <reason>`, never a
+traceback: exit code 2 for a usage or configuration problem (bad option, config or plan file,
+secret file, a database that does not exist for a command that only reads), 1 for a runtime
+failure (a database that cannot be created or read, nothing to replay, an internal error).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
+import structlog
 
 from . import runtime
 from .config import ENV_VAR, Config, ConfigError, load_config
 from .logs import setup_logging
-from .storage.store import CallFilter, CallStore
-from .tracking.record import OUTCOMES
+from .rating.periods import parse_period
+from .storage.store import CallFilter, CallStore, NoDatabase, StoreError, database_problem
+from .tracking.record import OUTCOMES, iso_utc
+
+if TYPE_CHECKING:
+    from .rating import PlanSeries
 
 CHUNK = 64 * 1024
+USAGE, FAILURE = 2, 1
+#: periods whose bounds exist in every time zone
+FIRST_PERIOD, LAST_PERIOD = "0001-02", "9999-11"
+
+log = structlog.get_logger("botmeter")
+#: click >= 8.2 raises this for a group run without a command; it shows the help
+_HELP_INSTEAD: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+_logging = {"debug": False, "json": False}
+
+
+def fail(what: str, where: str, reason: str, code: int) -> NoReturn:
+    """Say `botmeter: <what>: <where>: <reason>` in one line on stderr and exit with `code`."""
+    text = f"{where}: {reason}" if where else reason
+    click.echo(f"botmeter: {what}: {_one_line(text)}", err=True)
+    sys.exit(code)
+
+
+def _one_line(text: str, limit: int = 1000) -> str:
+    line = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+class BotmeterGroup(click.Group):
+    """The top command: click's own error display replaced by one line each, and a last-resort
+    guard so that no traceback reaches the user (it is logged at debug level)."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,  # type: ignore[override]
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except _HELP_INSTEAD as exc:  # `botmeter`, `botmeter plans`: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            path = exc.ctx.command_path if exc.ctx else (prog_name or "botmeter")
+            where = path.split(" ", 1)[1] if " " in path else path
+            fail("usage error", where, f"{exc.format_message()} (see '{path} --help')",
+                 exc.exit_code)
+        except click.ClickException as exc:
+            fail("error", "", exc.format_message(), exc.exit_code)
+        except click.Abort:
+            fail("aborted", "", "interrupted", FAILURE)
+        except Exception as exc:
+            internal_error(exc)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def internal_error(exc: BaseException) -> NoReturn:
+    """An exception nobody expected: one line, and the traceback at debug level only."""
+    if _logging["debug"]:
+        if _logging["json"]:
+            log.debug("internal error", traceback="".join(traceback.format_exception(exc)))
+        else:
+            log.debug("internal error", exc_info=exc)
+    fail("internal error", type(exc).__name__,
+         f"{exc} (run with --log-level debug for details)", FAILURE)
 
 
 class Context:
     def __init__(self, config_path: str | None, log_level: str, log_json: bool) -> None:
         self.config_path = config_path
         setup_logging(log_level, json=log_json)
+        _logging.update(debug=log_level.lower() == "debug", json=log_json)
 
     def config(self) -> Config:
         with refuse_bad_files():
@@ -40,11 +112,9 @@ def refuse_bad_files() -> Iterator[None]:
     try:
         yield
     except ConfigError as exc:
-        click.echo(f"botmeter: configuration error: {exc}", err=True)
-        sys.exit(2)
+        fail("configuration error", "", str(exc), USAGE)
     except PlanError as exc:
-        click.echo(f"botmeter: plan error: {exc}", err=True)
-        sys.exit(2)
+        fail("plan error", "", str(exc), USAGE)
 
 
 class Period(click.ParamType):
@@ -55,15 +125,35 @@ class Period(click.ParamType):
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value)
         try:
-            datetime.strptime(text, "%Y-%m")
+            parse_period(text)
         except ValueError:
             self.fail(f"{text!r} is not a period: write YYYY-MM, e.g. 2026-11", param, ctx)
+        if not FIRST_PERIOD <= text <= LAST_PERIOD:
+            self.fail(f"{text!r} is out of range: periods run from {FIRST_PERIOD} to "
+                      f"{LAST_PERIOD}", param, ctx)
         return text
 
 
-def _store(ctx: Context, db: str | None) -> CallStore:
-    path = Path(db) if db else ctx.config().store_path()
-    return CallStore(path)
+@contextmanager
+def opened_store(ctx: Context, db: str | None, *, create: bool) -> Iterator[CallStore]:
+    """The database (`--db`, else [store] path), closed after use. `create=False` (commands
+    that only read) refuses one that does not exist. Any database problem, on opening or
+    while in use, ends the command with one line naming the file."""
+    config = ctx.config() if create or not db else None
+    path = Path(db) if db else config.store_path()  # type: ignore[union-attr]
+    group = config.store.group if create and config else None
+    try:
+        store = CallStore(path, create=create, group=group)
+    except NoDatabase as exc:
+        fail("database error", exc.path, exc.reason, USAGE)
+    except StoreError as exc:
+        fail("database error", exc.path, exc.reason, FAILURE)
+    try:
+        yield store
+    except sqlite3.Error as exc:
+        fail("database error", str(path), database_problem(exc), FAILURE)
+    finally:
+        store.close()
 
 
 class UtcTime(click.ParamType):
@@ -81,10 +171,16 @@ class UtcTime(click.ParamType):
                       "2026-11-26T15:00:00+08:00)", param, ctx)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        return moment.timestamp()
+        epoch = moment.timestamp()
+        try:
+            iso_utc(epoch)  # as stored: UTC, to the millisecond
+        except (ValueError, OverflowError, OSError):
+            self.fail(f"{value!r} is out of range: in UTC it must fall in the years 1 to 9999",
+                      param, ctx)
+        return epoch
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=BotmeterGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", envvar=ENV_VAR, type=click.Path(dir_okay=False),
               help=f"Configuration file (default: ${ENV_VAR}, else /etc/botmeter/botmeter.toml).")
 @click.option("--log-level", default="info", show_default=True,
@@ -104,12 +200,10 @@ def run(ctx: Context) -> None:
     from .service import AgentService, ServiceError
 
     config = ctx.config()
-    try:
-        with refuse_bad_files():
-            service = AgentService(config)
-    except OSError as exc:
-        click.echo(f"botmeter: cannot read the AMI secret: {exc}", err=True)
-        sys.exit(2)
+    with opened_store(ctx, None, create=True):
+        pass  # a store that cannot be created or read stops the agent here, in one line
+    with refuse_bad_files():
+        service = AgentService(config)
 
     async def _main() -> None:
         loop = asyncio.get_running_loop()
@@ -120,8 +214,9 @@ def run(ctx: Context) -> None:
     try:
         runtime.run(_main())
     except ServiceError as exc:
-        click.echo(f"botmeter: cannot start: {exc}", err=True)
-        sys.exit(1)
+        fail("cannot start", "", str(exc), FAILURE)
+    except StoreError as exc:
+        fail("database error", exc.path, exc.reason, FAILURE)
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
@@ -141,11 +236,11 @@ def replay(ctx: Context, capture: IO[bytes], db: str | None) -> None:
     config = ctx.config()
     with refuse_bad_files():
         save = saver_for(config)
-    store = _store(ctx, db)
-    try:
+    with opened_store(ctx, db, create=True) as store:
         stats = replay_capture(_chunks(capture), config.tracking_rules(), store, save=save)
-    finally:
-        store.close()
+    if not stats.get("events", 0) + stats.get("skipped_events", 0):
+        fail("replay error", capture.name, "no AMI event in it: not a raw AMI capture (the "
+                                           "bytes Asterisk sends on port 5038)?", FAILURE)
     click.echo(" ".join(f"{key}={value}" for key, value in stats.items()))
 
 
@@ -164,16 +259,11 @@ def calls(ctx: Context, since: float | None, until: float | None, outcomes: tupl
     """List stored calls."""
     from .reports.calls import render_calls
 
-    if db and not Path(db).exists():
-        raise click.BadParameter(f"no database at {db}", param_hint="--db")
-    store = _store(ctx, db)
-    try:
+    with opened_store(ctx, db, create=False) as store:
         records = store.calls(CallFilter(since, until, outcomes, limit))
         ratings = store.ratings(r.call_id for r in records)
         if fmt == "table" and not any(r.get("cost") for r in ratings.values()):
             ratings = {}
-    finally:
-        store.close()
     render_calls(records, fmt, sys.stdout, ratings)
 
 
@@ -197,28 +287,25 @@ def rerate(ctx: Context, period: str, plan_id: str | None, db: str | None) -> No
     from .metering import RatingSaver
 
     _, series = _series(ctx, plan_id)
-    store = _store(ctx, db)
     saver = RatingSaver(series)
     steps = {"load": "loading calls", "rate": "rating", "store": "storing amounts"}
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                      disable=not sys.stderr.isatty(), console=_err_console()) as bar:
-            task = bar.add_task(f"{period}: {steps['load']}", total=None)
-            calls = {"n": 0}
+    with (opened_store(ctx, db, create=False) as store,
+          Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                   disable=not sys.stderr.isatty(), console=_err_console()) as bar):
+        task = bar.add_task(f"{period}: {steps['load']}", total=None)
+        calls = {"n": 0}
 
-            def progress(step: str, done: int) -> None:
-                if step == "load":  # the period's size is known once it is loaded: 3 steps of it
-                    calls["n"] = done
-                    bar.update(task, total=3 * done, completed=done)
-                else:
-                    offset = calls["n"] * (1 if step == "rate" else 2)
-                    bar.update(task, completed=offset + (done if step == "store" else calls["n"]))
-                bar.update(task, description=f"{period}: {steps[step]}")
+        def progress(step: str, done: int) -> None:
+            if step == "load":  # the period's size is known once it is loaded: 3 steps of it
+                calls["n"] = done
+                bar.update(task, total=3 * done, completed=done)
+            else:
+                offset = calls["n"] * (1 if step == "rate" else 2)
+                bar.update(task, completed=offset + (done if step == "store" else calls["n"]))
+            bar.update(task, description=f"{period}: {steps[step]}")
 
-            count = saver.rerate(store, period, progress)
-            bar.update(task, completed=3 * count, total=3 * count, description=f"{period}: done")
-    finally:
-        store.close()
+        count = saver.rerate(store, period, progress)
+        bar.update(task, completed=3 * count, total=3 * count, description=f"{period}: done")
     click.echo(f"re-rated {count} calls of {period} under {series.plan_id}")
 
 
@@ -240,11 +327,8 @@ def bill(ctx: Context, period: str, plan_id: str | None, fmt: str, db: str | Non
     from .reports.billing import render_statement
 
     _, series = _series(ctx, plan_id)
-    store = _store(ctx, db)
-    try:
+    with opened_store(ctx, db, create=False) as store:
         calls = store.calls_ended_between(*period_bounds(period, series.timezone))
-    finally:
-        store.close()
     render_statement(build_statement(series, period, calls), fmt, sys.stdout)
 
 
@@ -269,14 +353,24 @@ def plans_compare(ctx: Context, period: str, plan_files: tuple[str, ...], fmt: s
     config = ctx.config()
     with refuse_bad_files():
         series, active = comparison_plans(config, [Path(p) for p in plan_files])
-    store = _store(ctx, db)
-    try:
+        _one_currency(series)
+    with opened_store(ctx, db, create=False) as store:
         calls = calls_around(store, period, series)
-    finally:
-        store.close()
     with refuse_bad_files():
         comparison = compare_plans(series, period, calls, active=active)
     render_comparison(comparison, fmt, sys.stdout)
+
+
+def _one_currency(series: list[PlanSeries]) -> None:
+    """Plans are compared in one currency: PlanError naming the first plan in another."""
+    from .rating import PlanError
+
+    first = series[0]
+    for other in series[1:]:
+        if other.currency != first.currency:
+            raise PlanError(other.latest.source, "plan.currency",
+                            f"{other.currency} differs from {first.currency} in "
+                            f"{first.latest.source}: plans are compared in one currency")
 
 
 @main.command()
