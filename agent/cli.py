@@ -385,6 +385,11 @@ def demo(count: int, speed: float, concurrency: int, db: str | None) -> None:
     """Run the agent against the built-in simulated PBX on loopback and show what it recorded."""
     from .demo import run_demo
 
+    if db:  # a database that cannot be used stops the demo here, in one line
+        try:
+            CallStore(db).close()
+        except StoreError as exc:
+            fail("database error", exc.path, exc.reason, FAILURE)
     ok = runtime.run(run_demo(count=count, speed=speed, concurrency=concurrency, db=db))
     sys.exit(0 if ok else 1)
 

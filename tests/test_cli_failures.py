@@ -128,6 +128,12 @@ def test_a_store_path_that_cannot_be_created(config: Path, tmp_path: Path, where
     assert not path.exists()
 
 
+def test_demo_with_a_bad_database_is_one_line(tmp_path: Path, recorded: Path) -> None:
+    db = _random(tmp_path, recorded)
+    code, out, err = run_cli("demo", "--calls", "1", "--db", str(db))
+    one_line(1, code, out, err, "database error", str(db), "not a botmeter database")
+
+
 @pytest.mark.parametrize("args", READERS, ids=lambda a: a[0])
 def test_commands_that_read_refuse_a_missing_database_and_create_none(
         config: Path, tmp_path: Path, args: list[str]) -> None:
