@@ -304,7 +304,7 @@ def _create_private(path: Path, group: str | None) -> None:
     a file that exists is left as it is."""
     gid = _group_id(path, group)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
                      PRIVATE_MODE if gid is None else GROUP_MODE)
     except FileExistsError:
         return
