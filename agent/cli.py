@@ -238,7 +238,7 @@ def replay(ctx: Context, capture: IO[bytes], db: str | None) -> None:
         save = saver_for(config)
     with opened_store(ctx, db, create=True) as store:
         stats = replay_capture(_chunks(capture), config.tracking_rules(), store, save=save)
-    if not stats.get("events", 0) + stats.get("skipped_events", 0):
+    if "events" in stats and not stats["events"] + stats.get("skipped_events", 0):
         fail("replay error", capture.name, "no AMI event in it: not a raw AMI capture (the "
                                            "bytes Asterisk sends on port 5038)?", FAILURE)
     click.echo(" ".join(f"{key}={value}" for key, value in stats.items()))
