@@ -1,0 +1,105 @@
+"""One bad value never stops recording: poison AMI values from outside."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import structlog
+
+from agent.demo import demo_config
+from agent.pbx.events import ChannelHungUp, from_ami
+from agent.service import AgentService
+from agent.storage.store import CallStore
+
+from .conftest import LAB_CAPTURE
+from .fake_ami import start_fake_ami
+from .helpers import eventually
+
+THIRTY_DIGITS = "123456789012345678901234567890"
+#: (header, poison) put on the caller channel's Hangup (the one that ends the call) of four
+#: different calls of the lab capture
+POISONS = [("Timestamp", "nan"), ("Timestamp", "inf"), ("Timestamp", "1e20"),
+           ("Cause", THIRTY_DIGITS)]
+CALLER_CHANNELS = [b"1795706734.0", b"1795706735.3", b"1795706738.5", b"1795706741.6"]
+
+
+def _poisoned_capture() -> bytes:
+    """The lab capture (13 calls) with each poison on the caller's Hangup of a different call."""
+    frames = LAB_CAPTURE.read_bytes().split(b"\r\n\r\n")
+    targets = dict(zip(CALLER_CHANNELS, POISONS, strict=True))
+    hit = 0
+    for i, frame in enumerate(frames):
+        lines = frame.split(b"\r\n")
+        uniqueid = next((line[10:] for line in lines if line.startswith(b"Uniqueid: ")), None)
+        if lines[0] != b"Event: Hangup" or uniqueid not in targets:
+            continue
+        header, value = (part.encode() for part in targets[uniqueid])
+        frames[i] = b"\r\n".join(
+            header + b": " + value if line.startswith(header + b": ") else line for line in lines)
+        hit += 1
+    assert hit == len(POISONS)
+    return b"\r\n\r\n".join(frames)
+
+
+def _refused(logs: list[dict]) -> list[tuple[str, str]]:
+    return [(e["header"], e["value"]) for e in logs if e["event"] == "bad AMI header value refused"]
+
+
+# -- the event boundary -------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "1e20", "-5", "0", "946684799.9",
+                                 "4102444800", "1_0", "garbage"])
+def test_an_unbelievable_timestamp_becomes_the_agents_clock(raw):
+    seen = []
+    event = from_ami({"Event": "Hangup", "Uniqueid": "1.1", "Linkedid": "1.1", "Timestamp": raw,
+                      "Cause": "16"}, 1_795_000_000.1234, lambda *args: seen.append(args))
+    assert isinstance(event, ChannelHungUp)
+    assert event.ts == 1_795_000_000.123 and event.cause == 16
+    assert seen == [("Hangup", "Timestamp", raw, "the agent's clock")]
+
+
+@pytest.mark.parametrize("raw", [THIRTY_DIGITS, "-1", "256", "1e3", "x", "9" * 5000])
+def test_a_cause_out_of_range_is_unknown(raw):
+    seen = []
+    event = from_ami({"Event": "Hangup", "Uniqueid": "1.1", "Linkedid": "1.1", "Cause": raw,
+                      "Timestamp": "1795000000.5"}, 0.0, lambda *args: seen.append(args))
+    assert isinstance(event, ChannelHungUp) and event.cause is None and event.ts == 1_795_000_000.5
+    assert [(header, value) for _, header, value, _ in seen] == [("Cause", raw)]
+
+
+def test_a_snapshot_duration_beyond_a_year_is_zero():
+    seen = []
+    event = from_ami({"Event": "CoreShowChannel", "Uniqueid": "1.1", "Linkedid": "1.1",
+                      "Duration": "99999999:00:00", "Timestamp": "1795000000"}, 0.0,
+                     lambda *args: seen.append(args))
+    assert event.duration_seconds == 0.0  # type: ignore[union-attr]
+    assert [header for _, header, _, _ in seen] == ["Duration"]
+    fine = from_ami({"Event": "CoreShowChannel", "Uniqueid": "1.1", "Linkedid": "1.1",
+                     "Duration": "01:02:03", "Timestamp": "1795000000"}, 0.0)
+    assert fine.duration_seconds == 3723.0  # type: ignore[union-attr]
+
+
+async def test_poison_values_in_a_live_ami_stream_cost_no_call_its_record(tmp_path, lab_expected):
+    capture = _poisoned_capture()
+    events = capture[capture.index(b"Event: "):]
+
+    async def stream(writer: asyncio.StreamWriter) -> None:
+        writer.write(events)
+        await writer.drain()
+
+    server, port, _ = await start_fake_ami(after_snapshot=stream)
+    db = tmp_path / "poison.db"
+    service = AgentService(demo_config(port, "any", db), store_path=db)
+    with structlog.testing.capture_logs() as logs:
+        running = asyncio.create_task(service.run())
+        await eventually(lambda: service.writer.saved >= 13, timeout=20)
+        service.stop()
+        await running
+    server.close()
+    stored = CallStore(db).calls()
+    assert sorted(r.caller_number for r in stored) == sorted(e["caller_number"] for e in lab_expected)
+    assert sorted(_refused(logs)) == sorted(POISONS)  # each bad value logged once, header named
+    assert service.client.bad_values.counts == {"Timestamp": 3, "Cause": 1}
+    assert service.client.sessions == 1
+    assert not any(e["event"].startswith("storing calls failed") for e in logs)
