@@ -1,8 +1,12 @@
-"""One bad value never stops recording: poison AMI values from outside."""
+"""One bad value never stops recording: poison AMI values from outside, records SQLite refuses."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+import sqlite3
+from decimal import Decimal
 
 import pytest
 import structlog
@@ -10,7 +14,10 @@ import structlog
 from agent.demo import demo_config
 from agent.pbx.events import ChannelHungUp, from_ami
 from agent.service import AgentService
+from agent.storage.guard import store_unavailable
 from agent.storage.store import CallStore
+from agent.storage.writer import RecordWriter
+from agent.tracking.record import CallRecord, ModuleUsage
 
 from .conftest import LAB_CAPTURE
 from .fake_ami import start_fake_ami
@@ -44,6 +51,17 @@ def _poisoned_capture() -> bytes:
 
 def _refused(logs: list[dict]) -> list[tuple[str, str]]:
     return [(e["header"], e["value"]) for e in logs if e["event"] == "bad AMI header value refused"]
+
+
+def record(call_id: str, offered: float = 1_795_000_000.0, cause: int | None = 16,
+           **modules: str) -> CallRecord:
+    return CallRecord(
+        call_id=call_id, linkedid=call_id, caller_number="139", caller_name="张三",
+        dialed_number="4000", offered_at=offered, bot_answered_at=offered + 1.5,
+        bot_ended_at=offered + 10.25, transferred_at=None, human_answered_at=None,
+        ended_at=offered + 11.0, outcome="handled", transfer_target=None, hangup_cause=cause,
+        modules={m: ModuleUsage(Decimal(q), "seconds") for m, q in modules.items()},
+    )
 
 
 # -- the event boundary -------------------------------------------------------------------
@@ -101,5 +119,70 @@ async def test_poison_values_in_a_live_ami_stream_cost_no_call_its_record(tmp_pa
     assert sorted(r.caller_number for r in stored) == sorted(e["caller_number"] for e in lab_expected)
     assert sorted(_refused(logs)) == sorted(POISONS)  # each bad value logged once, header named
     assert service.client.bad_values.counts == {"Timestamp": 3, "Cause": 1}
-    assert service.client.sessions == 1
+    assert service.writer.rejected == 0 and service.client.sessions == 1
     assert not any(e["event"].startswith("storing calls failed") for e in logs)
+
+
+# -- records the store refuses --------------------------------------------------------------
+
+def test_a_record_sqlite_refuses_is_set_aside_and_the_others_are_stored(tmp_path):
+    path = tmp_path / "refuse.db"
+    good = [record(f"g{i}", 1_795_000_000.0 + i, asr="1.5") for i in range(20)]
+    huge = record("huge", cause=10 ** 30)  # Python int too large to convert to SQLite INTEGER
+    nan = record("nan", offered=math.nan)  # Invalid value NaN
+    far = record("far", offered=1e20)  # year out of range
+    batch = [*good[:7], huge, *good[7:15], nan, *good[15:], far]
+    writer = RecordWriter(lambda: CallStore(path))
+    with structlog.testing.capture_logs() as logs:
+        writer.start()
+        for r in batch:
+            writer.submit(r)
+        writer.close()
+    store = CallStore(path)
+    assert sorted(r.call_id for r in store.calls()) == sorted(r.call_id for r in good)
+    assert writer.saved == 20 and writer.rejected == 3
+    rows = {row["call_id"]: row for row in store.db.query("SELECT * FROM rejected")}
+    assert set(rows) == {"huge", "nan", "far"}
+    assert rows["huge"]["reason"].startswith("OverflowError")
+    assert rows["nan"]["reason"].startswith("ValueError")
+    assert json.loads(rows["huge"]["record"])["hangup_cause"] == 10 ** 30
+    assert json.loads(rows["nan"]["record"])["offered_at"] == "nan"
+    assert all(row["rejected_at"].endswith("Z") for row in rows.values())
+    refused = [e for e in logs if e["event"].startswith("call refused by the store")]
+    assert sorted(e["call_id"] for e in refused) == ["far", "huge", "nan"]  # once each
+
+
+def test_a_batch_failing_because_the_database_is_unavailable_is_retried_not_rejected(tmp_path):
+    path = tmp_path / "busy.db"
+    failures = iter([sqlite3.OperationalError("database is locked"),
+                     sqlite3.OperationalError("disk I/O error")])
+
+    class Flaky(CallStore):
+        def save(self, records, charges=None):  # type: ignore[override]
+            failure = next(failures, None)
+            if failure is not None:
+                raise failure
+            return super().save(records, charges)
+
+    errors: list[str] = []
+    writer = RecordWriter(lambda: Flaky(path), on_error=lambda exc, n: errors.append(str(exc)))
+    writer.start()
+    writer.submit(record("r1"))
+    writer.close()
+    assert errors == ["database is locked", "disk I/O error"]
+    assert [r.call_id for r in CallStore(path).calls()] == ["r1"] and writer.rejected == 0
+
+
+@pytest.mark.parametrize(("exc", "unavailable"), [
+    (sqlite3.OperationalError("database is locked"), True),
+    (sqlite3.OperationalError("database or disk is full"), True),
+    (OSError(28, "No space left on device"), True),
+    (sqlite3.DatabaseError("database disk image is malformed"), True),
+    (sqlite3.IntegrityError("NOT NULL constraint failed: calls.offered_at"), False),
+    (sqlite3.DataError("string or blob too big"), False),
+    (sqlite3.InterfaceError("bad parameter"), False),
+    (OverflowError("Python int too large to convert to SQLite INTEGER"), False),
+    (ValueError("Invalid value NaN (not a number)"), False),
+])
+def test_unavailable_database_versus_bad_record(exc, unavailable):
+    assert store_unavailable(exc) is unavailable

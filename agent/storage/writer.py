@@ -1,4 +1,8 @@
-"""A background writer, so storing calls never stalls event handling."""
+"""A background writer, so storing calls never stalls event handling.
+
+A batch the database cannot take (locked, disk full) is retried with backoff; a record the
+database refuses is set aside in `rejected` and the rest of its batch stored (see `guard`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from ..tracking.record import CallRecord
+from .guard import GuardedSaver, StoreUnavailable
 from .store import CallStore
 
 _STOP = object()
@@ -24,10 +29,15 @@ class RecordWriter:
         self._max_batch = max_batch
         self._on_error = on_error
         self._on_saved = on_saved
+        self._guard = GuardedSaver(on_saved=self._stored)
         self._thread = threading.Thread(target=self._run, name="botmeter-writer", daemon=True)
         self._ready = threading.Event()
         self._failure: Exception | None = None
         self.saved = 0
+
+    @property
+    def rejected(self) -> int:
+        return self._guard.rejected
 
     def start(self) -> None:
         self._thread.start()
@@ -77,20 +87,24 @@ class RecordWriter:
         return batch, False
 
     def _store(self, store: CallStore, batch: list[CallRecord], stopping: bool) -> None:
-        """Save the batch; on failure keep retrying with backoff (a few times when stopping)."""
+        """Save the batch; while the database is unavailable keep retrying with backoff (a few
+        times when stopping); a record it refuses is set aside and the rest stored."""
         attempt = 0
         while batch:
             try:
-                store.save(batch)
-            except Exception as exc:  # disk full, database locked
+                self._guard(store, batch)
+            except StoreUnavailable as exc:  # disk full, database locked
+                batch = exc.remaining
                 attempt += 1
                 if self._on_error is not None:
-                    self._on_error(exc, len(batch))
+                    self._on_error(exc.cause, len(batch))
                 if stopping and attempt >= 3:
                     return
                 time.sleep(min(5.0, 0.1 * 2 ** attempt))
             else:
-                self.saved += len(batch)
-                if self._on_saved is not None:
-                    self._on_saved(batch)
                 return
+
+    def _stored(self, batch: list[CallRecord]) -> None:
+        self.saved += len(batch)
+        if self._on_saved is not None:
+            self._on_saved(batch)
