@@ -132,7 +132,7 @@ def test_a_record_sqlite_refuses_is_set_aside_and_the_others_are_stored(tmp_path
     nan = record("nan", offered=math.nan)  # Invalid value NaN
     far = record("far", offered=1e20)  # year out of range
     batch = [*good[:7], huge, *good[7:15], nan, *good[15:], far]
-    writer = RecordWriter(lambda: CallStore(path))
+    writer = RecordWriter(lambda: CallStore(path), spill=None)
     with structlog.testing.capture_logs() as logs:
         writer.start()
         for r in batch:
@@ -140,7 +140,7 @@ def test_a_record_sqlite_refuses_is_set_aside_and_the_others_are_stored(tmp_path
         writer.close()
     store = CallStore(path)
     assert sorted(r.call_id for r in store.calls()) == sorted(r.call_id for r in good)
-    assert writer.saved == 20 and writer.rejected == 3
+    assert writer.saved == 20 and writer.rejected == 3 and writer.spilled == writer.lost == 0
     rows = {row["call_id"]: row for row in store.db.query("SELECT * FROM rejected")}
     assert set(rows) == {"huge", "nan", "far"}
     assert rows["huge"]["reason"].startswith("OverflowError")
@@ -155,7 +155,8 @@ def test_a_record_sqlite_refuses_is_set_aside_and_the_others_are_stored(tmp_path
 def test_a_batch_failing_because_the_database_is_unavailable_is_retried_not_rejected(tmp_path):
     path = tmp_path / "busy.db"
     failures = iter([sqlite3.OperationalError("database is locked"),
-                     sqlite3.OperationalError("disk I/O error")])
+                     sqlite3.OperationalError("disk I/O error"),
+                     sqlite3.OperationalError("database or disk is full")])
 
     class Flaky(CallStore):
         def save(self, records, charges=None):  # type: ignore[override]
@@ -169,7 +170,7 @@ def test_a_batch_failing_because_the_database_is_unavailable_is_retried_not_reje
     writer.start()
     writer.submit(record("r1"))
     writer.close()
-    assert errors == ["database is locked", "disk I/O error"]
+    assert errors == ["database is locked", "disk I/O error", "database or disk is full"]
     assert [r.call_id for r in CallStore(path).calls()] == ["r1"] and writer.rejected == 0
 
 
