@@ -20,6 +20,11 @@ from .storage.store import CallFilter, CallStore
 from .tracking.record import OUTCOMES
 
 CHUNK = 64 * 1024
+#: exit code: finished, but some calls are not in the database's calls table: `run` spilled
+#: them to <db>.spill.jsonl (the next start stores them)
+EXIT_NOT_STORED = 3
+#: exit code: some calls could be neither stored nor spilled; their records are in the log
+EXIT_LOST = 4
 
 
 class Context:
@@ -98,15 +103,22 @@ def main(click_ctx: click.Context, config_path: str | None, log_level: str, log_
 
 
 @main.command()
+@click.option("--stop-timeout", default=20.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="Seconds a stop may take to store every finished call; what is not stored "
+                   "by then is spilled (keep it below the unit's TimeoutStopSec).")
 @click.pass_obj
-def run(ctx: Context) -> None:
-    """Attach to Asterisk over AMI and record calls until stopped (SIGTERM/SIGINT)."""
+def run(ctx: Context, stop_timeout: float) -> None:
+    """Attach to Asterisk over AMI and record calls until stopped (SIGTERM/SIGINT).
+
+    Exit code 3: some calls could not be stored before the stop and were spilled to
+    <db>.spill.jsonl (the next start stores them); 4: some could not even be spilled.
+    """
     from .service import AgentService, ServiceError
 
     config = ctx.config()
     try:
         with refuse_bad_files():
-            service = AgentService(config)
+            service = AgentService(config, stop_timeout=stop_timeout)
     except OSError as exc:
         click.echo(f"botmeter: cannot read the AMI secret: {exc}", err=True)
         sys.exit(2)
@@ -122,6 +134,10 @@ def run(ctx: Context) -> None:
     except ServiceError as exc:
         click.echo(f"botmeter: cannot start: {exc}", err=True)
         sys.exit(1)
+    if service.writer.lost:
+        sys.exit(EXIT_LOST)
+    if service.writer.spilled:
+        sys.exit(EXIT_NOT_STORED)
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[bytes]:

@@ -128,11 +128,13 @@ class RatingWorker:
     def submit(self, records: list[CallRecord]) -> None:
         self._queue.put(list(records))
 
-    def close(self, timeout: float | None = 60.0) -> None:
-        """Rate what is queued, then stop."""
+    def close(self, timeout: float | None = 60.0) -> bool:
+        """Rate what is queued, then stop; False if that did not finish within `timeout`
+        (the calls are stored; their period is re-rated when next rated)."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         store = self._factory()

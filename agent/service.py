@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,6 +17,7 @@ from .pbx.ami_client import AmiClient, AmiSettings
 from .pbx.events import PbxEvent
 from .pbx.stream import AmiEventDecoder
 from .runtime import loop_name
+from .storage.spill import spill_path
 from .storage.store import CallStore
 from .storage.writer import RecordWriter
 from .tracking.record import CallRecord
@@ -23,6 +25,10 @@ from .tracking.rules import TrackingRules
 from .tracking.tracker import CallTracker
 
 log = structlog.get_logger("botmeter")
+
+#: seconds a stop may take to store (or spill) every finished call and rate them; below the
+#: systemd unit's TimeoutStopSec (30)
+STOP_TIMEOUT = 20.0
 
 
 class ServiceError(Exception):
@@ -69,14 +75,16 @@ class AgentService:
 
     def __init__(self, config: Config, *, store_path: Path | None = None,
                  clock: Callable[[], float] = time.time,
-                 on_saved: Callable[[list[CallRecord]], None] | None = None) -> None:
+                 on_saved: Callable[[list[CallRecord]], None] | None = None,
+                 stop_timeout: float = STOP_TIMEOUT) -> None:
         self.config = config
         self.clock = clock
+        self.stop_timeout = stop_timeout
         path = self.store_path = store_path or config.store_path()
         self.rating = rating_worker_for(config, lambda: CallStore(path))
         self._on_saved = on_saved
         self.writer = RecordWriter(lambda: CallStore(path), on_error=self._write_failed,
-                                   on_saved=self._saved)
+                                   on_saved=self._saved, spill=spill_path(path))
         self.recorder = Recorder(config.tracking_rules(), self.writer.submit)
         self.client = AmiClient(ami_settings(config), self.recorder.handle, clock=clock)
         agi = config.agi
@@ -97,7 +105,10 @@ class AgentService:
         log.error("storing calls failed; retrying", error=str(exc), calls=count)
 
     async def run(self) -> None:
-        self.writer.start()
+        try:
+            self.writer.start()
+        except (sqlite3.Error, OSError) as exc:
+            raise ServiceError(f"[store] path {self.store_path}: {exc}") from exc
         if self.rating is not None:
             self.rating.start()
         if self.fastagi is not None:
@@ -113,24 +124,31 @@ class AgentService:
         try:
             await self._stop.wait()
         finally:
+            deadline = time.monotonic() + self.stop_timeout
             await self.client.stop()
             if self.fastagi is not None:
                 await self.fastagi.stop()
             for task in (client, sweeper):
                 task.cancel()
             await asyncio.gather(client, sweeper, return_exceptions=True)
-            await asyncio.to_thread(self._close_storage)
+            await asyncio.to_thread(self._close_storage, deadline)
             log.info("botmeter stopped", recorded=self.recorder.records,
-                     in_progress=self.recorder.tracker.active_calls)
+                     in_progress=self.recorder.tracker.active_calls,
+                     rejected=self.writer.rejected, spilled=self.writer.spilled,
+                     lost=self.writer.lost, bad_values=self.client.bad_values.total)
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _close_storage(self) -> None:
-        """Store every finished call, then rate what was stored."""
-        self.writer.close()
-        if self.rating is not None:
-            self.rating.close()
+    def _close_storage(self, deadline: float | None = None) -> None:
+        """Store every finished call (spill what cannot be stored by `deadline`, a
+        `time.monotonic()`), then rate what was stored in the time left."""
+        if deadline is None:
+            deadline = time.monotonic() + self.stop_timeout
+        self.writer.close(deadline)
+        if self.rating is not None and not self.rating.close(max(0.0, deadline - time.monotonic())):
+            log.warning("rating unfinished at stop: some stored calls are unrated until their "
+                        "period is re-rated (the next call in it, or botmeter rerate)")
 
     async def _sweep(self) -> None:
         idle = self.config.calls.idle_timeout_seconds

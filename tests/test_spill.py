@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
 import sqlite3
 import stat
+import subprocess
+import sys
+import threading
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.cli import EXIT_NOT_STORED
+from agent.config import load_config
+from agent.sim.pbx import SimulatedPBX
+from agent.sim.scenarios import mixed_calls
 from agent.storage.spill import (
     append_spill,
     clear_spill,
@@ -24,7 +36,9 @@ from agent.storage.store import CallStore
 from agent.storage.writer import RecordWriter, load_spill
 from agent.tracking.record import OUTCOMES, CallRecord, ModuleUsage
 
-from .helpers import eventually_sync
+from .helpers import eventually, eventually_sync
+
+STOP_TIMEOUT = 5.0
 
 
 def record(call_id: str, offered: float = 1_795_000_000.0, **modules: str) -> CallRecord:
@@ -181,3 +195,100 @@ def test_without_a_spill_file_unstored_calls_are_logged_record_by_record(tmp_pat
     assert writer.lost == 1 and writer.spilled == 0
     [call] = [e for e in logs if e["event"] == "call not stored"]
     assert decode_record(call["record"]) == record("m1", asr="2.50")
+
+
+# -- the agent, stopped while the database is locked -------------------------------------------
+
+class _Output:
+    """A subprocess's combined output, read line by line in a thread."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.lines: list[str] = []
+        assert proc.stdout is not None
+        self._thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:  # type: ignore[no-untyped-def]
+        for raw in stream:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def logs(self) -> list[dict]:
+        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
+
+    def has(self, event: str) -> bool:
+        return any(e.get("event") == event for e in self.logs())
+
+    def finish(self) -> None:
+        self._thread.join(5)
+
+
+def _run(config: Path) -> tuple[subprocess.Popen[bytes], _Output]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "--config", str(config), "--log-json", "run",
+         "--stop-timeout", str(STOP_TIMEOUT)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return proc, _Output(proc)
+
+
+async def _stop(proc: subprocess.Popen[bytes], output: _Output) -> float:
+    """SIGTERM; how long the process took to exit."""
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(proc.wait, 30)
+    output.finish()
+    return time.monotonic() - start
+
+
+async def test_sigterm_while_the_database_is_locked_spills_and_the_next_start_stores_once(
+        tmp_path, write_config):
+    calls = mixed_calls(12, seed=3)
+    first, second = calls[:6], calls[6:]
+    assert len({c.caller_number for c in calls}) == 12
+    async with SimulatedPBX(speed=50, secret="botmeter-sim") as pbx:
+        config = write_config(port=pbx.port)
+        db = load_config(config).store_path()
+        spill = spill_path(db)
+        assert spill is not None
+        proc, output = _run(config)
+        holder = None
+        try:
+            await eventually(lambda: pbx.clients == 1, timeout=15)
+            await pbx.play(first, concurrency=6)
+            await eventually(lambda: db.exists() and CallStore(db).count() == 6)
+            holder = sqlite3.connect(db, isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")  # another process holds the database
+            await pbx.play(second, concurrency=6)
+            await eventually(lambda: output.has("storing calls failed; retrying"), timeout=15)
+            took = await _stop(proc, output)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            if holder is not None:
+                holder.execute("ROLLBACK")
+                holder.close()
+        text = "\n".join(output.lines)
+        assert took < STOP_TIMEOUT + 1.5, text  # within the stop timeout (and systemd's)
+        assert proc.returncode == EXIT_NOT_STORED, text
+        assert "Traceback" not in text
+        [spilled] = [e for e in output.logs()
+                     if e["event"] == "calls not stored before stop; spilled for the next start"]
+        assert spilled["calls"] == 6 and spilled["spill_file"] == str(spill)
+        assert stat.S_IMODE(spill.stat().st_mode) == 0o600
+        in_spill = sorted(r.caller_number for r in read_spill(spill).records)
+        assert in_spill == sorted(c.caller_number for c in second)
+        assert CallStore(db).count() == 6
+
+        proc, output = _run(config)  # the next start, the lock released
+        try:
+            await eventually(lambda: not spill.exists() and CallStore(db).count() == 12,
+                             timeout=15)
+            await _stop(proc, output)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, "\n".join(output.lines)
+    stored = CallStore(db).calls()
+    assert sorted(r.caller_number for r in stored) == sorted(c.caller_number for c in calls)
+    assert len({r.call_id for r in stored}) == 12
+    [loaded] = [e for e in output.logs() if e["event"] == "calls from the spill file stored"]
+    assert loaded["calls"] == 6
