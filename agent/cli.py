@@ -151,15 +151,15 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
 @click.pass_obj
 def replay(ctx: Context, capture: IO[bytes], db: str | None) -> None:
     """Feed a raw AMI capture (FILE, or - for stdin) through tracking and store its calls."""
-    from .metering import saver_for
+    from .metering import replay_rating_for
     from .service import replay as replay_capture
 
     config = ctx.config()
     with refuse_bad_files():
-        save = saver_for(config)
+        rating = replay_rating_for(config)
     store = _store(ctx, db)
     try:
-        stats = replay_capture(_chunks(capture), config.tracking_rules(), store, save=save)
+        stats = replay_capture(_chunks(capture), config.tracking_rules(), store, rating=rating)
     finally:
         store.close()
     click.echo(" ".join(f"{key}={value}" for key, value in stats.items()))

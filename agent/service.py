@@ -12,7 +12,7 @@ import structlog
 
 from .bot.fastagi import FastAgiServer
 from .config import Config
-from .metering import rating_worker_for
+from .metering import ReplayRating, rating_worker_for
 from .pbx.ami_client import AmiClient, AmiSettings
 from .pbx.events import PbxEvent
 from .pbx.stream import AmiEventDecoder
@@ -158,11 +158,14 @@ class AgentService:
 
 
 def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
-           batch: int = 500, save: Callable[[CallStore, list[CallRecord]], None] | None = None,
-           ) -> dict[str, int]:
-    """Feed a raw AMI capture through tracking into the store; times come from its Timestamp headers."""
+           batch: int = 500, rating: ReplayRating | None = None) -> dict[str, int]:
+    """Feed a raw AMI capture through tracking into the store; times come from its Timestamp headers.
+
+    With `rating`, calls are rated as they are stored and late periods re-rated once, at the end.
+    """
     pending: list[CallRecord] = []
-    store_batch = save or (lambda target, records: target.save(records))
+    store_batch = rating.save if rating is not None else (
+        lambda target, records: target.save(records))
 
     def sink(record: CallRecord) -> None:
         pending.append(record)
@@ -177,12 +180,15 @@ def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
         for event in decoder.feed(chunk, now):
             recorder.handle(event)
     store_batch(store, pending)
+    rerated = rating.finish(store) if rating is not None else []
     stats = decoder.parser.stats
     return {
         "events": recorder.events,
         "skipped_events": decoder.skipped,
         "calls_recorded": recorder.records,
         "calls_unfinished": recorder.tracker.active_calls,
+        "periods_rerated": len(rerated),
         "bad_lines": stats.bad_lines,
+        "bad_values": decoder.bad_values.total,
         "oversized_frames": stats.oversized_frames,
     }
