@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from .tracking.record import OUTCOMES
 
 CHUNK = 64 * 1024
 #: exit code: finished, but some calls are not in the database's calls table: `run` spilled
-#: them to <db>.spill.jsonl (the next start stores them)
+#: them to <db>.spill.jsonl (the next start stores them), `replay` set them aside in `rejected`
 EXIT_NOT_STORED = 3
 #: exit code: some calls could be neither stored nor spilled; their records are in the log
 EXIT_LOST = 4
@@ -150,19 +151,38 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: [store] path).")
 @click.pass_obj
 def replay(ctx: Context, capture: IO[bytes], db: str | None) -> None:
-    """Feed a raw AMI capture (FILE, or - for stdin) through tracking and store its calls."""
+    """Feed a raw AMI capture (FILE, or - for stdin) through tracking and store its calls.
+
+    Calls spilled by a stopped agent are stored first. Exit code 3: some calls were refused
+    by the store and set aside in table `rejected` (the log says why); 1: the database
+    refused writes.
+    """
     from .metering import replay_rating_for
     from .service import replay as replay_capture
+    from .storage.guard import StoreUnavailable
+    from .storage.spill import spill_path
 
     config = ctx.config()
     with refuse_bad_files():
         rating = replay_rating_for(config)
-    store = _store(ctx, db)
+    path = Path(db) if db else config.store_path()
     try:
-        stats = replay_capture(_chunks(capture), config.tracking_rules(), store, rating=rating)
-    finally:
-        store.close()
+        store = CallStore(path)
+        try:
+            stats = replay_capture(_chunks(capture), config.tracking_rules(), store,
+                                   rating=rating, spill=spill_path(path))
+        finally:
+            store.close()
+    except (StoreUnavailable, sqlite3.Error, OSError) as exc:
+        click.echo(f"botmeter: replay into {path} stopped: {exc} (the calls stored so far stay; "
+                   "replaying again stores each call once)", err=True)
+        sys.exit(1)
     click.echo(" ".join(f"{key}={value}" for key, value in stats.items()))
+    if stats["calls_rejected"]:
+        total = stats["calls_recorded"] + stats["calls_from_spill"]
+        click.echo(f"botmeter: {stats['calls_rejected']} of {total} calls refused by the store, "
+                   f"set aside in table rejected of {path} (the log says why)", err=True)
+        sys.exit(EXIT_NOT_STORED)
 
 
 @main.command()

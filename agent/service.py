@@ -17,9 +17,10 @@ from .pbx.ami_client import AmiClient, AmiSettings
 from .pbx.events import PbxEvent
 from .pbx.stream import AmiEventDecoder
 from .runtime import loop_name
+from .storage.guard import GuardedSaver, StoreUnavailable
 from .storage.spill import spill_path
 from .storage.store import CallStore
-from .storage.writer import RecordWriter
+from .storage.writer import RecordWriter, load_spill
 from .tracking.record import CallRecord
 from .tracking.rules import TrackingRules
 from .tracking.tracker import CallTracker
@@ -158,28 +159,35 @@ class AgentService:
 
 
 def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
-           batch: int = 500, rating: ReplayRating | None = None) -> dict[str, int]:
+           batch: int = 500, rating: ReplayRating | None = None, spill: Path | None = None,
+           attempts: int = 3) -> dict[str, int]:
     """Feed a raw AMI capture through tracking into the store; times come from its Timestamp headers.
 
-    With `rating`, calls are rated as they are stored and late periods re-rated once, at the end.
+    First stores the calls of the `spill` file, if any. A record the store refuses is set
+    aside in `rejected`; late periods are re-rated once, at the end. StoreUnavailable if the
+    database refuses writes `attempts` times in a row (the calls stored so far stay stored).
     """
+    saver = GuardedSaver(rating.save if rating is not None else None)
     pending: list[CallRecord] = []
-    store_batch = rating.save if rating is not None else (
-        lambda target, records: target.save(records))
+
+    def store_batch(records: list[CallRecord]) -> bool:
+        _save_retrying(saver, store, records, attempts)
+        return True
 
     def sink(record: CallRecord) -> None:
         pending.append(record)
         if len(pending) >= batch:
-            store_batch(store, pending)
+            store_batch(pending)
             pending.clear()
 
+    recovered = load_spill(store, spill, store_batch) if spill is not None else 0
     recorder = Recorder(rules, sink, source="ami")
     decoder = AmiEventDecoder()
     now = time.time()
     for chunk in chunks:
         for event in decoder.feed(chunk, now):
             recorder.handle(event)
-    store_batch(store, pending)
+    store_batch(pending)
     rerated = rating.finish(store) if rating is not None else []
     stats = decoder.parser.stats
     return {
@@ -187,8 +195,25 @@ def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
         "skipped_events": decoder.skipped,
         "calls_recorded": recorder.records,
         "calls_unfinished": recorder.tracker.active_calls,
+        "calls_rejected": saver.rejected,
+        "calls_from_spill": recovered,
         "periods_rerated": len(rerated),
         "bad_lines": stats.bad_lines,
         "bad_values": decoder.bad_values.total,
         "oversized_frames": stats.oversized_frames,
     }
+
+
+def _save_retrying(saver: GuardedSaver, store: CallStore, records: list[CallRecord],
+                   attempts: int) -> None:
+    """`saver(store, records)`, retried with backoff while the database is unavailable."""
+    for attempt in range(1, attempts + 1):
+        try:
+            saver(store, records)
+            return
+        except StoreUnavailable as exc:
+            if attempt == attempts:
+                raise
+            records = exc.remaining
+            log.warning("storing calls failed; retrying", error=str(exc), calls=len(records))
+            time.sleep(0.5 * attempt)

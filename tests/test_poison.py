@@ -7,10 +7,13 @@ import json
 import math
 import sqlite3
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import structlog
+from click.testing import CliRunner
 
+from agent.cli import EXIT_NOT_STORED, main
 from agent.demo import demo_config
 from agent.pbx.events import ChannelHungUp, from_ami
 from agent.service import AgentService
@@ -47,6 +50,11 @@ def _poisoned_capture() -> bytes:
         hit += 1
     assert hit == len(POISONS)
     return b"\r\n\r\n".join(frames)
+
+
+def _json_lines(text: str) -> list[dict]:
+    """Log lines of a command run with --log-json (every line must be one)."""
+    return [json.loads(line) for line in text.splitlines()]
 
 
 def _refused(logs: list[dict]) -> list[tuple[str, str]]:
@@ -123,6 +131,23 @@ async def test_poison_values_in_a_live_ami_stream_cost_no_call_its_record(tmp_pa
     assert not any(e["event"].startswith("storing calls failed") for e in logs)
 
 
+def test_replay_of_a_poison_capture_stores_every_call_in_one_pass(tmp_path, write_config,
+                                                                  lab_expected):
+    capture = tmp_path / "poison.ami"
+    capture.write_bytes(_poisoned_capture())
+    config = write_config()
+    runner = CliRunner()
+    result = runner.invoke(main, ["--config", str(config), "--log-json", "replay", str(capture)])
+    assert result.exit_code == 0, result.output
+    assert result.exception is None
+    assert "calls_recorded=13" in result.stdout and "calls_rejected=0" in result.stdout
+    assert "bad_values=4" in result.stdout
+    assert sorted(_refused(_json_lines(result.stderr))) == sorted(POISONS)
+    listed = runner.invoke(main, ["--config", str(config), "calls", "--format", "json"])
+    numbers = sorted(r["caller_number"] for r in json.loads(listed.stdout))
+    assert numbers == sorted(e["caller_number"] for e in lab_expected)
+
+
 # -- records the store refuses --------------------------------------------------------------
 
 def test_a_record_sqlite_refuses_is_set_aside_and_the_others_are_stored(tmp_path):
@@ -187,3 +212,29 @@ def test_a_batch_failing_because_the_database_is_unavailable_is_retried_not_reje
 ])
 def test_unavailable_database_versus_bad_record(exc, unavailable):
     assert store_unavailable(exc) is unavailable
+
+
+def test_replay_sets_aside_a_call_past_the_boundary_with_one_line_and_exit_code_3(
+        tmp_path, write_config, monkeypatch, lab_expected):
+    """If a bad value ever slips past the event boundary, replay still stores the rest."""
+    monkeypatch.setattr("agent.pbx.events.MAX_CAUSE", 10 ** 40)
+    capture = tmp_path / "poison.ami"
+    capture.write_bytes(_poisoned_capture())
+    plans = Path(__file__).parent.parent / "config" / "plans"
+    config = write_config(extra=f'\n[plans]\ndir = "{plans}"\nactive = "combined"\n')
+    runner = CliRunner()
+    result = runner.invoke(main, ["--config", str(config), "replay", str(capture)])
+    assert result.exit_code == EXIT_NOT_STORED, result.output
+    assert isinstance(result.exception, SystemExit)  # an exit code, no traceback
+    assert "calls_recorded=13" in result.stdout and "calls_rejected=1" in result.stdout
+    assert "Traceback" not in result.stderr
+    [message] = [line for line in result.stderr.splitlines() if line.startswith("botmeter:")]
+    assert message.startswith("botmeter: 1 of 13 calls refused by the store, set aside in table "
+                              "rejected of ")
+    store = CallStore(tmp_path / "calls.db")
+    assert store.count() == 12
+    [row] = store.db.query("SELECT call_id, reason FROM rejected")
+    assert row["reason"].startswith("OverflowError")
+    assert row["call_id"] not in {r.call_id for r in store.calls()}
+    unrated = list(store.db.query("SELECT call_id FROM calls WHERE cost IS NULL"))
+    assert unrated == []  # the period was re-rated from what was stored

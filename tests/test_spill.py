@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import structlog
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.cli import EXIT_NOT_STORED
+from agent.cli import EXIT_NOT_STORED, main
 from agent.config import load_config
 from agent.sim.pbx import SimulatedPBX
 from agent.sim.scenarios import mixed_calls
@@ -195,6 +196,19 @@ def test_without_a_spill_file_unstored_calls_are_logged_record_by_record(tmp_pat
     assert writer.lost == 1 and writer.spilled == 0
     [call] = [e for e in logs if e["event"] == "call not stored"]
     assert decode_record(call["record"]) == record("m1", asr="2.50")
+
+
+def test_replay_of_empty_input_stores_the_spilled_calls(tmp_path, write_config):
+    config = write_config()
+    db = load_config(config).store_path()
+    spill = spill_path(db)
+    assert spill is not None
+    append_spill(spill, [record("s1"), record("s2", 1_795_000_050.0)])
+    runner = CliRunner()
+    result = runner.invoke(main, ["--config", str(config), "replay", "-"], input=b"")
+    assert result.exit_code == 0, result.output
+    assert "calls_from_spill=2" in result.stdout
+    assert not spill.exists() and sorted(r.call_id for r in CallStore(db).calls()) == ["s1", "s2"]
 
 
 # -- the agent, stopped while the database is locked -------------------------------------------
