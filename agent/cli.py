@@ -91,6 +91,11 @@ def internal_error(exc: BaseException) -> NoReturn:
             log.debug("internal error", exc_info=exc)
     fail("internal error", type(exc).__name__,
          f"{exc} (run with --log-level debug for details)", FAILURE)
+#: exit code: finished, but some calls are not in the database's calls table: `run` spilled
+#: them to <db>.spill.jsonl (the next start stores them), `replay` set them aside in `rejected`
+EXIT_NOT_STORED = 3
+#: exit code: some calls could be neither stored nor spilled; their records are in the log
+EXIT_LOST = 4
 
 
 class Context:
@@ -194,16 +199,23 @@ def main(click_ctx: click.Context, config_path: str | None, log_level: str, log_
 
 
 @main.command()
+@click.option("--stop-timeout", default=20.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="Seconds a stop may take to store every finished call; what is not stored "
+                   "by then is spilled (keep it below the unit's TimeoutStopSec).")
 @click.pass_obj
-def run(ctx: Context) -> None:
-    """Attach to Asterisk over AMI and record calls until stopped (SIGTERM/SIGINT)."""
+def run(ctx: Context, stop_timeout: float) -> None:
+    """Attach to Asterisk over AMI and record calls until stopped (SIGTERM/SIGINT).
+
+    Exit code 3: some calls could not be stored before the stop and were spilled to
+    <db>.spill.jsonl (the next start stores them); 4: some could not even be spilled.
+    """
     from .service import AgentService, ServiceError
 
     config = ctx.config()
     with opened_store(ctx, None, create=True):
         pass  # a store that cannot be created or read stops the agent here, in one line
     with refuse_bad_files():
-        service = AgentService(config)
+        service = AgentService(config, stop_timeout=stop_timeout)
 
     async def _main() -> None:
         loop = asyncio.get_running_loop()
@@ -217,6 +229,10 @@ def run(ctx: Context) -> None:
         fail("cannot start", "", str(exc), FAILURE)
     except StoreError as exc:
         fail("database error", exc.path, exc.reason, FAILURE)
+    if service.writer.lost:
+        sys.exit(EXIT_LOST)
+    if service.writer.spilled:
+        sys.exit(EXIT_NOT_STORED)
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
@@ -229,19 +245,37 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: [store] path).")
 @click.pass_obj
 def replay(ctx: Context, capture: IO[bytes], db: str | None) -> None:
-    """Feed a raw AMI capture (FILE, or - for stdin) through tracking and store its calls."""
-    from .metering import saver_for
+    """Feed a raw AMI capture (FILE, or - for stdin) through tracking and store its calls.
+
+    Calls spilled by a stopped agent are stored first. Exit code 3: some calls were refused
+    by the store and set aside in table `rejected` (the log says why); 1: the database
+    refused writes.
+    """
+    from .metering import replay_rating_for
     from .service import replay as replay_capture
+    from .storage.guard import StoreUnavailable
+    from .storage.spill import spill_path
 
     config = ctx.config()
     with refuse_bad_files():
-        save = saver_for(config)
+        rating = replay_rating_for(config)
+    path = Path(db) if db else config.store_path()
     with opened_store(ctx, db, create=True) as store:
-        stats = replay_capture(_chunks(capture), config.tracking_rules(), store, save=save)
-    if "events" in stats and not stats["events"] + stats.get("skipped_events", 0):
+        try:
+            stats = replay_capture(_chunks(capture), config.tracking_rules(), store,
+                                   rating=rating, spill=spill_path(path))
+        except (StoreUnavailable, OSError) as exc:
+            fail("replay error", str(path), f"stopped: {exc} (the calls stored so far stay; "
+                                            "replaying again stores each call once)", FAILURE)
+    if not stats["events"] + stats["skipped_events"] + stats["calls_from_spill"]:
         fail("replay error", capture.name, "no AMI event in it: not a raw AMI capture (the "
                                            "bytes Asterisk sends on port 5038)?", FAILURE)
     click.echo(" ".join(f"{key}={value}" for key, value in stats.items()))
+    if stats["calls_rejected"]:
+        total = stats["calls_recorded"] + stats["calls_from_spill"]
+        click.echo(f"botmeter: {stats['calls_rejected']} of {total} calls refused by the store, "
+                   f"set aside in table rejected of {path} (the log says why)", err=True)
+        sys.exit(EXIT_NOT_STORED)
 
 
 @main.command()

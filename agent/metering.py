@@ -103,12 +103,50 @@ class RatingSaver:
         return count
 
 
-def saver_for(config: Config) -> Callable[[CallStore, list[CallRecord]], None] | None:
-    """A save function that rates as it stores (None without plans): for replays."""
+class ReplayRating:
+    """Rates a replay's calls as they are stored, re-rating each late period once, at the end.
+
+    A period that cannot be rated call by call (not opened yet, or its calls arrive out of
+    order: a capture replayed over calls already stored) is stored unrated until `finish`,
+    which re-rates it from the store once, whatever its size and however many batches
+    touched it. (Re-rating it at every batch made replaying a half-stored month quadratic.)
+    """
+
+    def __init__(self, series: PlanSeries) -> None:
+        self._saver = RatingSaver(series)
+        self.late: set[str] = set()
+
+    def save(self, store: CallStore, records: list[CallRecord]) -> None:
+        """Store calls, with their ratings where their period can be rated call by call."""
+        rater = self._saver.rater
+        late = self.late
+        charges: dict[str, CallCharge] = {}
+        for record in sorted(records, key=lambda r: (r.ended_at, r.call_id)):
+            if rater.period_of(record) in late:
+                continue
+            try:
+                charges[record.call_id] = rater.rate(record)
+            except RerateNeeded as exc:
+                late.add(exc.period)
+            except RatingError as exc:
+                log.error("call not rated", call_id=record.call_id, reason=str(exc))
+        store.save(records, charges)
+
+    def finish(self, store: CallStore) -> list[str]:
+        """Re-rate every late period once, from the store; returns them."""
+        periods = sorted(self.late)
+        for period in periods:
+            self._saver.rerate(store, period)
+            self.late.discard(period)
+        return periods
+
+
+def replay_rating_for(config: Config) -> ReplayRating | None:
+    """Rating for a replay (None without plans); PlanError/ConfigError if a file is bad."""
     book = load_plan_book(config)
     if book is None:
         return None
-    return RatingSaver(active_series(config, book)).save
+    return ReplayRating(active_series(config, book))
 
 
 class RatingWorker:
@@ -128,11 +166,13 @@ class RatingWorker:
     def submit(self, records: list[CallRecord]) -> None:
         self._queue.put(list(records))
 
-    def close(self, timeout: float | None = 60.0) -> None:
-        """Rate what is queued, then stop."""
+    def close(self, timeout: float | None = 60.0) -> bool:
+        """Rate what is queued, then stop; False if that did not finish within `timeout`
+        (the calls are stored; their period is re-rated when next rated)."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         store = self._factory()

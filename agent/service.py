@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -11,18 +12,24 @@ import structlog
 
 from .bot.fastagi import FastAgiServer
 from .config import Config
-from .metering import rating_worker_for
+from .metering import ReplayRating, rating_worker_for
 from .pbx.ami_client import AmiClient, AmiSettings
 from .pbx.events import PbxEvent
 from .pbx.stream import AmiEventDecoder
 from .runtime import loop_name
+from .storage.guard import GuardedSaver, StoreUnavailable
+from .storage.spill import spill_path
 from .storage.store import CallStore
-from .storage.writer import RecordWriter
+from .storage.writer import RecordWriter, load_spill
 from .tracking.record import CallRecord
 from .tracking.rules import TrackingRules
 from .tracking.tracker import CallTracker
 
 log = structlog.get_logger("botmeter")
+
+#: seconds a stop may take to store (or spill) every finished call and rate them; below the
+#: systemd unit's TimeoutStopSec (30)
+STOP_TIMEOUT = 20.0
 
 
 class ServiceError(Exception):
@@ -69,14 +76,16 @@ class AgentService:
 
     def __init__(self, config: Config, *, store_path: Path | None = None,
                  clock: Callable[[], float] = time.time,
-                 on_saved: Callable[[list[CallRecord]], None] | None = None) -> None:
+                 on_saved: Callable[[list[CallRecord]], None] | None = None,
+                 stop_timeout: float = STOP_TIMEOUT) -> None:
         self.config = config
         self.clock = clock
+        self.stop_timeout = stop_timeout
         path = self.store_path = store_path or config.store_path()
         self.rating = rating_worker_for(config, lambda: CallStore(path))
         self._on_saved = on_saved
         self.writer = RecordWriter(lambda: CallStore(path), on_error=self._write_failed,
-                                   on_saved=self._saved)
+                                   on_saved=self._saved, spill=spill_path(path))
         self.recorder = Recorder(config.tracking_rules(), self.writer.submit)
         self.client = AmiClient(ami_settings(config), self.recorder.handle, clock=clock)
         agi = config.agi
@@ -97,7 +106,10 @@ class AgentService:
         log.error("storing calls failed; retrying", error=str(exc), calls=count)
 
     async def run(self) -> None:
-        self.writer.start()
+        try:
+            self.writer.start()
+        except (sqlite3.Error, OSError) as exc:
+            raise ServiceError(f"[store] path {self.store_path}: {exc}") from exc
         if self.rating is not None:
             self.rating.start()
         if self.fastagi is not None:
@@ -113,24 +125,31 @@ class AgentService:
         try:
             await self._stop.wait()
         finally:
+            deadline = time.monotonic() + self.stop_timeout
             await self.client.stop()
             if self.fastagi is not None:
                 await self.fastagi.stop()
             for task in (client, sweeper):
                 task.cancel()
             await asyncio.gather(client, sweeper, return_exceptions=True)
-            await asyncio.to_thread(self._close_storage)
+            await asyncio.to_thread(self._close_storage, deadline)
             log.info("botmeter stopped", recorded=self.recorder.records,
-                     in_progress=self.recorder.tracker.active_calls)
+                     in_progress=self.recorder.tracker.active_calls,
+                     rejected=self.writer.rejected, spilled=self.writer.spilled,
+                     lost=self.writer.lost, bad_values=self.client.bad_values.total)
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _close_storage(self) -> None:
-        """Store every finished call, then rate what was stored."""
-        self.writer.close()
-        if self.rating is not None:
-            self.rating.close()
+    def _close_storage(self, deadline: float | None = None) -> None:
+        """Store every finished call (spill what cannot be stored by `deadline`, a
+        `time.monotonic()`), then rate what was stored in the time left."""
+        if deadline is None:
+            deadline = time.monotonic() + self.stop_timeout
+        self.writer.close(deadline)
+        if self.rating is not None and not self.rating.close(max(0.0, deadline - time.monotonic())):
+            log.warning("rating unfinished at stop: some stored calls are unrated until their "
+                        "period is re-rated (the next call in it, or botmeter rerate)")
 
     async def _sweep(self) -> None:
         idle = self.config.calls.idle_timeout_seconds
@@ -140,31 +159,61 @@ class AgentService:
 
 
 def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
-           batch: int = 500, save: Callable[[CallStore, list[CallRecord]], None] | None = None,
-           ) -> dict[str, int]:
-    """Feed a raw AMI capture through tracking into the store; times come from its Timestamp headers."""
+           batch: int = 500, rating: ReplayRating | None = None, spill: Path | None = None,
+           attempts: int = 3) -> dict[str, int]:
+    """Feed a raw AMI capture through tracking into the store; times come from its Timestamp headers.
+
+    First stores the calls of the `spill` file, if any. A record the store refuses is set
+    aside in `rejected`; late periods are re-rated once, at the end. StoreUnavailable if the
+    database refuses writes `attempts` times in a row (the calls stored so far stay stored).
+    """
+    saver = GuardedSaver(rating.save if rating is not None else None)
     pending: list[CallRecord] = []
-    store_batch = save or (lambda target, records: target.save(records))
+
+    def store_batch(records: list[CallRecord]) -> bool:
+        _save_retrying(saver, store, records, attempts)
+        return True
 
     def sink(record: CallRecord) -> None:
         pending.append(record)
         if len(pending) >= batch:
-            store_batch(store, pending)
+            store_batch(pending)
             pending.clear()
 
+    recovered = load_spill(store, spill, store_batch) if spill is not None else 0
     recorder = Recorder(rules, sink, source="ami")
     decoder = AmiEventDecoder()
     now = time.time()
     for chunk in chunks:
         for event in decoder.feed(chunk, now):
             recorder.handle(event)
-    store_batch(store, pending)
+    store_batch(pending)
+    rerated = rating.finish(store) if rating is not None else []
     stats = decoder.parser.stats
     return {
         "events": recorder.events,
         "skipped_events": decoder.skipped,
         "calls_recorded": recorder.records,
         "calls_unfinished": recorder.tracker.active_calls,
+        "calls_rejected": saver.rejected,
+        "calls_from_spill": recovered,
+        "periods_rerated": len(rerated),
         "bad_lines": stats.bad_lines,
+        "bad_values": decoder.bad_values.total,
         "oversized_frames": stats.oversized_frames,
     }
+
+
+def _save_retrying(saver: GuardedSaver, store: CallStore, records: list[CallRecord],
+                   attempts: int) -> None:
+    """`saver(store, records)`, retried with backoff while the database is unavailable."""
+    for attempt in range(1, attempts + 1):
+        try:
+            saver(store, records)
+            return
+        except StoreUnavailable as exc:
+            if attempt == attempts:
+                raise
+            records = exc.remaining
+            log.warning("storing calls failed; retrying", error=str(exc), calls=len(records))
+            time.sleep(0.5 * attempt)

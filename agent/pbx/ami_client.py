@@ -15,6 +15,7 @@ import structlog
 
 from .ami_protocol import BotmeterAmiProtocol
 from .events import PbxEvent, SnapshotStarted
+from .stream import BadValues
 
 log = structlog.get_logger("botmeter.ami")
 
@@ -57,6 +58,7 @@ class AmiClient:
         self.connected = asyncio.Event()
         self.sessions = 0
         self.failures = 0
+        self.bad_values = BadValues()  # over all sessions
 
     async def run(self) -> None:
         attempt = 0
@@ -96,8 +98,9 @@ class AmiClient:
         loop = asyncio.get_running_loop()
         context = ssl.create_default_context() if s.tls else None
         _, protocol = await asyncio.wait_for(
-            loop.create_connection(lambda: BotmeterAmiProtocol(self._on_event, self._clock),
-                                   s.host, s.port, ssl=context),
+            loop.create_connection(
+                lambda: BotmeterAmiProtocol(self._on_event, self._clock, self.bad_values),
+                s.host, s.port, ssl=context),
             s.connect_timeout,
         )
         self._protocol = protocol

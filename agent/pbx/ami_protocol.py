@@ -18,7 +18,7 @@ from panoramisk.message import Message
 
 from .ami_frames import FrameParser, event_name, parse_frame
 from .events import PbxEvent
-from .stream import decode_event
+from .stream import BadValues, decode_event
 
 _ACTION_EVENTS = frozenset({b"CoreShowChannelsComplete"})
 
@@ -27,9 +27,11 @@ class BotmeterAmiProtocol(AMIProtocol):
     """One AMI connection: events to `on_event`, responses to panoramisk's action futures."""
 
     def __init__(self, on_event: Callable[[PbxEvent], None],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 bad_values: BadValues | None = None) -> None:
         self._on_event = on_event
         self._clock = clock
+        self.bad_values = bad_values or BadValues()
         self.parser = FrameParser()
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
@@ -50,7 +52,7 @@ class BotmeterAmiProtocol(AMIProtocol):
             if name == b"Shutdown":
                 self._lose("Asterisk is shutting down")
                 return
-            event = decode_event(raw, self._clock(), parser.note_bad)
+            event = decode_event(raw, self._clock(), parser.note_bad, self.bad_values)
             if event is not None:
                 self._on_event(event)
             if name in _ACTION_EVENTS:

@@ -2,10 +2,16 @@
 
 AMI frames become these in `from_ami`; FastAGI and the bot's signals become
 `BotSignal`. Times are UTC epoch seconds (floats rounded to the millisecond).
+
+Every number is checked here, at the boundary: a `Timestamp` that is not a finite time in
+2000..2100 is replaced by the agent's clock, a `Cause` or `Duration` outside its sane range
+becomes unknown, and each such value is reported to `on_bad_value`, so no later stage (the
+tracker, SQLite) ever sees NaN, infinity or an integer it cannot hold.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -152,33 +158,65 @@ def _caller_id(value: str) -> str:
     return "" if value == "<unknown>" else value
 
 
-def _ts(h: Headers, now: float) -> float:
+#: timestamps outside [2000-01-01, 2100-01-01) UTC are not believed
+MIN_TIMESTAMP = 946_684_800.0
+MAX_TIMESTAMP = 4_102_444_800.0
+#: Q.850 hangup causes are 0..127 (Asterisk sends no other); a little room is left
+MAX_CAUSE = 255
+#: a channel up longer than a year (CoreShowChannel `Duration`) is not believed
+MAX_DURATION_SECONDS = 366 * 86_400
+
+BadValue = Callable[[str, str, str, str], None]
+"""`on_bad_value(event, header, value, used_instead)`: a header value that was refused."""
+
+
+def _ignore(_event: str, _header: str, _value: str, _used: str) -> None:
+    return None
+
+
+def _ts(h: Headers, now: float, bad: BadValue) -> float:
     raw = h.get("Timestamp")
     if raw:
         try:
-            return round(float(raw), 3)
+            value = float(raw)
         except ValueError:
-            pass
+            value = math.nan
+        if MIN_TIMESTAMP <= value < MAX_TIMESTAMP:  # False for NaN
+            return round(value, 3)
+        bad(h.get("Event", ""), "Timestamp", raw, "the agent's clock")
     return round(now, 3)
 
 
-def _cause(raw: str | None) -> int | None:
-    try:
-        return int(raw) if raw else None
-    except ValueError:
+def _cause(h: Headers, bad: BadValue) -> int | None:
+    raw = h.get("Cause")
+    if not raw:
         return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if 0 <= value <= MAX_CAUSE:
+        return value
+    bad(h.get("Event", ""), "Cause", raw, "no cause")
+    return None
 
 
-def _duration(raw: str) -> float:
-    """`HH:MM:SS` (CoreShowChannel) to seconds; 0 when unreadable."""
+def _duration(h: Headers, bad: BadValue) -> float:
+    """`HH:MM:SS` (CoreShowChannel) to seconds; 0 when unreadable or beyond a year."""
+    raw = h.get("Duration", "")
+    if not raw:
+        return 0.0
     try:
         parts = [int(p) for p in raw.split(":")]
     except ValueError:
-        return 0.0
+        parts = [-1]
     total = 0
     for part in parts:
         total = total * 60 + part
-    return float(total)
+    if min(parts) >= 0 and total <= MAX_DURATION_SECONDS:
+        return float(total)
+    bad(h.get("Event", ""), "Duration", raw, "0 seconds")
+    return 0.0
 
 
 def _new_channel(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
@@ -228,8 +266,8 @@ def _bridge_leave(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
     return BridgeLeft(ts, uid, lid, h.get("Channel", ""), h.get("BridgeUniqueid", ""))
 
 
-def _hangup(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
-    return ChannelHungUp(ts, uid, lid, h.get("Channel", ""), _cause(h.get("Cause")))
+def _hangup(h: Headers, ts: float, uid: str, lid: str, bad: BadValue) -> ChannelEvent:
+    return ChannelHungUp(ts, uid, lid, h.get("Channel", ""), _cause(h, bad))
 
 
 _CHANNEL_EVENTS: dict[str, Callable[[Headers, float, str, str], ChannelEvent]] = {
@@ -242,31 +280,39 @@ _CHANNEL_EVENTS: dict[str, Callable[[Headers, float, str, str], ChannelEvent]] =
     "AgentConnect": _agent_connect,
     "BridgeEnter": _bridge_enter,
     "BridgeLeave": _bridge_leave,
-    "Hangup": _hangup,
 }
 
 #: event names worth parsing at all; everything else is skipped unparsed
 TRACKED_EVENTS: frozenset[bytes] = frozenset(
-    n.encode() for n in (*_CHANNEL_EVENTS, "UserEvent", "BlindTransfer", "AttendedTransfer",
-                         "CoreShowChannel", "CoreShowChannelsComplete")
+    n.encode() for n in (*_CHANNEL_EVENTS, "Hangup", "UserEvent", "BlindTransfer",
+                         "AttendedTransfer", "CoreShowChannel", "CoreShowChannelsComplete")
 )
 
 
-def from_ami(h: Headers, now: float) -> PbxEvent | None:
-    """The typed event for one AMI event frame, or None if tracking needs nothing from it."""
+def from_ami(h: Headers, now: float, on_bad_value: BadValue | None = None) -> PbxEvent | None:
+    """The typed event for one AMI event frame, or None if tracking needs nothing from it.
+
+    `now` is the agent's clock (for frames without a believable `Timestamp`); refused header
+    values are reported to `on_bad_value`.
+    """
+    bad = on_bad_value or _ignore
     name = h.get("Event", "")
+    if name == "Hangup":  # the one channel event with a number besides its time
+        uid = h.get("Uniqueid", "")
+        return _hangup(h, _ts(h, now, bad), uid, h.get("Linkedid", ""), bad) if uid else None
     build = _CHANNEL_EVENTS.get(name)
     if build is not None:
         uid = h.get("Uniqueid", "")
         if not uid:
             return None
-        return build(h, _ts(h, now), uid, h.get("Linkedid", ""))
+        return build(h, _ts(h, now, bad), uid, h.get("Linkedid", ""))
     if name == "UserEvent":
         if h.get("UserEvent", "") != "BotMeter":
             return None
         signal = h.get("Signal", "").strip().lower()
         fields = {k: v for k, v in h.items() if k not in _USEREVENT_ENVELOPE}
-        return BotSignal(_ts(h, now), h.get("Linkedid", ""), h.get("Uniqueid", ""), signal, fields)
+        return BotSignal(_ts(h, now, bad), h.get("Linkedid", ""), h.get("Uniqueid", ""), signal,
+                         fields)
     if name in ("BlindTransfer", "AttendedTransfer"):
         uid = h.get("TransfererUniqueid", "") or h.get("OrigTransfererUniqueid", "")
         if not uid:
@@ -274,19 +320,20 @@ def from_ami(h: Headers, now: float) -> PbxEvent | None:
         target = h.get("Extension", "") or h.get("TransferTargetChannel", "") or h.get(
             "SecondTransfererChannel", "")
         lid = h.get("TransfererLinkedid", "") or h.get("OrigTransfererLinkedid", "")
-        return TransferStarted(_ts(h, now), uid, lid, target)
+        return TransferStarted(_ts(h, now, bad), uid, lid, target)
     if name == "CoreShowChannel":
         uid = h.get("Uniqueid", "")
         if not uid:
             return None
         return ChannelSnapshot(
-            _ts(h, now), uid, h.get("Linkedid", ""), h.get("Channel", ""), h.get("Context", ""),
-            h.get("Exten", ""), h.get("Application", ""), h.get("ApplicationData", ""),
+            _ts(h, now, bad), uid, h.get("Linkedid", ""), h.get("Channel", ""),
+            h.get("Context", ""), h.get("Exten", ""), h.get("Application", ""),
+            h.get("ApplicationData", ""),
             _caller_id(h.get("CallerIDNum", "")), _caller_id(h.get("CallerIDName", "")),
-            _duration(h.get("Duration", "")), h.get("BridgeId", ""),
+            _duration(h, bad), h.get("BridgeId", ""),
         )
     if name == "CoreShowChannelsComplete":
-        return SnapshotComplete(_ts(h, now))
+        return SnapshotComplete(_ts(h, now, bad))
     return None
 
 

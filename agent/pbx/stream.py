@@ -2,29 +2,65 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
+import structlog
+
 from .ami_frames import FrameParser, event_name, parse_frame
-from .events import TRACKED_EVENTS, PbxEvent, from_ami
+from .events import TRACKED_EVENTS, BadValue, PbxEvent, from_ami
+
+log = structlog.get_logger("botmeter.ami")
 
 
-def decode_event(raw: bytes, now: float, on_bad_line: Callable[[str], None] | None = None) -> PbxEvent | None:
+class BadValues:
+    """Counts refused AMI header values and logs each one, up to `log_limit` per header (a
+    misconfigured PBX that sends a bad `Timestamp` on every event must not flood the log)."""
+
+    def __init__(self, log_limit: int = 20) -> None:
+        self.counts: Counter[str] = Counter()
+        self._limit = log_limit
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __call__(self, event: str, header: str, value: str, used_instead: str) -> None:
+        self.counts[header] += 1
+        seen = self.counts[header]
+        if seen > self._limit:
+            return
+        extra = {"note": f"further bad {header} values are counted, not logged"} \
+            if seen == self._limit else {}
+        log.warning("bad AMI header value refused", header=header, value=_clip(value),
+                    ami_event=event, used=used_instead, **extra)
+
+
+def _clip(value: str, limit: int = 40) -> str:
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+def decode_event(raw: bytes, now: float, on_bad_line: Callable[[str], None] | None = None,
+                 on_bad_value: BadValue | None = None) -> PbxEvent | None:
     """The typed event of one raw frame, or None (not an event, or nothing tracking needs)."""
     name = event_name(raw)
     if name is None or name not in TRACKED_EVENTS:
         return None
-    return from_ami(parse_frame(raw, on_bad_line), now)
+    return from_ami(parse_frame(raw, on_bad_line), now, on_bad_value)
 
 
 class AmiEventDecoder:
     """Feed raw AMI bytes; get the typed events tracking needs, skipping the rest unparsed."""
 
-    def __init__(self, parser: FrameParser | None = None) -> None:
+    def __init__(self, parser: FrameParser | None = None,
+                 bad_values: BadValues | None = None) -> None:
         self.parser = parser or FrameParser()
+        self.bad_values = bad_values or BadValues()
         self.skipped = 0
 
     def feed(self, data: bytes, now: float) -> Iterator[PbxEvent]:
         tracked = TRACKED_EVENTS
+        bad_values = self.bad_values
         for raw in self.parser.feed(data):
             name = event_name(raw)
             if name is None:
@@ -32,7 +68,7 @@ class AmiEventDecoder:
             if name not in tracked:
                 self.skipped += 1
                 continue
-            event = from_ami(parse_frame(raw, self.parser.note_bad), now)
+            event = from_ami(parse_frame(raw, self.parser.note_bad), now, bad_values)
             if event is not None:
                 yield event
 

@@ -55,6 +55,18 @@ MIGRATIONS: tuple[str, ...] = (
         FROM call_modules m WHERE m.call_id = calls.call_id);
     CREATE INDEX calls_ended_at_id ON calls (ended_at, call_id);
     """,
+    # 3: records the store refused (a value SQLite cannot hold), set aside so that one bad
+    #    record never blocks the others: the record as JSON text, why, and when
+    """
+    CREATE TABLE rejected (
+        id INTEGER PRIMARY KEY,
+        call_id TEXT,
+        record TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        rejected_at TEXT NOT NULL
+    );
+    CREATE INDEX rejected_call_id ON rejected (call_id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -91,7 +91,7 @@ class CallStore:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 conn.execute("PRAGMA foreign_keys = ON")
-                conn.execute("PRAGMA busy_timeout = 5000")
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
                 conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: re-rating reads a month
                 conn.execute("PRAGMA temp_store = MEMORY")
                 self.schema_version = migrate(conn)
@@ -113,6 +113,10 @@ class CallStore:
 
     def close(self) -> None:
         self.db.conn.close()
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another connection's lock before failing."""
+        self.db.conn.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
 
     @contextmanager
     def bulk_mode(self, mebibytes: int = 512) -> Iterator[None]:
@@ -155,6 +159,13 @@ class CallStore:
             if modules:
                 self._modules.insert_all(modules, pk=("call_id", "module"), replace=True)
         return len(records)
+
+    def reject(self, call_id: str | None, record: str, reason: str) -> None:
+        """Set a record the store refused aside in `rejected` (its JSON text and why)."""
+        with self.db.atomic():
+            self.db.conn.execute(
+                "INSERT INTO rejected (call_id, record, reason, rejected_at) VALUES (?, ?, ?, ?)",
+                (call_id, record, reason, iso_utc(time.time())))
 
     # -- reading -------------------------------------------------------------------
 
@@ -356,6 +367,8 @@ _TIME_FIELDS = ("offered_at", "bot_answered_at", "bot_ended_at", "transferred_at
 
 
 UPDATE_CHUNK = 20_000
+#: seconds a write waits for another connection's lock (SQLite's busy timeout)
+BUSY_TIMEOUT = 5.0
 
 
 @contextmanager
