@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from .tracking.rules import TrackingRules
+from .tracking.tracker import MAX_IN_PROGRESS
 
 ENV_VAR = "BOTMETER_CONFIG"
 DEFAULT_PATHS = (Path("/etc/botmeter/botmeter.toml"),)
@@ -79,6 +80,7 @@ class CallsSection(_Section):
     inbound_contexts: list[str] = Field(default_factory=list)
     inbound_numbers: list[str] = Field(default_factory=list)
     idle_timeout_seconds: Annotated[float, Field(gt=0)] = 4 * 3600.0
+    max_in_progress: Annotated[int, Field(ge=1)] = MAX_IN_PROGRESS
 
     @model_validator(mode="after")
     def _some_inbound(self) -> CallsSection:
