@@ -48,7 +48,7 @@ def test_signals_for_an_unseen_call_are_capped_per_call_and_reported_once() -> N
 def test_signals_in_all_are_capped_oldest_call_first() -> None:
     tracker, problems = _tracker(pending_per_call=10, pending_max=50)
     for n in range(20):
-        for i in range(10):
+        for _ in range(10):
             tracker.feed(_usage(1000.0 + n, f"{n}.1"))
     assert tracker.pending_signals == 50 and tracker.dropped_signals == 150
     assert list(tracker._pending) == [f"{n}.1" for n in range(15, 20)]  # the newest survive
