@@ -167,9 +167,9 @@ async def test_out_of_descriptors_neither_spins_nor_dies(loop):
         for _ in range(50):  # the server cannot accept: connections wait, or libuv drops them
             with contextlib.suppress(OSError, TimeoutError):
                 attempts.append(await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1))
-        await asyncio.sleep(1.5)  # a window to measure the server's CPU time in, not a wait
+        await asyncio.sleep(1.0)  # a window to measure the server's CPU time in, not a wait
         during = await child.ask("free")
-        assert during["cpu"] - before["cpu"] < 0.5  # no busy loop while out of descriptors
+        assert during["cpu"] - before["cpu"] < 0.4  # no busy loop while out of descriptors
         for _, writer in attempts:
             writer.close()
         await _serves_again(port)

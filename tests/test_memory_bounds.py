@@ -113,7 +113,7 @@ async def test_an_endless_banner_over_the_socket_keeps_memory_bounded() -> None:
 
     server = await asyncio.start_server(endless, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    settings = AmiSettings("127.0.0.1", port, "u", "s", ping_timeout=1.0, reconnect_min=5.0,
+    settings = AmiSettings("127.0.0.1", port, "u", "s", ping_timeout=0.5, reconnect_min=5.0,
                            reconnect_max=5.0)
     client = AmiClient(settings, lambda event: None)
     before = rss_mb()
