@@ -151,8 +151,13 @@ async def test_sessions_are_capped_below_the_file_limit_and_refusals_logged_a_fe
     refused = [e for e in logs if e["event"].startswith("fastagi peer")]
     assert refused[0]["event"] == "fastagi peer refused: too many sessions"
     assert refused[0]["max_sessions"] == cap
-    # the first at once, then a count every 0.5 s at most: not one line per connection
-    assert 2 <= len(refused) <= 3 + flood_seconds / 0.5 and len(refused) < cap / 10, refused
+    # per reason, the first at once, then a count every 0.5 s at most: not one line per
+    # connection (a refused connection accepted in a burst may also be "near the file
+    # descriptor limit")
+    for reason in {e["event"].split(": ", 1)[1] for e in refused}:
+        lines = [e for e in refused if e["event"].endswith(reason)]
+        assert len(lines) <= 3 + flood_seconds / 0.5, lines
+    assert len(refused) < cap / 10, refused
     assert sum(e.get("count", 1) for e in refused) == cap
     assert any(e["event"] == "fastagi sessions capped by the file limit" for e in logs)
 
