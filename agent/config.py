@@ -15,11 +15,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from .tracking.rules import TrackingRules
+from .tracking.tracker import MAX_IN_PROGRESS
 
 ENV_VAR = "BOTMETER_CONFIG"
 DEFAULT_PATHS = (Path("/etc/botmeter/botmeter.toml"),)
@@ -55,10 +57,10 @@ class AmiSection(_Section):
     secret_file: str | None = None
     tls: bool = False
     auth: Annotated[str, Field(pattern=r"^(md5|plain)$")] = "md5"
-    ping_interval: Annotated[float, Field(gt=0, le=3600)] = 10.0
-    ping_timeout: Annotated[float, Field(gt=0, le=3600)] = 5.0
-    reconnect_min: Annotated[float, Field(gt=0, le=3600)] = 0.5
-    reconnect_max: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    ping_interval: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    ping_timeout: Annotated[float, Field(ge=0.5, le=600)] = 5.0
+    reconnect_min: Annotated[float, Field(ge=0.05, le=3600)] = 0.5
+    reconnect_max: Annotated[float, Field(ge=0.05, le=3600)] = 30.0
 
     @field_validator("secret")
     @classmethod
@@ -79,6 +81,14 @@ class AmiSection(_Section):
         if (self.secret is None) == (self.secret_file is None):
             raise ValueError("give exactly one of secret or secret_file")
         return self
+
+    @field_validator("reconnect_max")
+    @classmethod
+    def _max_not_below_min(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("reconnect_min")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least reconnect_min ({low})")
+        return value
 
     def secret_path(self, base: Path) -> Path | None:
         """Where the secret file is: relative to the config's folder; under systemd, a file
@@ -146,7 +156,8 @@ def read_secret_file(path: Path) -> str:
 class CallsSection(_Section):
     inbound_contexts: list[str] = Field(default_factory=list)
     inbound_numbers: list[str] = Field(default_factory=list)
-    idle_timeout_seconds: Annotated[float, Field(gt=0)] = 4 * 3600.0
+    idle_timeout_seconds: Annotated[float, Field(ge=60)] = 4 * 3600.0
+    max_in_progress: Annotated[int, Field(ge=1)] = MAX_IN_PROGRESS
 
     @model_validator(mode="after")
     def _some_inbound(self) -> CallsSection:

@@ -18,5 +18,24 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit where allowed; return the soft limit in
+    force (systemd's default soft limit, 1024, is below what the FastAGI server may need)."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system: nothing to raise, nothing known
+        return 1 << 20
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = resource.RLIM_INFINITY
+    target = 1 << 20 if hard == unlimited else hard  # Linux refuses an unlimited soft limit
+    if soft != unlimited and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return 1 << 20 if soft == unlimited else soft
+
+
 def loop_name() -> str:
     return type(asyncio.get_running_loop()).__module__.split(".")[0]

@@ -23,7 +23,7 @@ from .storage.store import CallStore
 from .storage.writer import RecordWriter, load_spill
 from .tracking.record import CallRecord
 from .tracking.rules import TrackingRules
-from .tracking.tracker import CallTracker
+from .tracking.tracker import MAX_IN_PROGRESS, CallTracker
 
 log = structlog.get_logger("botmeter")
 
@@ -44,8 +44,9 @@ class Recorder:
     """Tracking plus a sink for finished calls; the same for live runs and replays."""
 
     def __init__(self, rules: TrackingRules, sink: Callable[[CallRecord], None], *,
-                 source: str = "ami") -> None:
-        self.tracker = CallTracker(rules, on_problem=_problem, source=source)
+                 source: str = "ami", max_in_progress: int = MAX_IN_PROGRESS) -> None:
+        self.tracker = CallTracker(rules, on_problem=_problem, source=source,
+                                   max_in_progress=max_in_progress)
         self._sink = sink
         self.events = 0
         self.records = 0
@@ -86,7 +87,8 @@ class AgentService:
         self._on_saved = on_saved
         self.writer = RecordWriter(lambda: CallStore(path), on_error=self._write_failed,
                                    on_saved=self._saved, spill=spill_path(path))
-        self.recorder = Recorder(config.tracking_rules(), self.writer.submit)
+        self.recorder = Recorder(config.tracking_rules(), self.writer.submit,
+                                 max_in_progress=config.calls.max_in_progress)
         self.client = AmiClient(ami_settings(config), self.recorder.handle, clock=clock)
         agi = config.agi
         self.fastagi = FastAgiServer(

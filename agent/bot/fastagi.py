@@ -8,12 +8,20 @@ Each session is a small `asyncio.Protocol` state machine (no task, no stream obj
 session costs little more than the TCP connection itself. Every session is bounded (header
 bytes and time, command reply time, concurrent sessions) and ends quietly whatever the peer
 does; nothing here raises into the event loop.
+
+Sessions are also capped below the process's file limit (the soft RLIMIT_NOFILE, raised to
+the hard limit at start, less FD_RESERVE for the database, AMI and logs), and a connection is
+refused when its descriptor shows the process near that limit. Refusals are logged at once,
+then as a count at most every REFUSAL_LOG_SECONDS; so are accept() failures for lack of
+descriptors (asyncio's loop retries them a second later; uvloop's libuv closes such
+connections itself).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 import inspect
 import ipaddress
 import re
@@ -26,6 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 import structlog
 
 from agent.pbx.events import BotSignal
+from agent.runtime import raise_fd_limit
 from agent.tracking.signals import SignalError, parse_signal
 
 from .protocol import MAX_COMMAND, agi_quote, canonical_fields
@@ -36,6 +45,10 @@ ROUTE = "botmeter"
 MAX_FIELDS = 32  # query parameters + agi_arg_N accepted per request
 MAX_REPLY_LINES = 100  # lines read for one command reply (HANGUP, 100 Trying, 520 usage text)
 CLOSE_TIMEOUT = 1.0
+#: file descriptors left for everything but sessions (database, AMI, logs, listening socket)
+FD_RESERVE = 100
+#: after a refusal is logged, more of the same reason are counted and logged this often
+REFUSAL_LOG_SECONDS = 10.0
 
 _RESULT = re.compile(r"result=(-?\d*)(?:\s+\((.*)\))?")
 
@@ -161,17 +174,17 @@ class _Session(asyncio.Protocol):
         self.connected = True
         srv, stats = self.srv, self.srv.stats
         self.peer = _peer_host(transport.get_extra_info("peername"))
+        reason = ""
         if not srv.allowed(self.peer):
+            reason = "not in allow"
+        elif stats.active >= srv.max_sessions:
+            reason = "too many sessions"
+        elif _fileno(transport) >= srv.fd_ceiling:
+            reason = "near the file descriptor limit"
+        if reason:
             self.state = _State.REFUSED
             stats.refused += 1
-            log.warning("fastagi peer refused: not in allow", peer=self.peer)
-            transport.abort()
-            return
-        if stats.active >= srv.max_sessions:
-            self.state = _State.REFUSED
-            stats.refused += 1
-            log.warning("fastagi peer refused: too many sessions", peer=self.peer,
-                        max_sessions=srv.max_sessions)
+            srv.refusals.refused(reason, self.peer)
             transport.abort()
             return
         stats.sessions += 1
@@ -430,6 +443,59 @@ def _env_end(buf: bytearray, start: int = 0) -> int:
     return crlf + 3
 
 
+def _fileno(transport: asyncio.BaseTransport) -> int:
+    """The connection's descriptor (-1 if unknown). Linux gives the lowest free number, so
+    descriptor N means at least N are open."""
+    sock = transport.get_extra_info("socket")
+    try:
+        return int(sock.fileno()) if sock is not None else -1
+    except (OSError, ValueError):
+        return -1
+
+
+class RefusalLog:
+    """Refused connections, per reason: the first logged at once, the next ones counted and
+    logged as one line at most every `interval` seconds (so a flood is a few lines, not one
+    per connection)."""
+
+    def __init__(self, interval: float = REFUSAL_LOG_SECONDS, **context: object) -> None:
+        self.interval = interval
+        self.context = context
+        self._quiet: dict[str, asyncio.TimerHandle] = {}  # reason -> end of its quiet period
+        self._counts: dict[str, list[Any]] = {}  # reason -> [count, last peer]
+
+    def refused(self, reason: str, peer: str) -> None:
+        if reason in self._quiet:
+            entry = self._counts.setdefault(reason, [0, ""])
+            entry[0] += 1
+            entry[1] = peer
+            return
+        log.warning(f"fastagi peer refused: {reason}", peer=peer, **self.context)
+        self._quiet[reason] = asyncio.get_running_loop().call_later(
+            self.interval, self._period_over, reason)
+
+    def _period_over(self, reason: str) -> None:
+        del self._quiet[reason]
+        if self._flush(reason):  # still refusing: stay quiet for another period
+            self._quiet[reason] = asyncio.get_running_loop().call_later(
+                self.interval, self._period_over, reason)
+
+    def _flush(self, reason: str) -> bool:
+        entry = self._counts.pop(reason, None)
+        if entry is None:
+            return False
+        log.warning(f"fastagi peers refused: {reason}", count=entry[0], last_peer=entry[1],
+                    seconds=self.interval, **self.context)
+        return True
+
+    def close(self) -> None:
+        """Log what is still counted; stop the timers."""
+        for reason, timer in list(self._quiet.items()):
+            timer.cancel()
+            self._flush(reason)
+        self._quiet.clear()
+
+
 def _peer_host(peername: object) -> str:
     if isinstance(peername, tuple) and peername:
         return str(peername[0])
@@ -462,11 +528,16 @@ class FastAgiServer:
         self.header_timeout = header_timeout
         self.command_timeout = command_timeout
         self.max_header_bytes = max_header_bytes
-        self.max_sessions = max_sessions
+        self.max_sessions = self.configured_max_sessions = max_sessions
+        self.fd_ceiling = 1 << 30  # descriptor numbers from here on are refused (see start)
         self.stats = FastAgiStats()
+        self.refusals = RefusalLog(max_sessions=max_sessions)
+        self.accept_errors = 0  # accept() failures for lack of descriptors (asyncio's loop)
         self._server: asyncio.base_events.Server | None = None
         self._live: set[_Session] = set()
         self._allowed_cache: dict[str, bool] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous_handler: Any = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -474,13 +545,42 @@ class FastAgiServer:
         """Bind and start accepting sessions (port 0 picks a free port, see `port`)."""
         if self._server is not None:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
+        self._limit_to_descriptors(raise_fd_limit())
         self._server = await loop.create_server(
             lambda: _Session(self, loop), self.host, self._port,
             backlog=max(128, min(self.max_sessions, 4096)),
         )
+        self._previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_exception)
         log.info("fastagi listening", host=self.host, port=self.port,
-                 allow=[str(n) for n in self.allow])
+                 allow=[str(n) for n in self.allow], max_sessions=self.max_sessions)
+
+    def _limit_to_descriptors(self, soft_limit: int) -> None:
+        """Keep sessions within what the process can open (less FD_RESERVE for the rest)."""
+        self.fd_ceiling = max(soft_limit - FD_RESERVE // 2, 1)
+        self.max_sessions = max(1, min(self.configured_max_sessions, soft_limit - FD_RESERVE))
+        self.refusals.context["max_sessions"] = self.max_sessions
+        if self.max_sessions < self.configured_max_sessions:
+            log.warning("fastagi sessions capped by the file limit", max_sessions=self.max_sessions,
+                        configured=self.configured_max_sessions, nofile=soft_limit,
+                        hint="raise LimitNOFILE (systemd) or ulimit -n")
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """accept() out of descriptors on our socket: a rate-limited line, not a traceback per
+        try (asyncio's loop retries a second later); anything else goes where it went before."""
+        exc = context.get("exception")
+        sock = context.get("socket")
+        ours = self._server is not None and sock is not None and any(
+            s.fileno() == sock.fileno() for s in self._server.sockets)
+        if ours and isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            self.accept_errors += 1
+            self.refusals.refused("out of file descriptors (accept retried in 1 s)", "")
+            return
+        if self._previous_handler is not None:
+            self._previous_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
     async def stop(self) -> None:
         """Stop accepting, end the sessions in progress, release the port."""
@@ -491,6 +591,9 @@ class FastAgiServer:
         for session in list(self._live):
             session.abort()
         await server.wait_closed()
+        if self._loop is not None and self._loop.get_exception_handler() == self._loop_exception:
+            self._loop.set_exception_handler(self._previous_handler)
+        self.refusals.close()
         log.info("fastagi stopped", **self.counters())
 
     async def __aenter__(self) -> FastAgiServer:

@@ -19,6 +19,10 @@ from .stream import BadValues
 
 log = structlog.get_logger("botmeter.ami")
 
+#: a session must stay attached this long for the reconnect backoff to start over; a peer
+#: that accepts the login and hangs up at once gets ever longer delays, not a storm
+STABLE_SESSION_SECONDS = 30.0
+
 
 class AmiLoginError(Exception):
     """Asterisk refused the login."""
@@ -37,6 +41,7 @@ class AmiSettings:
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
     connect_timeout: float = 10.0
+    stable_after: float = STABLE_SESSION_SECONDS
 
 
 def backoff_delay(attempt: int, low: float, high: float, rand: Callable[[], float] = random.random) -> float:
@@ -59,13 +64,15 @@ class AmiClient:
         self.sessions = 0
         self.failures = 0
         self.bad_values = BadValues()  # over all sessions
+        self._attached_at: float | None = None
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         attempt = 0
         while not self._stopping.is_set():
+            self._attached_at = None
             try:
                 await self._session()
-                attempt = 0
             except AmiLoginError as exc:
                 self.failures += 1
                 log.error("ami login refused", host=self.settings.host, port=self.settings.port,
@@ -82,9 +89,13 @@ class AmiClient:
                     self._protocol = None
             if self._stopping.is_set():
                 break
+            attached = None if self._attached_at is None else loop.time() - self._attached_at
+            if attached is not None and attached >= self.settings.stable_after:
+                attempt = 0
             delay = backoff_delay(attempt, self.settings.reconnect_min, self.settings.reconnect_max)
             attempt += 1
-            log.info("ami reconnecting", in_seconds=round(delay, 2), attempt=attempt)
+            log.info("ami reconnecting", in_seconds=round(delay, 2), attempt=attempt,
+                     attached_seconds=None if attached is None else round(attached, 1))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
@@ -105,6 +116,7 @@ class AmiClient:
         )
         self._protocol = protocol
         await self._login(protocol)
+        self._attached_at = loop.time()
         self.sessions += 1
         log.info("ami attached", host=s.host, port=s.port, banner=protocol.parser.banner)
         self._on_event(SnapshotStarted(round(self._clock(), 3)))

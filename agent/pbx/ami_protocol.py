@@ -13,12 +13,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+import structlog
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
-from .ami_frames import FrameParser, event_name, parse_frame
+from .ami_frames import MAX_FRAME_BYTES, DiscardReport, FrameParser, event_name, parse_frame
 from .events import PbxEvent
 from .stream import BadValues, decode_event
+
+log = structlog.get_logger("botmeter.ami")
 
 _ACTION_EVENTS = frozenset({b"CoreShowChannelsComplete"})
 
@@ -33,6 +36,7 @@ class BotmeterAmiProtocol(AMIProtocol):
         self._clock = clock
         self.bad_values = bad_values or BadValues()
         self.parser = FrameParser()
+        self.discards = DiscardReport()
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
@@ -45,6 +49,9 @@ class BotmeterAmiProtocol(AMIProtocol):
         for raw in parser.feed(data):
             name = event_name(raw)
             if name is None:
+                if not raw.startswith(b"Response: "):
+                    parser.note_junk(raw)
+                    continue
                 message = Message.from_line(raw.decode("utf-8", "replace"))
                 if message is not None:
                     self.handle_message(message)
@@ -57,6 +64,13 @@ class BotmeterAmiProtocol(AMIProtocol):
                 self._on_event(event)
             if name in _ACTION_EVENTS:
                 self.handle_message(Message(parse_frame(raw)))
+        self._report_discards()
+
+    def _report_discards(self, final: bool = False) -> None:
+        """One log line about discarded input, rate-limited (see `DiscardReport`)."""
+        summary = self.discards.due(self.parser, time.monotonic(), final=final)
+        if summary is not None:
+            log.warning("ami input discarded", max_frame_bytes=MAX_FRAME_BYTES, **summary)
 
     def handle_message(self, message: Message) -> None:  # type: ignore[override]
         response = self.responses.get(message.id)
@@ -68,6 +82,7 @@ class BotmeterAmiProtocol(AMIProtocol):
                 self.responses.pop(response.action_id, None)
 
     def connection_lost(self, exc: Exception | None) -> None:  # type: ignore[override]
+        self._report_discards(final=True)
         self._lose(f"connection lost: {exc}" if exc else "connection closed by Asterisk")
 
     def _lose(self, why: str) -> None:

@@ -64,6 +64,8 @@ class AmiEventDecoder:
         for raw in self.parser.feed(data):
             name = event_name(raw)
             if name is None:
+                if not raw.startswith(b"Response: "):
+                    self.parser.note_junk(raw)
                 continue
             if name not in tracked:
                 self.skipped += 1

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 SIGNALS = ("start", "end", "usage", "outcome")
 SIGNALLED_OUTCOMES = ("handled", "transferred", "failed")
@@ -12,6 +13,11 @@ MAX_FIELD = 200
 QUANTITY_PLACES = 6  # rating works in millionths of a unit
 MAX_QUANTITY = Decimal(10) ** 12
 _STEP = Decimal(1).scaleb(-QUANTITY_PLACES)
+#: module and unit names: printable ASCII that the dialplan, AMI and the reports carry unchanged
+NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: ASCII digits with at most one decimal point (Decimal() alone also takes 1_000, １２, ١٢, 1e3)
+_QUANTITY = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class SignalError(ValueError):
@@ -43,33 +49,53 @@ def _field(fields: Mapping[str, str], name: str) -> str:
     return ""
 
 
+def check_name(field: str, value: str) -> str:
+    """`value` if it is a valid module or unit name, else SignalError naming the field."""
+    if NAME.fullmatch(value) is None:
+        raise SignalError(f"usage signal: {field} {value[:80]!r} is not 1-64 characters of "
+                          "A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def parse_quantity(raw: str) -> Decimal:
+    """A usage quantity: ASCII digits, one optional decimal point, at most 6 places, >= 0."""
+    if _QUANTITY.fullmatch(raw) is None:
+        if raw.startswith("-") and _QUANTITY.fullmatch(raw[1:]):
+            raise SignalError(f"usage signal: Quantity {raw!r} must be a number >= 0")
+        raise SignalError(f"usage signal: Quantity {raw[:80]!r} is not a decimal number "
+                          "(ASCII digits and one optional '.')")
+    quantity = Decimal(raw)
+    if quantity > MAX_QUANTITY:
+        raise SignalError(f"usage signal: Quantity {raw!r} is implausibly large")
+    if quantity != quantity.quantize(_STEP):
+        raise SignalError(
+            f"usage signal: Quantity {raw!r} has more than {QUANTITY_PLACES} decimal places")
+    return Decimal(format(+quantity, "f"))
+
+
+def _text(fields: Mapping[str, str], name: str) -> str | None:
+    """A free-text field (Target, Reason), None when absent; control characters become spaces,
+    as the AGI script's relay makes them, so all three ways store the same text."""
+    return _CONTROL.sub(" ", _field(fields, name)) or None
+
+
 def parse_signal(signal: str, fields: Mapping[str, str]) -> Signal:
     """The signal's meaning, or SignalError naming the bad field."""
     kind = signal.strip().lower()
     if kind in ("start", "end"):
         return kind
     if kind == "usage":
-        module = _field(fields, "module").lower()
+        module = _field(fields, "module")
         if not module:
             raise SignalError("usage signal without Module")
-        raw = _field(fields, "quantity")
-        try:
-            quantity = Decimal(raw)
-        except InvalidOperation:
-            raise SignalError(f"usage signal: Quantity {raw!r} is not a decimal number") from None
-        if not quantity.is_finite() or quantity < 0:
-            raise SignalError(f"usage signal: Quantity {raw!r} must be a number >= 0")
-        if quantity > MAX_QUANTITY:
-            raise SignalError(f"usage signal: Quantity {raw!r} is implausibly large")
-        if quantity != quantity.quantize(_STEP):
-            raise SignalError(
-                f"usage signal: Quantity {raw!r} has more than {QUANTITY_PLACES} decimal places")
-        return Usage(module, Decimal(format(+quantity, "f")), _field(fields, "unit") or "units")
+        module = check_name("Module", module).lower()  # checked first: "\u212a".lower() is "k"
+        quantity = parse_quantity(_field(fields, "quantity"))
+        return Usage(module, quantity, check_name("Unit", _field(fields, "unit") or "units"))
     if kind == "outcome":
         outcome = _field(fields, "outcome").lower()
         if outcome not in SIGNALLED_OUTCOMES:
             raise SignalError(
                 f"outcome signal: Outcome {outcome!r} is not one of {', '.join(SIGNALLED_OUTCOMES)}"
             )
-        return OutcomeSignal(outcome, _field(fields, "target") or None, _field(fields, "reason") or None)
+        return OutcomeSignal(outcome, _text(fields, "target"), _text(fields, "reason"))
     raise SignalError(f"unknown signal {signal!r} (expected one of {', '.join(SIGNALS)})")

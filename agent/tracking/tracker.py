@@ -35,16 +35,23 @@ from ..pbx.events import (
 from .outcome import OutcomeFacts, decide_outcome
 from .record import CallRecord, ModuleUsage, Outcome
 from .rules import TrackingRules
-from .signals import OutcomeSignal, SignalError, Usage, parse_signal
+from .signals import OutcomeSignal, Signal, SignalError, Usage, parse_signal
 
 Problem = Callable[[str, dict[str, object]], None]
 NO_RECORDS: tuple[CallRecord, ...] = ()
 
 #: hung-up channels remembered, so late events for them are ignored
 GONE_MEMORY = 20_000
-#: signals kept for calls not seen yet (FastAGI can beat AMI), and for how long
+#: signals held for calls not seen yet (FastAGI can beat AMI): per call, in all, and for how
+#: long after the call's first signal (a steady stream of signals does not keep them longer)
+PENDING_PER_CALL = 100
 PENDING_SIGNALS_MAX = 10_000
 PENDING_SIGNAL_SECONDS = 300.0
+#: calls in progress at most ([calls] max_in_progress): beyond, the oldest is closed
+MAX_IN_PROGRESS = 50_000
+#: problems of one kind reported between two `expire()` calls (floods of dropped data: one);
+#: the rest are counted, and the count reported by the next `expire()`
+REPORTS_PER_SWEEP = 50
 
 _CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]{8}(;\d)?$")
 
@@ -59,6 +66,15 @@ class _Channel:
     caller_name: str = ""
     bridge: str = ""
     seen_epoch: int = 0
+
+
+@dataclass(slots=True)
+class _Held:
+    """Signals held for a call not seen yet, since the first one's time."""
+
+    first_ts: float
+    signals: list[BotSignal] = field(default_factory=list)
+    dropped: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -89,20 +105,40 @@ class _Call:
 
 
 class CallTracker:
-    """Feed events in order; get finished call records back."""
+    """Feed events in order; get finished call records back.
+
+    Memory is bounded whatever the PBX or the bot send: calls in progress (`max_in_progress`,
+    the oldest is closed at its last event), signals held for calls not seen yet (per call, in
+    all, and by age), hung-up channels remembered. What is thrown away is reported through
+    `on_problem` (a few per kind between two `expire()` calls, then a count) and counted in
+    `evicted_calls` and `dropped_signals`.
+    """
 
     def __init__(self, rules: TrackingRules, *, on_problem: Problem | None = None,
-                 source: str = "ami") -> None:
+                 source: str = "ami", max_in_progress: int = MAX_IN_PROGRESS,
+                 pending_per_call: int = PENDING_PER_CALL,
+                 pending_max: int = PENDING_SIGNALS_MAX) -> None:
+        if min(max_in_progress, pending_per_call, pending_max) < 1:
+            raise ValueError("tracking limits must be >= 1")
         self.rules = rules
         self.source = source
+        self.max_in_progress = max_in_progress
+        self.pending_per_call = pending_per_call
+        self.pending_max = pending_max
         self._on_problem = on_problem or (lambda _msg, _ctx: None)
         self._calls: dict[str, _Call] = {}  # every linkedid a live call has had
+        self._live: dict[_Call, None] = {}  # calls in progress, oldest first
         self._channels: dict[str, _Channel] = {}
         self._bridges: dict[str, set[str]] = {}
         self._gone: OrderedDict[str, None] = OrderedDict()
-        self._pending: OrderedDict[str, list[BotSignal]] = OrderedDict()
+        self._pending: OrderedDict[str, _Held] = OrderedDict()  # by first signal, oldest first
+        self._held = 0  # signals in _pending
+        self._reports: dict[str, list[int]] = {}  # problem -> [seen, limit] since the last expire()
+        self._closed: list[CallRecord] = []  # calls closed to make room, returned by feed()
         self._epoch = 0
         self.latest_ts = 0.0
+        self.evicted_calls = 0
+        self.dropped_signals = 0
         self._handlers: dict[type, Callable[[PbxEvent], tuple[CallRecord, ...]]] = {
             ChannelCreated: self._created,
             DialplanStep: self._step,
@@ -125,7 +161,12 @@ class CallTracker:
 
     @property
     def active_calls(self) -> int:
-        return len({id(call) for call in self._calls.values()})
+        return len(self._live)
+
+    @property
+    def pending_signals(self) -> int:
+        """Signals held for calls not seen yet."""
+        return self._held
 
     def feed(self, event: PbxEvent) -> tuple[CallRecord, ...]:
         """Apply one event; return the calls it finished (usually none)."""
@@ -134,21 +175,36 @@ class CallTracker:
             return NO_RECORDS
         if event.ts > self.latest_ts:
             self.latest_ts = event.ts
-        return handler(event)
+        records = handler(event)
+        if self._closed:
+            records, self._closed = (*self._closed, *records), []
+        return records
 
     def expire(self, now: float, idle_seconds: float) -> tuple[CallRecord, ...]:
         """Finish calls that saw no event for `idle_seconds` (lost hangups), ending them at their last event."""
-        stale = {id(c): c for c in self._calls.values() if now - c.last_ts > idle_seconds}
+        stale = [c for c in self._live if now - c.last_ts > idle_seconds]
         records = []
-        for call in stale.values():
-            self._on_problem("call expired without hangup", {"linkedid": call.linkedid})
+        for call in stale:
+            self._report("call expired without hangup", {"linkedid": call.linkedid})
             for chan in list(call.live.values()):
                 self._forget_channel(chan)
             records.extend(self._finish(call, call.last_ts))
         cutoff = now - PENDING_SIGNAL_SECONDS
-        for key in [k for k, sigs in self._pending.items() if sigs[-1].ts < cutoff]:
-            self._drop_pending(key, "no call seen for this signal")
+        for key in [k for k, held in self._pending.items() if held.first_ts < cutoff]:
+            self._drop_pending(key, f"no call seen within {PENDING_SIGNAL_SECONDS:.0f}s")
+        reports, self._reports = self._reports, {}
+        for message, seen in reports.items():
+            if seen[0] > seen[1]:
+                self._on_problem(f"{message} (more of the same)", {"not_logged": seen[0] - seen[1]})
         return tuple(records)
+
+    def _report(self, message: str, context: dict[str, object],
+                limit: int = REPORTS_PER_SWEEP) -> None:
+        """A problem, reported unless this kind was reported `limit` times since the last expire()."""
+        seen = self._reports.setdefault(message, [0, limit])
+        seen[0] += 1
+        if seen[0] <= limit:
+            self._on_problem(message, context)
 
     # -- channels and calls -------------------------------------------------------
 
@@ -175,11 +231,22 @@ class CallTracker:
     def _new_call(self, linkedid: str, ts: float) -> _Call:
         call = _Call(call_id=linkedid, linkedid=linkedid, offered_at=ts, last_ts=ts, lids=[linkedid])
         self._calls[linkedid] = call
-        pending = self._pending.pop(linkedid, None)
-        if pending:
-            for sig in pending:
-                self._apply_signal(call, sig)
+        self._live[call] = None
+        if len(self._live) > self.max_in_progress:
+            self._evict_oldest()
+        self._attach_held(call, linkedid)
         return call
+
+    def _evict_oldest(self) -> None:
+        """Too many calls in progress (lost hangups?): close the oldest at its last event."""
+        call = next(iter(self._live))
+        self.evicted_calls += 1
+        self._report(f"call closed: more than {self.max_in_progress} calls in progress "
+                     "(lost hangups?); the oldest is closed at its last event",
+                     {"linkedid": call.linkedid, "closed_so_far": self.evicted_calls}, limit=1)
+        for chan in list(call.live.values()):
+            self._forget_channel(chan)
+        self._closed.extend(self._finish(call, call.last_ts))
 
     def _relink(self, chan: _Channel, linkedid: str) -> None:
         """The channel's linkedid changed: its call follows, merging into a call of that id."""
@@ -192,9 +259,7 @@ class CallTracker:
             call.linkedid = linkedid
             call.lids.append(linkedid)
             self._calls[linkedid] = call
-            pending = self._pending.pop(linkedid, None)
-            for sig in pending or ():
-                self._apply_signal(call, sig)
+            self._attach_held(call, linkedid)
             return
         self._merge(call, other)
 
@@ -205,6 +270,7 @@ class CallTracker:
         for chan in fold.live.values():
             chan.call = keep
             keep.live[chan.uniqueid] = chan
+        self._live.pop(fold, None)
         for lid in fold.lids:
             self._calls[lid] = keep
             keep.lids.append(lid)
@@ -231,6 +297,7 @@ class CallTracker:
             self._gone.popitem(last=False)
 
     def _finish(self, call: _Call, ended_at: float) -> tuple[CallRecord, ...]:
+        self._live.pop(call, None)
         for lid in call.lids:
             if self._calls.get(lid) is call:
                 del self._calls[lid]
@@ -440,29 +507,64 @@ class CallTracker:
         call = chan.call if chan is not None else self._calls.get(sig.linkedid)
         if call is not None:
             call.last_ts = max(call.last_ts, sig.ts)
-            self._apply_signal(call, sig)
-            return NO_RECORDS
-        key = sig.linkedid or sig.uniqueid
-        if not key:
-            self._on_problem("bot signal for no call (no linkedid)", {"signal": sig.signal})
-            return NO_RECORDS
-        self._pending.setdefault(key, []).append(sig)
-        self._pending.move_to_end(key)
-        if len(self._pending) > PENDING_SIGNALS_MAX:
-            self._drop_pending(next(iter(self._pending)), "too many signals for unseen calls")
-        return NO_RECORDS
-
-    def _drop_pending(self, key: str, why: str) -> None:
-        sigs = self._pending.pop(key, [])
-        self._on_problem(f"bot signal dropped: {why}", {"linkedid": key, "signals": len(sigs)})
-
-    def _apply_signal(self, call: _Call, sig: BotSignal) -> None:
         try:
             meaning = parse_signal(sig.signal, sig.fields)
         except SignalError as exc:
-            self._on_problem("malformed bot signal ignored", {
-                "reason": str(exc), "linkedid": call.linkedid, "via": sig.via})
+            self._report("malformed bot signal ignored", {
+                "reason": str(exc), "linkedid": call.linkedid if call else sig.linkedid,
+                "via": sig.via})
+            return NO_RECORDS
+        if call is not None:
+            self._apply(call, sig, meaning)
+            return NO_RECORDS
+        key = sig.linkedid or sig.uniqueid
+        if not key:
+            self._report("bot signal for no call (no linkedid)", {"signal": sig.signal})
+            return NO_RECORDS
+        self._hold(key, sig)
+        return NO_RECORDS
+
+    def _hold(self, key: str, sig: BotSignal) -> None:
+        """Keep a valid signal until its call appears, within the per-call and total caps."""
+        held = self._pending.get(key)
+        if held is not None and sig.ts - held.first_ts > PENDING_SIGNAL_SECONDS:
+            self._drop_pending(key, f"no call seen within {PENDING_SIGNAL_SECONDS:.0f}s")
+            held = None
+        if held is None:
+            held = self._pending[key] = _Held(sig.ts)
+        if len(held.signals) >= self.pending_per_call:
+            held.dropped += 1
+            self.dropped_signals += 1
+            if held.dropped == 1:
+                self._report(f"bot signal dropped: more than {self.pending_per_call} signals "
+                             "for a call not seen yet", {"linkedid": key, "via": sig.via}, limit=1)
             return
+        held.signals.append(sig)
+        self._held += 1
+        while self._held > self.pending_max:
+            self._drop_pending(next(iter(self._pending)),
+                               f"more than {self.pending_max} signals held for calls not seen yet")
+
+    def _drop_pending(self, key: str, why: str) -> None:
+        held = self._pending.pop(key)
+        self._held -= len(held.signals)
+        self.dropped_signals += len(held.signals)
+        self._report(f"bot signal dropped: {why}", {
+            "linkedid": key, "signals": len(held.signals) + held.dropped}, limit=1)
+
+    def _attach_held(self, call: _Call, linkedid: str) -> None:
+        """The call of held signals appeared: apply them."""
+        held = self._pending.pop(linkedid, None)
+        if held is None:
+            return
+        self._held -= len(held.signals)
+        if held.dropped:
+            self._report("call is missing bot signals dropped while it was not seen yet",
+                         {"linkedid": linkedid, "dropped": held.dropped})
+        for sig in held.signals:
+            self._apply(call, sig, parse_signal(sig.signal, sig.fields))
+
+    def _apply(self, call: _Call, sig: BotSignal, meaning: Signal) -> None:
         if meaning == "start":
             self._answer(call, sig.ts, "signal")
         elif meaning == "end":
