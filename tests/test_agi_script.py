@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.bot.agi_script import parse_args
-from agent.bot.protocol import agi_quote, app_escape, user_event_data
-from agent.sim.agi import split_app_args, split_command
-from agent.tracking.signals import SignalError
+from botmeter.bot.agi_script import parse_args
+from botmeter.bot.protocol import agi_quote, app_escape, user_event_data
+from botmeter.sim.agi import split_app_args, split_command
+from botmeter.tracking.signals import SignalError
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = (b"agi_request: botmeter-agi\nagi_channel: PJSIP/bot-00000012\nagi_language: en\n"
@@ -46,7 +46,7 @@ def run_agi(args: list[str], respond: Responder | None = ok, env: bytes = ENV,
     stdin; close_after_reply: close after the first answer). Returns what it sent, its stderr,
     exit code and wall time."""
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "agent.bot.agi_script", *args], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "botmeter.bot.agi_script", *args], cwd=ROOT,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     commands: list[str] = []

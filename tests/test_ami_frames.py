@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from agent.pbx.ami_frames import MAX_FRAME_BYTES, FrameParser, decode_text, parse_frame
-from agent.pbx.events import ChannelCreated, from_ami
-from agent.pbx.stream import AmiEventDecoder
+from botmeter.pbx.ami_frames import MAX_FRAME_BYTES, FrameParser, decode_text, parse_frame
+from botmeter.pbx.events import ChannelCreated, from_ami
+from botmeter.pbx.stream import AmiEventDecoder
 
 NEWCHANNEL = (
     "Event: Newchannel\r\nTimestamp: 1795706734.859002\r\nChannel: SIP/a-00000001\r\n"

@@ -1,6 +1,6 @@
 """Reconnect backoff: exponential, capped, jittered."""
 
-from agent.pbx.ami_client import backoff_delay
+from botmeter.pbx.ami_client import backoff_delay
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half():

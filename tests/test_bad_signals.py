@@ -10,12 +10,12 @@ from urllib.parse import quote
 import pytest
 from structlog.testing import capture_logs
 
-from agent.bot.agi_script import parse_args
-from agent.bot.fastagi import FastAgiServer
-from agent.demo import demo_config
-from agent.service import AgentService
-from agent.storage.store import CallStore
-from agent.tracking.signals import SignalError, Usage, parse_signal
+from botmeter.bot.agi_script import parse_args
+from botmeter.bot.fastagi import FastAgiServer
+from botmeter.demo import demo_config
+from botmeter.service import AgentService
+from botmeter.storage.store import CallStore
+from botmeter.tracking.signals import SignalError, Usage, parse_signal
 
 from .conftest import LAB_CAPTURE
 from .fake_ami import start_fake_ami

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import main
-from agent.config import load_config
-from agent.metering import RatingSaver, active_series, load_plan_book
-from agent.rating import PlanBook, build_statement, period_bounds, period_of, rate_calls
-from agent.storage.store import CallStore
+from botmeter.cli import main
+from botmeter.config import load_config
+from botmeter.metering import RatingSaver, active_series, load_plan_book
+from botmeter.rating import PlanBook, build_statement, period_bounds, period_of, rate_calls
+from botmeter.storage.store import CallStore
 
 from .conftest import LAB_CAPTURE
 from .test_rating_support import PLANS_DIR, local_ms, make_call
@@ -153,8 +153,8 @@ def test_unknown_active_plan_is_a_configuration_error(write_config):
 
 
 async def test_live_agent_stores_then_rates_and_amounts_match_the_bill(tmp_path):
-    from agent.demo import record_scripted_calls
-    from agent.sim.scenarios import mixed_calls
+    from botmeter.demo import record_scripted_calls
+    from botmeter.sim.scenarios import mixed_calls
 
     db = tmp_path / "live.db"
     calls = mixed_calls(16, seed=8)

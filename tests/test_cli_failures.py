@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import main
-from agent.storage.schema import SCHEMA_VERSION
-from agent.storage.store import CallStore
+from botmeter.cli import main
+from botmeter.storage.schema import SCHEMA_VERSION
+from botmeter.storage.store import CallStore
 
 from .conftest import LAB_CAPTURE
 from .test_rating_support import PLANS_DIR, make_call
@@ -34,7 +34,7 @@ WRITERS = (["replay", str(LAB_CAPTURE)],)
 
 def botmeter(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The real command line, as a user or systemd runs it."""
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], cwd=cwd or ROOT,
+    return subprocess.run([sys.executable, "-m", "botmeter.cli", *args], cwd=cwd or ROOT,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -200,10 +200,10 @@ def test_replay_of_a_file_without_ami_events(config: Path, tmp_path: Path, conte
 
 def test_internal_errors_are_one_line_with_the_traceback_only_at_debug(tmp_path: Path,
                                                                         recorded: Path) -> None:
-    script = ("import sys; import agent.storage.store as s\n"
+    script = ("import sys; import botmeter.storage.store as s\n"
               "def boom(*a, **k): raise RuntimeError('boom\\nsecond line')\n"
               "s.CallStore.calls = boom\n"
-              "from agent.cli import main; main()\n")
+              "from botmeter.cli import main; main()\n")
     plain = subprocess.run([sys.executable, "-c", script, "calls", "--db", str(recorded)],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     line = one_line(1, plain.returncode, plain.stdout, plain.stderr, "internal error",

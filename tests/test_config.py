@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import main
-from agent.config import ConfigError, load_config
+from botmeter.cli import main
+from botmeter.config import ConfigError, load_config
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "botmeter.toml"
 

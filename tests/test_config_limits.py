@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import main
-from agent.config import ConfigError, load_config
-from agent.tracking.tracker import MAX_IN_PROGRESS
+from botmeter.cli import main
+from botmeter.config import ConfigError, load_config
+from botmeter.tracking.tracker import MAX_IN_PROGRESS
 
 CALLS = '[calls]\ninbound_contexts = ["from-pstn"]'
 

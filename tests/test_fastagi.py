@@ -11,9 +11,9 @@ from urllib.parse import quote
 import pytest
 from structlog.testing import capture_logs
 
-from agent.bot.fastagi import FastAgiServer, parse_reply, parse_request
-from agent.pbx.events import BotSignal
-from agent.tracking.signals import SignalError
+from botmeter.bot.fastagi import FastAgiServer, parse_reply, parse_request
+from botmeter.pbx.events import BotSignal
+from botmeter.tracking.signals import SignalError
 
 UNIQUEID = "1795706738.7"
 LINKEDID = "1795706738.4"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from agent.bot.fastagi import FD_RESERVE, FastAgiServer
+from botmeter.bot.fastagi import FD_RESERVE, FastAgiServer
 
 from .helpers import eventually
 from .test_fastagi import agi_session, closed_by_server, env_bytes
@@ -29,8 +29,8 @@ import asyncio, json, os, resource, sys, time
 limit, loop_kind, hard = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
 
-from agent.bot.fastagi import FastAgiServer
-from agent.logs import setup_logging
+from botmeter.bot.fastagi import FastAgiServer
+from botmeter.logs import setup_logging
 
 setup_logging("info", json=True)
 

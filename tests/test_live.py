@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import structlog
 
-from agent.config import load_config
-from agent.demo import demo_config, mismatches, record_scripted_calls
-from agent.service import AgentService
-from agent.sim.pbx import SimulatedPBX
-from agent.sim.scenarios import ScriptedCall, mixed_calls
-from agent.storage.store import CallStore
+from botmeter.config import load_config
+from botmeter.demo import demo_config, mismatches, record_scripted_calls
+from botmeter.service import AgentService
+from botmeter.sim.pbx import SimulatedPBX
+from botmeter.sim.scenarios import ScriptedCall, mixed_calls
+from botmeter.storage.store import CallStore
 
 from .fake_ami import start_fake_ami
 
@@ -155,7 +155,7 @@ async def test_asterisk_shutdown_then_restart_on_the_same_port(tmp_path):
 async def test_botmeter_run_records_and_stops_cleanly_on_signals(tmp_path, write_config, sig):
     async with SimulatedPBX(speed=50, secret="botmeter-sim") as pbx:
         config = write_config(port=pbx.port)
-        proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(config), "run"],
+        proc = subprocess.Popen([sys.executable, "-m", "botmeter.cli", "--config", str(config), "run"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:

@@ -6,9 +6,9 @@ import asyncio
 import os
 import random
 
-from agent.demo import demo_config
-from agent.service import AgentService
-from agent.storage.store import CallStore
+from botmeter.demo import demo_config
+from botmeter.service import AgentService
+from botmeter.storage.store import CallStore
 
 from .conftest import LAB_CAPTURE
 from .fake_ami import start_fake_ami

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from agent.config import Config
-from agent.demo import demo_config
-from agent.pbx.ami_client import AmiClient, AmiSettings
-from agent.pbx.ami_frames import MAX_BANNER_BYTES, MAX_FRAME_BYTES, DiscardReport, FrameParser
-from agent.service import AgentService
-from agent.storage.store import CallStore
+from botmeter.config import Config
+from botmeter.demo import demo_config
+from botmeter.pbx.ami_client import AmiClient, AmiSettings
+from botmeter.pbx.ami_frames import MAX_BANNER_BYTES, MAX_FRAME_BYTES, DiscardReport, FrameParser
+from botmeter.service import AgentService
+from botmeter.storage.store import CallStore
 
 from .conftest import LAB_CAPTURE
 from .fake_ami import start_fake_ami

@@ -13,14 +13,14 @@ import pytest
 import structlog
 from click.testing import CliRunner
 
-from agent.cli import EXIT_NOT_STORED, main
-from agent.demo import demo_config
-from agent.pbx.events import ChannelHungUp, from_ami
-from agent.service import AgentService
-from agent.storage.guard import store_unavailable
-from agent.storage.store import CallStore
-from agent.storage.writer import RecordWriter
-from agent.tracking.record import CallRecord, ModuleUsage
+from botmeter.cli import EXIT_NOT_STORED, main
+from botmeter.demo import demo_config
+from botmeter.pbx.events import ChannelHungUp, from_ami
+from botmeter.service import AgentService
+from botmeter.storage.guard import store_unavailable
+from botmeter.storage.store import CallStore
+from botmeter.storage.writer import RecordWriter
+from botmeter.tracking.record import CallRecord, ModuleUsage
 
 from .conftest import LAB_CAPTURE
 from .fake_ami import start_fake_ami
@@ -217,7 +217,7 @@ def test_unavailable_database_versus_bad_record(exc, unavailable):
 def test_replay_sets_aside_a_call_past_the_boundary_with_one_line_and_exit_code_3(
         tmp_path, write_config, monkeypatch, lab_expected):
     """If a bad value ever slips past the event boundary, replay still stores the rest."""
-    monkeypatch.setattr("agent.pbx.events.MAX_CAUSE", 10 ** 40)
+    monkeypatch.setattr("botmeter.pbx.events.MAX_CAUSE", 10 ** 40)
     capture = tmp_path / "poison.ami"
     capture.write_bytes(_poisoned_capture())
     plans = Path(__file__).parent.parent / "config" / "plans"

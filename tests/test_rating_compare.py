@@ -9,8 +9,8 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 
-from agent.rating import PlanVersion, build_statement, compare_plans
-from agent.rating.compare import ScaledTotal
+from botmeter.rating import PlanVersion, build_statement, compare_plans
+from botmeter.rating.compare import ScaledTotal
 from tests.test_rating_support import D, call_lists, example, make_call, plans
 
 

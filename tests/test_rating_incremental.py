@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.rating import PeriodState, PlanVersion, Rater, RatingError, RerateNeeded, rate_calls
+from botmeter.rating import PeriodState, PlanVersion, Rater, RatingError, RerateNeeded, rate_calls
 from tests.test_rating_support import (
     BASE_MS,
     HOUR_MS,

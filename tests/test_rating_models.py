@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from agent.rating import build_statement, rate_calls
+from botmeter.rating import build_statement, rate_calls
 from tests.test_rating_support import PLAN_HEAD, D, example, make_call, plan_from
 
 

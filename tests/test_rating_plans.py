@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.rating import PlanBook, PlanError, UnknownPlan, load_plan
+from botmeter.rating import PlanBook, PlanError, UnknownPlan, load_plan
 from tests.test_rating_support import PLANS_DIR
 
 HEAD = """

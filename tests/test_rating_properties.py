@@ -9,9 +9,9 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.rating import PlanVersion, build_statement, period_of, rate_calls
-from agent.rating.reference import reference_amounts
-from agent.tracking.record import CallRecord
+from botmeter.rating import PlanVersion, build_statement, period_of, rate_calls
+from botmeter.rating.reference import reference_amounts
+from botmeter.tracking.record import CallRecord
 from tests.test_rating_support import HOUR_MS, SHANGHAI, call_lists, make_call, plans
 
 SETTINGS = settings(max_examples=150, deadline=None,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from agent.rating import PlanBook, PlanSeries, build_statement, period_bounds, period_of, rate_calls
+from botmeter.rating import (
+    PlanBook,
+    PlanSeries,
+    build_statement,
+    period_bounds,
+    period_of,
+    rate_calls,
+)
 from tests.test_rating_support import SHANGHAI, D, example, local_ms, make_call, plan_from
 
 SLA_PLAN = """

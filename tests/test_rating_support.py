@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import strategies as st
 
-from agent.rating import Charge, PlanVersion, Tier, load_plan, parse_plan
-from agent.tracking.record import OUTCOMES, CallRecord, ModuleUsage
+from botmeter.rating import Charge, PlanVersion, Tier, load_plan, parse_plan
+from botmeter.tracking.record import OUTCOMES, CallRecord, ModuleUsage
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PLANS_DIR = Path(__file__).resolve().parent.parent / "config" / "plans"

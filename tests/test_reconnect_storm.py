@@ -7,7 +7,7 @@ import asyncio
 
 from structlog.testing import capture_logs
 
-from agent.pbx.ami_client import STABLE_SESSION_SECONDS, AmiClient, AmiSettings
+from botmeter.pbx.ami_client import STABLE_SESSION_SECONDS, AmiClient, AmiSettings
 
 from .fake_ami import start_fake_ami
 from .helpers import eventually

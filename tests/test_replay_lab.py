@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import main
+from botmeter.cli import main
 
 from .conftest import LAB_CAPTURE
 
@@ -56,9 +56,9 @@ def test_replay_twice_keeps_one_row_per_call(write_config):
 
 def test_replay_split_at_every_byte_gives_the_same_records(tmp_path, lab_expected):
     """UTF-8 names survive any TCP read boundary: feed the capture in 1..7 byte chunks."""
-    from agent.pbx.stream import decode_capture
-    from agent.tracking.rules import TrackingRules
-    from agent.tracking.tracker import CallTracker
+    from botmeter.pbx.stream import decode_capture
+    from botmeter.tracking.rules import TrackingRules
+    from botmeter.tracking.tracker import CallTracker
 
     data = LAB_CAPTURE.read_bytes()
     rules = TrackingRules.build(inbound_contexts=["from-pstn"], bot_contexts=["voicebot"])

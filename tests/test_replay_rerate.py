@@ -6,11 +6,11 @@ from pathlib import Path
 
 import structlog
 
-from agent.metering import ReplayRating
-from agent.rating import PlanBook
-from agent.service import replay
-from agent.storage.store import CallStore
-from agent.tracking.rules import TrackingRules
+from botmeter.metering import ReplayRating
+from botmeter.rating import PlanBook
+from botmeter.service import replay
+from botmeter.storage.store import CallStore
+from botmeter.tracking.rules import TrackingRules
 
 from .bench.capture import repeated_capture
 from .conftest import LAB_CAPTURE

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from agent import runtime
-from agent.bot.fastagi import FastAgiServer
-from agent.demo import record_scripted_calls
-from agent.sim.scenarios import mixed_calls
+from botmeter import runtime
+from botmeter.bot.fastagi import FastAgiServer
+from botmeter.demo import record_scripted_calls
+from botmeter.sim.scenarios import mixed_calls
 
 
 def test_fastagi_session_on_the_agents_loop():

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import main
-from agent.config import ConfigError, load_config
+from botmeter.cli import main
+from botmeter.config import ConfigError, load_config
 
 SECRET = 'secret = "botmeter-sim"'
 
@@ -97,7 +97,7 @@ def test_systemd_credentials_win_over_a_file_this_user_cannot_read(write_config,
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     config, secret = with_secret_file(write_config, tmp_path, b"root's copy")
     real_access = os.access
-    monkeypatch.setattr("agent.config.os.access",
+    monkeypatch.setattr("botmeter.config.os.access",
                         lambda path, mode: Path(path) != secret and real_access(path, mode))
     loaded = load_config(config)
     assert loaded.ami.read_secret(loaded.base_dir) == "from-systemd"

@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from agent.demo import demo_config, mismatches, record_scripted_calls
-from agent.service import AgentService
-from agent.sim.agi import AgiRequest, run_fastagi
-from agent.sim.events import FASTAGI_MARKER
-from agent.sim.scenarios import mixed_calls
-from agent.storage.store import CallStore
+from botmeter.demo import demo_config, mismatches, record_scripted_calls
+from botmeter.service import AgentService
+from botmeter.sim.agi import AgiRequest, run_fastagi
+from botmeter.sim.events import FASTAGI_MARKER
+from botmeter.sim.scenarios import mixed_calls
+from botmeter.storage.store import CallStore
 
 from .conftest import LAB_CAPTURE
 from .fake_ami import start_fake_ami

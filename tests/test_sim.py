@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from agent.sim import (
+from botmeter.sim import (
     CallIds,
     ScriptedCall,
     SimulatedPBX,
@@ -19,7 +19,7 @@ from agent.sim import (
     expected_record,
     mixed_calls,
 )
-from agent.sim.events import PRIVILEGES
+from botmeter.sim.events import PRIVILEGES
 
 SECRET = "botmeter-sim"
 EPOCH = 1_800_000_000.0

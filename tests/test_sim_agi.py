@@ -10,12 +10,19 @@ from dataclasses import replace
 
 import pytest
 
-from agent.bot.fastagi import FastAgiServer
-from agent.bot.protocol import agi_quote, user_event_data
-from agent.pbx.events import BotSignal
-from agent.sim import CallIds, ScriptedCall, SimulatedPBX, call_events, expected_record, mixed_calls
-from agent.sim.agi import split_app_args, split_command, user_event_fields
-from agent.sim.events import AGI_MARKER, FASTAGI_MARKER, dialplan_escape, is_marker
+from botmeter.bot.fastagi import FastAgiServer
+from botmeter.bot.protocol import agi_quote, user_event_data
+from botmeter.pbx.events import BotSignal
+from botmeter.sim import (
+    CallIds,
+    ScriptedCall,
+    SimulatedPBX,
+    call_events,
+    expected_record,
+    mixed_calls,
+)
+from botmeter.sim.agi import split_app_args, split_command, user_event_fields
+from botmeter.sim.events import AGI_MARKER, FASTAGI_MARKER, dialplan_escape, is_marker
 from tests.test_sim import (
     CASES,
     EPOCH,

@@ -21,11 +21,11 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.cli import EXIT_NOT_STORED, main
-from agent.config import load_config
-from agent.sim.pbx import SimulatedPBX
-from agent.sim.scenarios import mixed_calls
-from agent.storage.spill import (
+from botmeter.cli import EXIT_NOT_STORED, main
+from botmeter.config import load_config
+from botmeter.sim.pbx import SimulatedPBX
+from botmeter.sim.scenarios import mixed_calls
+from botmeter.storage.spill import (
     append_spill,
     clear_spill,
     decode_record,
@@ -33,9 +33,9 @@ from agent.storage.spill import (
     read_spill,
     spill_path,
 )
-from agent.storage.store import CallStore
-from agent.storage.writer import RecordWriter, load_spill
-from agent.tracking.record import OUTCOMES, CallRecord, ModuleUsage
+from botmeter.storage.store import CallStore
+from botmeter.storage.writer import RecordWriter, load_spill
+from botmeter.tracking.record import OUTCOMES, CallRecord, ModuleUsage
 
 from .helpers import eventually, eventually_sync
 
@@ -238,7 +238,7 @@ class _Output:
 
 def _run(config: Path) -> tuple[subprocess.Popen[bytes], _Output]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "--config", str(config), "--log-json", "run",
+        [sys.executable, "-m", "botmeter.cli", "--config", str(config), "--log-json", "run",
          "--stop-timeout", str(STOP_TIMEOUT)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     return proc, _Output(proc)

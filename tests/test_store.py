@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.storage.schema import SCHEMA_VERSION, SchemaError
-from agent.storage.store import CallFilter, CallStore
-from agent.storage.writer import RecordWriter
-from agent.tracking.record import CallRecord, ModuleUsage
+from botmeter.storage.schema import SCHEMA_VERSION, SchemaError
+from botmeter.storage.store import CallFilter, CallStore
+from botmeter.storage.writer import RecordWriter
+from botmeter.tracking.record import CallRecord, ModuleUsage
 
 
 def record(call_id: str = "1.1", offered: float = 1_795_000_000.0, outcome: str = "handled",
@@ -103,7 +103,7 @@ def test_writer_keeps_retrying_when_storing_fails(tmp_path):
 def test_fast_iso_parse_is_the_exact_inverse(ms):
     from datetime import UTC, datetime
 
-    from agent.tracking.record import iso_utc, parse_iso_utc
+    from botmeter.tracking.record import iso_utc, parse_iso_utc
 
     text = iso_utc(ms / 1000)
     assert parse_iso_utc(text) == ms / 1000 == round(datetime.fromisoformat(text).timestamp(), 3)

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from agent.pbx.events import (
+from botmeter.pbx.events import (
     AgentConnected,
     BotSignal,
     BridgeEntered,
@@ -23,9 +23,9 @@ from agent.pbx.events import (
     SnapshotStarted,
     TransferStarted,
 )
-from agent.tracking.outcome import OutcomeFacts, decide_outcome
-from agent.tracking.rules import TrackingRules
-from agent.tracking.tracker import CallTracker
+from botmeter.tracking.outcome import OutcomeFacts, decide_outcome
+from botmeter.tracking.rules import TrackingRules
+from botmeter.tracking.tracker import CallTracker
 
 RULES = TrackingRules.build(
     inbound_contexts=["from-pstn"], inbound_numbers=["88880000"], bot_contexts=["voicebot"],

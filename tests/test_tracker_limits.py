@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from agent.pbx.events import BotSignal, ChannelCreated, ChannelHungUp, DialplanStep
-from agent.tracking.rules import TrackingRules
-from agent.tracking.tracker import (
+from botmeter.pbx.events import BotSignal, ChannelCreated, ChannelHungUp, DialplanStep
+from botmeter.tracking.rules import TrackingRules
+from botmeter.tracking.tracker import (
     PENDING_SIGNAL_SECONDS,
     REPORTS_PER_SWEEP,
     CallTracker,

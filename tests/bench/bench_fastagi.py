@@ -65,8 +65,8 @@ async def serve_baseline(stop: asyncio.Event) -> tuple[int, int]:
 
 
 async def serve_fastagi(stop: asyncio.Event) -> tuple[int, int]:
-    from agent.bot.fastagi import FastAgiServer
-    from agent.logs import setup_logging
+    from botmeter.bot.fastagi import FastAgiServer
+    from botmeter.logs import setup_logging
 
     setup_logging("warning")
     count = 0
@@ -241,7 +241,7 @@ def main() -> None:
     parser.add_argument("--serve", choices=["fastagi", "baseline"], help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.serve:  # both servers on the loop the agent runs on (uvloop where installed)
-        from agent import runtime
+        from botmeter import runtime
 
         runtime.run(child(opts.serve))
         return

@@ -29,9 +29,9 @@ def chunks(data: bytes) -> list[bytes]:
 
 
 def run_botmeter(parts: list[bytes]) -> tuple[float, dict[str, int]]:
-    from agent.service import replay
-    from agent.storage.store import CallStore
-    from agent.tracking.rules import TrackingRules
+    from botmeter.service import replay
+    from botmeter.storage.store import CallStore
+    from botmeter.tracking.rules import TrackingRules
 
     rules = TrackingRules.build(inbound_contexts=["from-pstn"], bot_contexts=["voicebot"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,9 +79,9 @@ def hwm_kb():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
-from agent.pbx.events import ChannelCreated, DialplanStep, CallerIdChanged
-from agent.tracking.rules import TrackingRules
-from agent.tracking.tracker import CallTracker
+from botmeter.pbx.events import ChannelCreated, DialplanStep, CallerIdChanged
+from botmeter.tracking.rules import TrackingRules
+from botmeter.tracking.tracker import CallTracker
 before = hwm_kb()
 t = CallTracker(TrackingRules.build(inbound_contexts=["from-pstn"], bot_contexts=["voicebot"]))
 for i in range({calls}):
@@ -109,8 +109,8 @@ SIM_PROCESS = r"""
 import asyncio, sys
 from dataclasses import replace
 sys.path.insert(0, {root!r})
-from agent.sim.pbx import SimulatedPBX
-from agent.sim.scenarios import mixed_calls
+from botmeter.sim.pbx import SimulatedPBX
+from botmeter.sim.scenarios import mixed_calls
 
 async def main():
     async with SimulatedPBX(speed=1.0, secret="s") as pbx:
@@ -133,8 +133,8 @@ async def live_hangup_to_disk(calls: int, rate: float) -> tuple[list[float], lis
     Delays from each call's last hangup (its Timestamp) to the record leaving tracking
     (baseline) and to the record committed on disk.
     """
-    from agent.demo import demo_config
-    from agent.service import AgentService
+    from botmeter.demo import demo_config
+    from botmeter.service import AgentService
 
     to_record: list[float] = []
     to_disk: list[float] = []

@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from agent.rating import Rater, build_statement, load_plan, rate_calls  # noqa: E402
-from agent.rating.compiled import compile_plan  # noqa: E402
-from agent.tracking.record import CallRecord, ModuleUsage  # noqa: E402
+from botmeter.rating import Rater, build_statement, load_plan, rate_calls  # noqa: E402
+from botmeter.rating.compiled import compile_plan  # noqa: E402
+from botmeter.tracking.record import CallRecord, ModuleUsage  # noqa: E402
 
 NOVEMBER = 1_793_462_400_000  # 2026-11-01 00:00 Asia/Shanghai, epoch ms
 MONTH_MS = 29 * 86_400_000

@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from agent.metering import RatingSaver  # noqa: E402
-from agent.rating import PlanBook  # noqa: E402
-from agent.storage.store import CallStore  # noqa: E402
+from botmeter.metering import RatingSaver  # noqa: E402
+from botmeter.rating import PlanBook  # noqa: E402
+from botmeter.storage.store import CallStore  # noqa: E402
 from tests.bench.bench_rating import make_calls  # noqa: E402
 
 

@@ -33,13 +33,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import structlog
 
-from agent.pbx.events import BotSignal
-from agent.runtime import raise_fd_limit
-from agent.tracking.signals import SignalError, parse_signal
+from botmeter.pbx.events import BotSignal
+from botmeter.runtime import raise_fd_limit
+from botmeter.tracking.signals import SignalError, parse_signal
 
 from .protocol import MAX_COMMAND, agi_quote, canonical_fields
 
-log = structlog.get_logger("agent.bot.fastagi")
+log = structlog.get_logger(__name__)
 
 ROUTE = "botmeter"
 MAX_FIELDS = 32  # query parameters + agi_arg_N accepted per request

@@ -22,7 +22,7 @@ import structlog
 from ..tracking.record import CallRecord
 from .store import CallStore
 
-log = structlog.get_logger("botmeter.storage")
+log = structlog.get_logger(__name__)
 
 SaveBatch = Callable[[CallStore, list[CallRecord]], object]
 

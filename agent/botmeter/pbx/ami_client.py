@@ -17,7 +17,7 @@ from .ami_protocol import BotmeterAmiProtocol
 from .events import PbxEvent, SnapshotStarted
 from .stream import BadValues
 
-log = structlog.get_logger("botmeter.ami")
+log = structlog.get_logger(__name__)
 
 #: a session must stay attached this long for the reconnect backoff to start over; a peer
 #: that accepts the login and hangs up at once gets ever longer delays, not a storm

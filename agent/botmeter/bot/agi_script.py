@@ -6,7 +6,7 @@ which reaches the agent over AMI (Asterisk queues it while the agent reconnects)
 
 Whatever happens, the script exits 0 within DEADLINE seconds so the call goes on: bad arguments
 are reported on stderr and as an AGI VERBOSE, and `BOTMETER_STATUS` is set to `ok` or `error`.
-Only the stdlib, pyst2 and `agent.tracking.signals` are imported, to keep start-up short.
+Only the stdlib, pyst2 and `botmeter.tracking.signals` are imported, to keep start-up short.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import signal
 import sys
 from typing import IO, Any
 
-from agent.tracking.signals import SignalError, parse_signal
+from botmeter.tracking.signals import SignalError, parse_signal
 
 from .protocol import MAX_COMMAND, agi_quote, canonical_fields, user_event_data
 

@@ -103,7 +103,7 @@ async def record_scripted_calls(calls: list[ScriptedCall], db: Path, *, speed: f
 
 def example_plans() -> Path | None:
     """The example plan files of a source checkout (config/plans), if this is one."""
-    folder = Path(__file__).resolve().parent.parent / "config" / "plans"
+    folder = Path(__file__).resolve().parents[2] / "config" / "plans"
     return folder if (folder / f"{DEMO_PLAN}.toml").exists() else None
 
 

@@ -3,9 +3,9 @@
 Used by `botmeter demo` and by live tests of the agent.
 """
 
-from agent.sim.events import CallIds, SimEvent, call_events, is_marker
-from agent.sim.pbx import SimulatedPBX
-from agent.sim.scenarios import Outcome, ScriptedCall, SignalVia, expected_record, mixed_calls
+from botmeter.sim.events import CallIds, SimEvent, call_events, is_marker
+from botmeter.sim.pbx import SimulatedPBX
+from botmeter.sim.scenarios import Outcome, ScriptedCall, SignalVia, expected_record, mixed_calls
 
 __all__ = [
     "CallIds",

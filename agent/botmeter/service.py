@@ -25,7 +25,7 @@ from .tracking.record import CallRecord
 from .tracking.rules import TrackingRules
 from .tracking.tracker import MAX_IN_PROGRESS, CallTracker
 
-log = structlog.get_logger("botmeter")
+log = structlog.get_logger(__name__)
 
 #: seconds a stop may take to store (or spill) every finished call and rate them; below the
 #: systemd unit's TimeoutStopSec (30)

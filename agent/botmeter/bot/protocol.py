@@ -7,7 +7,7 @@ from collections.abc import Iterable
 #: the fields a signal may carry, under the names the UserEvent path uses
 FIELD_NAMES = ("Module", "Quantity", "Unit", "Outcome", "Target", "Reason")
 _CANONICAL = {name.lower(): name for name in FIELD_NAMES}
-#: longest value kept per field (as agent.tracking.signals.MAX_FIELD)
+#: longest value kept per field (as botmeter.tracking.signals.MAX_FIELD)
 MAX_VALUE = 200
 #: Asterisk reads AGI commands into a 2 KiB buffer
 MAX_COMMAND = 2000

@@ -1,6 +1,6 @@
 """A simulated Asterisk PBX speaking the AMI wire protocol over TCP.
 
-It plays `ScriptedCall`s with the events of `agent.sim.events.call_events`
+It plays `ScriptedCall`s with the events of `botmeter.sim.events.call_events`
 and sends them to every logged-in AMI client, stamped with *virtual* time:
 `speed` virtual seconds pass per wall second, and `Timestamp` headers carry
 `epoch + virtual seconds`, so recorded durations equal the scripted ones at
@@ -9,7 +9,7 @@ any speed.
 Calls that signal by AGI (`ScriptedCall.signal_via` "fastagi" or "agi") make
 the PBX act as Asterisk's res_agi: a FastAGI session to `agi_host:agi_port`,
 or the classic AGI script `agi_command` run as a subprocess (see
-`agent.sim.agi`). Like the AGI application blocks its channel, a session
+`botmeter.sim.agi`). Like the AGI application blocks its channel, a session
 blocks play(): nothing else is emitted until it ends, and the virtual clock
 stands still at the step's scheduled time meanwhile (an AGI takes no virtual
 time), so later events keep their scheduled stamps and `now()` during a
@@ -36,14 +36,14 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from agent.sim.agi import (
+from botmeter.sim.agi import (
     FASTAGI_PORT,
     AgiFailure,
     AgiRequest,
     run_agi_script,
     run_fastagi,
 )
-from agent.sim.events import (
+from botmeter.sim.events import (
     DEFAULT_PRIVILEGE,
     FASTAGI_MARKER,
     PRIVILEGES,
@@ -53,13 +53,13 @@ from agent.sim.events import (
     ids_needed,
     is_marker,
 )
-from agent.sim.scenarios import ScriptedCall
+from botmeter.sim.scenarios import ScriptedCall
 
 log = logging.getLogger(__name__)
 
 BANNER = b"Asterisk Call Manager/9.0.0\r\n"
 #: the classic AGI script `AGI(botmeter-agi,...)` runs
-DEFAULT_AGI_COMMAND: tuple[str, ...] = (sys.executable, "-m", "agent.bot.agi_script")
+DEFAULT_AGI_COMMAND: tuple[str, ...] = (sys.executable, "-m", "botmeter.bot.agi_script")
 AGI_TIMEOUT = 5.0  # seconds (wall) an AGI session may take before it is cut off
 MAX_LINE = 64 * 1024  # longer request lines close the connection
 MAX_HEADERS = 128  # more headers in one request close the connection

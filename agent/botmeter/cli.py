@@ -37,7 +37,7 @@ USAGE, FAILURE = 2, 1
 #: periods whose bounds exist in every time zone
 FIRST_PERIOD, LAST_PERIOD = "0001-02", "9999-11"
 
-log = structlog.get_logger("botmeter")
+log = structlog.get_logger(__name__)
 #: click >= 8.2 raises this for a group run without a command; it shows the help
 _HELP_INSTEAD: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 _logging = {"debug": False, "json": False}

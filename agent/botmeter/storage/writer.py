@@ -21,7 +21,7 @@ from .guard import GuardedSaver, StoreUnavailable, describe_record
 from .spill import UnreadableLine, append_spill, clear_spill, encode_record, read_spill
 from .store import BUSY_TIMEOUT, CallStore
 
-log = structlog.get_logger("botmeter.storage")
+log = structlog.get_logger(__name__)
 
 _STOP = object()
 

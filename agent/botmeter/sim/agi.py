@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from agent.sim.events import AGI_MARKER, FASTAGI_MARKER, SimEvent
+from botmeter.sim.events import AGI_MARKER, FASTAGI_MARKER, SimEvent
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import structlog
 from .ami_frames import FrameParser, event_name, parse_frame
 from .events import TRACKED_EVENTS, BadValue, PbxEvent, from_ami
 
-log = structlog.get_logger("botmeter.ami")
+log = structlog.get_logger(__name__)
 
 
 class BadValues:

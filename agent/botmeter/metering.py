@@ -1,6 +1,6 @@
 """Rating at the storage edge: rate each call as it is stored; re-rate a period from the store.
 
-Pure rating lives in `agent.rating`; this shell feeds it stored calls and writes its amounts
+Pure rating lives in `botmeter.rating`; this shell feeds it stored calls and writes its amounts
 back, so stored amounts always equal rating the period's calls in order.
 """
 
@@ -21,7 +21,7 @@ from .rating.periods import period_bounds
 from .storage.store import CallStore, gc_paused
 from .tracking.record import CallRecord
 
-log = structlog.get_logger("botmeter.rating")
+log = structlog.get_logger(__name__)
 Progress = Callable[[str, int], None]
 
 

@@ -21,7 +21,7 @@ from .ami_frames import MAX_FRAME_BYTES, DiscardReport, FrameParser, event_name,
 from .events import PbxEvent
 from .stream import BadValues, decode_event
 
-log = structlog.get_logger("botmeter.ami")
+log = structlog.get_logger(__name__)
 
 _ACTION_EVENTS = frozenset({b"CoreShowChannelsComplete"})
 

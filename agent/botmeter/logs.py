@@ -18,6 +18,18 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+class _NamedPrintLogger(structlog.PrintLogger):
+    """A print logger that knows its module's name (`botmeter.pbx.ami_client`, ...)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(file=_CurrentStderr())  # type: ignore[arg-type]
+        self.name = name
+
+
+def _named_logger(*args: object) -> _NamedPrintLogger:
+    return _NamedPrintLogger(str(args[0]) if args else "botmeter")
+
+
 def setup_logging(level: str = "info", *, json: bool = False) -> None:
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(
@@ -25,11 +37,12 @@ def setup_logging(level: str = "info", *, json: bool = False) -> None:
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
+            structlog.stdlib.add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
+        logger_factory=_named_logger,
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)

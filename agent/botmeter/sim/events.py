@@ -12,7 +12,7 @@ The bot's signals go the call's `signal_via` way. `UserEvent(BotMeter,...)`
 is plain AMI; an `AGI(...)` step is a `Newexten` followed by a *marker*: a
 `SimEvent` whose name starts with "@" (`@fastagi`, `@agi`), which is never
 sent to AMI clients; the PBX runs the AGI session it stands for (see
-`agent.sim.agi`). A marker's headers are the channel's snapshot, then
+`botmeter.sim.agi`). A marker's headers are the channel's snapshot, then
 `AppData` (the AGI application's data) and `DNID`.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import quote
 
-from agent.sim.scenarios import (
+from botmeter.sim.scenarios import (
     AGENT_RING_SECONDS,
     DIAL_AGENT,
     NLU_REQUESTS,
