@@ -23,7 +23,7 @@ from botmeter.storage.schema import SCHEMA_VERSION
 from botmeter.storage.store import CallStore
 
 from .conftest import LAB_CAPTURE
-from .test_rating_support import PLANS_DIR, make_call
+from .rating_support import PLANS_DIR, make_call
 
 ROOT = Path(__file__).parent.parent
 PLANS = '\n[plans]\ndir = "{dir}"\nactive = "combined"\n'

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from botmeter.rating import PeriodState, PlanVersion, Rater, RatingError, RerateNeeded, rate_calls
-from tests.test_rating_support import (
+from tests.rating_support import (
     BASE_MS,
     HOUR_MS,
     call_lists,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from botmeter.rating import PlanBook, PlanError, UnknownPlan, load_plan
-from tests.test_rating_support import PLANS_DIR
+from tests.rating_support import PLANS_DIR
 
 HEAD = """
 [plan]

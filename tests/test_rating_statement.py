@@ -12,7 +12,7 @@ from botmeter.rating import (
     period_of,
     rate_calls,
 )
-from tests.test_rating_support import SHANGHAI, D, example, local_ms, make_call, plan_from
+from tests.rating_support import SHANGHAI, D, example, local_ms, make_call, plan_from
 
 SLA_PLAN = """
 [[charge]]
