@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..tracking.record import OUTCOMES
-from .currencies import minor_unit
+from .currencies import currency_problem, minor_unit
 from .errors import PlanError
 from .fields import Table
 from .plan import DEFAULT_OUTCOMES, MODELS, TIME_METRICS, Charge, Fee, PlanVersion, Sla, Tier
@@ -51,9 +51,11 @@ def parse_plan(data: dict[str, Any], source: str = "<plan>") -> PlanVersion:
     if not PLAN_ID.match(plan_id):
         head.fail("id", f"{plan_id!r} must match [a-z0-9._-]+")
     currency = head.text("currency")
+    problem = currency_problem(currency)
+    if problem is not None:
+        head.fail("currency", problem)
     digits = minor_unit(currency)
-    if digits is None:
-        head.fail("currency", f"{currency!r} is not a known ISO 4217 currency code")
+    assert digits is not None
     effective_from = head.day("effective_from")
     precision = head.money("precision", required=False)
     if precision is None:
