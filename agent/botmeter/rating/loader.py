@@ -65,7 +65,7 @@ def parse_plan(data: dict[str, Any], source: str = "<plan>") -> PlanVersion:
     charges = tuple(_charge(Table(source, f"charge[{n}]", raw, CHARGE_KEYS))
                     for n, raw in enumerate(top.tables("charge"), 1))
     _unique_names(source, charges)
-    fees = tuple(_fee(Table(source, f"fee[{n}]", raw, FEE_KEYS), effective_from)
+    fees = tuple(_fee(Table(source, f"fee[{n}]", raw, FEE_KEYS))
                  for n, raw in enumerate(top.tables("fee"), 1))
     sla = _sla(Table(source, "sla", data["sla"], SLA_KEYS)) if top.has("sla") else None
     return PlanVersion(
@@ -182,15 +182,14 @@ def _unique_names(source: str, charges: tuple[Charge, ...]) -> None:
         seen[charge.name] = n
 
 
-def _fee(t: Table, effective_from: Any) -> Fee:
+def _fee(t: Table) -> Fee:
+    """A fee; a once fee that no period can bill is not refused: PlanSeries.warnings names it."""
     every = t.choice("every", ("period", "once"), "period")
     on = t.day("on")
     if every == "once" and on is None:
         t.fail("on", 'required when every = "once" (the date the fee is due)')
     if every == "period" and on is not None:
         t.fail("on", 'only for every = "once"')
-    if on is not None and effective_from is not None and on < effective_from:
-        t.fail("on", f"{on} is before this version's effective_from ({effective_from})")
     amount = t.money("amount")
     assert amount is not None
     return Fee(name=t.text("name"), amount=amount, every=every, on=on)  # type: ignore[arg-type]
