@@ -226,3 +226,11 @@ def test_sla_thresholds_are_exact_to_the_millisecond() -> None:
     assert measure is not None
     assert (measure.offered, measure.counted, measure.answered) == (4, 3, 1)
 
+
+def test_sla_credit_line_json_says_what_was_measured() -> None:
+    statement = build_statement(plan_from(SLA_PLAN), "2026-11", sla_calls(4.0))
+    # 49 of 51 counted calls answered within 5 s: 0.96078431..., shown to 6 places
+    assert statement.to_json()["lines"][-1] == {
+        "kind": "sla_credit", "name": "SLA credit: answer rate 96.07% < 98% within 5 s",
+        "amount": "-5.0000", "clause": "answer_rate", "measured": "0.960784", "target": "0.98",
+        "sample": 51}

@@ -17,12 +17,14 @@ from .plan import PlanVersion
 from .sla import SlaMeasure, measure_sla
 
 LineKind = Literal["usage", "fee", "sla_fee", "sla_credit"]
+Clause = Literal["answer_rate"]  # the satisfaction clause ("csat") is not supported yet
 QUANTITY_PLACES = 6
 
 
 @dataclass(frozen=True, slots=True)
 class StatementLine:
-    """One line; usage lines also carry quantity, included (allowance used) and billed."""
+    """One line; usage lines also carry quantity, included (allowance used) and billed; SLA
+    credit lines the clause, what was measured, its target and the sample it was measured on."""
 
     kind: LineKind
     name: str
@@ -30,6 +32,10 @@ class StatementLine:
     quantity: Decimal | None = None
     included: Decimal | None = None
     billed: Decimal | None = None
+    clause: Clause | None = None
+    measured: Decimal | None = None
+    target: Decimal | None = None
+    sample: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         line: dict[str, Any] = {"kind": self.kind, "name": self.name}
@@ -38,6 +44,11 @@ class StatementLine:
             line["included"] = decimal_text(self.included)
             line["billed"] = decimal_text(self.billed)
         line["amount"] = decimal_text(self.amount)
+        if self.kind == "sla_credit":
+            line["clause"] = self.clause
+            line["measured"] = decimal_text(self.measured)
+            line["target"] = decimal_text(self.target)
+            line["sample"] = self.sample
         return line
 
 
@@ -150,7 +161,10 @@ def sla_lines(version: PlanVersion, measure: SlaMeasure | None, usage: Decimal,
             credit = (usage * sla.credit_percent / 100).quantize(version.precision, ROUND_HALF_UP)
         name = (f"SLA credit: answer rate {measure.percent()}% < {_plain(sla.answer_rate * 100)}% "
                 f"within {_plain(sla.max_ring_seconds)} s")
-        lines.append(StatementLine("sla_credit", name, -credit))
+        measured = units_decimal(Fraction(measure.answered, measure.counted))
+        lines.append(StatementLine("sla_credit", name, -credit, clause="answer_rate",
+                                   measured=measured, target=sla.answer_rate,
+                                   sample=measure.counted))
     return lines
 
 
