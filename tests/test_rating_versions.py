@@ -20,6 +20,7 @@ from botmeter.rating import (
     load_plan,
     rate_calls,
 )
+from botmeter.tracking.record import CallRecord
 from tests.rating_support import D, local_ms, make_call, plan_from
 
 VERSION = """
@@ -55,7 +56,11 @@ def series(*versions: PlanVersion) -> PlanSeries:
     return PlanBook(versions).series("calls")
 
 
-def call(call_id: str, offered: tuple[int, ...], ended: tuple[int, ...]):  # type: ignore[no-untyped-def]
+Moment = tuple[int, int, int, int] | tuple[int, int, int, int, int] | tuple[
+    int, int, int, int, int, int]
+
+
+def call(call_id: str, offered: Moment, ended: Moment) -> CallRecord:
     return make_call(call_id, 30, offered_ms=local_ms(*offered), end_ms=local_ms(*ended))
 
 

@@ -4,6 +4,7 @@ on asyncio's loop and on uvloop."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +13,9 @@ from botmeter.demo import demo_config, mismatches, record_scripted_calls
 from botmeter.service import AgentService
 from botmeter.sim.agi import AgiRequest, run_fastagi
 from botmeter.sim.events import FASTAGI_MARKER
-from botmeter.sim.scenarios import mixed_calls
+from botmeter.sim.scenarios import ScriptedCall, mixed_calls
 from botmeter.storage.store import CallStore
+from botmeter.tracking.record import CallRecord
 
 from .conftest import LAB_CAPTURE, LOOPS
 from .fake_ami import start_fake_ami
@@ -36,7 +38,8 @@ def recorded_each_way(request: pytest.FixtureRequest, tmp_path_factory) -> dict[
     return found
 
 
-async def _record_on_this_loop(calls: list, db) -> tuple[list, str]:  # type: ignore[no-untyped-def]
+async def _record_on_this_loop(calls: list[ScriptedCall], db: Path,
+                               ) -> tuple[list[CallRecord], str]:
     records = await record_scripted_calls(calls, db, speed=30, concurrency=8, timeout=90)
     return records, runtime.loop_name()
 

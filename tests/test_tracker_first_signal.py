@@ -146,7 +146,7 @@ def test_replaying_the_lab_capture_with_the_bot_unrecognised() -> None:
     for number, r in blind.items():
         if number in signalled:  # answered at the bot's first signal, outcome as signalled
             assert r.bot_answered_at == first_signal[r.linkedid], number
-            assert r.bot_answered_at >= seen[number].bot_answered_at, number
+            assert r.bot_answered_at >= (seen[number].bot_answered_at or 0.0), number
             assert r.outcome == seen[number].outcome, number
             assert r.modules == seen[number].modules, number
         else:  # nothing says the bot answered
