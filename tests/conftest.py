@@ -1,9 +1,12 @@
-"""Shared test helpers: the real lab capture and a config file factory."""
+"""Shared test helpers: the real lab capture, a config file factory, and the event loops the
+live tests run on."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -65,3 +68,38 @@ def write_config(tmp_path: Path):
         return path
 
     return _write
+
+
+# Event loops. The agent runs on uvloop where it is installed (botmeter.runtime), so the tests
+# that drive it over sockets run on both loops: a module opts in with
+# `pytestmark = pytest.mark.both_loops`, and each of its async tests runs once per loop (test
+# ids end in [asyncio] and [uvloop]). Other async tests keep asyncio's loop.
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def _loop_factories() -> dict[str, LoopFactory]:
+    factories: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
+    try:
+        import uvloop
+    except ImportError:  # e.g. no wheels for this platform: production runs asyncio's loop too
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
+
+#: the loops the `both_loops` tests run on, by name (as `botmeter.runtime.loop_name()` says it)
+LOOPS: dict[str, LoopFactory] = _loop_factories()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_loops: run the module's async tests on asyncio's loop and on uvloop")
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-asyncio >= 1.5; older ones run asyncio's loop only
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item,
+                                  ) -> Mapping[str, LoopFactory]:
+    if item.get_closest_marker("both_loops") is not None:
+        return LOOPS
+    return {"asyncio": asyncio.new_event_loop}

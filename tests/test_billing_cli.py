@@ -17,7 +17,7 @@ from botmeter.rating import PlanBook, build_statement, period_bounds, period_of,
 from botmeter.storage.store import CallStore
 
 from .conftest import LAB_CAPTURE
-from .test_rating_support import PLANS_DIR, local_ms, make_call
+from .rating_support import PLANS_DIR, local_ms, make_call
 
 PLANS = f'\n[plans]\ndir = "{PLANS_DIR}"\nactive = "combined"\n'
 

@@ -23,7 +23,7 @@ from botmeter.storage.schema import SCHEMA_VERSION
 from botmeter.storage.store import CallStore
 
 from .conftest import LAB_CAPTURE
-from .test_rating_support import PLANS_DIR, make_call
+from .rating_support import PLANS_DIR, make_call
 
 ROOT = Path(__file__).parent.parent
 PLANS = '\n[plans]\ndir = "{dir}"\nactive = "combined"\n'
@@ -173,10 +173,14 @@ def test_help_is_still_shown_in_full() -> None:
 
 def test_periods_and_times_at_the_edges_of_the_range_work(config: Path) -> None:
     assert run_cli("--config", str(config), "replay", str(LAB_CAPTURE))[0] == 0
-    for args in (["bill", "--period", "0001-02"], ["bill", "--period", "9999-11"],
+    for args in (["bill", "--period", "9999-11"],
                  ["calls", "--since", "0001-01-02", "--until", "9999-12-30T23:59:59.999"]):
         code, _, err = run_cli("--config", str(config), *args)
         assert code == 0, err
+    # before the plan starts (2026-11-01) there is no statement: bill says so in one line
+    _, out, err = run_cli("--config", str(config), "bill", "--period", "0001-02")
+    said = (out + err).strip()
+    assert len(said.splitlines()) == 1 and "no version in force in 0001-02" in said, said
 
 
 def test_plans_in_different_currencies_are_not_compared(config: Path, tmp_path: Path) -> None:

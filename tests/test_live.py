@@ -1,4 +1,5 @@
-"""The agent live over loopback TCP against the simulated PBX (and a few rude fake servers)."""
+"""The agent live over loopback TCP against the simulated PBX (and a few rude fake servers),
+on asyncio's loop and on uvloop (production's)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from botmeter import runtime
 from botmeter.config import load_config
 from botmeter.demo import demo_config, mismatches, record_scripted_calls
 from botmeter.service import AgentService
@@ -22,6 +24,13 @@ from botmeter.sim.scenarios import ScriptedCall, mixed_calls
 from botmeter.storage.store import CallStore
 
 from .fake_ami import start_fake_ami
+from .helpers import eventually
+
+pytestmark = pytest.mark.both_loops
+
+
+async def test_each_live_test_runs_on_the_loop_its_id_names(request: pytest.FixtureRequest) -> None:
+    assert request.node.name.endswith(f"[{runtime.loop_name()}]")
 
 
 async def test_every_scripted_call_is_recorded_once_with_its_outcome_and_times(tmp_path):
@@ -32,15 +41,6 @@ async def test_every_scripted_call_is_recorded_once_with_its_outcome_and_times(t
     assert len(by_number) == len(calls)
     for call in calls:
         assert mismatches(call, by_number.get(call.caller_number)) == [], call
-
-
-async def _wait(predicate, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 async def test_connection_cut_mid_call_and_restored_keeps_every_call_once(tmp_path):
@@ -58,14 +58,14 @@ async def test_connection_cut_mid_call_and_restored_keeps_every_call_once(tmp_pa
         running = asyncio.create_task(service.run())
         await asyncio.wait_for(service.client.connected.wait(), 5)
         play = asyncio.create_task(pbx.play(long_calls))
-        await asyncio.sleep(10 / 20)  # 10 virtual seconds: every call is in the bot
-        assert service.recorder.tracker.active_calls == 5
+        await asyncio.sleep(10 / 20)  # pacing: 10 virtual seconds, every call is under way
+        await eventually(lambda: service.recorder.tracker.active_calls == 5)
         pbx.drop_clients()
-        await _wait(lambda: not service.client.connected.is_set())
-        await _wait(lambda: service.client.connected.is_set())
+        await eventually(lambda: not service.client.connected.is_set())
+        await eventually(lambda: service.client.connected.is_set())
         assert service.client.sessions == 2
         await play
-        await _wait(lambda: service.writer.saved >= 5)
+        await eventually(lambda: service.writer.saved >= 5)
         service.stop()
         await running
     store = CallStore(db)
@@ -87,13 +87,14 @@ async def test_call_that_ends_while_disconnected_is_closed_by_the_snapshot(tmp_p
         await asyncio.wait_for(service.client.connected.wait(), 5)
         short = ScriptedCall("13700000001", "", "handled", ring_seconds=1.0, bot_seconds=3.0)
         play = asyncio.create_task(pbx.play([short]))
-        await asyncio.sleep(2 / 20)  # 2 virtual seconds: in the bot
+        await eventually(lambda: service.recorder.tracker.active_calls == 1)  # the agent saw it
+        await asyncio.sleep(2 / 20)  # pacing: 2 virtual seconds, the caller is with the bot
         pbx.drop_clients()
         await play
         assert not service.client.connected.is_set()
         assert service.recorder.tracker.active_calls == 1
         await asyncio.wait_for(service.client.connected.wait(), 5)
-        await _wait(lambda: service.writer.saved == 1)
+        await eventually(lambda: service.writer.saved == 1)
         service.stop()
         await running
     [record] = CallStore(db).calls()
@@ -108,7 +109,7 @@ async def test_wrong_credentials_are_logged_and_retried_with_backoff(tmp_path):
         service = AgentService(demo_config(pbx.port, "wrong", tmp_path / "x.db"))
         with structlog.testing.capture_logs() as logs:
             running = asyncio.create_task(service.run())
-            await _wait(lambda: pbx.login_failures >= 3, timeout=10)
+            await eventually(lambda: pbx.login_failures >= 3, timeout=10)
             assert not running.done() and not service.client.connected.is_set()
             service.stop()
             await running
@@ -125,7 +126,7 @@ async def test_unanswered_pings_mean_a_dead_connection(tmp_path):
     service.client.settings = replace(service.client.settings, ping_interval=0.1,
                                       ping_timeout=0.1, reconnect_min=0.05, reconnect_max=0.1)
     running = asyncio.create_task(service.run())
-    await _wait(lambda: len(connections) >= 3, timeout=10)
+    await eventually(lambda: len(connections) >= 3, timeout=10)
     service.stop()
     await running
     server.close()
@@ -141,11 +142,11 @@ async def test_asterisk_shutdown_then_restart_on_the_same_port(tmp_path):
     running = asyncio.create_task(service.run())
     await asyncio.wait_for(service.client.connected.wait(), 5)
     await pbx.stop()
-    await _wait(lambda: not service.client.connected.is_set())
+    await eventually(lambda: not service.client.connected.is_set())
     async with SimulatedPBX(port=port, speed=50, secret="s") as again:
         await asyncio.wait_for(service.client.connected.wait(), 10)
         await again.play([ScriptedCall("13600000001", "", "handled", 1.0, 2.0)])
-        await _wait(lambda: service.writer.saved == 1)
+        await eventually(lambda: service.writer.saved == 1)
     service.stop()
     await running
     assert service.client.sessions == 2
@@ -159,11 +160,11 @@ async def test_botmeter_run_records_and_stops_cleanly_on_signals(tmp_path, write
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
-            await _wait(lambda: pbx.clients == 1, timeout=15)
+            await eventually(lambda: pbx.clients == 1, timeout=15)
             await pbx.play(mixed_calls(6, seed=3), concurrency=6)
             db = load_config(config).store_path()
             start = time.monotonic()
-            await _wait(lambda: db.exists() and CallStore(db).count() == 6, timeout=5)
+            await eventually(lambda: db.exists() and CallStore(db).count() == 6, timeout=5)
             assert time.monotonic() - start < 1.0  # the last call is on disk within a second
             proc.send_signal(sig)
             out, _ = await asyncio.to_thread(proc.communicate, timeout=15)
@@ -183,7 +184,7 @@ async def test_plain_login_works_too(tmp_path):
         running = asyncio.create_task(service.run())
         await asyncio.wait_for(service.client.connected.wait(), 5)
         await pbx.play([ScriptedCall("13500000001", "", "handled", 1.0, 2.0)])
-        await _wait(lambda: service.writer.saved == 1)
+        await eventually(lambda: service.writer.saved == 1)
         service.stop()
         await running
     assert pbx.login_failures == 0 and [r.caller_number for r in CallStore(db).calls()] == ["13500000001"]

@@ -1,4 +1,5 @@
-"""Hostile AMI input over a real socket: the agent survives and no call loses its record."""
+"""Hostile AMI input over a real socket: the agent survives and no call loses its record (on
+asyncio's loop and on uvloop)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,17 @@ import asyncio
 import os
 import random
 
+import pytest
+
 from botmeter.demo import demo_config
 from botmeter.service import AgentService
 from botmeter.storage.store import CallStore
 
 from .conftest import LAB_CAPTURE
 from .fake_ami import start_fake_ami
+from .helpers import eventually
+
+pytestmark = pytest.mark.both_loops
 
 
 def _lab_events() -> bytes:
@@ -60,13 +66,12 @@ async def test_garbage_between_real_calls_costs_no_call_its_record(tmp_path, lab
     db = tmp_path / "hostile.db"
     service = AgentService(demo_config(port, "any", db), store_path=db)
     running = asyncio.create_task(service.run())
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
-    while service.writer.saved < 13 and loop.time() < deadline:
-        await asyncio.sleep(0.02)
-    service.stop()
-    await running
-    server.close()
+    try:
+        await eventually(lambda: service.writer.saved >= 13, timeout=20)
+    finally:
+        service.stop()
+        await running
+        server.close()
     records = CallStore(db).calls()
     assert sorted(r.caller_number for r in records) == sorted(e["caller_number"] for e in lab_expected)
     outcomes = {r.caller_number: r.outcome for r in records}

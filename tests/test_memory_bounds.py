@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 from structlog.testing import capture_logs
@@ -54,6 +55,9 @@ async def _record(tmp_path: Path, flood: Callable[[asyncio.StreamWriter], Awaita
     server, port, _ = await start_fake_ami(after_snapshot=play)
     db = tmp_path / "calls.db"
     service = AgentService(_with_limits(demo_config(port, "s", db), **calls), store_path=db)
+    # the fake AMI answers a ping only after the whole flood, which a loaded host may take
+    # longer than demo_config's 2 s to parse: a ping timeout would reconnect and replay it
+    service.client.settings = replace(service.client.settings, ping_timeout=60.0)
     with capture_logs() as logs:
         running = asyncio.create_task(service.run())
         await asyncio.wait_for(service.client.connected.wait(), 5)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 
 from botmeter.rating import PlanVersion, build_statement, compare_plans
 from botmeter.rating.compare import ScaledTotal
-from tests.test_rating_support import D, call_lists, example, make_call, plans
+from tests.rating_support import D, call_lists, example, make_call, plans
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from botmeter.rating import build_statement, rate_calls
-from tests.test_rating_support import PLAN_HEAD, D, example, make_call, plan_from
+from tests.rating_support import PLAN_HEAD, D, example, make_call, plan_from
 
 
 def amounts(calls, plan) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from botmeter.rating import PlanBook, PlanError, UnknownPlan, load_plan
-from tests.test_rating_support import PLANS_DIR
+from tests.rating_support import PLANS_DIR
 
 HEAD = """
 [plan]
@@ -105,8 +105,6 @@ def refused(tmp_path: Path, text: str, name: str = "plan.toml") -> PlanError:
     (HEAD + '[[fee]]\nname = "Setup"\namount = "1"\non = "2026-01-01"\n', "fee[1].on", "only for"),
     (HEAD + '[[fee]]\nname = "Setup"\namount = "1"\nevery = "yearly"\n', "fee[1].every",
      "not one of"),
-    (HEAD + 'effective_from = "2026-02-01"\n[[fee]]\nname = "Setup"\namount = "1"\n'
-     'every = "once"\non = "2026-01-01"\n', "fee[1].on", "before this version"),
     (HEAD + "[sla]\nfee = \"1\"\nanswer_rate = 1.5\nmax_ring_seconds = 5\ncredit_percent = 1\n",
      "sla.answer_rate", "between 0 and 1"),
     (HEAD + "[sla]\nfee = \"1\"\nanswer_rate = 0.9\ncredit_percent = 1\n", "sla.max_ring_seconds",

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from botmeter.rating import PlanVersion, build_statement, period_of, rate_calls
 from botmeter.rating.reference import reference_amounts
 from botmeter.tracking.record import CallRecord
-from tests.test_rating_support import HOUR_MS, SHANGHAI, call_lists, make_call, plans
+from tests.rating_support import HOUR_MS, SHANGHAI, call_lists, make_call, plans
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -12,7 +12,7 @@ from botmeter.rating import (
     period_of,
     rate_calls,
 )
-from tests.test_rating_support import SHANGHAI, D, example, local_ms, make_call, plan_from
+from tests.rating_support import SHANGHAI, D, example, local_ms, make_call, plan_from
 
 SLA_PLAN = """
 [[charge]]
@@ -66,11 +66,11 @@ def test_sla_with_no_counted_calls_is_met() -> None:
 
 
 def test_once_fee_only_in_its_period() -> None:
-    plan = example("combined.toml")  # customisation on 2026-11-15
+    plan = example("combined.toml")  # from 2026-11-01; customisation on 2026-11-15
     names = {p: [line.name for line in build_statement(plan, p, []).lines if line.kind == "fee"]
-             for p in ("2026-10", "2026-11", "2026-12")}
+             for p in ("2026-11", "2026-12", "2027-01")}
     assert names["2026-11"] == ["Platform", "Customisation (dialogue design)"]
-    assert names["2026-10"] == names["2026-12"] == ["Platform"]
+    assert names["2026-12"] == names["2027-01"] == ["Platform"]
     assert build_statement(plan, "2026-11", []).total == D("17300.00")
     assert build_statement(plan, "2026-12", []).total == D("2300.00")
 
@@ -135,9 +135,10 @@ def test_version_selection_by_effective_from() -> None:
     series = versions()
     before = local_ms(2026, 11, 14, 23, 59, 59) / 1000
     on = local_ms(2026, 11, 15) / 1000
-    assert series.version_for(before).effective_from.isoformat() == "2026-01-01"
-    assert series.version_for(on).effective_from.isoformat() == "2026-11-15"
-    assert series.version_for(local_ms(2025, 6, 1) / 1000).effective_from.isoformat() == "2026-01-01"
+    assert series.version_index(before) == 0
+    assert series.version_index(on) == 1
+    assert series.version_index(local_ms(2026, 1, 1) / 1000) == 0
+    assert series.version_index(local_ms(2026, 1, 1) / 1000 - 0.001) is None  # before the plan
     # the offered_at date decides, not the end: offered just before midnight, ended after
     call = make_call("c1", 120, offered_ms=round(before * 1000) - 1000,
                      end_ms=local_ms(2026, 11, 15, 0, 2))
@@ -224,3 +225,12 @@ def test_sla_thresholds_are_exact_to_the_millisecond() -> None:
     measure = build_statement(plan, "2026-11", calls).sla
     assert measure is not None
     assert (measure.offered, measure.counted, measure.answered) == (4, 3, 1)
+
+
+def test_sla_credit_line_json_says_what_was_measured() -> None:
+    statement = build_statement(plan_from(SLA_PLAN), "2026-11", sla_calls(4.0))
+    # 49 of 51 counted calls answered within 5 s: 0.96078431..., shown to 6 places
+    assert statement.to_json()["lines"][-1] == {
+        "kind": "sla_credit", "name": "SLA credit: answer rate 96.07% < 98% within 5 s",
+        "amount": "-5.0000", "clause": "answer_rate", "measured": "0.960784", "target": "0.98",
+        "sample": 51}

@@ -1,32 +1,47 @@
-"""The bot's three ways to signal, end to end through the agent, over real loopback sockets."""
+"""The bot's three ways to signal, end to end through the agent, over real loopback sockets,
+on asyncio's loop and on uvloop."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
+from botmeter import runtime
 from botmeter.demo import demo_config, mismatches, record_scripted_calls
 from botmeter.service import AgentService
 from botmeter.sim.agi import AgiRequest, run_fastagi
 from botmeter.sim.events import FASTAGI_MARKER
-from botmeter.sim.scenarios import mixed_calls
+from botmeter.sim.scenarios import ScriptedCall, mixed_calls
 from botmeter.storage.store import CallStore
+from botmeter.tracking.record import CallRecord
 
-from .conftest import LAB_CAPTURE
+from .conftest import LAB_CAPTURE, LOOPS
 from .fake_ami import start_fake_ami
+from .helpers import eventually
+
+pytestmark = pytest.mark.both_loops
 
 
-@pytest.fixture(scope="module")
-def recorded_each_way(tmp_path_factory) -> dict[str, dict]:
-    """The same 8 scripted calls (every outcome) recorded once per signal style."""
+@pytest.fixture(scope="module", params=sorted(LOOPS))
+def recorded_each_way(request: pytest.FixtureRequest, tmp_path_factory) -> dict[str, dict]:
+    """The same 8 scripted calls (every outcome) recorded once per signal style, on one loop."""
     found = {}
     for via in ("userevent", "fastagi", "agi"):
         calls = mixed_calls(8, seed=21, signal_via=via)  # type: ignore[arg-type]
         db = tmp_path_factory.mktemp(via) / "calls.db"
-        records = asyncio.run(record_scripted_calls(calls, db, speed=30, concurrency=8, timeout=90))
+        with asyncio.Runner(loop_factory=LOOPS[request.param]) as runner:
+            records, loop = runner.run(_record_on_this_loop(calls, db))
+        assert loop == request.param
         found[via] = {"calls": calls, "records": {r.caller_number: r for r in records}}
     return found
+
+
+async def _record_on_this_loop(calls: list[ScriptedCall], db: Path,
+                               ) -> tuple[list[CallRecord], str]:
+    records = await record_scripted_calls(calls, db, speed=30, concurrency=8, timeout=90)
+    return records, runtime.loop_name()
 
 
 @pytest.mark.parametrize("via", ["userevent", "fastagi", "agi"])
@@ -66,16 +81,16 @@ async def test_fastagi_signal_before_ami_sees_the_call_is_kept_and_attached(tmp_
                 ("Linkedid", "1795706735.2"), ("CallerIDNum", "13900010001"))
     url = f"agi://127.0.0.1:{service.fastagi.port}/botmeter/usage?module=qa&quantity=3&unit=answers"
     await run_fastagi(AgiRequest(FASTAGI_MARKER, snapshot, url, "4000"), lambda *_: None, 5)
-    await asyncio.sleep(0.05)
-    assert service.fastagi.stats.signals == 1
-    sent.set()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while service.writer.saved < 13 and loop.time() < deadline:
-        await asyncio.sleep(0.02)
-    service.stop()
-    await running
-    server.close()
+    try:
+        await eventually(lambda: service.fastagi.stats.signals == 1)
+        # held by tracking: AMI has not shown the call yet
+        await eventually(lambda: service.recorder.tracker.pending_signals == 1)
+        sent.set()
+        await eventually(lambda: service.writer.saved >= 13, timeout=10)
+    finally:
+        service.stop()
+        await running
+        server.close()
     records = {r.caller_number: r for r in CallStore(db).calls()}
     assert len(records) == 13
     assert {m: (str(u.quantity), u.unit) for m, u in records["13900010001"].modules.items()} == {

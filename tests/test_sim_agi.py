@@ -23,6 +23,7 @@ from botmeter.sim import (
 )
 from botmeter.sim.agi import split_app_args, split_command, user_event_fields
 from botmeter.sim.events import AGI_MARKER, FASTAGI_MARKER, dialplan_escape, is_marker
+from tests.helpers import eventually
 from tests.test_sim import (
     CASES,
     EPOCH,
@@ -112,7 +113,6 @@ def test_agi_calls_differ_only_in_their_signal_steps(name: str, via: str) -> Non
     call = CASES[name]
     plain = call_events(call, IDS)
     events = call_events(replace(call, signal_via=via), IDS, agi_url="agi://10.0.0.9:4999")
-    assert events == call_events(replace(call, signal_via=via), IDS, agi_url="agi://10.0.0.9:4999")
     markers = [e for e in events if is_marker(e)]
     user_events = [e for e in plain if e.name == "UserEvent"]
     assert len(markers) == len(user_events)
@@ -264,7 +264,10 @@ async def test_slow_agi_script_is_killed_and_counted() -> None:
         ami = await logged_in(pbx)
         begin = time.monotonic()
         await asyncio.wait_for(pbx.play([call]), 10)
-        assert time.monotonic() - begin < 3
+        took = time.monotonic() - begin
+        # two AGI steps, each killed at 0.3 s (the call's own 3 s take 7.5 ms at speed 400):
+        # 0.6 s, plus starting and killing two Python processes on a loaded host
+        assert 0.6 <= took < 1.5, took
         events = await ami.events_until_ping()
     assert pbx.agi_sessions == pbx.agi_failures == 2
     assert "not done within 0.3s" in pbx.agi_last_failure
@@ -306,9 +309,8 @@ async def test_stop_cuts_a_session_short() -> None:
     pbx = SimulatedPBX(speed=400, epoch=EPOCH, agi_command=SLEEPER, agi_timeout=60)
     await pbx.start()
     play = asyncio.create_task(pbx.play([call]))
-    while pbx.agi_sessions == 0:
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)
+    await eventually(lambda: pbx.agi_sessions > 0)
+    await asyncio.sleep(0.2)  # pacing: the script is running
     begin = time.monotonic()
     await pbx.stop()
     await asyncio.wait_for(play, 5)

@@ -3,30 +3,41 @@ semantics computed exactly in scaled integers.
 
 Public API
 ----------
-- `load_plan(path) -> PlanVersion`, `PlanBook.load(dir)`, `book.series(plan_id) -> PlanSeries`,
-  `book.version_for(plan_id, offered_at)`; bad files raise `PlanError` (`<file>: <key>: <reason>`).
+- `load_plan(path) -> PlanVersion`, `PlanBook.load(dir)`, `book.series(plan_id) -> PlanSeries`;
+  bad files raise `PlanError` (`<file>: <key>: <reason>`). `book.warnings` (and
+  `series.warnings`): lines `<file>: fee[n]: <why>` naming once fees no period can bill, for
+  the loader's caller to log.
 - `rate_calls(calls, plan) -> {call_id: CallCharge}`; `plan` is a PlanVersion or a PlanSeries.
-- `Rater(plan).rate(call)` for one arriving call (O(1)); on `RerateNeeded(period)` call
-  `Rater.rerate(period, all_calls_of_that_period)` and store every amount it returns.
-- `build_statement(plan, period, calls) -> Statement` (`.to_json()` per Semantics 5).
-- `compare_plans(plans, period, calls, active=...) -> Comparison` (`.rows()`, `.to_json()`).
+  Calls offered before the plan starts get no entry.
+- `Rater(plan, on_not_rated=...).rate(call)` for one arriving call (O(1)); on
+  `RerateNeeded(period)` call `Rater.rerate(period, all_calls_of_that_period)` and store every
+  amount it returns. A call offered before the plan starts: `rate` raises `NotRated` (a
+  RatingError naming the call), `rerate` leaves it out and calls `on_not_rated(call, why)`.
+- `build_statement(plan, period, calls) -> Statement` (`.to_json()` per Semantics 5); a period
+  that ends before the plan starts raises `NoStatement` (a PlanError naming the plan's first
+  file: there is no statement, fees included).
+- `compare_plans(plans, period, calls, active=...) -> Comparison` (`.rows()`, `.to_json()`);
+  `NoStatement` when one of the plans has not started in the period.
 - `period_of(epoch, tz)`, `period_bounds(period, tz)`.
 
 Decisions (where the spec leaves room)
 --------------------------------------
 1. Versions: the version for a call is the latest with effective_from <= the call's
-   offered_at date in the plan's time zone. A call before every version is rated by the
-   earliest version (rating never fails for want of a version). A file without
-   effective_from is the earliest possible version. Two versions of one plan with the same
-   effective_from (or both without) are refused, naming both files; so are versions that
-   differ in currency or time zone.
+   offered_at date in the plan's time zone. A file without effective_from is in force since
+   the beginning of time; otherwise the plan starts on its first version's effective_from. A
+   call offered before that is not rated (no amount, none of the allowance, on no statement
+   and not in the SLA's measure), even if it ends later; a period that ends before it has no
+   statement. Two versions of one plan with the same effective_from (or both without) are
+   refused, naming both files; so are versions that differ in currency or time zone.
 2. Periods: a call belongs to the calendar month (plan's time zone) holding its ended_at.
 3. A period that spans two versions: each version's calls are rated separately, in call
    order, with that version's own allowance and tiers. The statement then shows each
    version's usage lines, named "<charge> (<plan>@<effective_from>)". Period fees and the SLA
-   come from the version in force on the period's first day; a once fee is charged by the
-   version in force on its `on` date (so a fee copied into a later version is not charged
-   twice); a once fee dated before its own version's effective_from is refused.
+   come from the version in force on the period's first day (the first version in the month
+   the plan starts); a once fee is charged when the version in force on its `on` date lists
+   an equal fee (so a fee copied into a later version is not charged twice). A once fee that
+   no period can bill (dated before the plan, or governed by a version that does not list it)
+   is not refused: it is named in `PlanSeries.warnings`.
 4. Time metrics: seconds are the record's whole milliseconds. Zero seconds (or a call the bot
    never answered) count 0 even when min_seconds = 0. Defaults: min_seconds 0, first_block 0,
    block 1 (bill whole seconds); unit 1; included 0; model per_unit; precision "0.0001".
@@ -45,7 +56,9 @@ Decisions (where the spec leaves room)
    bot answered it with ring_seconds <= max_ring_seconds; abandoned calls with ring_seconds < ignore_abandoned_under are not
    counted. Met when answered >= answer_rate * counted (exactly), or when nothing was counted.
    The credit is credit_percent of the period's usage amount, rounded half-up to the plan's
-   precision, shown as a negative line whose name carries the measured rate.
+   precision, shown as a negative line whose name carries the measured rate; its JSON adds
+   clause, measured (the rate, 6 places at most), target and sample (counted calls). The
+   satisfaction clause (min_csat, ...) is not supported yet: its keys are refused.
 9. Statement quantities are priced units (e.g. minutes): exact when they fit in 6 decimal
    places, else rounded half-up to 6. Line amounts keep their own precision; only the total
    is rounded, half-up to the currency's minor unit.
@@ -56,8 +69,8 @@ Decisions (where the spec leaves room)
    its (period, version) in (ended_at, call_id) order, and the period to have been opened by
    `rerate` (after a restart nothing is known about a period's earlier calls). A call that is
    already rated and changes (e.g. a corrected end) must be handled with `rerate` too: the
-   Rater keeps no per-call memory. Passing a single PlanVersion (not a series) to rate_calls,
-   Rater, build_statement or compare_plans rates every call with it, whatever its dates.
+   Rater keeps no per-call memory. A single PlanVersion passed to rate_calls, Rater,
+   build_statement or compare_plans is a plan of one version (its effective_from applies).
 13. Comparing plans: volume k scales every charge's period quantity by k with fees fixed and
    the SLA outcome unchanged; the break-even is the smallest k in [0.01, 100] where two plans
    cost the same or swap order (log grid of 400 points, then bisection), else None.
@@ -70,7 +83,7 @@ from .book import PlanBook, PlanSeries, UnknownPlan
 from .compare import BreakEven, Comparison, PlanCost, compare_plans
 from .compiled import CallCharge, ChargeLine
 from .engine import PeriodState, rate_calls, rate_period
-from .errors import PlanError, RatingError, RerateNeeded
+from .errors import NoStatement, NotRated, PlanError, RatingError, RerateNeeded
 from .loader import load_plan, parse_plan
 from .periods import period_bounds, period_of
 from .plan import Charge, Fee, PlanVersion, Sla, Tier
@@ -79,8 +92,8 @@ from .sla import SlaMeasure, measure_sla
 from .statement import Statement, StatementLine, build_statement
 
 __all__ = [
-    "BreakEven", "CallCharge", "Charge", "ChargeLine", "Comparison", "Fee", "PeriodState",
-    "PlanBook", "PlanCost", "PlanError", "PlanSeries", "PlanVersion", "Rater", "RatingError",
+    "BreakEven", "CallCharge", "Charge", "ChargeLine", "Comparison", "Fee", "NoStatement",
+    "NotRated", "PeriodState", "PlanBook", "PlanCost", "PlanError", "PlanSeries", "PlanVersion", "Rater", "RatingError",
     "RerateNeeded", "Sla", "SlaMeasure", "Statement", "StatementLine", "Tier", "UnknownPlan",
     "build_statement", "compare_plans", "load_plan", "measure_sla", "parse_plan",
     "period_bounds", "period_of", "rate_calls", "rate_period",

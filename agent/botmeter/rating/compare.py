@@ -97,13 +97,13 @@ class ScaledTotal:
 
     def __init__(self, plan: Plan, period: str, calls: Sequence[CallRecord]) -> None:
         series = as_series(plan)
+        fee_version = series.fee_version(period)  # NoStatement: a period before the plan
         ordered = in_period(calls, series, period)
         self.states: list[PeriodState] = period_states(series, period, ordered)
         self.statement = statement_of(series, period, ordered, self.states)
         self._totals: dict[Fraction, Decimal] = {}
         self.fixed = sum((line.amount for line in self.statement.lines
                           if line.kind in ("fee", "sla_fee")), Decimal(0))
-        fee_version = series.fee_version(period)
         missed = self.statement.sla is not None and not self.statement.sla.met
         self.credit_percent = fee_version.sla.credit_percent if missed and fee_version.sla \
             else None

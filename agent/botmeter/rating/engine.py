@@ -1,7 +1,8 @@
-"""Rating calls (Semantics 1-3): per call, per charge, the marginal amount in its period.
+"""Rating calls (Semantics 1-3, 6): per call, per charge, the marginal amount in its period.
 
 A period's calls are rated in (ended_at, call_id) order, separately for each plan version in
-force (by offered_at) within the period, each with its own allowance.
+force (by offered_at) within the period, each with its own allowance. A call offered before
+the plan starts is not rated.
 """
 
 from __future__ import annotations
@@ -15,18 +16,20 @@ from ..tracking.record import CallRecord
 from .book import PlanSeries
 from .compiled import CallCharge, CompiledPlan, compile_plan
 from .errors import RatingError, RerateNeeded
-from .meters import make_meter
+from .meters import Step, make_meter
 from .periods import PeriodFinder
 from .plan import PlanVersion
 
-ORDER = attrgetter("ended_at", "call_id")
 _ENDED = attrgetter("ended_at")
+_OFFERED = attrgetter("offered_at")
 _ID = attrgetter("call_id")
 Plan = PlanVersion | PlanSeries
+Reading = tuple[int, int]
 
 
 def as_series(plan: Plan) -> PlanSeries:
-    """A version on its own rates every call, whatever its effective_from."""
+    """A version on its own is a plan of one version (its effective_from, if any, is when the
+    plan starts)."""
     return plan if isinstance(plan, PlanSeries) else PlanSeries([plan])
 
 
@@ -40,7 +43,7 @@ class PeriodState:
         self.meters = tuple(make_meter(sc) for sc in self.plan.charges)
         self.last: tuple[float, str] | None = None
         self.calls = 0
-        self._steps = tuple(m.step for m in self.meters)
+        self._steps: tuple[Step, ...] = tuple(m.step for m in self.meters)
         self._get = self.plan.results.get
         self._build = self.plan.build
 
@@ -63,6 +66,7 @@ class PeriodState:
         if self.last is not None and (first.ended_at, first.call_id) <= self.last:
             raise RerateNeeded(self.period, f"call {first.call_id} arrived out of order")
         get, build = self._get, self._build
+        readings: tuple[Reading, ...]
         if len(self._steps) == 1:
             (a,) = self._steps
             for call in calls:
@@ -107,29 +111,38 @@ def order_calls(calls: Iterable[CallRecord]) -> list[CallRecord]:
 
 def split_periods(ordered: Sequence[CallRecord], series: PlanSeries,
                   ) -> Iterator[tuple[str, int, Sequence[CallRecord]]]:
-    """(period, version index, calls) groups of calls sorted by (ended_at, call_id)."""
+    """(period, version index, calls) groups of calls sorted by (ended_at, call_id), leaving out
+    calls offered before the plan starts (`PlanSeries.not_rated`)."""
     finder = PeriodFinder(series.timezone)
+    begins = series.starts[0]
+    single = len(series.versions) == 1
+    index = series.version_index
     lo = 0
     while lo < len(ordered):
         period = finder(ordered[lo].ended_at)
         hi = bisect_left(ordered, finder.end, lo, key=_ENDED)
         chunk = ordered[lo:hi]
-        if len(series.versions) == 1:
-            yield period, 0, chunk
-        else:
-            groups: dict[int, list[CallRecord]] = {}
-            index = series.version_index
-            for call in chunk:
-                groups.setdefault(index(call.offered_at), []).append(call)
-            for i in sorted(groups):
-                yield period, i, groups[i]
         lo = hi
+        if single:
+            if min(map(_OFFERED, chunk)) < begins:
+                chunk = [call for call in chunk if call.offered_at >= begins]
+            if chunk:
+                yield period, 0, chunk
+            continue
+        groups: dict[int, list[CallRecord]] = {}
+        for call in chunk:
+            i = index(call.offered_at)
+            if i is not None:
+                groups.setdefault(i, []).append(call)
+        for i in sorted(groups):
+            yield period, i, groups[i]
 
 
 def rate_calls(calls: Iterable[CallRecord], plan: Plan) -> dict[str, CallCharge]:
-    """Every call's amount and per-charge lines, rating each period from its start.
+    """Every rated call's amount and per-charge lines, rating each period from its start.
 
-    `plan` is one version (rates every call) or a series (the version in force by offered_at).
+    `plan` is one version or a series (the version in force by offered_at). Calls offered
+    before the plan starts are not rated: they have no entry.
     """
     return rate_period(calls, plan)[0]
 
@@ -141,9 +154,11 @@ def rate_period(calls: Iterable[CallRecord], plan: Plan,
     ordered = order_calls(calls)
     out: dict[str, CallCharge] = {}
     states: dict[tuple[str, int], PeriodState] = {}
+    rated = 0
     for period, index, group in split_periods(ordered, series):
         state = states[period, index] = PeriodState(series.versions[index], period)
         state.add_sorted(group, out)
-    if len(out) != len(ordered):
+        rated += len(group)
+    if len(out) != rated:
         raise RatingError("duplicate call_id among the calls to rate")
     return out, states

@@ -19,8 +19,18 @@ class PlanError(ValueError):
         super().__init__(f"{self.path}: {key}: {reason}")
 
 
+class NoStatement(PlanError):
+    """A period that ends before the plan's first version: it has no statement at all (fees
+    included). Names the plan's first file and its effective_from."""
+
+
 class RatingError(ValueError):
     """A call could not be rated (e.g. duplicate call ids, an unrateable quantity)."""
+
+
+class NotRated(RatingError):
+    """A call offered before the plan starts (its first version's effective_from) is not
+    rated under the plan: it has no amount. The message names the call."""
 
 
 class RerateNeeded(Exception):

@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..tracking.record import OUTCOMES
-from .currencies import minor_unit
+from .currencies import currency_problem, minor_unit
 from .errors import PlanError
 from .fields import Table
 from .plan import DEFAULT_OUTCOMES, MODELS, TIME_METRICS, Charge, Fee, PlanVersion, Sla, Tier
@@ -51,9 +51,11 @@ def parse_plan(data: dict[str, Any], source: str = "<plan>") -> PlanVersion:
     if not PLAN_ID.match(plan_id):
         head.fail("id", f"{plan_id!r} must match [a-z0-9._-]+")
     currency = head.text("currency")
+    problem = currency_problem(currency)
+    if problem is not None:
+        head.fail("currency", problem)
     digits = minor_unit(currency)
-    if digits is None:
-        head.fail("currency", f"{currency!r} is not a known ISO 4217 currency code")
+    assert digits is not None
     effective_from = head.day("effective_from")
     precision = head.money("precision", required=False)
     if precision is None:
@@ -63,7 +65,7 @@ def parse_plan(data: dict[str, Any], source: str = "<plan>") -> PlanVersion:
     charges = tuple(_charge(Table(source, f"charge[{n}]", raw, CHARGE_KEYS))
                     for n, raw in enumerate(top.tables("charge"), 1))
     _unique_names(source, charges)
-    fees = tuple(_fee(Table(source, f"fee[{n}]", raw, FEE_KEYS), effective_from)
+    fees = tuple(_fee(Table(source, f"fee[{n}]", raw, FEE_KEYS))
                  for n, raw in enumerate(top.tables("fee"), 1))
     sla = _sla(Table(source, "sla", data["sla"], SLA_KEYS)) if top.has("sla") else None
     return PlanVersion(
@@ -180,15 +182,14 @@ def _unique_names(source: str, charges: tuple[Charge, ...]) -> None:
         seen[charge.name] = n
 
 
-def _fee(t: Table, effective_from: Any) -> Fee:
+def _fee(t: Table) -> Fee:
+    """A fee; a once fee that no period can bill is not refused: PlanSeries.warnings names it."""
     every = t.choice("every", ("period", "once"), "period")
     on = t.day("on")
     if every == "once" and on is None:
         t.fail("on", 'required when every = "once" (the date the fee is due)')
     if every == "period" and on is not None:
         t.fail("on", 'only for every = "once"')
-    if on is not None and effective_from is not None and on < effective_from:
-        t.fail("on", f"{on} is before this version's effective_from ({effective_from})")
     amount = t.money("amount")
     assert amount is not None
     return Fee(name=t.text("name"), amount=amount, every=every, on=on)  # type: ignore[arg-type]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..tracking.record import CallRecord
 from .compiled import CallCharge
 from .engine import PeriodState, Plan, as_series, rate_period
-from .errors import RerateNeeded
+from .errors import NotRated, RerateNeeded
 from .periods import PeriodFinder, period_bounds
+
+#: told of each call `rerate` leaves unrated (offered before the plan starts), and why
+NotRatedHook = Callable[[CallRecord, str], None]
 
 
 class Rater:
@@ -20,10 +23,14 @@ class Rater:
     that period's calls (including the new one) to `rerate(period, calls)`, stores every
     amount it returns, and carries on with `rate`. A call already rated that changes must
     also go through `rerate` (the Rater keeps no per-call memory).
+
+    A call offered before the plan starts is not rated: `rate` raises NotRated (a
+    RatingError naming the call), `rerate` leaves it out and tells `on_not_rated`.
     """
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, on_not_rated: NotRatedHook | None = None) -> None:
         self.series = as_series(plan)
+        self._on_not_rated = on_not_rated or (lambda _call, _why: None)
         self._period_of = PeriodFinder(self.series.timezone)
         self._states: dict[tuple[str, int], PeriodState] = {}
         self._open: set[str] = set()
@@ -33,8 +40,12 @@ class Rater:
         return self._period_of(call.ended_at)
 
     def rate(self, call: CallRecord) -> CallCharge:
-        period = self._period_of(call.ended_at)
         index = self.series.version_index(call.offered_at)
+        if index is None:
+            why = self.series.not_rated(call)
+            assert why is not None
+            raise NotRated(why)
+        period = self._period_of(call.ended_at)
         state = self._states.get((period, index))
         if state is None:
             if period not in self._open:
@@ -48,17 +59,13 @@ class Rater:
         start, end = period_bounds(period, self.series.timezone)
         mine = [c for c in calls if start <= c.ended_at < end]
         out, states = rate_period(mine, self.series)
+        if len(out) < len(mine):
+            for call in mine:
+                why = self.series.not_rated(call)
+                if why is not None:
+                    self._on_not_rated(call, why)
         for key in [k for k in self._states if k[0] == period]:
             del self._states[key]
         self._states.update(states)
         self._open.add(period)
         return out
-
-    def forget(self, period: str) -> None:
-        """Drop a period's state (e.g. once it is closed and billed)."""
-        self._open.discard(period)
-        for key in [k for k in self._states if k[0] == period]:
-            del self._states[key]
-
-    def open_periods(self) -> list[str]:
-        return sorted(self._open)

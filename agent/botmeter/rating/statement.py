@@ -17,12 +17,14 @@ from .plan import PlanVersion
 from .sla import SlaMeasure, measure_sla
 
 LineKind = Literal["usage", "fee", "sla_fee", "sla_credit"]
+Clause = Literal["answer_rate"]  # the satisfaction clause ("csat") is not supported yet
 QUANTITY_PLACES = 6
 
 
 @dataclass(frozen=True, slots=True)
 class StatementLine:
-    """One line; usage lines also carry quantity, included (allowance used) and billed."""
+    """One line; usage lines also carry quantity, included (allowance used) and billed; SLA
+    credit lines the clause, what was measured, its target and the sample it was measured on."""
 
     kind: LineKind
     name: str
@@ -30,6 +32,10 @@ class StatementLine:
     quantity: Decimal | None = None
     included: Decimal | None = None
     billed: Decimal | None = None
+    clause: Clause | None = None
+    measured: Decimal | None = None
+    target: Decimal | None = None
+    sample: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         line: dict[str, Any] = {"kind": self.kind, "name": self.name}
@@ -38,6 +44,11 @@ class StatementLine:
             line["included"] = decimal_text(self.included)
             line["billed"] = decimal_text(self.billed)
         line["amount"] = decimal_text(self.amount)
+        if self.kind == "sla_credit":
+            line["clause"] = self.clause
+            line["measured"] = decimal_text(self.measured)
+            line["target"] = decimal_text(self.target)
+            line["sample"] = self.sample
         return line
 
 
@@ -85,9 +96,11 @@ def units_decimal(value: Fraction) -> Decimal:
 
 
 def in_period(calls: Iterable[CallRecord], series: PlanSeries, period: str) -> list[CallRecord]:
-    """The calls whose ended_at falls in the period (plan's time zone), in rating order."""
+    """The plan's calls of the period, in rating order: those whose ended_at falls in it (plan's
+    time zone), except calls offered before the plan starts (they are not rated under it)."""
     start, end = period_bounds(period, series.timezone)
-    return order_calls(c for c in calls if start <= c.ended_at < end)
+    begins = series.starts[0]
+    return order_calls(c for c in calls if start <= c.ended_at < end and c.offered_at >= begins)
 
 
 def period_states(series: PlanSeries, period: str, ordered: list[CallRecord],
@@ -120,8 +133,9 @@ def usage_lines(states: list[PeriodState]) -> list[StatementLine]:
 def fee_lines(series: PlanSeries, period: str) -> list[StatementLine]:
     """The fee version's period fees, and every once fee due in this period.
 
-    A once fee is charged by the version in force on its `on` date, so a fee repeated in a
-    later version is not charged twice.
+    A once fee is billed when the version in force on its `on` date lists it (so a fee
+    repeated in a later version is not billed twice); `PlanSeries.warnings` names the once
+    fees that are never billed.
     """
     lines = [StatementLine("fee", fee.name, fee.amount)
              for fee in series.fee_version(period).fees if fee.every == "period"]
@@ -147,7 +161,10 @@ def sla_lines(version: PlanVersion, measure: SlaMeasure | None, usage: Decimal,
             credit = (usage * sla.credit_percent / 100).quantize(version.precision, ROUND_HALF_UP)
         name = (f"SLA credit: answer rate {measure.percent()}% < {_plain(sla.answer_rate * 100)}% "
                 f"within {_plain(sla.max_ring_seconds)} s")
-        lines.append(StatementLine("sla_credit", name, -credit))
+        measured = units_decimal(Fraction(measure.answered, measure.counted))
+        lines.append(StatementLine("sla_credit", name, -credit, clause="answer_rate",
+                                   measured=measured, target=sla.answer_rate,
+                                   sample=measure.counted))
     return lines
 
 
@@ -166,19 +183,21 @@ def total_of(lines: Iterable[StatementLine], minor_unit: int) -> Decimal:
 def build_statement(plan: Plan, period: str, calls: Iterable[CallRecord]) -> Statement:
     """The statement of `period` (`YYYY-MM`) from its calls (calls outside it are ignored).
 
-    Period fees and the SLA come from the version in force on the period's first day; the
-    SLA is measured over all the period's calls.
+    Period fees and the SLA come from the version in force on the period's first day (the
+    first version in the month the plan starts); the SLA is measured over all the period's
+    calls rated under the plan. NoStatement for a period that ends before the plan starts.
     """
     series = as_series(plan)
+    series.fee_version(period)  # NoStatement before anything else
     ordered = in_period(calls, series, period)
     return statement_of(series, period, ordered, period_states(series, period, ordered))
 
 
 def statement_of(series: PlanSeries, period: str, ordered: list[CallRecord],
                  states: list[PeriodState]) -> Statement:
-    """The statement from a period's calls (in order) and their rated states."""
-    usage = usage_lines(states)
+    """The statement from a period's calls under the plan (in order) and their rated states."""
     fee_version = series.fee_version(period)
+    usage = usage_lines(states)
     measure = measure_sla(fee_version.sla, ordered) if fee_version.sla else None
     usage_amount = sum((line.amount for line in usage), Decimal(0))
     lines = (*usage, *fee_lines(series, period), *sla_lines(fee_version, measure, usage_amount))

@@ -12,6 +12,8 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TypeVar, cast
 
 from ..pbx.events import (
     AgentConnected,
@@ -38,7 +40,10 @@ from .rules import TrackingRules
 from .signals import OutcomeSignal, Signal, SignalError, Usage, parse_signal
 
 Problem = Callable[[str, dict[str, object]], None]
-NO_RECORDS: tuple[CallRecord, ...] = ()
+Records = tuple[CallRecord, ...]
+Handler = Callable[[PbxEvent], Records]
+E = TypeVar("E", bound=PbxEvent)
+NO_RECORDS: Records = ()
 
 #: hung-up channels remembered, so late events for them are ignored
 GONE_MEMORY = 20_000
@@ -97,7 +102,7 @@ class _Call:
     ended_in_bot: bool = False
     signalled: Outcome | None = None
     signalled_target: str | None = None
-    modules: dict[str, list] = field(default_factory=dict)  # module -> [Decimal, unit]
+    modules: dict[str, tuple[Decimal, str]] = field(default_factory=dict)  # module -> (total, unit)
 
     @property
     def in_bot(self) -> bool:
@@ -139,23 +144,26 @@ class CallTracker:
         self.latest_ts = 0.0
         self.evicted_calls = 0
         self.dropped_signals = 0
-        self._handlers: dict[type, Callable[[PbxEvent], tuple[CallRecord, ...]]] = {
-            ChannelCreated: self._created,
-            DialplanStep: self._step,
-            CallerIdChanged: self._caller_id,
-            DialStarted: self._dial_started,
-            DialEnded: self._dial_ended,
-            QueueJoined: self._queue_joined,
-            AgentConnected: self._agent_connected,
-            BridgeEntered: self._bridge_entered,
-            BridgeLeft: self._bridge_left,
-            TransferStarted: self._transfer,
-            ChannelHungUp: self._hung_up,
-            BotSignal: self._signal,
-            ChannelSnapshot: self._snapshot,
-            SnapshotStarted: self._snapshot_started,
-            SnapshotComplete: self._snapshot_complete,
-        }
+        #: calls whose bot answered by a usage or outcome signal: nothing in the call flow
+        #: matched the [bot] settings (reported once per tracker, counted here)
+        self.answered_by_signal = 0
+        self._handlers: dict[type, Handler] = dict((
+            _on(ChannelCreated, self._created),
+            _on(DialplanStep, self._step),
+            _on(CallerIdChanged, self._caller_id),
+            _on(DialStarted, self._dial_started),
+            _on(DialEnded, self._dial_ended),
+            _on(QueueJoined, self._queue_joined),
+            _on(AgentConnected, self._agent_connected),
+            _on(BridgeEntered, self._bridge_entered),
+            _on(BridgeLeft, self._bridge_left),
+            _on(TransferStarted, self._transfer),
+            _on(ChannelHungUp, self._hung_up),
+            _on(BotSignal, self._signal),
+            _on(ChannelSnapshot, self._snapshot),
+            _on(SnapshotStarted, self._snapshot_started),
+            _on(SnapshotComplete, self._snapshot_complete),
+        ))
 
     # -- public -----------------------------------------------------------------
 
@@ -183,7 +191,7 @@ class CallTracker:
     def expire(self, now: float, idle_seconds: float) -> tuple[CallRecord, ...]:
         """Finish calls that saw no event for `idle_seconds` (lost hangups), ending them at their last event."""
         stale = [c for c in self._live if now - c.last_ts > idle_seconds]
-        records = []
+        records: list[CallRecord] = []
         for call in stale:
             self._report("call expired without hangup", {"linkedid": call.linkedid})
             for chan in list(call.live.values()):
@@ -343,7 +351,7 @@ class CallTracker:
 
     def _answer(self, call: _Call, ts: float, via: str) -> None:
         if call.bot_answered_at is None:
-            call.bot_answered_at = ts
+            call.bot_answered_at = max(ts, call.offered_at)  # a signal may beat the AMI clock
             call.bot_via = via
 
     def _leave_bot(self, call: _Call, ts: float) -> None:
@@ -565,9 +573,12 @@ class CallTracker:
             self._apply(call, sig, parse_signal(sig.signal, sig.fields))
 
     def _apply(self, call: _Call, sig: BotSignal, meaning: Signal) -> None:
-        if meaning == "start":
+        if meaning != "end" and call.bot_answered_at is None:
+            # the bot's first signal is its answer: a bot that speaks has answered
             self._answer(call, sig.ts, "signal")
-        elif meaning == "end":
+            if meaning != "start":
+                self._answered_by_signal(call, sig)
+        if meaning == "end":
             self._leave_bot(call, sig.ts)
         elif isinstance(meaning, Usage):
             self._add_usage(call, meaning)
@@ -577,13 +588,22 @@ class CallTracker:
             if meaning.outcome == "transferred":
                 self._handoff(call, sig.ts, meaning.target or "")
 
+    def _answered_by_signal(self, call: _Call, sig: BotSignal) -> None:
+        """A usage or outcome signal came before any sign that the bot answered: the [bot]
+        settings do not recognise the bot. Counted per call, reported once per tracker."""
+        self.answered_by_signal += 1
+        if self.answered_by_signal == 1:
+            self._on_problem(
+                "the bot signalled before any sign that it answered: [bot] contexts, "
+                "applications and channels do not recognise it; each such call is taken as "
+                "answered at the bot's first signal (reported once)",
+                {"linkedid": call.linkedid, "signal": sig.signal, "via": sig.via})
+
     @staticmethod
     def _add_usage(call: _Call, usage: Usage) -> None:
         entry = call.modules.get(usage.module)
-        if entry is None:
-            call.modules[usage.module] = [usage.quantity, usage.unit]
-        else:
-            entry[0] += usage.quantity
+        call.modules[usage.module] = ((usage.quantity, usage.unit) if entry is None
+                                      else (entry[0] + usage.quantity, entry[1]))
 
     # -- reconnect snapshots -----------------------------------------------------
 
@@ -614,3 +634,8 @@ class CallTracker:
                 records.extend(self._hung_up(ChannelHungUp(ev.ts, chan.uniqueid, "", chan.name, None)))
         return tuple(records)
 
+
+def _on(kind: type[E], handler: Callable[[E], Records]) -> tuple[type, Handler]:
+    """A handler table entry: `handler` takes the events of type `kind` (checked here, so the
+    table's one cast is safe: `feed` looks handlers up by the event's exact type)."""
+    return kind, cast(Handler, handler)

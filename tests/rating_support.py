@@ -1,7 +1,4 @@
-"""Helpers for the rating tests: calls built directly as CallRecords, plans from TOML text.
-
-(Named test_rating_*.py to live beside the tests; it holds no tests itself.)
-"""
+"""Helpers for the rating tests: calls built directly as CallRecords, plans from TOML text."""
 
 from __future__ import annotations
 
