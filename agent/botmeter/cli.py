@@ -302,7 +302,7 @@ def calls(ctx: Context, since: float | None, until: float | None, outcomes: tupl
 
 
 def _series(ctx: Context, plan_id: str | None):  # type: ignore[no-untyped-def]
-    from .metering import active_series, load_plan_book
+    from .plans import active_series, load_plan_book
 
     config = ctx.config()
     with refuse_bad_files():
@@ -380,7 +380,7 @@ def plans() -> None:
 def plans_compare(ctx: Context, period: str, plan_files: tuple[str, ...], fmt: str,
                   db: str | None) -> None:
     """Price the period's real calls under each PLAN_FILE (and the active plan), cheapest first."""
-    from .metering import calls_around, comparison_plans
+    from .plans import comparison_plans, period_span
     from .rating import compare_plans
     from .reports.billing import render_comparison
 
@@ -389,7 +389,7 @@ def plans_compare(ctx: Context, period: str, plan_files: tuple[str, ...], fmt: s
         series, active = comparison_plans(config, [Path(p) for p in plan_files])
         _one_currency(series)
     with opened_store(ctx, db, create=False) as store:
-        calls = calls_around(store, period, series)
+        calls = store.calls_ended_between(*period_span(period, series))
     with refuse_bad_files():
         comparison = compare_plans(series, period, calls, active=active)
     render_comparison(comparison, fmt, sys.stdout)

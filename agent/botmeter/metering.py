@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
 
 import structlog
 
-from .config import Config, ConfigError
-from .rating import PlanBook, PlanSeries, Rater, RerateNeeded, load_plan
+from .config import Config
+from .plans import active_series, load_plan_book
+from .rating import PlanSeries, Rater, RerateNeeded
 from .rating.compiled import CallCharge
 from .rating.errors import RatingError
 from .rating.periods import period_bounds
@@ -23,29 +23,6 @@ from .tracking.record import CallRecord
 
 log = structlog.get_logger(__name__)
 Progress = Callable[[str, int], None]
-
-
-def load_plan_book(config: Config) -> PlanBook | None:
-    """The configured plan files (None without a [plans] section); PlanError for a bad file."""
-    directory = config.plans_dir()
-    if directory is None:
-        return None
-    if not directory.is_dir():
-        raise ConfigError(config.source_path, "plans.dir", f"{directory} is not a directory")
-    return PlanBook.load(directory)
-
-
-def active_series(config: Config, book: PlanBook | None, plan_id: str | None = None) -> PlanSeries:
-    """The plan to rate or bill with: `plan_id`, else the configured active one."""
-    if book is None or config.plans is None:
-        raise ConfigError(config.source_path, "plans", "no [plans] section: nothing to rate with")
-    wanted = plan_id or config.plans.active
-    if wanted not in book:
-        have = ", ".join(book.plan_ids) or "none"
-        key = "plans.active" if plan_id is None else "--plan"
-        raise ConfigError(config.source_path, key,
-                          f"no plan {wanted!r} in {config.plans_dir()} (have: {have})")
-    return book.series(wanted)
 
 
 class RatingSaver:
@@ -207,23 +184,3 @@ def rating_worker_for(config: Config, store_factory: Callable[[], CallStore]) ->
     if book is None:
         return None
     return RatingWorker(store_factory, active_series(config, book))
-
-
-def comparison_plans(config: Config, paths: Iterable[Path]) -> tuple[list[PlanSeries], str | None]:
-    """The plans to compare: each file's plan, plus the active plan when one is configured."""
-    book = PlanBook([load_plan(p) for p in paths])
-    series = list(book)
-    active = config.plans.active if config.plans else None
-    if active is not None and active not in book:
-        configured = load_plan_book(config)
-        if configured is not None and active in configured:
-            series.append(configured.series(active))
-        else:
-            active = None
-    return series, active
-
-
-def calls_around(store: CallStore, period: str, plans: Iterable[PlanSeries]) -> list[CallRecord]:
-    """Stored calls that may fall in `period` in any of these plans' time zones."""
-    bounds = [period_bounds(period, s.timezone) for s in plans]
-    return store.calls_ended_between(min(b[0] for b in bounds), max(b[1] for b in bounds))
