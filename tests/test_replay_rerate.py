@@ -8,7 +8,7 @@ import structlog
 
 from botmeter.metering import ReplayRating
 from botmeter.rating import PlanBook
-from botmeter.service import replay
+from botmeter.replay import replay
 from botmeter.storage.store import CallStore
 from botmeter.tracking.rules import TrackingRules
 

@@ -252,7 +252,7 @@ def replay(ctx: Context, capture: IO[bytes], db: str | None) -> None:
     refused writes.
     """
     from .metering import replay_rating_for
-    from .service import replay as replay_capture
+    from .replay import replay as replay_capture
     from .storage.guard import StoreUnavailable
     from .storage.spill import spill_path
 

@@ -5,25 +5,21 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
 from .bot.fastagi import FastAgiServer
 from .config import Config
-from .metering import ReplayRating, rating_worker_for
+from .metering import rating_worker_for
 from .pbx.ami_client import AmiClient, AmiSettings
-from .pbx.events import PbxEvent
-from .pbx.stream import AmiEventDecoder
+from .recorder import Recorder
 from .runtime import loop_name
-from .storage.guard import GuardedSaver, StoreUnavailable
 from .storage.spill import spill_path
 from .storage.store import CallStore
-from .storage.writer import RecordWriter, load_spill
+from .storage.writer import RecordWriter
 from .tracking.record import CallRecord
-from .tracking.rules import TrackingRules
-from .tracking.tracker import MAX_IN_PROGRESS, CallTracker
 
 log = structlog.get_logger(__name__)
 
@@ -34,33 +30,6 @@ STOP_TIMEOUT = 20.0
 
 class ServiceError(Exception):
     """The agent cannot start: the message says what and where."""
-
-
-def _problem(message: str, context: dict[str, object]) -> None:
-    log.warning(message, **context)
-
-
-class Recorder:
-    """Tracking plus a sink for finished calls; the same for live runs and replays."""
-
-    def __init__(self, rules: TrackingRules, sink: Callable[[CallRecord], None], *,
-                 source: str = "ami", max_in_progress: int = MAX_IN_PROGRESS) -> None:
-        self.tracker = CallTracker(rules, on_problem=_problem, source=source,
-                                   max_in_progress=max_in_progress)
-        self._sink = sink
-        self.events = 0
-        self.records = 0
-
-    def handle(self, event: PbxEvent) -> None:
-        self.events += 1
-        for record in self.tracker.feed(event):
-            self.records += 1
-            self._sink(record)
-
-    def expire(self, now: float, idle_seconds: float) -> None:
-        for record in self.tracker.expire(now, idle_seconds):
-            self.records += 1
-            self._sink(record)
 
 
 def ami_settings(config: Config) -> AmiSettings:
@@ -159,63 +128,3 @@ class AgentService:
             await asyncio.sleep(min(60.0, idle / 4))
             self.recorder.expire(self.clock(), idle)
 
-
-def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
-           batch: int = 500, rating: ReplayRating | None = None, spill: Path | None = None,
-           attempts: int = 3) -> dict[str, int]:
-    """Feed a raw AMI capture through tracking into the store; times come from its Timestamp headers.
-
-    First stores the calls of the `spill` file, if any. A record the store refuses is set
-    aside in `rejected`; late periods are re-rated once, at the end. StoreUnavailable if the
-    database refuses writes `attempts` times in a row (the calls stored so far stay stored).
-    """
-    saver = GuardedSaver(rating.save if rating is not None else None)
-    pending: list[CallRecord] = []
-
-    def store_batch(records: list[CallRecord]) -> bool:
-        _save_retrying(saver, store, records, attempts)
-        return True
-
-    def sink(record: CallRecord) -> None:
-        pending.append(record)
-        if len(pending) >= batch:
-            store_batch(pending)
-            pending.clear()
-
-    recovered = load_spill(store, spill, store_batch) if spill is not None else 0
-    recorder = Recorder(rules, sink, source="ami")
-    decoder = AmiEventDecoder()
-    now = time.time()
-    for chunk in chunks:
-        for event in decoder.feed(chunk, now):
-            recorder.handle(event)
-    store_batch(pending)
-    rerated = rating.finish(store) if rating is not None else []
-    stats = decoder.parser.stats
-    return {
-        "events": recorder.events,
-        "skipped_events": decoder.skipped,
-        "calls_recorded": recorder.records,
-        "calls_unfinished": recorder.tracker.active_calls,
-        "calls_rejected": saver.rejected,
-        "calls_from_spill": recovered,
-        "periods_rerated": len(rerated),
-        "bad_lines": stats.bad_lines,
-        "bad_values": decoder.bad_values.total,
-        "oversized_frames": stats.oversized_frames,
-    }
-
-
-def _save_retrying(saver: GuardedSaver, store: CallStore, records: list[CallRecord],
-                   attempts: int) -> None:
-    """`saver(store, records)`, retried with backoff while the database is unavailable."""
-    for attempt in range(1, attempts + 1):
-        try:
-            saver(store, records)
-            return
-        except StoreUnavailable as exc:
-            if attempt == attempts:
-                raise
-            records = exc.remaining
-            log.warning("storing calls failed; retrying", error=str(exc), calls=len(records))
-            time.sleep(0.5 * attempt)
