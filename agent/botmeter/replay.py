@@ -15,10 +15,12 @@ from pathlib import Path
 import structlog
 
 from .backoff import Backoff
-from .metering import ReplayRating
 from .pbx.stream import AmiEventDecoder
+from .rating import PlanSeries
 from .recorder import Recorder
+from .rerating import rerate_period
 from .storage.guard import GuardedSaver, StoreUnavailable
+from .storage.rated_saver import RatedSaver
 from .storage.store import CallStore
 from .storage.writer import load_spill
 from .tracking.record import CallRecord
@@ -31,16 +33,17 @@ RETRY_MIN, RETRY_MAX = 0.5, 4.0
 
 
 def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
-           batch: int = 500, rating: ReplayRating | None = None, spill: Path | None = None,
+           batch: int = 500, series: PlanSeries | None = None, spill: Path | None = None,
            attempts: int = 3, backoff: Backoff | None = None) -> dict[str, int]:
     """Feed a raw AMI capture through tracking into the store; returns its counters.
 
-    First stores the calls of the `spill` file, if any. Calls are rated by `rating` (None:
-    stored unrated). A record the store refuses is set aside in `rejected`; late
+    First stores the calls of the `spill` file, if any. Calls are rated under `series`
+    (None: stored unrated). A record the store refuses is set aside in `rejected`; late
     periods are re-rated once, at the end. StoreUnavailable if the database refuses writes
     `attempts` times in a row (the calls stored so far stay stored).
     """
-    saver = GuardedSaver(rating.save if rating is not None else None)
+    rated = RatedSaver(series, keep_late_calls=False) if series is not None else None
+    saver = GuardedSaver(rated)
     retry = backoff or Backoff(RETRY_MIN, RETRY_MAX)
     pending: list[CallRecord] = []
 
@@ -62,7 +65,11 @@ def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
         for event in decoder.feed(chunk, now):
             recorder.handle(event)
     store_batch(pending)
-    late = rating.finish(store) if rating is not None else []
+    late: list[str] = []
+    if rated is not None:
+        late = rated.late
+        for period in late:
+            rerate_period(store, rated.series, period)
     stats = decoder.parser.stats
     return {
         "events": recorder.events,
