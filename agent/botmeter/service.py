@@ -146,6 +146,8 @@ class AgentService:
         try:
             await asyncio.wait_for(stop_all(), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
+            for task in tasks:  # no call may reach the writer once it closes
+                task.cancel()
             log.warning("sources not closed by the stop deadline; storing calls anyway")
 
     def _close_storage(self, deadline: float | None = None) -> None:
