@@ -12,8 +12,10 @@ from click.testing import CliRunner
 
 from botmeter.cli import main
 from botmeter.config import load_config
-from botmeter.metering import RatingSaver, active_series, load_plan_book
+from botmeter.plans import active_series, load_plan_book
 from botmeter.rating import PlanBook, build_statement, period_bounds, period_of, rate_calls
+from botmeter.rerating import rate_stored
+from botmeter.storage.rated_saver import RatedSaver
 from botmeter.storage.store import CallStore
 
 from .conftest import LAB_CAPTURE
@@ -29,6 +31,16 @@ def cli(config: Path, *args: str):  # type: ignore[no-untyped-def]
 def stored(config: Path) -> tuple[CallStore, list]:
     store = CallStore(load_config(config).store_path())
     return store, store.calls()
+
+
+def save_rated(store: CallStore, saver: RatedSaver, records: list) -> None:
+    """Store calls rated as they come, then re-rate the periods found late and hand them
+    back (what the live agent's re-rating thread does)."""
+    saver(store, records)
+    for period in saver.late:
+        stored, rater, charges = rate_stored(store, saver.series, period)
+        store.replace_ratings(stored, charges)
+        assert saver.reopen(period, rater, charges) == {}
 
 
 def test_replayed_calls_are_rated_and_amounts_add_up_to_the_bill(write_config):
@@ -55,10 +67,10 @@ def test_stored_amounts_equal_rating_the_period_in_order_whatever_the_arrival_or
     calls = [make_call(f"c{i:03d}", bot=3000.0, end_ms=local_ms(2026, 11, 2) + i * 3_600_000)
              for i in range(200)]
     store = CallStore(cfg.store_path())
-    saver = RatingSaver(series)
+    saver = RatedSaver(series, fresh_after=0.0)  # periods open empty: no call stored
     order = calls[100:] + calls[:50] + calls[50:100]  # late calls arrive after later ones
     for start in range(0, len(order), 30):
-        saver.save(store, order[start:start + 30])
+        save_rated(store, saver, order[start:start + 30])
     expected = rate_calls(calls, series)
     got = store.ratings(c.call_id for c in calls)
     assert {cid: Decimal(r["cost"]) for cid, r in got.items()} == {
@@ -93,7 +105,7 @@ def test_bill_table_and_period_boundary_in_the_plan_time_zone(write_config):
     series = active_series(cfg, load_plan_book(cfg))
     last = make_call("nov", bot=120.0, end_ms=local_ms(2026, 11, 30, 23, 59, 59))
     first = make_call("dec", bot=120.0, end_ms=local_ms(2026, 12, 1, 0, 0, 0))
-    RatingSaver(series).save(store, [last, first])
+    save_rated(store, RatedSaver(series), [last, first])
     start, end = period_bounds("2026-11", series.timezone)
     assert [c.call_id for c in store.calls_ended_between(start, end)] == ["nov"]
     november = json.loads(cli(config, "bill", "--period", "2026-11", "--format", "json").output)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import structlog
 
-from botmeter.metering import ReplayRating
 from botmeter.rating import PlanBook
-from botmeter.service import replay
+from botmeter.replay import replay
 from botmeter.storage.store import CallStore
 from botmeter.tracking.rules import TrackingRules
 
@@ -34,16 +33,16 @@ def test_replay_over_a_half_stored_capture_rerates_each_period_once(tmp_path):
     series = PlanBook.load(PLANS).series("combined")
     capture, _ = repeated_capture(13_000)  # the lab calls 7 times over: 91 calls
     store = CallStore(tmp_path / "half.db")
-    half = replay([_first_half(capture)], RULES, store, rating=ReplayRating(series), batch=10)
+    half = replay([_first_half(capture)], RULES, store, series=series, batch=10)
     assert 30 < half["calls_recorded"] < 60
 
     with structlog.testing.capture_logs() as logs:  # 10 batches, half behind the stored calls
-        stats = replay([capture], RULES, store, rating=ReplayRating(series), batch=10)
+        stats = replay([capture], RULES, store, series=series, batch=10)
     assert stats["calls_recorded"] == 91 and stats["periods_rerated"] == 1
     assert _rerates(logs) == ["2026-11"]
 
     fresh = CallStore(tmp_path / "fresh.db")  # the same capture rated in one pass
-    replay([capture], RULES, fresh, rating=ReplayRating(series), batch=1000)
+    replay([capture], RULES, fresh, series=series, batch=1000)
     ids = [r.call_id for r in fresh.calls()]
     assert store.count() == fresh.count() == 91
     assert store.ratings(ids) == fresh.ratings(ids)
@@ -54,6 +53,6 @@ def test_a_fresh_replay_rates_each_period_once_too(tmp_path):
     series = PlanBook.load(PLANS).series("combined")
     store = CallStore(tmp_path / "fresh.db")
     with structlog.testing.capture_logs() as logs:
-        stats = replay([LAB_CAPTURE.read_bytes()], RULES, store, rating=ReplayRating(series),
+        stats = replay([LAB_CAPTURE.read_bytes()], RULES, store, series=series,
                        batch=1)
     assert _rerates(logs) == ["2026-11"] and stats["periods_rerated"] == 1

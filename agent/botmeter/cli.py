@@ -200,8 +200,9 @@ def main(click_ctx: click.Context, config_path: str | None, log_level: str, log_
 
 @main.command()
 @click.option("--stop-timeout", default=20.0, show_default=True, type=click.FloatRange(1, 3600),
-              help="Seconds a stop may take to store every finished call; what is not stored "
-                   "by then is spilled (keep it below the unit's TimeoutStopSec).")
+              help="Seconds a stop may take to store every finished call (and finish "
+                   "re-rating); what is not stored by then is spilled (keep it below the "
+                   "unit's TimeoutStopSec).")
 @click.pass_obj
 def run(ctx: Context, stop_timeout: float) -> None:
     """Attach to Asterisk over AMI and record calls until stopped (SIGTERM/SIGINT).
@@ -251,19 +252,19 @@ def replay(ctx: Context, capture: IO[bytes], db: str | None) -> None:
     by the store and set aside in table `rejected` (the log says why); 1: the database
     refused writes.
     """
-    from .metering import replay_rating_for
-    from .service import replay as replay_capture
+    from .plans import rating_series
+    from .replay import replay as replay_capture
     from .storage.guard import StoreUnavailable
     from .storage.spill import spill_path
 
     config = ctx.config()
     with refuse_bad_files():
-        rating = replay_rating_for(config)
+        series = rating_series(config)
     path = Path(db) if db else config.store_path()
     with opened_store(ctx, db, create=True) as store:
         try:
             stats = replay_capture(_chunks(capture), config.tracking_rules(), store,
-                                   rating=rating, spill=spill_path(path))
+                                   series=series, spill=spill_path(path))
         except (StoreUnavailable, OSError) as exc:
             fail("replay error", str(path), f"stopped: {exc} (the calls stored so far stay; "
                                             "replaying again stores each call once)", FAILURE)
@@ -302,7 +303,7 @@ def calls(ctx: Context, since: float | None, until: float | None, outcomes: tupl
 
 
 def _series(ctx: Context, plan_id: str | None):  # type: ignore[no-untyped-def]
-    from .metering import active_series, load_plan_book
+    from .plans import active_series, load_plan_book
 
     config = ctx.config()
     with refuse_bad_files():
@@ -318,10 +319,9 @@ def rerate(ctx: Context, period: str, plan_id: str | None, db: str | None) -> No
     """Re-rate every stored call of a period, so stored amounts equal rating them in order."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-    from .metering import RatingSaver
+    from .rerating import rerate_period
 
     _, series = _series(ctx, plan_id)
-    saver = RatingSaver(series)
     steps = {"load": "loading calls", "rate": "rating", "store": "storing amounts"}
     with (opened_store(ctx, db, create=False) as store,
           Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
@@ -338,7 +338,7 @@ def rerate(ctx: Context, period: str, plan_id: str | None, db: str | None) -> No
                 bar.update(task, completed=offset + (done if step == "store" else calls["n"]))
             bar.update(task, description=f"{period}: {steps[step]}")
 
-        count = saver.rerate(store, period, progress)
+        count = rerate_period(store, series, period, progress)
         bar.update(task, completed=3 * count, total=3 * count, description=f"{period}: done")
     click.echo(f"re-rated {count} calls of {period} under {series.plan_id}")
 
@@ -380,7 +380,7 @@ def plans() -> None:
 def plans_compare(ctx: Context, period: str, plan_files: tuple[str, ...], fmt: str,
                   db: str | None) -> None:
     """Price the period's real calls under each PLAN_FILE (and the active plan), cheapest first."""
-    from .metering import calls_around, comparison_plans
+    from .plans import comparison_plans, period_span
     from .rating import compare_plans
     from .reports.billing import render_comparison
 
@@ -389,7 +389,7 @@ def plans_compare(ctx: Context, period: str, plan_files: tuple[str, ...], fmt: s
         series, active = comparison_plans(config, [Path(p) for p in plan_files])
         _one_currency(series)
     with opened_store(ctx, db, create=False) as store:
-        calls = calls_around(store, period, series)
+        calls = store.calls_ended_between(*period_span(period, series))
     with refuse_bad_files():
         comparison = compare_plans(series, period, calls, active=active)
     render_comparison(comparison, fmt, sys.stdout)

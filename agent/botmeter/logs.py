@@ -18,11 +18,16 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+#: one shared file object, so every logger shares structlog's lock for it: threads (the
+#: writer, the re-rater) never interleave their lines (print writes text and newline apart)
+_STDERR = _CurrentStderr()
+
+
 class _NamedPrintLogger(structlog.PrintLogger):
     """A print logger that knows its module's name (`botmeter.pbx.ami_client`, ...)."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(file=_CurrentStderr())  # type: ignore[arg-type]
+        super().__init__(file=_STDERR)  # type: ignore[arg-type]
         self.name = name
 
 

@@ -1,66 +1,41 @@
-"""The running agent: AMI in, call tracking, records to SQLite."""
+"""The running agent: AMI in, call tracking, records (rated as they are stored) to SQLite."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
 from .bot.fastagi import FastAgiServer
 from .config import Config
-from .metering import ReplayRating, rating_worker_for
 from .pbx.ami_client import AmiClient, AmiSettings
-from .pbx.events import PbxEvent
-from .pbx.stream import AmiEventDecoder
+from .plans import rating_series
+from .rating.periods import period_of
+from .recorder import Recorder
+from .rerating import RerateWorker
 from .runtime import loop_name
-from .storage.guard import GuardedSaver, StoreUnavailable
+from .storage.rated_saver import RatedSaver
 from .storage.spill import spill_path
 from .storage.store import CallStore
-from .storage.writer import RecordWriter, load_spill
+from .storage.writer import RecordWriter
 from .tracking.record import CallRecord
-from .tracking.rules import TrackingRules
-from .tracking.tracker import MAX_IN_PROGRESS, CallTracker
 
 log = structlog.get_logger(__name__)
 
-#: seconds a stop may take to store (or spill) every finished call and rate them; below the
-#: systemd unit's TimeoutStopSec (30)
+#: seconds a stop may take to store (or spill) every finished call and finish re-rating;
+#: below the systemd unit's TimeoutStopSec (30)
 STOP_TIMEOUT = 20.0
+#: a period that begins this long after the agent started holds no call stored before: it is
+#: opened empty rather than re-rated (the margin covers a PBX clock ahead of the agent's)
+FRESH_PERIOD_MARGIN = 3600.0
 
 
 class ServiceError(Exception):
     """The agent cannot start: the message says what and where."""
-
-
-def _problem(message: str, context: dict[str, object]) -> None:
-    log.warning(message, **context)
-
-
-class Recorder:
-    """Tracking plus a sink for finished calls; the same for live runs and replays."""
-
-    def __init__(self, rules: TrackingRules, sink: Callable[[CallRecord], None], *,
-                 source: str = "ami", max_in_progress: int = MAX_IN_PROGRESS) -> None:
-        self.tracker = CallTracker(rules, on_problem=_problem, source=source,
-                                   max_in_progress=max_in_progress)
-        self._sink = sink
-        self.events = 0
-        self.records = 0
-
-    def handle(self, event: PbxEvent) -> None:
-        self.events += 1
-        for record in self.tracker.feed(event):
-            self.records += 1
-            self._sink(record)
-
-    def expire(self, now: float, idle_seconds: float) -> None:
-        for record in self.tracker.expire(now, idle_seconds):
-            self.records += 1
-            self._sink(record)
 
 
 def ami_settings(config: Config) -> AmiSettings:
@@ -73,20 +48,33 @@ def ami_settings(config: Config) -> AmiSettings:
 
 
 class AgentService:
-    """Attach to Asterisk and record until `stop()`."""
+    """Attach to Asterisk and record until `stop()`.
+
+    With plans configured, the writer rates each call in the transaction that stores it
+    (`saver`); the periods it cannot rate call by call are re-rated by `rerater`, a thread
+    of its own. At start the current period is re-rated there, so that its calls are rated
+    as they are stored from then on. `store_factory` opens the database (for tests).
+    """
 
     def __init__(self, config: Config, *, store_path: Path | None = None,
                  clock: Callable[[], float] = time.time,
                  on_saved: Callable[[list[CallRecord]], None] | None = None,
-                 stop_timeout: float = STOP_TIMEOUT) -> None:
+                 stop_timeout: float = STOP_TIMEOUT,
+                 store_factory: Callable[[], CallStore] | None = None) -> None:
         self.config = config
         self.clock = clock
         self.stop_timeout = stop_timeout
         path = self.store_path = store_path or config.store_path()
-        self.rating = rating_worker_for(config, lambda: CallStore(path))
-        self._on_saved = on_saved
-        self.writer = RecordWriter(lambda: CallStore(path), on_error=self._write_failed,
-                                   on_saved=self._saved, spill=spill_path(path))
+        factory = store_factory or (lambda: CallStore(path))
+        series = rating_series(config)
+        self.saver: RatedSaver | None = None
+        self.rerater: RerateWorker | None = None
+        if series is not None:
+            self.saver = RatedSaver(series, on_late=self._late,
+                                    fresh_after=clock() + FRESH_PERIOD_MARGIN)
+            self.rerater = RerateWorker(factory, self.saver)
+        self.writer = RecordWriter(factory, saver=self.saver, on_error=self._write_failed,
+                                   on_saved=on_saved, spill=spill_path(path))
         self.recorder = Recorder(config.tracking_rules(), self.writer.submit,
                                  max_in_progress=config.calls.max_in_progress)
         self.client = AmiClient(ami_settings(config), self.recorder.handle, clock=clock)
@@ -96,24 +84,22 @@ class AgentService:
             clock=clock) if agi.enabled else None
         self._stop = asyncio.Event()
 
-    def _saved(self, batch: list[CallRecord]) -> None:
-        """Calls are on disk: tell whoever asked, and queue them for rating."""
-        if self._on_saved is not None:
-            self._on_saved(batch)
-        if self.rating is not None:
-            self.rating.submit(batch)
+    def _late(self, period: str) -> None:
+        if self.rerater is not None:
+            self.rerater.submit(period)
 
     @staticmethod
-    def _write_failed(exc: Exception, count: int) -> None:
+    def _write_failed(exc: BaseException, count: int) -> None:
         log.error("storing calls failed; retrying", error=str(exc), calls=count)
 
     async def run(self) -> None:
         try:
-            self.writer.start()
-        except (sqlite3.Error, OSError) as exc:
-            raise ServiceError(f"[store] path {self.store_path}: {exc}") from exc
-        if self.rating is not None:
-            self.rating.start()
+            self._start_storage()
+        except BaseException as exc:
+            await asyncio.to_thread(self._close_storage)
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise ServiceError(f"[store] path {self.store_path}: {exc}") from exc
+            raise
         if self.fastagi is not None:
             try:
                 await self.fastagi.start()
@@ -127,13 +113,8 @@ class AgentService:
         try:
             await self._stop.wait()
         finally:
-            deadline = time.monotonic() + self.stop_timeout
-            await self.client.stop()
-            if self.fastagi is not None:
-                await self.fastagi.stop()
-            for task in (client, sweeper):
-                task.cancel()
-            await asyncio.gather(client, sweeper, return_exceptions=True)
+            deadline = time.monotonic() + self.stop_timeout  # the one deadline of the stop
+            await self._stop_sources(deadline, client, sweeper)
             await asyncio.to_thread(self._close_storage, deadline)
             log.info("botmeter stopped", recorded=self.recorder.records,
                      in_progress=self.recorder.tracker.active_calls,
@@ -143,15 +124,41 @@ class AgentService:
     def stop(self) -> None:
         self._stop.set()
 
+    def _start_storage(self) -> None:
+        """Open the database in the writer's (and re-rater's) thread; the re-rater opens the
+        current period, whose calls are rated as they are stored from then on."""
+        self.writer.start()
+        if self.rerater is not None and self.saver is not None:
+            self.rerater.start()
+            self.saver.request_rerate(period_of(self.clock(), self.saver.series.timezone))
+
+    async def _stop_sources(self, deadline: float, *tasks: asyncio.Task[None]) -> None:
+        """No more events: AMI and FastAGI closed, the tasks ended (by `deadline` at most)."""
+
+        async def stop_all() -> None:
+            await self.client.stop()
+            if self.fastagi is not None:
+                await self.fastagi.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            await asyncio.wait_for(stop_all(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            for task in tasks:  # no call may reach the writer once it closes
+                task.cancel()
+            log.warning("sources not closed by the stop deadline; storing calls anyway")
+
     def _close_storage(self, deadline: float | None = None) -> None:
         """Store every finished call (spill what cannot be stored by `deadline`, a
-        `time.monotonic()`), then rate what was stored in the time left."""
+        `time.monotonic()`), then let re-rating finish by the same deadline (a re-rate still
+        running then is abandoned: the calls are stored, their period is re-rated later)."""
         if deadline is None:
             deadline = time.monotonic() + self.stop_timeout
         self.writer.close(deadline)
-        if self.rating is not None and not self.rating.close(max(0.0, deadline - time.monotonic())):
-            log.warning("rating unfinished at stop: some stored calls are unrated until their "
-                        "period is re-rated (the next call in it, or botmeter rerate)")
+        if self.rerater is not None:
+            self.rerater.close(deadline)
 
     async def _sweep(self) -> None:
         idle = self.config.calls.idle_timeout_seconds
@@ -159,63 +166,3 @@ class AgentService:
             await asyncio.sleep(min(60.0, idle / 4))
             self.recorder.expire(self.clock(), idle)
 
-
-def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
-           batch: int = 500, rating: ReplayRating | None = None, spill: Path | None = None,
-           attempts: int = 3) -> dict[str, int]:
-    """Feed a raw AMI capture through tracking into the store; times come from its Timestamp headers.
-
-    First stores the calls of the `spill` file, if any. A record the store refuses is set
-    aside in `rejected`; late periods are re-rated once, at the end. StoreUnavailable if the
-    database refuses writes `attempts` times in a row (the calls stored so far stay stored).
-    """
-    saver = GuardedSaver(rating.save if rating is not None else None)
-    pending: list[CallRecord] = []
-
-    def store_batch(records: list[CallRecord]) -> bool:
-        _save_retrying(saver, store, records, attempts)
-        return True
-
-    def sink(record: CallRecord) -> None:
-        pending.append(record)
-        if len(pending) >= batch:
-            store_batch(pending)
-            pending.clear()
-
-    recovered = load_spill(store, spill, store_batch) if spill is not None else 0
-    recorder = Recorder(rules, sink, source="ami")
-    decoder = AmiEventDecoder()
-    now = time.time()
-    for chunk in chunks:
-        for event in decoder.feed(chunk, now):
-            recorder.handle(event)
-    store_batch(pending)
-    rerated = rating.finish(store) if rating is not None else []
-    stats = decoder.parser.stats
-    return {
-        "events": recorder.events,
-        "skipped_events": decoder.skipped,
-        "calls_recorded": recorder.records,
-        "calls_unfinished": recorder.tracker.active_calls,
-        "calls_rejected": saver.rejected,
-        "calls_from_spill": recovered,
-        "periods_rerated": len(rerated),
-        "bad_lines": stats.bad_lines,
-        "bad_values": decoder.bad_values.total,
-        "oversized_frames": stats.oversized_frames,
-    }
-
-
-def _save_retrying(saver: GuardedSaver, store: CallStore, records: list[CallRecord],
-                   attempts: int) -> None:
-    """`saver(store, records)`, retried with backoff while the database is unavailable."""
-    for attempt in range(1, attempts + 1):
-        try:
-            saver(store, records)
-            return
-        except StoreUnavailable as exc:
-            if attempt == attempts:
-                raise
-            records = exc.remaining
-            log.warning("storing calls failed; retrying", error=str(exc), calls=len(records))
-            time.sleep(0.5 * attempt)

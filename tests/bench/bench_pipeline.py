@@ -29,7 +29,7 @@ def chunks(data: bytes) -> list[bytes]:
 
 
 def run_botmeter(parts: list[bytes]) -> tuple[float, dict[str, int]]:
-    from botmeter.service import replay
+    from botmeter.replay import replay
     from botmeter.storage.store import CallStore
     from botmeter.tracking.rules import TrackingRules
 

@@ -2,7 +2,7 @@
 
 Run by hand: python tests/bench/bench_rerate.py [--calls 1000000]
 Builds a month of calls in a temporary SQLite file (through CallStore, with module usage), then
-times RatingSaver.rerate: load from SQLite, rate, write every amount back. Prints the phases
+times rerate_period: load from SQLite, rate, write every amount back. Prints the phases
 and, as a baseline in the same run, the time to read the same rows with a bare SELECT.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from botmeter.metering import RatingSaver  # noqa: E402
 from botmeter.rating import PlanBook  # noqa: E402
+from botmeter.rerating import rerate_period  # noqa: E402
 from botmeter.storage.store import CallStore  # noqa: E402
 from tests.bench.bench_rating import make_calls  # noqa: E402
 
@@ -54,7 +54,7 @@ def main() -> None:
             last = now
 
         start = last = time.perf_counter()
-        count = RatingSaver(series).rerate(store, "2026-11", progress)
+        count = rerate_period(store, series, "2026-11", progress)
         total = time.perf_counter() - start
         print(f"re-rated {count:,} stored calls in {total:.1f} s (target < 30 s): "
               + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())

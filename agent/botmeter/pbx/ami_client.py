@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import random
 import ssl
 import time
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from ..backoff import Backoff
 from .ami_protocol import BotmeterAmiProtocol
 from .events import PbxEvent, SnapshotStarted
 from .stream import BadValues
@@ -44,12 +44,6 @@ class AmiSettings:
     stable_after: float = STABLE_SESSION_SECONDS
 
 
-def backoff_delay(attempt: int, low: float, high: float, rand: Callable[[], float] = random.random) -> float:
-    """Capped exponential backoff with jitter: a delay in [cap/2, cap], cap = min(high, low * 2**attempt)."""
-    cap = min(high, low * (2 ** min(attempt, 30)))
-    return cap / 2 + rand() * cap / 2
-
-
 class AmiClient:
     """Feeds typed events to `on_event`; never gives up on Asterisk until `stop()`."""
 
@@ -64,15 +58,13 @@ class AmiClient:
         self.sessions = 0
         self.failures = 0
         self.bad_values = BadValues()  # over all sessions
-        self._attached_at: float | None = None
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        attempt = 0
+        s = self.settings
+        backoff = Backoff(s.reconnect_min, s.reconnect_max, stable_after=s.stable_after)
         while not self._stopping.is_set():
-            self._attached_at = None
             try:
-                await self._session()
+                await self._session(backoff)
             except AmiLoginError as exc:
                 self.failures += 1
                 log.error("ami login refused", host=self.settings.host, port=self.settings.port,
@@ -87,14 +79,11 @@ class AmiClient:
                 if self._protocol is not None:
                     self._protocol.close()
                     self._protocol = None
+            attached = backoff.down()  # the schedule starts over only after a stable session
             if self._stopping.is_set():
                 break
-            attached = None if self._attached_at is None else loop.time() - self._attached_at
-            if attached is not None and attached >= self.settings.stable_after:
-                attempt = 0
-            delay = backoff_delay(attempt, self.settings.reconnect_min, self.settings.reconnect_max)
-            attempt += 1
-            log.info("ami reconnecting", in_seconds=round(delay, 2), attempt=attempt,
+            delay = backoff.next_delay()
+            log.info("ami reconnecting", in_seconds=round(delay, 2), attempt=backoff.attempt,
                      attached_seconds=None if attached is None else round(attached, 1))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
@@ -104,7 +93,7 @@ class AmiClient:
         if self._protocol is not None:
             self._protocol.close()
 
-    async def _session(self) -> None:
+    async def _session(self, backoff: Backoff) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
         context = ssl.create_default_context() if s.tls else None
@@ -116,7 +105,7 @@ class AmiClient:
         )
         self._protocol = protocol
         await self._login(protocol)
-        self._attached_at = loop.time()
+        backoff.up()
         self.sessions += 1
         log.info("ami attached", host=s.host, port=s.port, banner=protocol.parser.banner)
         self._on_event(SnapshotStarted(round(self._clock(), 3)))

@@ -2,13 +2,13 @@
 
 While running, a batch the database cannot take (locked, disk full) is retried with backoff
 and never dropped; a record the database refuses is set aside in `rejected` (see `guard`).
-On `close(deadline)`, calls that cannot be stored by the deadline go to the spill file next
-to the database, which the next start stores before anything else.
+With a rating saver (`storage.rated_saver`) each call is stored with its amount, in the same
+transaction. On `close(deadline)`, calls that cannot be stored by the deadline go to the
+spill file next to the database, which the next start stores before anything else.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -16,48 +16,51 @@ from pathlib import Path
 
 import structlog
 
+from ..backoff import Backoff
+from ..drain import DrainThread
 from ..tracking.record import CallRecord
-from .guard import GuardedSaver, StoreUnavailable, describe_record
+from .guard import GuardedSaver, SaveBatch, StoreUnavailable, describe_record
 from .spill import UnreadableLine, append_spill, clear_spill, encode_record, read_spill
 from .store import BUSY_TIMEOUT, CallStore
 
 log = structlog.get_logger(__name__)
 
-_STOP = object()
-
 #: seconds kept before the deadline for writing the spill file (at most a quarter of the time)
 SPILL_RESERVE = 1.0
 #: how long `close()` gives the writer when no deadline is given
 DEFAULT_CLOSE_SECONDS = 20.0
+#: the retry schedule while the database refuses writes: 0.1-0.2 s doubling to 2.5-5 s
+RETRY_MIN, RETRY_MAX = 0.2, 5.0
 
 
 class RecordWriter:
     """Queue records from the event loop; a thread stores them at once, in batches under load.
 
-    With a `spill` path, the thread first stores the calls a previous run spilled there.
-    Counters: `saved`, `rejected` (set aside), `spilled` (to the spill file at close), `lost`
-    (not even spilled: their records are in the log), `recovered` (from the spill file).
+    `saver` stores one batch (default: `store.save(records)`, unrated; a `RatedSaver` rates
+    them in the same transaction). With a `spill` path, the thread first stores the calls a
+    previous run spilled there. Counters: `saved`, `rejected` (set aside), `spilled` (to the
+    spill file at close), `lost` (not even spilled: their records are in the log),
+    `recovered` (from the spill file).
     """
 
     def __init__(self, store_factory: Callable[[], CallStore], *,
-                 max_batch: int = 1000, on_error: Callable[[Exception, int], None] | None = None,
+                 saver: SaveBatch | None = None, max_batch: int = 1000,
+                 on_error: Callable[[BaseException, int], None] | None = None,
                  on_saved: Callable[[list[CallRecord]], None] | None = None,
-                 spill: Path | None = None) -> None:
+                 spill: Path | None = None, backoff: Backoff | None = None) -> None:
         self._factory = store_factory
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._max_batch = max_batch
+        self._store: CallStore | None = None
         self._on_error = on_error
         self._on_saved = on_saved
         self._spill = spill
-        self._guard = GuardedSaver(on_saved=self._stored)
-        self._thread = threading.Thread(target=self._run, name="botmeter-writer", daemon=True)
-        self._ready = threading.Event()
-        self._failure: Exception | None = None
+        self._guard = GuardedSaver(saver, on_saved=self._stored)
+        self._drain: DrainThread[CallRecord] = DrainThread(
+            "botmeter-writer", self._handle, max_batch=max_batch, setup=self._open,
+            first=self._recover, teardown=self._close_store)
+        self._backoff = backoff or Backoff(RETRY_MIN, RETRY_MAX, sleep=self._drain.pause)
         self._lock = threading.Lock()
         self._inflight: list[CallRecord] = []  # taken from the queue, not stored yet
         self._inflight_spilled = False  # ...and read from the spill file (already in it)
-        self._give_up_at: float | None = None  # time.monotonic(); set by close()
-        self._wake = threading.Event()
         self._closed = False
         self.saved = 0
         self.spilled = 0
@@ -69,84 +72,45 @@ class RecordWriter:
         return self._guard.rejected
 
     def start(self) -> None:
-        self._thread.start()
-        self._ready.wait()
-        if self._failure is not None:
-            raise self._failure
+        """Open the database in the writer's thread (raising what opening it raises) and start."""
+        self._drain.start()
 
     def submit(self, record: CallRecord) -> None:
-        self._queue.put(record)
+        self._drain.submit(record)
 
     def close(self, deadline: float | None = None) -> None:
         """Store everything queued, then stop. What cannot be stored by `deadline`
         (`time.monotonic()`; default in 20 s) is appended to the spill file instead."""
         if deadline is None:
             deadline = time.monotonic() + DEFAULT_CLOSE_SECONDS
-        if self._thread.is_alive():
+        if self._drain.alive:
             reserve = min(SPILL_RESERVE, max(0.0, deadline - time.monotonic()) / 4)
-            self._give_up_at = deadline - reserve
-            self._queue.put(_STOP)
-            self._wake.set()
-            self._thread.join(max(0.0, self._give_up_at - time.monotonic()))
+            self._drain.close(deadline - reserve)  # the thread gives up at deadline - reserve
         with self._lock:
             self._closed = True
             leftovers = [] if self._inflight_spilled else list(self._inflight)
             self._inflight = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _STOP:
-                leftovers.append(item)  # type: ignore[arg-type]
+        leftovers += self._drain.take_queued()
         if leftovers:
             self._spill_out(leftovers)
-        if self._thread.is_alive():  # still in a write: it spills whatever it holds after that
-            self._queue.put(_STOP)
-            self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._drain.alive:  # still in a write: it spills whatever it holds after that
+            self._drain.join(deadline)
 
     # -- the thread ----------------------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            store = self._factory()
-        except Exception as exc:  # surfaced by start()
-            self._failure = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            if self._spill is not None:
-                self._recover(store, self._spill)
-            stopping = False
-            while not stopping:
-                batch, stopping = self._next_batch()
-                if batch and not self._store(store, batch):
-                    return  # out of time: close() spills what is left
-        except Exception as exc:  # a bug: close() spills what is left
-            log.error("writer stopped by an unexpected error; calls wait for the stop",
-                      error=repr(exc))
-        finally:
-            store.close()
+    def _open(self) -> None:
+        self._store = self._factory()
 
-    def _next_batch(self) -> tuple[list[CallRecord], bool]:
-        """Wait for a record, then take whatever else is already queued (batches form under load)."""
-        item = self._queue.get()
-        if item is _STOP:
-            return [], True
-        batch: list[CallRecord] = [item]  # type: ignore[list-item]
-        while len(batch) < self._max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return batch, True
-            batch.append(item)  # type: ignore[arg-type]
-        return batch, False
+    def _close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
-    def _store(self, store: CallStore, batch: list[CallRecord], *,
-               from_spill: bool = False) -> bool:
+    def _handle(self, batch: list[CallRecord]) -> bool:
+        assert self._store is not None
+        return self._save(self._store, batch)
+
+    def _save(self, store: CallStore, batch: list[CallRecord], *,
+              from_spill: bool = False) -> bool:
         """Save the batch, retrying with backoff while the database is unavailable; False if
         close() ran out of time first (the calls not stored stay in `_inflight`)."""
         with self._lock:
@@ -157,11 +121,9 @@ class RecordWriter:
             if not from_spill:
                 self._spill_out(batch)
             return False
-        attempt = 0
         while True:
-            give_up_at = self._give_up_at
-            if give_up_at is not None:
-                left = give_up_at - time.monotonic()
+            left = self._drain.time_left()
+            if left is not None:
                 if left <= 0 or self._closed:
                     return False
                 store.set_busy_timeout(min(BUSY_TIMEOUT, left))
@@ -173,15 +135,11 @@ class RecordWriter:
                     if self._closed:
                         return False
                     self._inflight = batch
-                attempt += 1
                 if self._on_error is not None:
                     self._on_error(exc.cause, len(batch))
-                delay = min(5.0, 0.1 * 2 ** attempt)
-                if give_up_at is not None:
-                    delay = min(delay, max(0.0, give_up_at - time.monotonic()))
-                if self._wake.wait(delay):  # close() cuts a backoff short, once
-                    self._wake.clear()
+                self._backoff.wait(self._drain.time_left())  # a stop cuts one wait short
             else:
+                self._backoff.reset()
                 with self._lock:
                     self._inflight = []
                 return True
@@ -191,11 +149,14 @@ class RecordWriter:
         if self._on_saved is not None:
             self._on_saved(batch)
 
-    def _recover(self, store: CallStore, path: Path) -> None:
+    def _recover(self) -> None:
         """Store the calls a previous run spilled, then remove the spill file."""
+        store, path = self._store, self._spill
+        if store is None or path is None:
+            return
         try:
             self.recovered = load_spill(
-                store, path, lambda records: self._store(store, records, from_spill=True))
+                store, path, lambda records: self._save(store, records, from_spill=True))
         except OSError as exc:
             log.error("spill file unusable; its calls stay in it", spill_file=str(path),
                       error=str(exc))

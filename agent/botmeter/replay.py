@@ -1,0 +1,102 @@
+"""`botmeter replay`: a raw AMI capture through tracking into the store, offline.
+
+Times come from the capture's Timestamp headers; nothing sleeps between events. Calls are
+stored in batches, rated where their period can be rated call by call; the periods that
+cannot (not opened yet, calls out of order: a capture replayed over stored calls) are
+stored unrated and re-rated from the store once each, at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import structlog
+
+from .backoff import Backoff
+from .pbx.stream import AmiEventDecoder
+from .rating import PlanSeries
+from .recorder import Recorder
+from .rerating import rerate_period
+from .storage.guard import GuardedSaver, StoreUnavailable
+from .storage.rated_saver import RatedSaver
+from .storage.store import CallStore
+from .storage.writer import load_spill
+from .tracking.record import CallRecord
+from .tracking.rules import TrackingRules
+
+log = structlog.get_logger(__name__)
+
+#: waits between attempts to store a batch the database refuses: 0.25-0.5 s, then doubling
+RETRY_MIN, RETRY_MAX = 0.5, 4.0
+
+
+def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
+           batch: int = 500, series: PlanSeries | None = None, spill: Path | None = None,
+           attempts: int = 3, backoff: Backoff | None = None) -> dict[str, int]:
+    """Feed a raw AMI capture through tracking into the store; returns its counters.
+
+    First stores the calls of the `spill` file, if any. Calls are rated under `series`
+    (None: stored unrated). A record the store refuses is set aside in `rejected`; late
+    periods are re-rated once, at the end. StoreUnavailable if the database refuses writes
+    `attempts` times in a row (the calls stored so far stay stored).
+    """
+    rated = RatedSaver(series, keep_late_calls=False) if series is not None else None
+    saver = GuardedSaver(rated)
+    retry = backoff or Backoff(RETRY_MIN, RETRY_MAX)
+    pending: list[CallRecord] = []
+
+    def store_batch(records: list[CallRecord]) -> bool:
+        _save_retrying(saver, store, records, attempts, retry)
+        return True
+
+    def sink(record: CallRecord) -> None:
+        pending.append(record)
+        if len(pending) >= batch:
+            store_batch(pending)
+            pending.clear()
+
+    recovered = load_spill(store, spill, store_batch) if spill is not None else 0
+    recorder = Recorder(rules, sink, source="ami")
+    decoder = AmiEventDecoder()
+    now = time.time()
+    for chunk in chunks:
+        for event in decoder.feed(chunk, now):
+            recorder.handle(event)
+    store_batch(pending)
+    late: list[str] = []
+    if rated is not None:
+        late = rated.late
+        for period in late:
+            rerate_period(store, rated.series, period)
+    stats = decoder.parser.stats
+    return {
+        "events": recorder.events,
+        "skipped_events": decoder.skipped,
+        "calls_recorded": recorder.records,
+        "calls_unfinished": recorder.tracker.active_calls,
+        "calls_rejected": saver.rejected,
+        "calls_from_spill": recovered,
+        "periods_rerated": len(late),
+        "bad_lines": stats.bad_lines,
+        "bad_values": decoder.bad_values.total,
+        "oversized_frames": stats.oversized_frames,
+    }
+
+
+def _save_retrying(saver: GuardedSaver, store: CallStore, records: list[CallRecord],
+                   attempts: int, backoff: Backoff) -> None:
+    """`saver(store, records)`, retried with backoff while the database is unavailable."""
+    for attempt in range(1, attempts + 1):
+        try:
+            saver(store, records)
+        except StoreUnavailable as exc:
+            if attempt == attempts:
+                raise
+            records = exc.remaining
+            log.warning("storing calls failed; retrying", error=str(exc), calls=len(records))
+            backoff.wait()
+        else:
+            backoff.reset()
+            return
