@@ -22,7 +22,7 @@ from botmeter.sim.scenarios import mixed_calls
 from botmeter.storage.store import CallStore, StoredPeriod
 
 from .helpers import eventually
-from .test_rating_support import PLANS_DIR
+from .rating_support import PLANS_DIR
 from .write_log import log_writes, writes
 
 #: mid-November 2026 in the plans' time zone: every simulated call ends in 2026-11

@@ -21,7 +21,7 @@ from botmeter.storage.writer import RecordWriter
 from botmeter.tracking.record import CallRecord
 
 from .helpers import eventually_sync
-from .test_rating_support import PLANS_DIR, local_ms, make_call
+from .rating_support import PLANS_DIR, local_ms, make_call
 from .write_log import log_writes, writes
 
 SERIES = PlanBook.load(PLANS_DIR).series("combined")
