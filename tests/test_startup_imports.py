@@ -20,7 +20,7 @@ HEAVY_FOR_HELP = (
     "pydantic", "sqlite_utils", "sqlite3", "asyncio", "uvloop", "rich", "structlog",
     "panoramisk", "httpx", "botmeter.config", "botmeter.storage", "botmeter.rating",
     "botmeter.metering", "botmeter.service", "botmeter.pbx", "botmeter.reports",
-    "botmeter.runtime", "botmeter.logs",
+    "botmeter.runtime",
 )
 #: what `botmeter-agi` must not import: it runs once per bot signal on the PBX
 HEAVY_FOR_AGI = (*HEAVY_FOR_HELP, "click", "botmeter.cli", "botmeter.tracking.tracker")
@@ -62,6 +62,18 @@ def test_help_imports_nothing_heavy(args: list[str]) -> None:
     assert loaded(modules, HEAVY_FOR_HELP) == []
 
 
+@pytest.mark.parametrize("args", [
+    ["calls", "--help"], ["--log-json", "run", "--help"], ["plans", "compare", "--help"],
+    ["--log-level", "debug", "replay", "--help"],
+])
+def test_command_help_imports_nothing_heavy(args: list[str]) -> None:
+    """The group's set-up (logging) runs before a command's --help: it must stay light."""
+    output, modules = imported_by("from botmeter.cli import main", f"main({args!r})")
+    assert "Usage:" in output
+    assert "botmeter.logs" in modules
+    assert loaded(modules, (*HEAVY_FOR_HELP, "logging")) == []
+
+
 def test_agi_script_imports_nothing_heavy() -> None:
     env = (b"agi_request: botmeter-agi\nagi_channel: PJSIP/bot-00000012\nagi_arg_1: usage\n\n"
            b"200 result=0\n200 result=1\n")
@@ -70,6 +82,33 @@ def test_agi_script_imports_nothing_heavy() -> None:
         "main(['usage', 'module=asr', 'quantity=12', 'unit=seconds'])", stdin=env)
     assert "EXEC UserEvent" in output and "BOTMETER_STATUS ok" in output
     assert loaded(modules, HEAVY_FOR_AGI) == []
+
+
+def test_logging_set_up_when_structlog_is_imported() -> None:
+    """setup_logging imports neither structlog nor logging, yet both log as set up."""
+    output, modules = imported_by("""
+from botmeter.logs import setup_logging
+setup_logging("warning", json=True)
+print("imported:", sorted({"structlog", "logging"} & set(sys.modules)))
+import structlog
+log = structlog.get_logger("botmeter.test")
+log.info("not shown")
+log.warning("shown", n=1)
+import logging
+logging.getLogger("panoramisk").warning("stdlib shown")
+logging.getLogger("panoramisk").info("stdlib not shown")
+setup_logging("debug")  # structlog imported now: set up at once
+log.debug("debug shown")
+print("loader:", type(structlog.__loader__).__name__, type(structlog.__spec__.loader).__name__)
+""", "pass")
+    first, *lines = output.strip().splitlines()
+    assert first == "imported: []"
+    assert len(lines) == 4, lines
+    assert json.loads(lines[0]) | {"timestamp": ""} == {
+        "event": "shown", "n": 1, "level": "warning", "logger": "botmeter.test", "timestamp": ""}
+    assert lines[1] == "WARNING:panoramisk:stdlib shown"
+    assert "debug shown" in lines[2] and "[botmeter.test]" in lines[2]
+    assert lines[3].startswith("loader: ") and "_ThenSetUp" not in lines[3]  # its own loader
 
 
 def test_guard_sees_heavy_imports() -> None:
