@@ -6,6 +6,7 @@ so .pyc files exist); the median wall time is printed next to a bare `python -c 
 and as a ratio of it. The commands:
 
 - `botmeter --help`: the installed console script (falls back to `python -m botmeter.cli`).
+- `botmeter calls --help`: a command's help (the group's set-up, logging, runs first).
 - `botmeter calls --limit 1`: against a small real database, filled by `botmeter replay` of the
   lab capture (tests/fixtures/lab-basic.ami) into a temporary directory, with a config file
   written there (so the config is loaded and validated, as in production).
@@ -114,6 +115,8 @@ def cases(config: Path) -> list[Case]:
     return [
         Case("python -c pass (baseline)", [sys.executable, "-c", "pass"]),
         Case("botmeter --help", [*botmeter, "--help"], expect_in_stdout=b"Usage:"),
+        Case("botmeter calls --help", [*botmeter, "calls", "--help"],
+             expect_in_stdout=b"Usage:"),
         Case("botmeter calls --limit 1",
              [*botmeter, "--config", str(config), "calls", "--limit", "1"],
              expect_in_stdout=b"\n"),
