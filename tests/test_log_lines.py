@@ -10,11 +10,12 @@ import threading
 import pytest
 import structlog
 
-from botmeter.logs import _named_logger, setup_logging
+from botmeter.logs import _named_logger_factory, setup_logging
 
 
 def test_every_logger_shares_one_lock_for_stderr() -> None:
-    first, second = _named_logger("botmeter.service"), _named_logger("botmeter.rerating")
+    named_logger = _named_logger_factory()
+    first, second = named_logger("botmeter.service"), named_logger("botmeter.rerating")
     assert first._lock is second._lock  # print() writes the text and the newline apart
 
 

@@ -8,11 +8,7 @@ failure (a database that cannot be created or read, nothing to replay, an intern
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import sqlite3
 import sys
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,24 +16,22 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
-import structlog
 
-from . import runtime
-from .config import ENV_VAR, Config, ConfigError, load_config
-from .logs import setup_logging
-from .rating.periods import parse_period
-from .storage.store import CallFilter, CallStore, NoDatabase, StoreError, database_problem
+# Only what `botmeter --help` needs is imported here (tests/test_startup_imports.py checks):
+# each command imports the rest (config, storage, rating, logging, asyncio) when it runs.
+from . import ENV_VAR
 from .tracking.record import OUTCOMES, iso_utc
 
 if TYPE_CHECKING:
+    from .config import Config
     from .rating import PlanSeries
+    from .storage.store import CallStore
 
 CHUNK = 64 * 1024
 USAGE, FAILURE = 2, 1
 #: periods whose bounds exist in every time zone
 FIRST_PERIOD, LAST_PERIOD = "0001-02", "9999-11"
 
-log = structlog.get_logger(__name__)
 #: click >= 8.2 raises this for a group run without a command; it shows the help
 _HELP_INSTEAD: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 _logging = {"debug": False, "json": False}
@@ -85,6 +79,14 @@ class BotmeterGroup(click.Group):
 def internal_error(exc: BaseException) -> NoReturn:
     """An exception nobody expected: one line, and the traceback at debug level only."""
     if _logging["debug"]:
+        import traceback
+
+        import structlog
+
+        from .logs import setup_logging
+
+        setup_logging("debug", json=bool(_logging["json"]))
+        log = structlog.get_logger(__name__)
         if _logging["json"]:
             log.debug("internal error", traceback="".join(traceback.format_exception(exc)))
         else:
@@ -99,12 +101,23 @@ EXIT_LOST = 4
 
 
 class Context:
+    """What every command shares: the config file, and logging set up when first needed."""
+
     def __init__(self, config_path: str | None, log_level: str, log_json: bool) -> None:
         self.config_path = config_path
-        setup_logging(log_level, json=log_json)
+        self.log_level, self.log_json = log_level, log_json
         _logging.update(debug=log_level.lower() == "debug", json=log_json)
 
+    def start_logging(self) -> None:
+        """Set logging up (a command that reads its config logs; `--help` never does)."""
+        from .logs import setup_logging
+
+        setup_logging(self.log_level, json=self.log_json)
+
     def config(self) -> Config:
+        from .config import load_config
+
+        self.start_logging()
         with refuse_bad_files():
             return load_config(self.config_path)
 
@@ -112,6 +125,7 @@ class Context:
 @contextmanager
 def refuse_bad_files() -> Iterator[None]:
     """A bad config or plan file: one line naming file, key and reason, exit code 2."""
+    from .config import ConfigError
     from .rating import PlanError
 
     try:
@@ -128,6 +142,8 @@ class Period(click.ParamType):
     name = "YYYY-MM"
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from .rating.periods import parse_period
+
         text = str(value)
         try:
             parse_period(text)
@@ -144,6 +160,10 @@ def opened_store(ctx: Context, db: str | None, *, create: bool) -> Iterator[Call
     """The database (`--db`, else [store] path), closed after use. `create=False` (commands
     that only read) refuses one that does not exist. Any database problem, on opening or
     while in use, ends the command with one line naming the file."""
+    import sqlite3
+
+    from .storage.store import CallStore, NoDatabase, StoreError, database_problem
+
     config = ctx.config() if create or not db else None
     path = Path(db) if db else config.store_path()  # type: ignore[union-attr]
     group = config.store.group if create and config else None
@@ -210,7 +230,12 @@ def run(ctx: Context, stop_timeout: float) -> None:
     Exit code 3: some calls could not be stored before the stop and were spilled to
     <db>.spill.jsonl (the next start stores them); 4: some could not even be spilled.
     """
+    import asyncio
+    import signal
+
+    from . import runtime
     from .service import AgentService, ServiceError
+    from .storage.store import StoreError
 
     config = ctx.config()
     with opened_store(ctx, None, create=True):
@@ -293,6 +318,7 @@ def calls(ctx: Context, since: float | None, until: float | None, outcomes: tupl
           fmt: str, limit: int | None, db: str | None) -> None:
     """List stored calls."""
     from .reports.calls import render_calls
+    from .storage.store import CallFilter
 
     with opened_store(ctx, db, create=False) as store:
         records = store.calls(CallFilter(since, until, outcomes, limit))
@@ -417,7 +443,9 @@ def _one_currency(series: list[PlanSeries]) -> None:
               help="Keep the demo's calls in this SQLite file (default: a temporary one).")
 def demo(count: int, speed: float, concurrency: int, db: str | None) -> None:
     """Run the agent against the built-in simulated PBX on loopback and show what it recorded."""
+    from . import runtime
     from .demo import run_demo
+    from .storage.store import CallStore, StoreError
 
     if db:  # a database that cannot be used stops the demo here, in one line
         try:

@@ -20,10 +20,10 @@ from pydantic import (
     model_validator,
 )
 
+from . import ENV_VAR
 from .tracking.rules import TrackingRules
 from .tracking.tracker import MAX_IN_PROGRESS
 
-ENV_VAR = "BOTMETER_CONFIG"
 DEFAULT_PATHS = (Path("/etc/botmeter/botmeter.toml"),)
 #: keys whose values are never repeated in an error message
 SENSITIVE_KEY = re.compile(r"secret|token|key|password", re.IGNORECASE)

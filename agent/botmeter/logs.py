@@ -1,11 +1,14 @@
-"""structlog set-up: one line per event, to stderr (journald keeps it under systemd)."""
+"""structlog set-up: one line per event, to stderr (journald keeps it under systemd).
+
+structlog and logging are imported when logging is set up, not when this module is: importing
+structlog costs more than a whole `botmeter --help`. The CLI sets logging up when a command
+first needs its configuration, so `--help` never pays for it.
+"""
 
 from __future__ import annotations
 
-import logging
 import sys
-
-import structlog
+from typing import Any
 
 
 class _CurrentStderr:
@@ -23,19 +26,24 @@ class _CurrentStderr:
 _STDERR = _CurrentStderr()
 
 
-class _NamedPrintLogger(structlog.PrintLogger):
-    """A print logger that knows its module's name (`botmeter.pbx.ami_client`, ...)."""
+def _named_logger_factory() -> Any:
+    """A factory of print loggers that know their module's name (`botmeter.pbx.ami_client`)."""
+    import structlog
 
-    def __init__(self, name: str) -> None:
-        super().__init__(file=_STDERR)  # type: ignore[arg-type]
-        self.name = name
+    class NamedPrintLogger(structlog.PrintLogger):
+        def __init__(self, name: str) -> None:
+            super().__init__(file=_STDERR)  # type: ignore[arg-type]
+            self.name = name
 
-
-def _named_logger(*args: object) -> _NamedPrintLogger:
-    return _NamedPrintLogger(str(args[0]) if args else "botmeter")
+    return lambda *args: NamedPrintLogger(str(args[0]) if args else "botmeter")
 
 
 def setup_logging(level: str = "info", *, json: bool = False) -> None:
+    """Log events at `level` and above to stderr, as JSON objects or console lines."""
+    import logging
+
+    import structlog
+
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(
         colors=sys.stderr.isatty())
@@ -47,7 +55,7 @@ def setup_logging(level: str = "info", *, json: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=_named_logger,
+        logger_factory=_named_logger_factory(),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)

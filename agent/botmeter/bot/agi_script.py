@@ -14,11 +14,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import IO, Any
 
 from botmeter.tracking.signals import SignalError, parse_signal
 
 from .protocol import MAX_COMMAND, agi_quote, canonical_fields, user_event_data
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: 3 ms of each start-up
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 DEADLINE = 1.0  # seconds: the whole run, Asterisk's answers included
 USAGE = "usage: AGI(botmeter-agi,<signal>,key=value,...)"
