@@ -58,8 +58,8 @@ class Phase(enum.Enum):
     END = "end"
 
 
-#: phases waiting for a reply to a command
-_AWAITING = frozenset((Phase.LINKEDID, Phase.STATUS, Phase.VERBOSE, Phase.ERROR_STATUS))
+#: phases waiting for a reply to a command (a tuple: `in` tests identity first, no Enum hash)
+_AWAITING = (Phase.LINKEDID, Phase.STATUS, Phase.VERBOSE, Phase.ERROR_STATUS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +103,12 @@ class SessionEnd:
 
 
 Event = SendCommand | DeliverSignal | RequestRefused | LinkedidMissing | SessionEnd
+
+# events are immutable: the common ones are made once
+_SEND_GET_LINKEDID = SendCommand(GET_LINKEDID)
+_SEND_STATUS_OK = SendCommand(STATUS_OK)
+_SEND_STATUS_ERROR = SendCommand(STATUS_ERROR)
+_ENDS = {True: SessionEnd(True), False: SessionEnd(False)}
 
 
 def env_end(buf: bytes | bytearray, start: int = 0) -> int:
@@ -210,6 +216,8 @@ class AgiSession:
             self.env = parse_env(buf[:end])
             del buf[:end]
             self._request(now, events)
+            if not buf:
+                return events
         self._lines(now, events)
         return events
 
@@ -239,8 +247,9 @@ class AgiSession:
             self._end(events)
             return events
         self.delivered = True
-        self._command(STATUS_OK, Phase.STATUS, 0.0, events)
-        self._lines(0.0, events)  # what came meanwhile (no signal can come out of it)
+        self._command(_SEND_STATUS_OK, Phase.STATUS, 0.0, events)
+        if self._buf:
+            self._lines(0.0, events)  # what came meanwhile (no signal can come out of it)
         return events
 
     # -- the exchange -------------------------------------------------------------------
@@ -259,11 +268,11 @@ class AgiSession:
                 reason += f" (ignored: {', '.join(ignored[:5])})"
             events.append(RequestRefused(reason, self.uniqueid, _script(env)))
             verbose = f"VERBOSE {agi_quote('botmeter: ' + reason[:300])} 1"
-            self._command(verbose.encode("utf-8")[:MAX_COMMAND] + b"\n", Phase.VERBOSE, now,
-                          events)
+            self._command(SendCommand(verbose.encode("utf-8")[:MAX_COMMAND] + b"\n"),
+                          Phase.VERBOSE, now, events)
             return
         self.signal, self.fields = signal.strip().lower(), fields
-        self._command(GET_LINKEDID, Phase.LINKEDID, now, events)
+        self._command(_SEND_GET_LINKEDID, Phase.LINKEDID, now, events)
 
     def _lines(self, now: float, events: list[Event]) -> None:
         """Read complete reply lines while a reply is awaited."""
@@ -300,21 +309,21 @@ class AgiSession:
                 found = reply.code == 200 and reply.result == "1"
                 self._deliver((reply.data or "").strip()[:64] if found else "", now, events)
             elif phase is Phase.VERBOSE:
-                self._command(STATUS_ERROR, Phase.ERROR_STATUS, now, events)
+                self._command(_SEND_STATUS_ERROR, Phase.ERROR_STATUS, now, events)
             else:  # STATUS, ERROR_STATUS
                 self._end(events)
         if self.phase is Phase.DELIVERING and len(buf) > limit:
             buf.clear()  # nothing is read while the signal is handed on: keep memory bounded
             self._skipping = True
 
-    def _command(self, data: bytes, phase: Phase, now: float, events: list[Event]) -> None:
+    def _command(self, send: SendCommand, phase: Phase, now: float, events: list[Event]) -> None:
         """Send a command and wait for its reply in `phase` (unless the peer has closed)."""
         self.phase = phase
         self._reply.reset()
         if self.eof:
             self._fail("peer closed", "debug", now, events)
         else:
-            events.append(SendCommand(data))
+            events.append(send)
 
     def _fail(self, why: str, level: str, now: float, events: list[Event]) -> None:
         """No (more) answer from the peer: timeout, EOF, oversized or endless input."""
@@ -342,4 +351,5 @@ class AgiSession:
     def _end(self, events: list[Event], reason: str = "", level: str = "debug") -> None:
         self.phase = Phase.END
         self._buf.clear()
-        events.append(SessionEnd(self.delivered, reason, level))
+        events.append(SessionEnd(self.delivered, reason, level) if reason else
+                      _ENDS[self.delivered])
