@@ -13,6 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from botmeter.bot.fastagi import FastAgiServer, Reply, parse_reply, parse_request
+from botmeter.bot.session import AgiSession
 from botmeter.config import ConfigError, load_config
 from botmeter.pbx.events import BotSignal
 from botmeter.tracking.signals import SignalError
@@ -314,6 +315,32 @@ async def test_on_signal_failure_is_contained(signals: list[BotSignal]) -> None:
         await agi_session(srv.port, env_bytes("botmeter/start"))
         await settled(srv)
         assert (srv.stats.signals, srv.stats.errors) == (0, 1)
+
+
+@pytest.mark.parametrize("step", ["receive_data", "timed_out", "receive_eof"])
+async def test_a_bug_in_the_session_ends_that_session_only(server: FastAgiServer,
+                                                           signals: list[BotSignal],
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           step: str) -> None:
+    def broken(*args: object) -> list[object]:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(AgiSession, step, broken)
+    with capture_logs() as logs:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        if step == "receive_eof":
+            writer.write_eof()
+        elif step == "receive_data":
+            writer.write(env_bytes("botmeter/start"))
+        assert await closed_by_server(reader)  # timed_out: after header_timeout (0.3 s)
+        writer.close()
+        await settled(server)
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["fastagi session failed"]
+    assert server.counters() == {"sessions": 1, "signals": 0, "refused": 0, "errors": 1,
+                                 "invalid": 0, "active": 0}
+    monkeypatch.undo()
+    await agi_session(server.port, env_bytes("botmeter/start"))
+    assert [s.signal for s in signals] == ["start"]
 
 
 # -- bad requests ---------------------------------------------------------------------------------

@@ -146,8 +146,9 @@ class _Connection(asyncio.Protocol):
         self._closed()
 
     def _closed(self) -> None:
-        if self.session is not None and not self.finished:
-            self._act(self.session.receive_eof(self.srv.clock()))
+        session = self.session
+        if session is not None and not self.finished:
+            self._safely(session.receive_eof, self.srv.clock())
 
     def _timed_out(self) -> None:
         self.timer = None
@@ -160,9 +161,17 @@ class _Connection(asyncio.Protocol):
             return
         srv = self.srv
         after = srv.header_timeout if session.phase is Phase.ENV else srv.command_timeout
-        self._act(session.timed_out(srv.clock(), after))
+        self._safely(session.timed_out, srv.clock(), after)
 
     # -- the session's events ---------------------------------------------------------
+
+    def _safely(self, step: Callable[..., list[Event]], *args: Any) -> None:
+        """Act on what `step(*args)` returns; a bug there ends the session, never the loop."""
+        try:
+            self._act(step(*args))
+        except Exception:
+            log.exception("fastagi session failed", peer=self.peer)
+            self._finish()
 
     def _act(self, events: list[Event]) -> None:
         for event in events:
@@ -220,11 +229,7 @@ class _Connection(asyncio.Protocol):
         if not ok:
             log.error("fastagi on_signal failed", signal=session.signal,
                       error=repr(None if future.cancelled() else future.exception()))
-        try:
-            self._act(session.signal_handled(ok))
-        except Exception:
-            log.exception("fastagi session failed", peer=self.peer)
-            self._finish()
+        self._safely(session.signal_handled, ok)
 
     # -- plumbing ---------------------------------------------------------------------
 
