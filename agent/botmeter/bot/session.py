@@ -58,8 +58,17 @@ class Phase(enum.Enum):
     END = "end"
 
 
+# the phases as module globals: an Enum member lookup (Phase.END) costs ~100 ns on 3.11
+_ENV = Phase.ENV
+_LINKEDID = Phase.LINKEDID
+_DELIVERING = Phase.DELIVERING
+_STATUS = Phase.STATUS
+_VERBOSE = Phase.VERBOSE
+_ERROR_STATUS = Phase.ERROR_STATUS
+_END = Phase.END
+
 #: phases waiting for a reply to a command (a tuple: `in` tests identity first, no Enum hash)
-_AWAITING = (Phase.LINKEDID, Phase.STATUS, Phase.VERBOSE, Phase.ERROR_STATUS)
+_AWAITING = (_LINKEDID, _STATUS, _VERBOSE, _ERROR_STATUS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +187,7 @@ class AgiSession:
 
     def __init__(self, max_env_bytes: int = MAX_ENV_BYTES,
                  max_reply_lines: int = MAX_REPLY_LINES) -> None:
-        self.phase = Phase.ENV
+        self.phase = _ENV
         self.max_env_bytes = max_env_bytes
         self.delivered = False  # the signal was handed on
         self.eof = False  # the peer has closed: nothing more is sent
@@ -193,18 +202,18 @@ class AgiSession:
 
     @property
     def done(self) -> bool:
-        return self.phase is Phase.END
+        return self.phase is _END
 
     # -- inputs -------------------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         """Bytes from the peer; `now` stamps a signal delivered because of them."""
         events: list[Event] = []
-        if self.phase is Phase.END or self.eof:
+        if self.phase is _END or self.eof:
             return events
         buf = self._buf
         buf += data
-        if self.phase is Phase.ENV:
+        if self.phase is _ENV:
             limit = self.max_env_bytes
             end = env_end(buf, self._scanned)
             if end < 0 or end > limit:
@@ -224,7 +233,7 @@ class AgiSession:
     def receive_eof(self, now: float) -> list[Event]:
         """The peer closed (a partial line left is ignored)."""
         events: list[Event] = []
-        if not self.eof and self.phase is not Phase.END:
+        if not self.eof and self.phase is not _END:
             self.eof = True
             self._fail("peer closed", "debug", now, events)
         return events
@@ -232,7 +241,7 @@ class AgiSession:
     def timed_out(self, now: float, after: float) -> list[Event]:
         """The peer sent nothing useful for `after` seconds (the transport keeps the time)."""
         events: list[Event] = []
-        if self.phase is Phase.ENV:
+        if self.phase is _ENV:
             self._fail(f"no AGI environment within {after}s", "info", now, events)
         elif self.phase in _AWAITING:
             self._fail(f"no reply within {after}s", "debug", now, events)
@@ -241,13 +250,13 @@ class AgiSession:
     def signal_handled(self, ok: bool) -> list[Event]:
         """After `DeliverSignal`: whether the signal was taken (then the peer is told `ok`)."""
         events: list[Event] = []
-        if self.phase is not Phase.DELIVERING:
+        if self.phase is not _DELIVERING:
             return events
         if not ok:
             self._end(events)
             return events
         self.delivered = True
-        self._command(_SEND_STATUS_OK, Phase.STATUS, 0.0, events)
+        self._command(_SEND_STATUS_OK, _STATUS, 0.0, events)
         if self._buf:
             self._lines(0.0, events)  # what came meanwhile (no signal can come out of it)
         return events
@@ -269,15 +278,15 @@ class AgiSession:
             events.append(RequestRefused(reason, self.uniqueid, _script(env)))
             verbose = f"VERBOSE {agi_quote('botmeter: ' + reason[:300])} 1"
             self._command(SendCommand(verbose.encode("utf-8")[:MAX_COMMAND] + b"\n"),
-                          Phase.VERBOSE, now, events)
+                          _VERBOSE, now, events)
             return
         self.signal, self.fields = signal.strip().lower(), fields
-        self._command(_SEND_GET_LINKEDID, Phase.LINKEDID, now, events)
+        self._command(_SEND_GET_LINKEDID, _LINKEDID, now, events)
 
     def _lines(self, now: float, events: list[Event]) -> None:
         """Read complete reply lines while a reply is awaited."""
         buf, limit = self._buf, self.max_env_bytes
-        while self.phase in _AWAITING or (self.phase is Phase.DELIVERING and self._skipping):
+        while self.phase in _AWAITING or (self.phase is _DELIVERING and self._skipping):
             nl = buf.find(b"\n")
             if self._skipping:  # the tail of an overlong line
                 if nl < 0:
@@ -305,14 +314,14 @@ class AgiSession:
             if reply is None:
                 continue
             phase = self.phase
-            if phase is Phase.LINKEDID:
+            if phase is _LINKEDID:
                 found = reply.code == 200 and reply.result == "1"
                 self._deliver((reply.data or "").strip()[:64] if found else "", now, events)
-            elif phase is Phase.VERBOSE:
-                self._command(_SEND_STATUS_ERROR, Phase.ERROR_STATUS, now, events)
+            elif phase is _VERBOSE:
+                self._command(_SEND_STATUS_ERROR, _ERROR_STATUS, now, events)
             else:  # STATUS, ERROR_STATUS
                 self._end(events)
-        if self.phase is Phase.DELIVERING and len(buf) > limit:
+        if self.phase is _DELIVERING and len(buf) > limit:
             buf.clear()  # nothing is read while the signal is handed on: keep memory bounded
             self._skipping = True
 
@@ -328,12 +337,12 @@ class AgiSession:
     def _fail(self, why: str, level: str, now: float, events: list[Event]) -> None:
         """No (more) answer from the peer: timeout, EOF, oversized or endless input."""
         phase = self.phase
-        if phase is Phase.LINKEDID:
+        if phase is _LINKEDID:
             events.append(LinkedidMissing(why))
             self._deliver("", now, events)
-        elif phase is Phase.ENV:
+        elif phase is _ENV:
             self._end(events, why, level)
-        elif phase is not Phase.DELIVERING and phase is not Phase.END:
+        elif phase is not _DELIVERING and phase is not _END:
             self._end(events)  # the session ends when the signal is handed on
 
     def _deliver(self, linkedid: str, now: float, events: list[Event]) -> None:
@@ -344,12 +353,12 @@ class AgiSession:
                                          _script(self.env)))
             self._end(events)
             return
-        self.phase = Phase.DELIVERING
+        self.phase = _DELIVERING
         events.append(DeliverSignal(BotSignal(round(now, 3), linkedid, self.uniqueid,
                                               self.signal, self.fields, via="fastagi")))
 
     def _end(self, events: list[Event], reason: str = "", level: str = "debug") -> None:
-        self.phase = Phase.END
+        self.phase = _END
         self._buf.clear()
         events.append(SessionEnd(self.delivered, reason, level) if reason else
                       _ENDS[self.delivered])
