@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -13,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from botmeter.bot import agi_script
 from botmeter.bot.agi_script import parse_args
 from botmeter.bot.protocol import agi_quote, app_escape, user_event_data
+from botmeter.bot.session import parse_request
 from botmeter.sim.agi import split_app_args, split_command
 from botmeter.tracking.signals import SignalError
 
@@ -40,11 +44,20 @@ class Run:
     seconds: float
 
 
+def _catches_sighup(pid: int) -> bool:
+    """Whether the process has a handler for SIGHUP (Linux: SigCgt in /proc/<pid>/status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.MULTILINE)
+    return caught is not None and bool(int(caught.group(1), 16) & (1 << (signal.SIGHUP - 1)))
+
+
 def run_agi(args: list[str], respond: Responder | None = ok, env: bytes = ENV,
-            limit: float = 5.0, close_after_reply: bool = False) -> Run:
+            limit: float = 5.0, close_after_reply: bool = False,
+            hangup_in_env: bool = False) -> Run:
     """Run the script with `env` on stdin, answering each command with `respond` (None: close
-    stdin; close_after_reply: close after the first answer). Returns what it sent, its stderr,
-    exit code and wall time."""
+    stdin; close_after_reply: close after the first answer; hangup_in_env: send SIGHUP, as
+    Asterisk does on hangup, while pyst2 reads the environment). Returns what it sent, its
+    stderr, exit code and wall time."""
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "botmeter.bot.agi_script", *args], cwd=ROOT,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -52,6 +65,13 @@ def run_agi(args: list[str], respond: Responder | None = ok, env: bytes = ENV,
     commands: list[str] = []
     pending = b""
     try:
+        if hangup_in_env:  # pyst2's SIGHUP handler is installed once it reads the environment
+            proc.stdin.write(env[:-1])
+            proc.stdin.flush()
+            while not _catches_sighup(proc.pid) and time.monotonic() - start < limit:
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGHUP)
+            env = env[-1:]
         proc.stdin.write(env)
         proc.stdin.flush()
         if respond is None:
@@ -173,8 +193,35 @@ def test_hangup_line_then_reply() -> None:
 
 def test_dead_channel_511() -> None:
     run = run_agi(["end"], respond=lambda c: b"511 Command Not Permitted on a dead channel\n")
-    assert len(run.commands) == 1
+    assert run.commands == ['EXEC UserEvent "BotMeter,Signal: end"']
     assert run.returncode == 0 and "did not run UserEvent" in run.stderr
+
+
+@pytest.mark.parametrize("answer", [
+    b"200 result=-1\n",  # the application failed
+    b"200 result=-2\n",  # no such application
+    b"510 Invalid or unknown command\n",
+    b"100 result=0 Trying...\n520-Invalid command syntax.  Proper usage follows:\n"
+    b"Usage: EXEC <application> <options>\n520 End of proper usage.\n",
+])
+def test_user_event_not_run(answer: bytes) -> None:
+    run = run_agi(["end"], respond=lambda c: answer)
+    assert run.commands == ['EXEC UserEvent "BotMeter,Signal: end"']
+    assert (run.returncode, run.stderr) == (
+        0, "botmeter-agi: Asterisk did not run UserEvent (channel gone?)\n")
+
+
+def test_sighup_while_reading_the_environment_does_not_stop_the_signal() -> None:
+    """Asterisk signals a hangup with SIGHUP; an "end" sent then must still be relayed."""
+    run = run_agi(["end"], hangup_in_env=True)
+    assert run.commands == ['EXEC UserEvent "BotMeter,Signal: end"',
+                            "SET VARIABLE BOTMETER_STATUS ok"]
+    assert (run.returncode, run.stderr) == (0, "")
+
+
+def test_no_private_pyst2_attributes() -> None:
+    source = Path(agi_script.__file__).read_text()
+    assert re.findall(r"\bagi\._\w+", source) == []
 
 
 def test_520_usage_then_eof() -> None:
@@ -182,6 +229,7 @@ def test_520_usage_then_eof() -> None:
     run = run_agi(["start"], respond=lambda c: b"520-Invalid command syntax.  Proper usage:\n"
                                               b"Usage: EXEC <application> <options>\n",
                   close_after_reply=True)
+    assert run.commands == ['EXEC UserEvent "BotMeter,Signal: start"']
     assert run.returncode == 0
     assert "did not run UserEvent" in run.stderr
     assert run.seconds < 1.0
@@ -189,6 +237,7 @@ def test_520_usage_then_eof() -> None:
 
 def test_asterisk_never_answers() -> None:
     run = run_agi(["start"], respond=lambda c: b"")
+    assert run.commands == ['EXEC UserEvent "BotMeter,Signal: start"']
     assert run.returncode == 0
     assert "no answer from Asterisk" in run.stderr
     assert run.seconds < 2.0
@@ -212,8 +261,22 @@ def test_wall_time() -> None:
 def test_parse_args() -> None:
     assert parse_args(["usage", "Module=asr", " quantity = 2 ", "colour=red"]) == (
         "usage", {"Module": "asr", "Quantity": "2"}, ["colour"])
-    with pytest.raises(SignalError):
+    assert parse_args([" Outcome ", "outcome: failed", "reason=a=b: c", ""]) == (
+        "outcome", {"Outcome": "failed", "Reason": "a=b: c"}, [])
+    with pytest.raises(SignalError, match="no signal given"):
         parse_args(["", ""])
+    with pytest.raises(SignalError, match="argument 'module' is not key=value"):
+        parse_args(["usage", "module"])
+    with pytest.raises(SignalError, match="more than 32 fields"):
+        parse_args(["start", *(f"k{i}=v" for i in range(33))])
+
+
+def test_the_script_and_fastagi_read_arguments_alike() -> None:
+    args = ["module=asr", "Quantity: 2", "unit=seconds", "colour=red"]
+    env = {"agi_network_script": "botmeter/usage"} | {
+        f"agi_arg_{i}": arg for i, arg in enumerate(args, 1)}
+    assert parse_args(["usage", *args]) == parse_request(env) == (
+        "usage", {"Module": "asr", "Quantity": "2", "Unit": "seconds"}, ["colour"])
 
 
 def test_quoting() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
@@ -11,7 +12,9 @@ from urllib.parse import quote
 import pytest
 from structlog.testing import capture_logs
 
-from botmeter.bot.fastagi import FastAgiServer, parse_reply, parse_request
+from botmeter.bot.fastagi import FastAgiServer, Reply, parse_reply, parse_request
+from botmeter.bot.session import AgiSession
+from botmeter.config import ConfigError, load_config
 from botmeter.pbx.events import BotSignal
 from botmeter.tracking.signals import SignalError
 
@@ -242,8 +245,8 @@ async def test_hangup_lines_before_reply(server: FastAgiServer, signals: list[Bo
         return b"HANGUP\n200 result=1\n"
 
     commands = await agi_session(server.port, env_bytes("botmeter/end"), respond)
-    assert commands[-1] == "SET VARIABLE BOTMETER_STATUS ok"
-    assert signals[0].linkedid == LINKEDID
+    assert commands == ["GET VARIABLE CHANNEL(linkedid)", "SET VARIABLE BOTMETER_STATUS ok"]
+    assert [s.linkedid for s in signals] == [LINKEDID]
 
 
 async def test_dead_channel_511(server: FastAgiServer, signals: list[BotSignal]) -> None:
@@ -251,8 +254,8 @@ async def test_dead_channel_511(server: FastAgiServer, signals: list[BotSignal])
         return b"511 Command Not Permitted on a dead channel or intercept routine\n"
 
     commands = await agi_session(server.port, env_bytes("botmeter/end"), respond)
-    assert len(commands) == 2
-    assert signals[0].linkedid == UNIQUEID
+    assert commands == ["GET VARIABLE CHANNEL(linkedid)", "SET VARIABLE BOTMETER_STATUS ok"]
+    assert [s.linkedid for s in signals] == [UNIQUEID]
     await settled(server)
     assert server.stats.signals == 1
 
@@ -298,7 +301,8 @@ async def test_endless_hangup_lines_are_bounded(server: FastAgiServer) -> None:
     writer.write(env_bytes("botmeter/start") + b"HANGUP\n" * 300)
     async with asyncio.timeout(3):
         rest = await reader.read()
-    assert rest.startswith(b"GET VARIABLE")
+    # 100 lines without a reply: the signal goes with the uniqueid; the next 100 end the session
+    assert rest == b"GET VARIABLE CHANNEL(linkedid)\nSET VARIABLE BOTMETER_STATUS ok\n"
     writer.close()
     await settled(server)
 
@@ -311,6 +315,32 @@ async def test_on_signal_failure_is_contained(signals: list[BotSignal]) -> None:
         await agi_session(srv.port, env_bytes("botmeter/start"))
         await settled(srv)
         assert (srv.stats.signals, srv.stats.errors) == (0, 1)
+
+
+@pytest.mark.parametrize("step", ["receive_data", "timed_out", "receive_eof"])
+async def test_a_bug_in_the_session_ends_that_session_only(server: FastAgiServer,
+                                                           signals: list[BotSignal],
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           step: str) -> None:
+    def broken(*args: object) -> list[object]:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(AgiSession, step, broken)
+    with capture_logs() as logs:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        if step == "receive_eof":
+            writer.write_eof()
+        elif step == "receive_data":
+            writer.write(env_bytes("botmeter/start"))
+        assert await closed_by_server(reader)  # timed_out: after header_timeout (0.3 s)
+        writer.close()
+        await settled(server)
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["fastagi session failed"]
+    assert server.counters() == {"sessions": 1, "signals": 0, "refused": 0, "errors": 1,
+                                 "invalid": 0, "active": 0}
+    monkeypatch.undo()
+    await agi_session(server.port, env_bytes("botmeter/start"))
+    assert [s.signal for s in signals] == ["start"]
 
 
 # -- bad requests ---------------------------------------------------------------------------------
@@ -360,7 +390,8 @@ async def test_refusals_are_logged_with_reason(server: FastAgiServer) -> None:
 
 async def test_no_environment_route(server: FastAgiServer, signals: list[BotSignal]) -> None:
     commands = await agi_session(server.port, b"agi_network: yes\n\n")
-    assert "no agi_network_script" in commands[0]
+    assert commands == ['VERBOSE "botmeter: no agi_network_script in the AGI environment" 1',
+                        "SET VARIABLE BOTMETER_STATUS error"]
     assert signals == []
 
 
@@ -473,6 +504,45 @@ def test_allow_checks() -> None:
     assert not srv.allowed("not-an-ip")
     with pytest.raises(ValueError):
         FastAgiServer(allow=["localhost"])
+    with pytest.raises(ValueError):  # as the config: a block is written without host bits
+        FastAgiServer(allow=["10.1.2.3/8"])
+
+
+async def test_the_server_takes_the_networks_the_config_parsed(write_config,
+                                                               signals: list[BotSignal]) -> None:
+    path = write_config(extra="")
+    text = path.read_text()
+    assert 'listen = "127.0.0.1:0"' in text
+    path.write_text(text.replace('listen = "127.0.0.1:0"',
+                                 'listen = "127.0.0.1:0"\nallow = [" 127.0.0.0/8 ", "192.0.2.7", '
+                                 '"2001:db8::/32"]'))
+    allow = load_config(path).agi.allow
+    assert allow == [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("192.0.2.7/32"),
+                     ipaddress.ip_network("2001:db8::/32")]
+    async with FastAgiServer(port=0, allow=allow, on_signal=signals.append) as srv:
+        assert srv.allow == tuple(allow)
+        await agi_session(srv.port, env_bytes("botmeter/start"))
+    assert [s.signal for s in signals] == ["start"]
+
+
+@pytest.mark.parametrize(("allow", "reason"), [
+    ('["10.0.0.300"]', "'10.0.0.300' is not an IP address or network (CIDR)"),
+    ('["127.0.0.1", "localhost"]', "'localhost' is not an IP address or network (CIDR)"),
+    ('["10.1.2.3/8"]', "'10.1.2.3/8' has host bits set: write '10.0.0.0/8'"),
+    ('["10.0.0.0/33"]', "'10.0.0.0/33' is not an IP address or network (CIDR)"),
+    ("[167772160]", "must be a list of IP addresses or CIDR blocks"),
+    ('"127.0.0.1"', "must be a list of IP addresses or CIDR blocks"),
+])
+def test_a_bad_allow_entry_is_a_config_error(write_config, allow: str, reason: str) -> None:
+    path = write_config()
+    path.write_text(path.read_text().replace('listen = "127.0.0.1:0"',
+                                             f'listen = "127.0.0.1:0"\nallow = {allow}'))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.path, info.value.key) == (str(path), "agi.allow")
+    assert info.value.reason.startswith(reason)
+    assert str(info.value).startswith(f"{path}: agi.allow: {reason}")
+    assert "\n" not in str(info.value)
 
 
 async def test_max_sessions(signals: list[BotSignal]) -> None:
@@ -561,16 +631,24 @@ async def test_stop_ends_sessions_in_progress() -> None:
 
 
 def test_parse_reply() -> None:
-    assert parse_reply("200 result=1 (1795706738.4)") == parse_reply("200 result=1 (1795706738.4)")
-    reply = parse_reply("200 result=1 (a (b) c)")
-    assert (reply.code, reply.result, reply.data) == (200, "1", "a (b) c")
-    assert parse_reply("200 result=0").data is None
-    assert parse_reply("511 Command Not Permitted on a dead channel").code == 511
-    assert parse_reply("garbage").code == 0
+    assert parse_reply("200 result=1 (1795706738.4)") == Reply(200, "1", "1795706738.4")
+    assert parse_reply("200 result=1 (a (b) c)") == Reply(200, "1", "a (b) c")
+    assert parse_reply("200 result=0") == Reply(200, "0", None)
+    assert parse_reply("511 Command Not Permitted on a dead channel") == Reply(
+        511, "", "Command Not Permitted on a dead channel")
+    assert parse_reply("garbage") == Reply(0, "", "garbage")
 
 
 def test_parse_request_errors() -> None:
     with pytest.raises(SignalError, match="no agi_network_script"):
         parse_request({"agi_request": "botmeter-agi"})
-    assert parse_request({"agi_network_script": "botmeter/usage?module=a%20b&quantity=1+2"})[1] == {
-        "Module": "a b", "Quantity": "1 2"}
+    assert parse_request({"agi_network_script": "botmeter/usage?module=a%20b&quantity=1+2"}) == (
+        "usage", {"Module": "a b", "Quantity": "1 2"}, [])
+    # arguments as botmeter-agi reads them (key: value too); the rest is ignored, not fatal
+    assert parse_request({"agi_network_script": "botmeter/usage?module=x&quantity=1",
+                          "agi_arg_2": "unit: s", "agi_arg_1": "module=asr", "agi_arg_3": "x",
+                          "agi_arg_4": " "}) == (
+        "usage", {"Module": "asr", "Quantity": "1", "Unit": "s"}, ["x"])
+    with pytest.raises(SignalError, match="more than 32 fields"):
+        parse_request({"agi_network_script": "botmeter/start",
+                       **{f"agi_arg_{i}": f"k{i}=v" for i in range(1, 34)}})

@@ -14,8 +14,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -179,11 +181,13 @@ class BotSection(_Section):
 
 
 class AgiSection(_Section):
-    """The FastAGI server the bot signals to: `AGI(agi://<listen>/botmeter/<signal>?...)`."""
+    """The FastAGI server the bot signals to: `AGI(agi://<listen>/botmeter/<signal>?...)`.
+    `allow` holds parsed networks: an IP address is a /32 (or /128) network."""
 
     enabled: bool = True
     listen: str = "127.0.0.1:4573"
-    allow: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    allow: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [ipaddress.ip_network("127.0.0.1"), ipaddress.ip_network("::1")])
 
     @field_validator("listen")
     @classmethod
@@ -191,15 +195,23 @@ class AgiSection(_Section):
         split_listen(value)
         return value
 
-    @field_validator("allow")
+    @field_validator("allow", mode="wrap")
     @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry.strip(), strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address or network (CIDR)") from None
-        return value
+    def _networks(cls, value: object,
+                  handler: ValidatorFunctionWrapHandler) -> list[IPvAnyNetwork]:
+        """Strings only (pydantic would take an integer for an address); one reason for the
+        first bad entry, naming it."""
+        if not isinstance(value, list) or not all(isinstance(e, str) for e in value):
+            raise ValueError('must be a list of IP addresses or CIDR blocks, e.g. '
+                             '["127.0.0.1", "10.0.0.0/8"]')
+        entries = [entry.strip() for entry in value]
+        try:
+            networks: list[IPvAnyNetwork] = handler(entries)
+        except ValidationError as exc:
+            loc = exc.errors()[0]["loc"]
+            entry = entries[loc[0]] if loc and isinstance(loc[0], int) else str(value)
+            raise ValueError(_network_problem(entry)) from None
+        return networks
 
     @property
     def host(self) -> str:
@@ -208,6 +220,15 @@ class AgiSection(_Section):
     @property
     def port(self) -> int:
         return split_listen(self.listen)[1]
+
+
+def _network_problem(entry: str) -> str:
+    """Why `entry` is not an allow entry (a CIDR block with host bits set says which one)."""
+    try:
+        network = ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return f"{entry!r} is not an IP address or network (CIDR)"
+    return f"{entry!r} has host bits set: write {str(network)!r} (or the address alone)"
 
 
 def split_listen(value: str) -> tuple[str, int]:

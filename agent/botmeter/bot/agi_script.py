@@ -7,6 +7,12 @@ which reaches the agent over AMI (Asterisk queues it while the agent reconnects)
 Whatever happens, the script exits 0 within DEADLINE seconds so the call goes on: bad arguments
 are reported on stderr and as an AGI VERBOSE, and `BOTMETER_STATUS` is set to `ok` or `error`.
 Only the stdlib, pyst2 and `botmeter.tracking.signals` are imported, to keep start-up short.
+
+pyst2 reads the AGI environment and writes the commands (its public `AGI` and `send_command`);
+the replies are read with `protocol.ReplyLines` on the same stream, the reader the FastAGI
+session uses (pyst2's own trips on `HANGUP` lines, answers `511` with an exception and spins
+on a `520` block cut short). Arguments become fields with `protocol.signal_fields`, as FastAGI's
+query strings and arguments do.
 """
 
 from __future__ import annotations
@@ -17,11 +23,22 @@ import sys
 
 from botmeter.tracking.signals import SignalError, parse_signal
 
-from .protocol import MAX_COMMAND, agi_quote, canonical_fields, user_event_data
+from .protocol import (
+    MAX_COMMAND,
+    Reply,
+    ReplyLines,
+    ReplyTooLong,
+    agi_quote,
+    signal_fields,
+    user_event_data,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: 3 ms of each start-up
 if TYPE_CHECKING:
-    from typing import IO, Any
+    from types import FrameType
+    from typing import IO
+
+    from asterisk.agi import AGI  # type: ignore[import-untyped]
 
 DEADLINE = 1.0  # seconds: the whole run, Asterisk's answers included
 USAGE = "usage: AGI(botmeter-agi,<signal>,key=value,...)"
@@ -36,22 +53,17 @@ class _Deadline(Exception):
 
 
 class _Input:
-    """Asterisk's side, for pyst2: lines decoded leniently; `HANGUP` and `100 Trying` lines
-    skipped; EOF raises (pyst2 would otherwise loop on empty reads or fail obscurely)."""
+    """Asterisk's side, for pyst2 and for our reply reader: lines decoded leniently; EOF raises
+    (pyst2 would otherwise loop on empty reads or fail obscurely)."""
 
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
 
     def readline(self) -> str:
-        while True:
-            raw = self._stream.readline(8192)
-            if not raw:
-                raise _Eof
-            line = raw.decode("utf-8", "replace")
-            text = line.strip()
-            if text == "HANGUP" or text.startswith("100 "):
-                continue
-            return line
+        raw = self._stream.readline(8192)
+        if not raw:
+            raise _Eof
+        return raw.decode("utf-8", "replace")
 
 
 class _Output:
@@ -84,52 +96,50 @@ class _Quiet:
 
 def parse_args(args: list[str]) -> tuple[str, dict[str, str], list[str]]:
     """(signal, fields, ignored unknown keys) from the script's arguments; SignalError if an
-    argument is not `key=value` (`key: value` is accepted too)."""
+    argument is not `key=value` (`key: value` is accepted too) or there are too many."""
     args = [a for a in args if a.strip()]
     if not args:
         raise SignalError(f"no signal given ({USAGE})")
-    pairs = []
-    for arg in args[1:]:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            key, sep, value = arg.partition(":")
-        if not sep:
-            raise SignalError(f"argument {arg[:60]!r} is not key=value ({USAGE})")
-        pairs.append((key, value))
-    fields, ignored = canonical_fields(pairs)
+    fields, ignored, not_pairs = signal_fields(args=args[1:])
+    if not_pairs:
+        raise SignalError(f"argument {not_pairs[0][:60]!r} is not key=value ({USAGE})")
     return args[0].strip().lower()[:64], fields, ignored
 
 
 _armed = False
 
 
-def _on_alarm(signum: int, frame: Any) -> None:
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
     if _armed:
         raise _Deadline
 
 
-def _execute(agi: Any, command: str, *args: str) -> dict[str, Any] | None:
-    """One AGI command; None when Asterisk refused it or is gone (never raises)."""
-    from asterisk.agi import AGIException
-
+def _execute(agi: AGI, replies: _Input, command: str, *args: str) -> Reply | None:
+    """Send one AGI command with pyst2 and read Asterisk's reply; None when Asterisk has gone or
+    sent no reply within MAX_REPLY_LINES lines (never raises)."""
     try:
-        return agi.execute(command, *args)  # type: ignore[no-any-return]
-    except (AGIException, _Eof, OSError, ValueError):
+        agi.send_command(command, *args)
+        reader = ReplyLines()
+        while (reply := reader.feed(replies.readline())) is None:
+            pass
+    except (_Eof, ReplyTooLong, OSError, ValueError):
         return None
+    return reply
 
 
 def run(args: list[str], stdin: IO[bytes], stdout_fd: int, stderr: IO[str]) -> int:
     """Talk AGI on stdin/stdout; always 0."""
     from asterisk.agi import AGI
 
+    replies = _Input(stdin)
     try:
-        agi = AGI(stdin=_Input(stdin), stdout=_Output(stdout_fd), stderr=_Quiet())
+        agi = AGI(stdin=replies, stdout=_Output(stdout_fd), stderr=_Quiet())
     except (_Eof, OSError):
         return 0  # no Asterisk at the other end
     # Asterisk sends SIGHUP when the channel hangs up: relay the signal anyway (an "end" signal
-    # often comes then); a dead channel is answered 511 and we just stop.
+    # often comes then); a dead channel is answered 511 and we just stop. (pyst2 set a handler
+    # that only its execute() consults; it is not used here.)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    agi._got_sighup = False
     ignored: list[str] = []
     try:
         name, fields, ignored = parse_args(args)
@@ -140,14 +150,15 @@ def run(args: list[str], stdin: IO[bytes], stdout_fd: int, stderr: IO[str]) -> i
     except SignalError as exc:
         reason = str(exc) + (f" (ignored: {', '.join(ignored[:5])})" if ignored else "")
         print(f"botmeter-agi: {reason}", file=stderr, flush=True)
-        _execute(agi, "VERBOSE", agi_quote(f"botmeter: {reason}"), "1")
-        _execute(agi, "SET VARIABLE", "BOTMETER_STATUS", "error")
+        _execute(agi, replies, "VERBOSE", agi_quote(f"botmeter: {reason}"), "1")
+        _execute(agi, replies, "SET VARIABLE", "BOTMETER_STATUS", "error")
         return 0
-    if _execute(agi, "EXEC", "UserEvent", data) is None:
+    reply = _execute(agi, replies, "EXEC", "UserEvent", data)
+    if reply is None or not reply.ok or reply.result == "-2":  # -2: no such application
         print("botmeter-agi: Asterisk did not run UserEvent (channel gone?)", file=stderr,
               flush=True)
         return 0
-    _execute(agi, "SET VARIABLE", "BOTMETER_STATUS", "ok")
+    _execute(agi, replies, "SET VARIABLE", "BOTMETER_STATUS", "ok")
     return 0
 
 
