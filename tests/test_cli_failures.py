@@ -5,6 +5,7 @@ subprocess for each kind of failure, click's runner for the full matrix of comma
 from __future__ import annotations
 
 import grp
+import json
 import os
 import shutil
 import sqlite3
@@ -178,9 +179,10 @@ def test_periods_and_times_at_the_edges_of_the_range_work(config: Path) -> None:
         code, _, err = run_cli("--config", str(config), *args)
         assert code == 0, err
     # before the plan starts (2026-11-01) there is no statement: bill says so in one line
-    _, out, err = run_cli("--config", str(config), "bill", "--period", "0001-02")
-    said = (out + err).strip()
-    assert len(said.splitlines()) == 1 and "no version in force in 0001-02" in said, said
+    code, out, err = run_cli("--config", str(config), "bill", "--period", "0001-02")
+    assert (code, out) == (2, "")
+    assert err.startswith("botmeter: plan error: ") and len(err.splitlines()) == 1, err
+    assert "no version in force in 0001-02" in err
 
 
 def test_plans_in_different_currencies_are_not_compared(config: Path, tmp_path: Path) -> None:
@@ -339,3 +341,27 @@ def test_an_unknown_store_group_is_a_configuration_error(write_config) -> None:
     config.write_text(config.read_text().replace("[store]\n", '[store]\ngroup = "no-such-grp"\n'))
     one_line(2, *run_cli("--config", str(config), "calls"), "configuration error",
              "store.group", "no group 'no-such-grp'")
+
+
+def test_plan_warnings_reach_the_log(write_config, tmp_path: Path) -> None:
+    """Semantics 6 from the command line: calls offered before the plan starts are stored unrated
+    with a warning each, and a once fee no period can bill is logged when the plans load."""
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    text = (PLANS_DIR / "per-call.toml").read_text(encoding="utf-8")
+    (plans / "per-call.toml").write_text(
+        text.replace('effective_from = "2026-01-01"', 'effective_from = "2099-01-01"')
+        + '\n[[fee]]\nname = "Set-up"\namount = "500.00"\nevery = "once"\non = "2098-12-01"\n',
+        encoding="utf-8")
+    config = write_config(extra=PLANS.format(dir=plans).replace("combined", "per-call"))
+    done = botmeter("--config", str(config), "--log-json", "replay", str(LAB_CAPTURE))
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    fee_warnings = [e["detail"] for e in events if e["event"] == "plan fee never billed"]
+    assert fee_warnings == [
+        f"{plans / 'per-call.toml'}: fee[1]: once fee 'Set-up' due 2098-12-01 is never billed: "
+        "no version of plan 'per-call' is in force on that day (the plan starts on 2099-01-01)"]
+    not_rated = {e["call_id"] for e in events if e["event"] == "call not rated"}
+    assert len(not_rated) == 13  # every lab call, each named once
+    listed = json.loads(botmeter("--config", str(config), "calls", "--format", "json").stdout)
+    assert len(listed) == 13 and all(c["cost"] is None for c in listed)

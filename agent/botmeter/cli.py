@@ -389,7 +389,9 @@ def bill(ctx: Context, period: str, plan_id: str | None, fmt: str, db: str | Non
     _, series = _series(ctx, plan_id)
     with opened_store(ctx, db, create=False) as store:
         calls = store.calls_ended_between(*period_bounds(period, series.timezone))
-    render_statement(build_statement(series, period, calls), fmt, sys.stdout)
+    with refuse_bad_files():  # a period before the plan starts has no statement
+        statement = build_statement(series, period, calls)
+    render_statement(statement, fmt, sys.stdout)
 
 
 @main.group()

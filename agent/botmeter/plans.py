@@ -9,9 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import structlog
+
 from .config import Config, ConfigError
 from .rating import PlanBook, PlanSeries, load_plan
 from .rating.periods import period_bounds
+
+log = structlog.get_logger(__name__)
+
+
+def _warn(book: PlanBook) -> PlanBook:
+    """Log what the plan files say that can never take effect (a once fee no period bills)."""
+    for line in book.warnings:
+        log.warning("plan fee never billed", detail=line)
+    return book
 
 
 def load_plan_book(config: Config) -> PlanBook | None:
@@ -21,7 +32,7 @@ def load_plan_book(config: Config) -> PlanBook | None:
         return None
     if not directory.is_dir():
         raise ConfigError(config.source_path, "plans.dir", f"{directory} is not a directory")
-    return PlanBook.load(directory)
+    return _warn(PlanBook.load(directory))
 
 
 def active_series(config: Config, book: PlanBook | None, plan_id: str | None = None) -> PlanSeries:
@@ -46,7 +57,7 @@ def rating_series(config: Config) -> PlanSeries | None:
 
 def comparison_plans(config: Config, paths: Iterable[Path]) -> tuple[list[PlanSeries], str | None]:
     """The plans to compare: each file's plan, plus the active plan when one is configured."""
-    book = PlanBook([load_plan(p) for p in paths])
+    book = _warn(PlanBook([load_plan(p) for p in paths]))
     series = list(book)
     active = config.plans.active if config.plans else None
     if active is not None and active not in book:

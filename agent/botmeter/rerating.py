@@ -21,7 +21,7 @@ from .drain import DrainThread
 from .rating import PlanSeries, Rater
 from .rating.compiled import CallCharge
 from .rating.periods import period_bounds
-from .storage.rated_saver import RatedSaver
+from .storage.rated_saver import RatedSaver, logged_rater
 from .storage.store import CallStore, StoredPeriod, gc_paused
 
 log = structlog.get_logger(__name__)
@@ -44,7 +44,7 @@ def rate_stored(store: CallStore, series: PlanSeries, period: str,
     that continues after them, each call's rating)."""
     start, end = period_bounds(period, series.timezone)
     stored = store.period_for_rating(start, end, modules=prices_modules(series))
-    rater = Rater(series)
+    rater = logged_rater(series)
     return stored, rater, rater.rerate(period, stored.calls)
 
 
@@ -60,7 +60,7 @@ def rerate_period(store: CallStore, series: PlanSeries, period: str,
         stored = store.period_for_rating(start, end, modules=prices_modules(series))
         count = len(stored.calls)
         report("load", count)
-        charges = Rater(series).rerate(period, stored.calls)
+        charges = logged_rater(series).rerate(period, stored.calls)
         report("rate", count)
         store.replace_ratings(stored, charges, progress=lambda done: report("store", done))
         del stored, charges

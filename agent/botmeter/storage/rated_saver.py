@@ -25,12 +25,19 @@ import structlog
 
 from ..rating import PlanSeries, Rater, RerateNeeded
 from ..rating.compiled import CallCharge
+from ..rating.errors import NotRated
 from ..rating.periods import PeriodFinder, period_bounds
 from ..tracking.record import CallRecord
 from .guard import store_unavailable
 from .store import CallStore
 
 log = structlog.get_logger(__name__)
+
+
+def logged_rater(series: PlanSeries) -> Rater:
+    """A Rater that logs each call it leaves unrated (offered before the plan starts)."""
+    return Rater(series, on_not_rated=lambda call, why: log.warning(
+        "call not rated", call_id=call.call_id, reason=why))
 
 #: calls of one late period kept for rating when its re-rate ends; beyond that the period
 #: is simply re-rated again (its calls are all stored by then)
@@ -150,6 +157,8 @@ class RatedSaver:
             except RerateNeeded:
                 self._make_late(period, newly_late)
                 unrated.append((period, record))
+            except NotRated as exc:  # offered before the plan starts: stored without an amount
+                log.warning("call not rated", call_id=call_id, reason=str(exc))
             except Exception as exc:  # stored unrated; the store decides whether it can hold it
                 log.error("call not rated", call_id=call_id, reason=str(exc))
             else:
@@ -162,7 +171,7 @@ class RatedSaver:
         if rater is None and self._fresh_after is not None:
             start, _ = period_bounds(period, self.series.timezone)
             if start >= self._fresh_after:  # begun since this agent started: no stored calls
-                rater = self._raters[period] = Rater(self.series)
+                rater = self._raters[period] = logged_rater(self.series)
                 rater.rerate(period, [])
         return rater
 
