@@ -365,3 +365,21 @@ def test_plan_warnings_reach_the_log(write_config, tmp_path: Path) -> None:
     assert len(not_rated) == 13  # every lab call, each named once
     listed = json.loads(botmeter("--config", str(config), "calls", "--format", "json").stdout)
     assert len(listed) == 13 and all(c["cost"] is None for c in listed)
+
+
+def test_replay_keeps_calls_in_progress_under_the_configured_cap(write_config, tmp_path: Path,
+                                                                 ) -> None:
+    """`[calls] max_in_progress` bounds a replay too, and its summary counts what it closed."""
+    capture = tmp_path / "flood.ami"
+    capture.write_bytes(b"Asterisk Call Manager/6.0.0\r\n" + b"".join(
+        (f"Event: Newchannel\r\nChannel: Local/flood-{i:04x};1\r\nContext: elsewhere\r\n"
+         f"Exten: s\r\nUniqueid: 77{i}.1\r\nLinkedid: 77{i}.1\r\n\r\n").encode()
+        for i in range(50)))
+    config = write_config(extra="").read_text(encoding="utf-8").replace(
+        '[calls]\n', '[calls]\nmax_in_progress = 10\n')
+    path = tmp_path / "capped.toml"
+    path.write_text(config, encoding="utf-8")
+    code, out, _ = run_cli("--config", str(path), "replay", str(capture))
+    stats = dict(pair.split("=") for pair in out.split())
+    assert code == 0
+    assert (stats["events"], stats["calls_unfinished"], stats["calls_evicted"]) == ("50", "10", "40")

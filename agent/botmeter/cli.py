@@ -289,7 +289,8 @@ def replay(ctx: Context, capture: IO[bytes], db: str | None) -> None:
     with opened_store(ctx, db, create=True) as store:
         try:
             stats = replay_capture(_chunks(capture), config.tracking_rules(), store,
-                                   series=series, spill=spill_path(path))
+                                   series=series, spill=spill_path(path),
+                                   max_in_progress=config.calls.max_in_progress)
         except (StoreUnavailable, OSError) as exc:
             fail("replay error", str(path), f"stopped: {exc} (the calls stored so far stay; "
                                             "replaying again stores each call once)", FAILURE)

@@ -25,6 +25,7 @@ from .storage.store import CallStore
 from .storage.writer import load_spill
 from .tracking.record import CallRecord
 from .tracking.rules import TrackingRules
+from .tracking.tracker import MAX_IN_PROGRESS
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +35,8 @@ RETRY_MIN, RETRY_MAX = 0.5, 4.0
 
 def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
            batch: int = 500, series: PlanSeries | None = None, spill: Path | None = None,
-           attempts: int = 3, backoff: Backoff | None = None) -> dict[str, int]:
+           attempts: int = 3, backoff: Backoff | None = None,
+           max_in_progress: int = MAX_IN_PROGRESS) -> dict[str, int]:
     """Feed a raw AMI capture through tracking into the store; returns its counters.
 
     First stores the calls of the `spill` file, if any. Calls are rated under `series`
@@ -58,7 +60,7 @@ def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
             pending.clear()
 
     recovered = load_spill(store, spill, store_batch) if spill is not None else 0
-    recorder = Recorder(rules, sink, source="ami")
+    recorder = Recorder(rules, sink, source="ami", max_in_progress=max_in_progress)
     decoder = AmiEventDecoder()
     now = time.time()
     for chunk in chunks:
@@ -82,6 +84,10 @@ def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
         "bad_lines": stats.bad_lines,
         "bad_values": decoder.bad_values.total,
         "oversized_frames": stats.oversized_frames,
+        "junk_frames": stats.junk_frames,
+        "discarded_bytes": stats.discarded_bytes,
+        "calls_evicted": recorder.tracker.evicted_calls,
+        "signals_dropped": recorder.tracker.dropped_signals,
     }
 
 

@@ -119,7 +119,9 @@ class AgentService:
             log.info("botmeter stopped", recorded=self.recorder.records,
                      in_progress=self.recorder.tracker.active_calls,
                      rejected=self.writer.rejected, spilled=self.writer.spilled,
-                     lost=self.writer.lost, bad_values=self.client.bad_values.total)
+                     lost=self.writer.lost, bad_values=self.client.bad_values.total,
+                     evicted=self.recorder.tracker.evicted_calls,
+                     signals_dropped=self.recorder.tracker.dropped_signals)
 
     def stop(self) -> None:
         self._stop.set()
