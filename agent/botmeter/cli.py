@@ -53,7 +53,7 @@ class BotmeterGroup(click.Group):
     """The top command: click's own error display replaced by one line each, and a last-resort
     guard so that no traceback reaches the user (it is logged at debug level)."""
 
-    def main(self, args: Any = None, prog_name: str | None = None,  # type: ignore[override]
+    def main(self, args: Any = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
@@ -329,7 +329,7 @@ def calls(ctx: Context, since: float | None, until: float | None, outcomes: tupl
     render_calls(records, fmt, sys.stdout, ratings)
 
 
-def _series(ctx: Context, plan_id: str | None):  # type: ignore[no-untyped-def]
+def _series(ctx: Context, plan_id: str | None):
     from .plans import active_series, load_plan_book
 
     config = ctx.config()
@@ -370,7 +370,7 @@ def rerate(ctx: Context, period: str, plan_id: str | None, db: str | None) -> No
     click.echo(f"re-rated {count} calls of {period} under {series.plan_id}")
 
 
-def _err_console():  # type: ignore[no-untyped-def]
+def _err_console():
     from rich.console import Console
 
     return Console(stderr=True)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import IO
 
-    from asterisk.agi import AGI  # type: ignore[import-untyped]
+    from asterisk.agi import AGI
 
 DEADLINE = 1.0  # seconds: the whole run, Asterisk's answers included
 USAGE = "usage: AGI(botmeter-agi,<signal>,key=value,...)"

@@ -113,7 +113,7 @@ class AmiClient:
         self.connected.set()
         await self._watch(protocol)
 
-    async def _action(self, protocol: BotmeterAmiProtocol, action: dict[str, str]):  # type: ignore[no-untyped-def]
+    async def _action(self, protocol: BotmeterAmiProtocol, action: dict[str, str]):
         reply = await asyncio.wait_for(protocol.send(action), self.settings.ping_timeout * 2)
         return reply[0] if isinstance(reply, list) else reply
 

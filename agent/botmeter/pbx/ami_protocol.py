@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from panoramisk.ami_protocol import AMIProtocol
@@ -39,12 +40,12 @@ class BotmeterAmiProtocol(AMIProtocol):
         self.discards = DiscardReport()
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.encoding = "utf-8"
-        self.queue = deque()
+        self.queue: deque[Any] = deque()
 
-    def data_received(self, data: bytes) -> None:  # type: ignore[override]
+    def data_received(self, data: bytes) -> None:
         parser = self.parser
         for raw in parser.feed(data):
             name = event_name(raw)
@@ -72,7 +73,7 @@ class BotmeterAmiProtocol(AMIProtocol):
         if summary is not None:
             log.warning("ami input discarded", max_frame_bytes=MAX_FRAME_BYTES, **summary)
 
-    def handle_message(self, message: Message) -> None:  # type: ignore[override]
+    def handle_message(self, message: Message) -> None:
         response = self.responses.get(message.id)
         if response is None and message.action_id:
             response = self.responses.get(message.action_id)
@@ -81,7 +82,7 @@ class BotmeterAmiProtocol(AMIProtocol):
             if response.action_id:
                 self.responses.pop(response.action_id, None)
 
-    def connection_lost(self, exc: Exception | None) -> None:  # type: ignore[override]
+    def connection_lost(self, exc: Exception | None) -> None:
         self._report_discards(final=True)
         self._lose(f"connection lost: {exc}" if exc else "connection closed by Asterisk")
 
@@ -90,11 +91,11 @@ class BotmeterAmiProtocol(AMIProtocol):
             self.lost.set_result(why)
         self.close()
 
-    def close(self) -> None:  # type: ignore[override]
+    def close(self) -> None:
         for action in list(self.responses.values()):
             if not action.future.done():
                 action.future.set_exception(ConnectionError("AMI connection closed"))
         self.responses.clear()
         if not self.closed:
-            self.closed = True
+            self.closed: bool = True
             self.transport.close()

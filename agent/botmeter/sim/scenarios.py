@@ -73,7 +73,8 @@ def expected_record(call: ScriptedCall) -> dict[str, Any]:
     bot = None if call.outcome == "abandoned" else call.bot_seconds
     total = call.ring_seconds + (bot or 0.0)
     if transferred:
-        total += AGENT_RING_SECONDS + call.human_seconds if answered else NO_ANSWER_SECONDS
+        human = call.human_seconds
+        total += AGENT_RING_SECONDS + human if human is not None else NO_ANSWER_SECONDS
     modules: dict[str, dict[str, Any]] = {}
     if call.signals and call.outcome in ("handled", "transferred"):
         modules = {

@@ -194,7 +194,7 @@ class CallStore:
                  used, *rating) in cursor:
                 add_call(CallRecord(
                     cid, lid, num, name, dialed, a / 1000, b and b / 1000, c and c / 1000,
-                    d and d / 1000, e and e / 1000, f / 1000, outcome, target, cause,  # type: ignore[arg-type]
+                    d and d / 1000, e and e / 1000, f / 1000, outcome, target, cause,
                     usage(used), source))
                 add_stored(rating)
         return StoredPeriod(calls, stored)
