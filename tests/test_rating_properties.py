@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from botmeter.rating import PlanVersion, build_statement, period_of, rate_calls
-from botmeter.rating.reference import reference_amounts
 from botmeter.tracking.record import CallRecord
+from tests.rating_reference import reference_amounts
 from tests.rating_support import HOUR_MS, SHANGHAI, call_lists, make_call, plans
 
 SETTINGS = settings(max_examples=150, deadline=None,

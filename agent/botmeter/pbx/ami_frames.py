@@ -58,7 +58,6 @@ def parse_frame(block: bytes, on_bad_line: Callable[[str], None] | None = None) 
 class FrameStats:
     """What the parser had to throw away, for logs and tests."""
 
-    frames: int = 0
     bad_lines: int = 0
     oversized_frames: int = 0  # an endless banner counts as one
     junk_frames: int = 0  # frames that are neither an event nor a response
@@ -146,7 +145,6 @@ class FrameParser:
                 self._skipping = False
                 stats.discarded_bytes += end + 4 - start
             elif end > start:
-                stats.frames += 1
                 yield bytes(buf[start:end])
             start = end + 4
         if start:

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from decimal import ROUND_CEILING, Decimal, localcontext
 from fractions import Fraction
 
-from ..tracking.record import CallRecord, seconds_between
-from .plan import Charge, PlanVersion
+from botmeter.rating.plan import Charge, PlanVersion
+from botmeter.tracking.record import CallRecord, seconds_between
 
 ZERO = Decimal(0)
 
