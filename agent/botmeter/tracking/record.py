@@ -184,27 +184,6 @@ def iso_utc(ts: float | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-_DAY_EPOCHS: dict[str, int] = {}
-
-
-def parse_iso_utc(text: str | None) -> float | None:
-    """Inverse of `iso_utc`; accepts any ISO 8601 time with a zone. Fast for `iso_utc`'s form."""
-    if text is None:
-        return None
-    if len(text) == 24 and text[23] == "Z" and text[10] == "T":
-        day = _DAY_EPOCHS.get(text[:10])
-        if day is None:
-            day = int(datetime.fromisoformat(text[:10]).replace(tzinfo=UTC).timestamp())
-            if len(_DAY_EPOCHS) < 100_000:
-                _DAY_EPOCHS[text[:10]] = day
-        ms = (day + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])) * 1000
-        return (ms + int(text[20:23])) / 1000
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return round(moment.timestamp(), 3)
-
-
 def number_text(value: Decimal) -> str:
     """A quantity's exact digits as a JSON number: `412` when whole, else no trailing zeros
     (`88.4`). Never rounded, never through float."""
