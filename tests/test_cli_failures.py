@@ -208,7 +208,7 @@ def test_internal_errors_are_one_line_with_the_traceback_only_at_debug(tmp_path:
                                                                         recorded: Path) -> None:
     script = ("import sys; import botmeter.storage.store as s\n"
               "def boom(*a, **k): raise RuntimeError('boom\\nsecond line')\n"
-              "s.CallStore.calls = boom\n"
+              "s.CallStore.calls = s.CallStore.listing = boom\n"
               "from botmeter.cli import main; main()\n")
     plain = subprocess.run([sys.executable, "-c", script, "calls", "--db", str(recorded)],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)

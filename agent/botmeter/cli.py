@@ -322,11 +322,11 @@ def calls(ctx: Context, since: float | None, until: float | None, outcomes: tupl
     from .storage.store import CallFilter
 
     with opened_store(ctx, db, create=False) as store:
-        records = store.calls(CallFilter(since, until, outcomes, limit))
-        ratings = store.ratings(r.call_id for r in records)
-        if fmt == "table" and not any(r.get("cost") for r in ratings.values()):
-            ratings = {}
-    render_calls(records, fmt, sys.stdout, ratings)
+        listed = store.listing(CallFilter(since, until, outcomes, limit))  # one SELECT
+    ratings = listed.ratings()
+    if fmt == "table" and not any(r.get("cost") for r in ratings.values()):
+        ratings = {}
+    render_calls(listed.calls, fmt, sys.stdout, ratings)
 
 
 def _series(ctx: Context, plan_id: str | None):

@@ -63,7 +63,8 @@ def mismatches(scripted: ScriptedCall, record: CallRecord | None) -> list[str]:
         a, b = got[key], want[key]
         if (a is None) != (b is None) or (a is not None and abs(a - b) > TOLERANCE):
             problems.append(f"{key} {a} != {b}")
-    modules = {m: (u["quantity"], u["unit"]) for m, u in got["modules"].items()}
+    # to_json's quantities are exact (int or Decimal), the script's are floats
+    modules = {m: (float(u["quantity"]), u["unit"]) for m, u in got["modules"].items()}
     if modules != {m: (u["quantity"], u["unit"]) for m, u in want["modules"].items()}:
         problems.append(f"modules {got['modules']} != {want['modules']}")
     return problems

@@ -1,18 +1,24 @@
-"""`botmeter calls` output: a table for people, JSON (the spec's record) and CSV for tools."""
+"""`botmeter calls` output: a table for people, JSON (the spec's record) and CSV for tools.
+
+Module quantities are printed exactly, digit for digit from their Decimal (never through
+float): JSON and CSV write them as JSON numbers with `json_text`, which writes what
+`json.dumps` writes and a Decimal as its exact digits.
+"""
 
 from __future__ import annotations
 
 import csv
-import json
-from collections import Counter
+import math
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from json.encoder import encode_basestring
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
-from ..tracking.record import OUTCOMES, CallRecord, json_number
-from .output import write_json
+from ..tracking.record import FIELDS, OUTCOMES, CallRecord, number_text
 
 
 def call_rows(records: Sequence[CallRecord],
@@ -24,14 +30,13 @@ def call_rows(records: Sequence[CallRecord],
 def render_calls(records: Sequence[CallRecord], fmt: str, out: TextIO,
                  ratings: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     if fmt == "json":
-        write_json(call_rows(records, ratings), out)
+        out.write(json_text(call_rows(records, ratings), indent=1))
+        out.write("\n")
     elif fmt == "csv":
-        rows = call_rows(records, ratings)
-        fields = list(rows[0]) if rows else list(_EMPTY_FIELDS)
-        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=[f.name for f in FIELDS], lineterminator="\n")
         writer.writeheader()
-        for row in rows:
-            row["modules"] = json.dumps(row["modules"], ensure_ascii=False, sort_keys=True)
+        for row in call_rows(records, ratings):
+            row["modules"] = json_text(row["modules"])
             writer.writerow(row)
     else:
         Console(file=out, width=170).print(calls_table(records, ratings))
@@ -58,7 +63,7 @@ def calls_table(records: Sequence[CallRecord],
                          max_width=18 if name == "target" else None, overflow="ellipsis",
                          min_width=16 if name == "modules" else None)
     for r in records:
-        modules = ", ".join(f"{m} {json_number(u.quantity)} {_UNITS.get(u.unit, u.unit)}"
+        modules = ", ".join(f"{m} {number_text(u.quantity)} {_UNITS.get(u.unit, u.unit)}"
                             for m, u in sorted(r.modules.items()))
         answered = {True: " (human)", False: " (no human)", None: ""}[r.transfer_answered]
         cells = [
@@ -76,7 +81,7 @@ def calls_table(records: Sequence[CallRecord],
 
 def outcome_summary(records: Sequence[CallRecord]) -> Table:
     counts = Counter(r.outcome for r in records)
-    bot = Counter()
+    bot: defaultdict[str, float] = defaultdict(float)
     for r in records:
         bot[r.outcome] += r.bot_seconds or 0.0
     table = Table(title="Summary per outcome")
@@ -91,10 +96,54 @@ def outcome_summary(records: Sequence[CallRecord]) -> Table:
     return table
 
 
-_EMPTY_FIELDS = (
-    "call_id", "linkedid", "caller_number", "caller_name", "dialed_number", "offered_at",
-    "bot_answered_at", "bot_ended_at", "transferred_at", "human_answered_at", "ended_at",
-    "ring_seconds", "bot_seconds", "human_seconds", "total_seconds", "outcome",
-    "transfer_target", "transfer_answered", "hangup_cause", "modules", "plan_id", "cost",
-    "currency", "source",
-)
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """`value` as JSON text, as `json.dumps(value, ensure_ascii=False, indent=indent)` writes
+    it, except that a Decimal is written as a number from its exact digits."""
+    parts: list[str] = []
+    _encode(value, parts, indent, "\n")
+    return "".join(parts)
+
+
+def _encode(value: Any, parts: list[str], indent: int | None, newline: str) -> None:
+    if isinstance(value, str):
+        parts.append(encode_basestring(value))
+    elif value is None:
+        parts.append("null")
+    elif value is True:
+        parts.append("true")
+    elif value is False:
+        parts.append("false")
+    elif isinstance(value, int):
+        parts.append(int.__repr__(value))
+    elif isinstance(value, float):
+        parts.append(float.__repr__(value) if math.isfinite(value)
+                     else "NaN" if value != value else "Infinity" if value > 0 else "-Infinity")
+    elif isinstance(value, Decimal):
+        parts.append(format(value, "f"))
+    elif isinstance(value, Mapping | list | tuple):
+        _encode_container(value, parts, indent, newline)
+    else:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encode_container(value: Mapping[str, Any] | list[Any] | tuple[Any, ...], parts: list[str],
+                      indent: int | None, newline: str) -> None:
+    mapping = isinstance(value, Mapping)
+    opening, closing = "{}" if mapping else "[]"
+    if not value:
+        parts.append(opening + closing)
+        return
+    inner = newline + " " * indent if indent is not None else ""
+    separator = "," + inner if indent is not None else ", "
+    parts.append(opening + inner)
+    items = value.items() if isinstance(value, Mapping) else enumerate(value)
+    for n, (key, item) in enumerate(items):
+        if n:
+            parts.append(separator)
+        if mapping:
+            if not isinstance(key, str):
+                raise TypeError(f"keys must be str, not {type(key).__name__}")
+            parts.append(encode_basestring(key) + ": ")
+        _encode(item, parts, indent, inner)
+    parts.append((newline if indent is not None else "") + closing)

@@ -1,10 +1,30 @@
-"""The SQLite schema and its migrations, tracked by `PRAGMA user_version`."""
+"""The SQLite layout and its migrations, tracked by `PRAGMA user_version`.
+
+The layout (version 4):
+
+- table `calls`: one row per call. Its columns are the record's fields (`storage/columns.py`,
+  derived from `tracking.record.FIELDS`) plus `charges`, `rated_at` and `recorded_at`; module
+  usage is the JSON column `modules`, the only place it is kept.
+- view `call_modules`: one row per call and module (`call_id`, `module`, `quantity` as exact
+  decimal text, `unit`), read from `calls.modules`. Before version 4 this was a table holding
+  a second copy of the usage.
+- table `rejected`: records the store refused, set aside so that one bad record never
+  blocks the others (the record as JSON text, why, and when).
+
+A new database is created at the latest version with sqlite-utils. An older one is brought up
+to date step by step: versions 1 to 3 by the SQL they shipped with (kept as it was), then
+`_to_version_4`. Migrating takes the write lock first and reads the version again under it,
+so two processes opening a new or old database at once migrate it once.
+"""
 
 from __future__ import annotations
 
-import sqlite3
+import sqlite_utils
 
-MIGRATIONS: tuple[str, ...] = (
+from .columns import CALL_COLUMNS, NOT_NULL, PRIMARY_KEY
+
+#: The migrations botmeter shipped before version 4, exactly as they were.
+LEGACY_MIGRATIONS: tuple[str, ...] = (
     # 1: calls and their module usage
     """
     CREATE TABLE calls (
@@ -55,8 +75,7 @@ MIGRATIONS: tuple[str, ...] = (
         FROM call_modules m WHERE m.call_id = calls.call_id);
     CREATE INDEX calls_ended_at_id ON calls (ended_at, call_id);
     """,
-    # 3: records the store refused (a value SQLite cannot hold), set aside so that one bad
-    #    record never blocks the others: the record as JSON text, why, and when
+    # 3: records the store refused, set aside so that one bad record never blocks the others
     """
     CREATE TABLE rejected (
         id INTEGER PRIMARY KEY,
@@ -69,19 +88,108 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-SCHEMA_VERSION = len(MIGRATIONS)
+SCHEMA_VERSION = 4
+
+REJECTED_COLUMNS: dict[str, type] = {"id": int, "call_id": str, "record": str, "reason": str,
+                                     "rejected_at": str}
+
+#: index name -> (table, columns): re-rating reads a period by ended_at, `calls` lists by
+#: offered_at, both in call_id order among equal times
+INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "calls_ended_at_id": ("calls", ("ended_at", "call_id")),
+    "calls_offered_at_id": ("calls", ("offered_at", "call_id")),
+    "rejected_call_id": ("rejected", ("call_id",)),
+}
+
+#: one row per call and module, from calls.modules ({module: [quantity, unit]})
+CALL_MODULES_VIEW = """SELECT calls.call_id AS call_id, usage.key AS module,
+       json_extract(usage.value, '$[0]') AS quantity,
+       json_extract(usage.value, '$[1]') AS unit
+FROM calls, json_each(calls.modules) AS usage"""
 
 
 class SchemaError(Exception):
     """The database was written by a newer botmeter."""
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema up to date; return the version it is at."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+def user_version(db: sqlite_utils.Database) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Create the layout, or bring an older one up to date; return the version it is at."""
+    version = user_version(db)
+    if version == SCHEMA_VERSION:
+        return version
     if version > SCHEMA_VERSION:
-        raise SchemaError(
-            f"database schema version {version} is newer than this botmeter ({SCHEMA_VERSION})")
-    for number in range(version, SCHEMA_VERSION):
-        conn.executescript(f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;")
+        raise _too_new(version)
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")  # the write lock first: another process may be migrating
+    try:
+        version = user_version(db)
+        if version > SCHEMA_VERSION:
+            raise _too_new(version)
+        if version == 0:
+            create_layout(db)
+        elif version < SCHEMA_VERSION:
+            for script in LEGACY_MIGRATIONS[version:]:
+                db.executescript(script)
+            _to_version_4(db)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
     return SCHEMA_VERSION
+
+
+def _too_new(version: int) -> SchemaError:
+    return SchemaError(
+        f"database schema version {version} is newer than this botmeter ({SCHEMA_VERSION})")
+
+
+def create_layout(db: sqlite_utils.Database) -> None:
+    """The latest layout, in a database that has none."""
+    db.table("calls").create(CALL_COLUMNS, pk=PRIMARY_KEY, not_null=NOT_NULL)
+    db.table("rejected").create(REJECTED_COLUMNS, pk="id",
+                                not_null=("record", "reason", "rejected_at"))
+    _create_indexes(db)
+    db.create_view("call_modules", CALL_MODULES_VIEW)
+
+
+def _create_indexes(db: sqlite_utils.Database) -> None:
+    for name, (table, columns) in INDEXES.items():
+        db.table(table).create_index(columns, index_name=name, if_not_exists=True)
+
+
+#: calls whose modules JSON lacks, or differs from, a row of the call_modules table
+_MODULES_BEHIND = """
+SELECT DISTINCT m.call_id FROM call_modules m JOIN calls c ON c.call_id = m.call_id
+WHERE c.modules IS NULL
+   OR json_extract(c.modules, '$.' || json_quote(m.module)) IS NOT json_array(m.quantity, m.unit)
+"""
+
+
+def _to_version_4(db: sqlite_utils.Database) -> None:
+    """Version 3 -> 4: module usage kept only in calls.modules; call_modules becomes a view.
+
+    Every save since version 2 wrote both copies in one transaction, so the JSON is complete;
+    a call whose JSON lacks or differs from a call_modules row (an edit by hand) gets its
+    usage from the table, which versions 1 to 3 documented as the one to query. An empty
+    `{}` (written by migration 2 for calls without usage) becomes NULL, as saves write it.
+    The indexes on ended_at and on offered_at alone give way to (offered_at, call_id) and
+    the (ended_at, call_id) one migration 2 made.
+    """
+    db.execute(f"""
+        UPDATE calls SET modules = (
+            SELECT json_group_object(module, json_array(quantity, unit))
+            FROM call_modules m WHERE m.call_id = calls.call_id)
+        WHERE call_id IN ({_MODULES_BEHIND})""")
+    db.execute("UPDATE calls SET modules = NULL WHERE modules = '{}'")
+    db["call_modules"].drop()
+    db.create_view("call_modules", CALL_MODULES_VIEW)
+    for index in ("calls_ended_at", "calls_offered_at"):
+        db.execute(f"DROP INDEX IF EXISTS {index}")
+    _create_indexes(db)
+

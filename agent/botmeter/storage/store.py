@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
@@ -20,15 +19,27 @@ from typing import Any, NamedTuple
 import sqlite_utils
 
 from ..rating.compiled import CallCharge
-from ..tracking.record import _NO_MODULES, CallRecord, ModuleUsage, iso_utc, parse_iso_utc
+from ..tracking.record import CallRecord, iso_utc
+from .columns import RATING_COLUMNS, call_row, decode_rows, select_list
 from .schema import SchemaError, migrate
 
 
-class StoredPeriod(NamedTuple):
-    """A period's calls in rating order, and for each (rowid, plan_id, cost, currency, charges)."""
+class StoredCalls(NamedTuple):
+    """Calls read in one SELECT, and for each (rowid, plan_id, cost, currency, charges)."""
 
     calls: list[CallRecord]
     stored: list[tuple[Any, ...]]
+
+    def ratings(self) -> dict[str, dict[str, Any]]:
+        """call_id -> {plan_id, cost, currency} of the calls that are rated."""
+        return {call.call_id: {"plan_id": plan_id, "cost": cost, "currency": currency}
+                for call, (_, plan_id, cost, currency, _) in zip(self.calls, self.stored,
+                                                                 strict=True)
+                if plan_id is not None}
+
+
+#: a period's calls in rating order (what `replace_ratings` takes back)
+StoredPeriod = StoredCalls
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +99,13 @@ class CallStore:
             conn = sqlite3.connect(str(path) if memory else _uri(self.path, create),
                                    uri=not memory, check_same_thread=False, isolation_level=None)
             try:
-                conn.execute("PRAGMA journal_mode = WAL")
+                db = sqlite_utils.Database(conn)
+                db.enable_wal()
                 conn.execute("PRAGMA synchronous = NORMAL")
-                conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
                 conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: re-rating reads a month
                 conn.execute("PRAGMA temp_store = MEMORY")
-                self.schema_version = migrate(conn)
+                self.schema_version = migrate(db)
             except BaseException:
                 conn.close()
                 raise
@@ -107,9 +118,8 @@ class CallStore:
                                    f"{exc.strerror or exc}") from None
         if not memory:
             _match_sidecars(self.path)
-        self.db = sqlite_utils.Database(conn)
-        self._calls = self.db["calls"]
-        self._modules = self.db["call_modules"]
+        self.db = db
+        self._calls = db.table("calls")
 
     def close(self) -> None:
         self.db.conn.close()
@@ -147,17 +157,12 @@ class CallStore:
             return 0
         now = iso_utc(time.time())
         charges = charges or {}
-        rows = [_row(r, now, charges.get(r.call_id)) for r in records]
-        modules = [
-            {"call_id": r.call_id, "module": name, "quantity": format(u.quantity, "f"), "unit": u.unit}
-            for r in records for name, u in r.modules.items()
-        ]
+        rows = [call_row(r, _rating_columns(charges.get(r.call_id), now), now) for r in records]
         with self.db.atomic():
-            self.db.conn.executemany(
-                "DELETE FROM call_modules WHERE call_id = ?", [(r.call_id,) for r in records])
+            # INSERT OR REPLACE, not upsert_all: sqlite-utils probes ON CONFLICT support with a
+            # scratch table, and a probe that meets a locked database leaves the connection on
+            # its fallback (INSERT OR IGNORE + UPDATE), which drops rows of a NOT NULL table
             self._calls.insert_all(rows, pk="call_id", replace=True, batch_size=500)
-            if modules:
-                self._modules.insert_all(modules, pk=("call_id", "module"), replace=True)
         return len(records)
 
     def reject(self, call_id: str | None, record: str, reason: str) -> None:
@@ -175,29 +180,18 @@ class CallStore:
         return self.period_for_rating(start, end, modules=modules).calls
 
     def period_for_rating(self, start: float, end: float, *, modules: bool = True) -> StoredPeriod:
-        """A period's calls in rating order, with where each is stored and its current rating.
+        """A period's calls in rating order (ended_at, call_id), with where each is stored and
+        its current rating, in one SELECT. `modules=False` skips module usage (for plans that
+        price none)."""
+        return self._read("WHERE ended_at >= ? AND ended_at < ? ORDER BY ended_at, call_id",
+                          [iso_utc(start), iso_utc(end)], modules=modules)
 
-        Built for speed, in one pass: SQLite turns the ISO times into epoch milliseconds;
-        `modules=False` skips module usage (for plans that price none).
-        """
-        cursor = self.db.conn.execute(
-            f"SELECT {_FAST_COLUMNS if modules else _FAST_COLUMNS_NO_MODULES}, "
-            "rowid, plan_id, cost, currency, charges FROM calls "
-            "WHERE ended_at >= ? AND ended_at < ? ORDER BY ended_at, call_id",
-            (iso_utc(start), iso_utc(end)))
-        usage = _modules_from_json
-        calls: list[CallRecord] = []
-        stored: list[tuple[Any, ...]] = []
-        add_call, add_stored = calls.append, stored.append
+    def _read(self, where: str, params: list[Any], *, modules: bool = True) -> StoredCalls:
+        """Calls and their ratings, in one SELECT, each row decoded once (storage/columns.py)."""
+        cursor = self.db.conn.execute(f"SELECT {select_list(modules=modules)} FROM calls {where}",
+                                      params)
         with gc_paused():  # millions of small objects: the cyclic GC would rescan them all
-            for (cid, lid, num, name, dialed, a, b, c, d, e, f, outcome, target, cause, source,
-                 used, *rating) in cursor:
-                add_call(CallRecord(
-                    cid, lid, num, name, dialed, a / 1000, b and b / 1000, c and c / 1000,
-                    d and d / 1000, e and e / 1000, f / 1000, outcome, target, cause,
-                    usage(used), source))
-                add_stored(rating)
-        return StoredPeriod(calls, stored)
+            return StoredCalls(*decode_rows(cursor))
 
     def set_ratings(self, charges: Mapping[str, CallCharge]) -> int:
         """Store the ratings of calls already stored, in one transaction."""
@@ -205,8 +199,7 @@ class CallStore:
         rows = [(*_rating_text(c), now, call_id) for call_id, c in charges.items()]
         with self.db.atomic():
             self.db.conn.executemany(
-                "UPDATE calls SET plan_id = ?, cost = ?, currency = ?, charges = ?, rated_at = ? "
-                "WHERE call_id = ?", rows)
+                f"UPDATE calls SET {_SET_RATING} WHERE call_id = ?", rows)
         return len(rows)
 
     def replace_ratings(self, period: StoredPeriod, charges: Mapping[str, CallCharge],
@@ -226,8 +219,8 @@ class CallStore:
         for first in range(0, len(changed), UPDATE_CHUNK):
             with self.db.atomic():
                 self.db.conn.executemany(
-                    "UPDATE calls SET plan_id = ?, cost = ?, currency = ?, charges = ?, rated_at = ? "
-                    "WHERE rowid = ?", changed[first:first + UPDATE_CHUNK])
+                    f"UPDATE calls SET {_SET_RATING} WHERE rowid = ?",
+                    changed[first:first + UPDATE_CHUNK])
             if progress:
                 progress(min(len(changed), first + UPDATE_CHUNK))
         return len(changed)
@@ -249,9 +242,14 @@ class CallStore:
 
     def calls(self, query: CallFilter = CallFilter()) -> list[CallRecord]:
         """Stored calls, oldest first."""
-        return list(self.iter_calls(query))
+        return self.listing(query).calls
 
     def iter_calls(self, query: CallFilter = CallFilter()) -> Iterator[CallRecord]:
+        return iter(self.calls(query))
+
+    def listing(self, query: CallFilter = CallFilter()) -> StoredCalls:
+        """Stored calls in `offered_at` order (ties by call_id) with their ratings, read in
+        one SELECT (`.ratings()` gives the ratings by call_id)."""
         where, params = [], []
         if query.since is not None:
             where.append("offered_at >= ?")
@@ -262,26 +260,11 @@ class CallStore:
         if query.outcomes:
             where.append(f"outcome IN ({', '.join('?' * len(query.outcomes))})")
             params.extend(query.outcomes)
-        sql = "SELECT * FROM calls"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY offered_at, call_id"
+        sql = f"WHERE {' AND '.join(where)} " if where else ""
+        sql += "ORDER BY offered_at, call_id"
         if query.limit is not None:
             sql += f" LIMIT {int(query.limit)}"
-        rows = list(self.db.query(sql, params))
-        modules = self._modules_of([row["call_id"] for row in rows])
-        for row in rows:
-            yield _record(row, modules.get(row["call_id"], {}))
-
-    def _modules_of(self, call_ids: list[str]) -> dict[str, dict[str, ModuleUsage]]:
-        found: dict[str, dict[str, ModuleUsage]] = {}
-        for start in range(0, len(call_ids), 500):
-            chunk = call_ids[start:start + 500]
-            sql = (f"SELECT * FROM call_modules WHERE call_id IN ({', '.join('?' * len(chunk))})")
-            for row in self.db.query(sql, chunk):
-                found.setdefault(row["call_id"], {})[row["module"]] = ModuleUsage(
-                    Decimal(row["quantity"]), row["unit"])
-        return found
+        return self._read(sql, params)
 
 
 def database_problem(exc: sqlite3.Error) -> str:
@@ -362,10 +345,6 @@ def _match_sidecars(path: Path) -> None:
             continue
 
 
-_TIME_FIELDS = ("offered_at", "bot_answered_at", "bot_ended_at", "transferred_at",
-                "human_answered_at", "ended_at")
-
-
 UPDATE_CHUNK = 20_000
 #: seconds a write waits for another connection's lock (SQLite's busy timeout)
 BUSY_TIMEOUT = 5.0
@@ -383,35 +362,8 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _epoch_ms(column: str) -> str:
-    return f"CAST(ROUND((julianday({column}) - 2440587.5) * 86400000) AS INTEGER)"
-
-
-_COLUMNS = ("call_id, linkedid, caller_number, caller_name, dialed_number, offered_at, "
-            "bot_answered_at, bot_ended_at, transferred_at, human_answered_at, ended_at, outcome, "
-            "transfer_target, hangup_cause, source")
-
-
-def _modules_json(modules: Mapping[str, ModuleUsage]) -> str | None:
-    if not modules:
-        return None
-    return json.dumps({m: [format(u.quantity, "f"), u.unit] for m, u in modules.items()},
-                      ensure_ascii=False)
-
-
-def _modules_from_json(text: str | None) -> Mapping[str, ModuleUsage]:
-    if not text:
-        return _NO_MODULES
-    return {m: ModuleUsage(Decimal(q), u) for m, (q, u) in json.loads(text).items()}
-
-
-_FAST_COLUMNS = ", ".join([
-    "call_id", "linkedid", "caller_number", "caller_name", "dialed_number",
-    *(_epoch_ms(name) for name in ("offered_at", "bot_answered_at", "bot_ended_at",
-                                   "transferred_at", "human_answered_at", "ended_at")),
-    "outcome", "transfer_target", "hangup_cause", "source", "modules",
-])
-_FAST_COLUMNS_NO_MODULES = _FAST_COLUMNS.removesuffix("modules") + "NULL"
+#: plan_id = ?, cost = ?, currency = ?, charges = ?, rated_at = ?
+_SET_RATING = ", ".join(f"{column} = ?" for column in RATING_COLUMNS)
 
 
 def _rating_columns(charge: CallCharge | None, rated_at: str | None) -> tuple[Any, ...]:
@@ -427,45 +379,3 @@ def _rating_text(charge: CallCharge) -> tuple[str, str, str, str]:
     lines = json.dumps([[line.charge, format(line.metered, "f"), format(line.amount, "f")]
                         for line in charge.lines], ensure_ascii=False)
     return (charge.plan_id, format(charge.amount, "f"), charge.currency, lines)
-
-
-def _row(r: CallRecord, recorded_at: str | None, charge: CallCharge | None) -> dict[str, Any]:
-    answered = r.transfer_answered
-    return {
-        "call_id": r.call_id,
-        "linkedid": r.linkedid,
-        "caller_number": r.caller_number,
-        "caller_name": r.caller_name,
-        "dialed_number": r.dialed_number,
-        **{name: iso_utc(getattr(r, name)) for name in _TIME_FIELDS},
-        "ring_seconds": r.ring_seconds,
-        "bot_seconds": r.bot_seconds,
-        "human_seconds": r.human_seconds,
-        "total_seconds": r.total_seconds,
-        "outcome": r.outcome,
-        "transfer_target": r.transfer_target,
-        "transfer_answered": None if answered is None else int(answered),
-        "hangup_cause": r.hangup_cause,
-        "source": r.source,
-        "modules": _modules_json(r.modules),
-        **dict(zip(("plan_id", "cost", "currency", "charges", "rated_at"),
-                   _rating_columns(charge, recorded_at), strict=True)),
-        "recorded_at": recorded_at,
-    }
-
-
-def _record(row: dict[str, Any], modules: dict[str, ModuleUsage]) -> CallRecord:
-    times = {name: parse_iso_utc(row[name]) for name in _TIME_FIELDS}
-    return CallRecord(
-        call_id=row["call_id"],
-        linkedid=row["linkedid"],
-        caller_number=row["caller_number"],
-        caller_name=row["caller_name"],
-        dialed_number=row["dialed_number"],
-        outcome=row["outcome"],
-        transfer_target=row["transfer_target"],
-        hangup_cause=row["hangup_cause"],
-        modules=modules,
-        source=row["source"],
-        **times,  # type: ignore[arg-type]
-    )
