@@ -111,10 +111,9 @@ def order_calls(calls: Iterable[CallRecord]) -> list[CallRecord]:
 
 def split_periods(ordered: Sequence[CallRecord], series: PlanSeries,
                   ) -> Iterator[tuple[str, int, Sequence[CallRecord]]]:
-    """(period, version index, calls) groups of calls sorted by (ended_at, call_id), leaving out
-    calls offered before the plan starts (`PlanSeries.not_rated`)."""
+    """(period, version index, calls) groups of calls sorted by (ended_at, call_id) and offered
+    since the plan starts (`since_plan_start`)."""
     finder = PeriodFinder(series.timezone)
-    begins = series.starts[0]
     single = len(series.versions) == 1
     index = series.version_index
     lo = 0
@@ -124,10 +123,7 @@ def split_periods(ordered: Sequence[CallRecord], series: PlanSeries,
         chunk = ordered[lo:hi]
         lo = hi
         if single:
-            if min(map(_OFFERED, chunk)) < begins:
-                chunk = [call for call in chunk if call.offered_at >= begins]
-            if chunk:
-                yield period, 0, chunk
+            yield period, 0, chunk
             continue
         groups: dict[int, list[CallRecord]] = {}
         for call in chunk:
@@ -136,6 +132,19 @@ def split_periods(ordered: Sequence[CallRecord], series: PlanSeries,
                 groups.setdefault(i, []).append(call)
         for i in sorted(groups):
             yield period, i, groups[i]
+
+
+def since_plan_start(calls: Iterable[CallRecord], series: PlanSeries) -> list[CallRecord]:
+    """The calls offered since the plan starts: the others are not rated (Semantics 6).
+
+    Checked before the calls are sorted, while they are still in memory order: the scan is
+    then a few milliseconds a million calls, where after sorting it costs a cache miss a call.
+    """
+    calls = calls if isinstance(calls, list) else list(calls)
+    begins = series.starts[0]
+    if calls and min(map(_OFFERED, calls)) < begins:
+        return [call for call in calls if call.offered_at >= begins]
+    return calls
 
 
 def rate_calls(calls: Iterable[CallRecord], plan: Plan) -> dict[str, CallCharge]:
@@ -151,7 +160,7 @@ def rate_period(calls: Iterable[CallRecord], plan: Plan,
                 ) -> tuple[dict[str, CallCharge], dict[tuple[str, int], PeriodState]]:
     """Like rate_calls, also returning the period states keyed by (period, version index)."""
     series = as_series(plan)
-    ordered = order_calls(calls)
+    ordered = order_calls(since_plan_start(calls, series))
     out: dict[str, CallCharge] = {}
     states: dict[tuple[str, int], PeriodState] = {}
     rated = 0
