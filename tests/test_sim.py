@@ -108,7 +108,7 @@ async def logged_in(sim: SimulatedPBX) -> Ami:
     return ami
 
 
-# ---- a reference reading of the events (the rules of specs/calls.md) ---------
+# ---- a reference reading of the events (the rules of docs/calls.md) ---------
 
 INBOUND, BOT = "from-pstn", "voicebot"
 NORMAL_CAUSES = {"0", "16", "17", "19"}

@@ -1,4 +1,4 @@
-"""Rating: price calls under a vendor's plan files (shared/specs/plans.md), with Decimal
+"""Rating: price calls under a vendor's plan files (docs/plans.md), with Decimal
 semantics computed exactly in scaled integers.
 
 Public API

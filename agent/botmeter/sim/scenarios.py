@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Outcome = Literal["handled", "transferred", "abandoned", "failed"]
-#: how the bot sends its signals (specs/calls.md, "Signals from the bot"):
+#: how the bot sends its signals (docs/signals.md):
 #: `UserEvent(BotMeter,...)`, `AGI(agi://host:port/botmeter/...)` or `AGI(botmeter-agi,...)`
 SignalVia = Literal["userevent", "fastagi", "agi"]
 SIGNAL_VIAS: tuple[SignalVia, ...] = ("userevent", "fastagi", "agi")
@@ -63,7 +63,7 @@ class ScriptedCall:
 
 
 def expected_record(call: ScriptedCall) -> dict[str, Any]:
-    """What a correct agent records for `call` (fields of specs/calls.md).
+    """What a correct agent records for `call` (fields of docs/calls.md).
 
     Times in seconds; `modules` maps module -> {"quantity", "unit"}. The same
     whichever way (`signal_via`) the signals are sent.
