@@ -113,3 +113,12 @@ def test_guard_sees_heavy_imports() -> None:
     """The probe itself works: a command that loads a config does import pydantic."""
     _, modules = imported_by("from botmeter.config import ENV_VAR", "pass")
     assert {"botmeter.config", "pydantic"} <= set(loaded(modules, HEAVY_FOR_HELP))
+
+
+def test_the_package_is_botmeter_and_nothing_called_agent(tmp_path) -> None:
+    """The repository's agent/ folder installs as `botmeter`; no top-level `agent` is importable."""
+    def imports(name: str) -> bool:
+        return subprocess.run([sys.executable, "-c", f"import {name}"], cwd=tmp_path,
+                              capture_output=True).returncode == 0
+
+    assert imports("botmeter.cli") and not imports("agent")
