@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from botmeter.cli import main
 from botmeter.reports.calls import json_text
 from botmeter.storage.columns import CALL_COLUMNS, EPOCH_SECONDS, NOT_NULL, call_row
-from botmeter.storage.schema import SCHEMA_VERSION, SchemaError
+from botmeter.storage.schema import LEGACY_MIGRATIONS, SCHEMA_VERSION, SchemaError
 from botmeter.storage.store import CallFilter, CallStore
 from botmeter.storage.writer import RecordWriter
 from botmeter.tracking.record import FIELDS, CallRecord, ModuleUsage, Origin, iso_utc
@@ -303,65 +303,9 @@ def test_json_text_writes_decimals_digit_for_digit() -> None:
 
 # -- migrations ----------------------------------------------------------------------------------
 
-#: Version 3 exactly as botmeter wrote it before version 4 (the three migrations it shipped)
-OLD_SCHEMA = {
-    1: """
-    CREATE TABLE calls (
-        call_id TEXT PRIMARY KEY,
-        linkedid TEXT NOT NULL,
-        caller_number TEXT,
-        caller_name TEXT,
-        dialed_number TEXT,
-        offered_at TEXT NOT NULL,
-        bot_answered_at TEXT,
-        bot_ended_at TEXT,
-        transferred_at TEXT,
-        human_answered_at TEXT,
-        ended_at TEXT NOT NULL,
-        ring_seconds REAL,
-        bot_seconds REAL,
-        human_seconds REAL,
-        total_seconds REAL,
-        outcome TEXT NOT NULL,
-        transfer_target TEXT,
-        transfer_answered INTEGER,
-        hangup_cause INTEGER,
-        source TEXT NOT NULL,
-        plan_id TEXT,
-        cost TEXT,
-        currency TEXT,
-        recorded_at TEXT NOT NULL
-    );
-    CREATE INDEX calls_ended_at ON calls (ended_at);
-    CREATE INDEX calls_offered_at ON calls (offered_at);
-    CREATE TABLE call_modules (
-        call_id TEXT NOT NULL REFERENCES calls (call_id) ON DELETE CASCADE,
-        module TEXT NOT NULL,
-        quantity TEXT NOT NULL,
-        unit TEXT NOT NULL,
-        PRIMARY KEY (call_id, module)
-    );
-    """,
-    2: """
-    ALTER TABLE calls ADD COLUMN charges TEXT;
-    ALTER TABLE calls ADD COLUMN rated_at TEXT;
-    ALTER TABLE calls ADD COLUMN modules TEXT;
-    UPDATE calls SET modules = (
-        SELECT json_group_object(module, json_array(quantity, unit))
-        FROM call_modules m WHERE m.call_id = calls.call_id);
-    CREATE INDEX calls_ended_at_id ON calls (ended_at, call_id);
-    """,
-    3: """
-    CREATE TABLE rejected (
-        id INTEGER PRIMARY KEY,
-        call_id TEXT,
-        record TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        rejected_at TEXT NOT NULL
-    );
-    CREATE INDEX rejected_call_id ON rejected (call_id);
-    """,
-}
+#: Version 3 exactly as botmeter wrote it before version 4 (the three migrations it shipped,
+#: which schema.py keeps frozen to upgrade old files)
+OLD_SCHEMA = dict(enumerate(LEGACY_MIGRATIONS, start=1))
 
 
 def old_database(path: Path, version: int) -> sqlite3.Connection:
