@@ -54,13 +54,24 @@ def test_every_way_records_every_call_as_scripted(recorded_each_way, via):
 
 def test_the_three_ways_give_the_same_usage_and_outcome(recorded_each_way):
     def essence(via: str) -> dict:
-        return {number: (r.outcome, r.modules, r.transfer_target, r.bot_seconds)
+        return {number: (r.outcome, r.modules, r.transfer_target)
                 for number, r in recorded_each_way[via]["records"].items()}
 
+    def bot_seconds(via: str) -> dict:
+        return {number: r.bot_seconds for number, r in recorded_each_way[via]["records"].items()}
+
     reference = essence("userevent")
-    assert any(modules for _, modules, _, _ in reference.values())  # usage was signalled
+    assert any(modules for _, modules, _ in reference.values())  # usage was signalled
     assert essence("fastagi") == reference
     assert essence("agi") == reference
+    # times come from the simulator's clock: the same to within a few milliseconds
+    timed = bot_seconds("userevent")
+    for via in ("fastagi", "agi"):
+        other = bot_seconds(via)
+        assert other.keys() == timed.keys()
+        for number, seconds in timed.items():
+            assert (seconds is None) == (other[number] is None), (via, number)
+            assert seconds is None or abs(other[number] - seconds) <= 0.01, (via, number)
 
 
 async def test_fastagi_signal_before_ami_sees_the_call_is_kept_and_attached(tmp_path):
