@@ -23,8 +23,7 @@ from pydantic import (
 )
 
 from . import ENV_VAR
-from .tracking.rules import TrackingRules
-from .tracking.tracker import MAX_IN_PROGRESS
+from .tracking.rules import MAX_IN_PROGRESS, TrackingRules
 
 DEFAULT_PATHS = (Path("/etc/botmeter/botmeter.toml"),)
 #: keys whose values are never repeated in an error message

@@ -13,10 +13,11 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from json.encoder import encode_basestring
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.table import Table
+
 
 from ..tracking.record import FIELDS, OUTCOMES, CallRecord, number_text
 
@@ -39,6 +40,8 @@ def render_calls(records: Sequence[CallRecord], fmt: str, out: TextIO,
             row["modules"] = json_text(row["modules"])
             writer.writerow(row)
     else:
+        from rich.console import Console  # only people's tables need rich
+
         Console(file=out, width=170).print(calls_table(records, ratings))
 
 
@@ -52,6 +55,8 @@ def _seconds(value: float | None) -> str:
 def calls_table(records: Sequence[CallRecord],
                 ratings: Mapping[str, Mapping[str, Any]] | None = None) -> Table:
     """Calls for people; with `ratings` (call_id -> stored rating) a cost column too."""
+    from rich.table import Table
+
     table = Table(title=f"{len(records)} calls", show_lines=False)
     columns = [("offered (UTC)", "left"), ("caller", "left"), ("name", "left"),
                ("outcome", "left"), ("ring s", "right"), ("bot s", "right"),
@@ -84,6 +89,8 @@ def outcome_summary(records: Sequence[CallRecord]) -> Table:
     bot: defaultdict[str, float] = defaultdict(float)
     for r in records:
         bot[r.outcome] += r.bot_seconds or 0.0
+    from rich.table import Table
+
     table = Table(title="Summary per outcome")
     for name in ("outcome", "calls", "share", "bot seconds", "mean bot s"):
         table.add_column(name, justify="left" if name == "outcome" else "right")

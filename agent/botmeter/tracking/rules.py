@@ -6,6 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
+#: calls in progress at most ([calls] max_in_progress): beyond, the oldest is closed
+MAX_IN_PROGRESS = 50_000
+
 
 @dataclass(frozen=True, slots=True)
 class TrackingRules:

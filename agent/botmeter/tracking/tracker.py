@@ -36,7 +36,7 @@ from ..pbx.events import (
 )
 from .outcome import OutcomeFacts, decide_outcome
 from .record import CallRecord, ModuleUsage, Outcome
-from .rules import TrackingRules
+from .rules import MAX_IN_PROGRESS, TrackingRules
 from .signals import OutcomeSignal, Signal, SignalError, Usage, parse_signal
 
 Problem = Callable[[str, dict[str, object]], None]
@@ -52,8 +52,6 @@ GONE_MEMORY = 20_000
 PENDING_PER_CALL = 100
 PENDING_SIGNALS_MAX = 10_000
 PENDING_SIGNAL_SECONDS = 300.0
-#: calls in progress at most ([calls] max_in_progress): beyond, the oldest is closed
-MAX_IN_PROGRESS = 50_000
 #: problems of one kind reported between two `expire()` calls (floods of dropped data: one);
 #: the rest are counted, and the count reported by the next `expire()`
 REPORTS_PER_SWEEP = 50
