@@ -194,3 +194,26 @@ def test_media_channels_are_never_taken_for_a_person():
     assert not rules.is_person(MEDIA_NAME)
     assert not rules.is_person("AudioSocket/127.0.0.1:18090-f979052a")
     assert rules.is_person(HUMAN_NAME)
+
+
+def test_an_ari_user_event_reaches_botmeter_as_a_signal():
+    """`POST /ari/events/user/BotMeter?application=...&source=channel:<caller uniqueid>` with
+    body {"variables": {...}}: Asterisk (main/stasis.c multi_user_event_to_ami) writes the
+    caller's channel state, `UserEvent: BotMeter` and each variable as `key: value`, keys
+    exactly as the bot spelled them (here lower case)."""
+    frame = {
+        "Event": "UserEvent", "Privilege": "user,all", "Timestamp": "1795782866.5",
+        "Channel": "Local/s@caller-sim-0000008c;1", "ChannelState": "6",
+        "ChannelStateDesc": "Up", "CallerIDNum": "13990900000", "CallerIDName": "Bob",
+        "ConnectedLineNum": "<unknown>", "ConnectedLineName": "<unknown>", "Language": "en",
+        "AccountCode": "", "Context": "from-ai-agent", "Exten": "s", "Priority": "3",
+        "Uniqueid": CALLER, "Linkedid": LID, "UserEvent": "BotMeter",
+        "signal": "usage", "module": "asr", "quantity": "12.5", "unit": "seconds",
+    }
+    sig = from_ami(frame, 0.0)
+    assert sig is not None and not isinstance(sig, DestAnswered)
+    assert (sig.signal, sig.uniqueid, sig.linkedid) == ("usage", CALLER, LID)  # type: ignore[union-attr]
+    assert dict(sig.fields) == {"module": "asr", "quantity": "12.5", "unit": "seconds"}  # type: ignore[union-attr]
+    call = Ari("applications").feed(sig)
+    record = call.end(5.0)
+    assert str(record.modules["asr"].quantity) == "12.5"

@@ -338,8 +338,11 @@ def from_ami(h: Headers, now: float, on_bad_value: BadValue | None = None) -> Pb
     if name == "UserEvent":
         if h.get("UserEvent", "") != "BotMeter":
             return None
-        signal = h.get("Signal", "").strip().lower()
-        fields = {k: v for k, v in h.items() if k not in _USEREVENT_ENVELOPE}
+        # `Signal` in any case: an ARI bot's `POST /events/user/BotMeter` writes the keys of
+        # its JSON `variables` as given ({"signal": "usage", ...} arrives as `signal: usage`)
+        signal = next((v for k, v in h.items() if k.lower() == "signal"), "").strip().lower()
+        fields = {k: v for k, v in h.items()
+                  if k not in _USEREVENT_ENVELOPE and k.lower() != "signal"}
         return BotSignal(_ts(h, now, bad), h.get("Linkedid", ""), h.get("Uniqueid", ""), signal,
                          fields)
     if name in ("BlindTransfer", "AttendedTransfer"):
