@@ -148,3 +148,20 @@ async def test_ari_calls_over_the_wire_reach_the_tracker() -> None:
     by_number = {r.caller_number: r for r in records}
     for call in calls:
         _check(by_number[call.caller_number], call)
+
+
+async def test_the_agent_records_every_ari_flow_from_the_simulated_pbx(tmp_path) -> None:
+    """The whole agent (AMI client, tracker, writer) against the simulator: every ARI flow,
+    both media kinds, recorded exactly as scripted; the demo's mix includes them."""
+    from botmeter.demo import mismatches, record_scripted_calls
+    from botmeter.sim.scenarios import demo_calls
+
+    calls = ari_calls(16)
+    records = await record_scripted_calls(calls, tmp_path / "ari.db", speed=400.0,
+                                          concurrency=None)
+    by_number = {r.caller_number: r for r in records}
+    assert len(records) == len(calls)
+    assert {c.caller_number: mismatches(c, by_number.get(c.caller_number)) for c in calls} == {
+        c.caller_number: [] for c in calls}
+    mix = demo_calls(12)
+    assert sum(c.bot == "ari" for c in mix) == 3 and len({c.caller_number for c in mix}) == 12

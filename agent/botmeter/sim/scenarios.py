@@ -208,7 +208,7 @@ def ari_calls(count: int, seed: int = 11) -> list[ScriptedCall]:
     for i in range(count):
         outcome, handoff, answered, on_hold = _ARI_KINDS[i % len(_ARI_KINDS)]
         calls.append(ScriptedCall(
-            caller_number=f"1399{rng.randrange(10**7):07d}",
+            caller_number=f"137{rng.randrange(10**8):08d}",  # apart from mixed_calls' 139
             caller_name=rng.choice(_NAMES),
             outcome=outcome,
             ring_seconds=round(rng.uniform(0.5, 3.0), 1),
@@ -224,3 +224,9 @@ def ari_calls(count: int, seed: int = 11) -> list[ScriptedCall]:
         ))
         offset += rng.uniform(0.5, 3.0)
     return calls
+
+
+def demo_calls(count: int) -> list[ScriptedCall]:
+    """The demo's mix: dialplan-bot calls and, one in four, ARI-bot calls."""
+    ari = count // 4
+    return mixed_calls(count - ari) + ari_calls(ari)
