@@ -217,3 +217,13 @@ def test_an_ari_user_event_reaches_botmeter_as_a_signal():
     call = Ari("applications").feed(sig)
     record = call.end(5.0)
     assert str(record.modules["asr"].quantity) == "12.5"
+
+
+def test_hold_music_inside_a_bot_context_is_not_a_handoff():
+    t = CallTracker(TrackingRules.build(inbound_contexts=["from-pstn"], bot_contexts=["voicebot"]))
+    t.feed(ChannelCreated(0.0, CALLER, LID, "PJSIP/x-1", "from-pstn", "4700", "1", ""))
+    t.feed(DialplanStep(0.0, CALLER, LID, "PJSIP/x-1", "from-pstn", "4700", "NoOp", ""))
+    t.feed(DialplanStep(1.0, CALLER, LID, "PJSIP/x-1", "voicebot", "s", "MusicOnHold", "default"))
+    t.feed(HoldStarted(1.0, CALLER, LID, "default"))
+    [record] = t.feed(ChannelHungUp(9.0, CALLER, LID, "", 16))
+    assert record.outcome == "handled" and record.bot_seconds == 8.0

@@ -466,9 +466,12 @@ class CallTracker:
         return NO_RECORDS
 
     def _hold_started(self, ev: HoldStarted) -> tuple[CallRecord, ...]:
-        """The bot puts the caller on hold: an ARI bot starting a warm transfer."""
+        """The bot puts the caller on hold: an ARI bot starting a warm transfer. Only for a
+        bot met as an application (Stasis) or in a bridge: a bot context may play hold music
+        itself while it works."""
         chan = self._channel(ev)
-        if chan is not None and chan is chan.call.caller and chan.call.in_bot:
+        if chan is not None and chan is chan.call.caller and chan.call.bot_via in (
+                "application", "bridge"):
             self._handoff(chan.call, ev.ts, "")
         return NO_RECORDS
 
