@@ -165,3 +165,18 @@ async def test_the_agent_records_every_ari_flow_from_the_simulated_pbx(tmp_path)
         c.caller_number: [] for c in calls}
     mix = demo_calls(12)
     assert sum(c.bot == "ari" for c in mix) == 3 and len({c.caller_number for c in mix}) == 12
+
+
+@pytest.mark.parametrize("media", ["rtp", "audiosocket"])
+def test_caller_hanging_up_during_the_warm_hold_is_an_unanswered_transfer(media: str) -> None:
+    call = ScriptedCall("13990000002", "李四", "transferred", 1.0, 4.0, handoff="warm",
+                        bot="ari", media=media, hangs_up_on_hold=True)
+    for style in STYLES:
+        [record] = _feed(_tracker(style), call_events(call, CallIds(0, EPOCH, 0, 0, 0, "b")),
+                         EPOCH)
+        assert (record.outcome, record.transfer_answered, record.human_answered_at) == (
+            "transferred", False, None), style
+        assert record.bot_seconds == pytest.approx(4.0, abs=0.01)
+        assert record.transferred_at == record.bot_ended_at
+        assert record.total_seconds == pytest.approx(expected_record(call)["total_seconds"],
+                                                     abs=0.01)
