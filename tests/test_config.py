@@ -45,6 +45,8 @@ def test_secret_file_relative_to_the_config(write_config, tmp_path):
      "valid list"),
     ('secret = "botmeter-sim"', "", "ami", "exactly one of secret or secret_file"),
     ("[store]", "[stor]", "stor", "unknown key"),
+    ('contexts = ["voicebot"]', 'contexts = ["voicebot"]\nrejoin_seconds = -1', "bot.rejoin_seconds",
+     "greater than or equal to 0"),
     ('listen = "127.0.0.1:0"', 'listen = "127.0.0.1"', "agi.listen", "is not host:port"),
     ('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:0"\nallow = ["10.0.0.300"]', "agi.allow",
      "not an IP address or network"),
@@ -100,3 +102,11 @@ def test_run_refuses_a_fastagi_port_in_use(write_config):
         result = CliRunner().invoke(main, ["--config", str(path), "run"])
     assert result.exit_code == 1
     assert f"[agi] listen 127.0.0.1:{port}" in result.output and "in use" in result.output
+
+
+def test_bot_rejoin_seconds_reaches_the_tracking_rules(write_config):
+    path = write_config()
+    assert load_config(path).tracking_rules().rejoin_seconds == 1.0
+    path.write_text(path.read_text().replace('contexts = ["voicebot"]',
+                                             'contexts = ["voicebot"]\nrejoin_seconds = 2.5'))
+    assert load_config(path).tracking_rules().rejoin_seconds == 2.5

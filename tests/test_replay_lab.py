@@ -109,3 +109,32 @@ def test_replay_from_stdin_and_csv_output(write_config, lab_expected):
     assert all(json.loads(r["modules"]) == {} for r in rows)
     table = runner.invoke(main, ["--config", str(config), "calls", "--since", "2026-11-26T15:25:50Z"])
     assert table.exit_code == 0 and "13900010012" in table.output and "13900010000" not in table.output
+
+
+ARI_CAPTURE = LAB_CAPTURE.parent / "lab-ari-basic.ami"
+ARI_EXPECTED = LAB_CAPTURE.parent / "lab-ari-basic.expected.json"
+ARI_BOT = {
+    "applications": 'applications = ["Stasis:asterisk-ai-voice-agent"]',
+    "channels": 'channels = ["UnicastRTP/*", "AudioSocket/*"]',
+    "both": 'applications = ["Stasis:asterisk-ai-voice-agent"]\n'
+            'channels = ["UnicastRTP/*", "AudioSocket/*"]',
+}
+
+
+@pytest.mark.parametrize("style", sorted(ARI_BOT))
+def test_replay_of_the_ari_capture_matches_every_expected_record(write_config, style):
+    """`botmeter replay` of a real ARI voice bot's calls (every flow, both media kinds) gives
+    the expected records whichever way [bot] names the bot."""
+    config = write_config()
+    text = config.read_text(encoding="utf-8")
+    assert 'contexts = ["voicebot"]' in text
+    config.write_text(text.replace('contexts = ["voicebot"]', ARI_BOT[style]), encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(main, ["--config", str(config), "replay", str(ARI_CAPTURE)])
+    assert result.exit_code == 0 and "calls_recorded=14" in result.output, result.output
+    listed = runner.invoke(main, ["--config", str(config), "calls", "--format", "json"])
+    records = {r["caller_number"]: r for r in json.loads(listed.output)}
+    expected = json.loads(ARI_EXPECTED.read_text(encoding="utf-8"))
+    assert len(records) == len(expected) == 14
+    for want in expected:
+        _check(records[want["caller_number"]], want)

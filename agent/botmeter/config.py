@@ -171,6 +171,8 @@ class BotSection(_Section):
     contexts: list[str] = Field(default_factory=list)
     applications: list[str] = Field(default_factory=list)
     channels: list[str] = Field(default_factory=list)
+    #: a bot channel back in the caller's bridge within this many seconds never left it
+    rejoin_seconds: float = Field(default=1.0, ge=0.0, le=60.0)
 
     @model_validator(mode="after")
     def _some_bot(self) -> BotSection:
@@ -296,6 +298,7 @@ class Config(_Section):
             bot_contexts=self.bot.contexts,
             bot_applications=self.bot.applications,
             bot_channels=self.bot.channels,
+            rejoin_seconds=self.bot.rejoin_seconds,
         )
 
 

@@ -17,7 +17,13 @@ from .reports.billing import statement_table
 from .reports.calls import calls_table, outcome_summary
 from .service import AgentService
 from .sim.pbx import SimulatedPBX
-from .sim.scenarios import ScriptedCall, expected_record, mixed_calls
+from .sim.scenarios import (
+    ARI_APP,
+    ARI_MEDIA_CHANNELS,
+    ScriptedCall,
+    demo_calls,
+    expected_record,
+)
 from .storage.store import CallStore
 from .tracking.record import CallRecord
 
@@ -43,7 +49,10 @@ def demo_config(port: int, secret: str, db: Path, plans: Path | None = None) -> 
                 "ping_interval": 2.0, "ping_timeout": 2.0, "reconnect_min": 0.1,
                 "reconnect_max": 1.0},
         "calls": {"inbound_contexts": ["from-pstn"]},
-        "bot": {"contexts": ["voicebot"]},
+        # the lab's dialplan bot, and an ARI bot recognised by its Stasis application and its
+        # media channels (either alone would do)
+        "bot": {"contexts": ["voicebot"], "applications": [f"Stasis:{ARI_APP}"],
+                "channels": list(ARI_MEDIA_CHANNELS)},
         "agi": {"listen": "127.0.0.1:0"},
         "store": {"path": str(db)},
     }, "<demo>")
@@ -112,7 +121,7 @@ async def run_demo(*, count: int, speed: float, concurrency: int, db: str | None
     """Run the demo and print what was recorded; True when every call matches its script."""
     setup_logging("warning")
     console = Console(width=None if sys.stdout.isatty() else 170)
-    calls = mixed_calls(count)
+    calls = demo_calls(count)
     plans = example_plans()
     console.print(f"[bold]botmeter demo[/]: {count} scripted calls on a simulated Asterisk "
                   f"(AMI on 127.0.0.1, {speed:g}x speed, up to {concurrency} at once)"

@@ -99,6 +99,26 @@ class TransferStarted(ChannelEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class HoldStarted(ChannelEvent):
+    """`MusicOnHoldStart`: the channel is put on hold (an ARI bot does this to the caller
+    when it starts a warm transfer)."""
+
+    music_class: str
+
+
+@dataclass(frozen=True, slots=True)
+class DestAnswered:
+    """`DialEnd` ANSWER with no calling channel (an ARI originate): the dialled leg answered.
+
+    Such a leg runs on its own linkedid until it joins a call, so it is addressed by its
+    own uniqueid only."""
+
+    ts: float
+    dest_uniqueid: str
+    dest_channel: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelHungUp(ChannelEvent):
     channel: str
     cause: int | None
@@ -151,7 +171,8 @@ class SnapshotComplete:
     ts: float
 
 
-PbxEvent = ChannelEvent | BotSignal | ChannelSnapshot | SnapshotStarted | SnapshotComplete
+PbxEvent = (ChannelEvent | DestAnswered | BotSignal | ChannelSnapshot | SnapshotStarted
+            | SnapshotComplete)
 
 
 def _caller_id(value: str) -> str:
@@ -258,6 +279,10 @@ def _agent_connect(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
     return AgentConnected(ts, uid, lid, h.get("Queue", ""), h.get("DestChannel", ""))
 
 
+def _hold_start(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
+    return HoldStarted(ts, uid, lid, h.get("Class", ""))
+
+
 def _bridge_enter(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
     return BridgeEntered(ts, uid, lid, h.get("Channel", ""), h.get("BridgeUniqueid", ""))
 
@@ -280,6 +305,7 @@ _CHANNEL_EVENTS: dict[str, Callable[[Headers, float, str, str], ChannelEvent]] =
     "AgentConnect": _agent_connect,
     "BridgeEnter": _bridge_enter,
     "BridgeLeave": _bridge_leave,
+    "MusicOnHoldStart": _hold_start,
 }
 
 #: event names worth parsing at all; everything else is skipped unparsed
@@ -304,13 +330,19 @@ def from_ami(h: Headers, now: float, on_bad_value: BadValue | None = None) -> Pb
     if build is not None:
         uid = h.get("Uniqueid", "")
         if not uid:
+            if name == "DialEnd" and h.get("DialStatus", "") == "ANSWER" and h.get("DestUniqueid"):
+                return DestAnswered(_ts(h, now, bad), h.get("DestUniqueid", ""),
+                                    h.get("DestChannel", ""))
             return None
         return build(h, _ts(h, now, bad), uid, h.get("Linkedid", ""))
     if name == "UserEvent":
         if h.get("UserEvent", "") != "BotMeter":
             return None
-        signal = h.get("Signal", "").strip().lower()
-        fields = {k: v for k, v in h.items() if k not in _USEREVENT_ENVELOPE}
+        # `Signal` in any case: an ARI bot's `POST /events/user/BotMeter` writes the keys of
+        # its JSON `variables` as given ({"signal": "usage", ...} arrives as `signal: usage`)
+        signal = next((v for k, v in h.items() if k.lower() == "signal"), "").strip().lower()
+        fields = {k: v for k, v in h.items()
+                  if k not in _USEREVENT_ENVELOPE and k.lower() != "signal"}
         return BotSignal(_ts(h, now, bad), h.get("Linkedid", ""), h.get("Uniqueid", ""), signal,
                          fields)
     if name in ("BlindTransfer", "AttendedTransfer"):

@@ -24,10 +24,13 @@ from urllib.parse import quote
 
 from botmeter.sim.scenarios import (
     AGENT_RING_SECONDS,
+    ARI_APP,
     DIAL_AGENT,
     NLU_REQUESTS,
     NO_ANSWER_SECONDS,
     QUEUE_NAME,
+    WARM_BRIEF_SECONDS,
+    WARM_RETURN_SECONDS,
     ScriptedCall,
 )
 
@@ -45,6 +48,14 @@ INBOUND_CONTEXT = "from-pstn"
 BOT_CONTEXT = "voicebot"
 AGENT_CONTEXT = "human-agents"
 QUEUE_MEMBERS = ("desk1", "desk2")
+#: an ARI bot's dialplan entry, where its `continue` sends callers, and its media
+ARI_CONTEXT = "from-ai-agent"
+ARI_QUEUE = ("ext-queues", "300")
+ARI_EXTEN = ("from-internal", "2765")
+WARM_AGENT = "warm1"
+MEDIA_CONTEXT = "default"
+#: the ARI bot adds an ExternalMedia channel to its bridge twice (a leave/enter this far apart)
+MEDIA_BLIP_SECONDS = 0.1
 
 PRIVILEGES = {
     "Newexten": "dialplan,all",
@@ -92,9 +103,10 @@ def ids_needed(call: ScriptedCall) -> tuple[int, int, int]:
     legs = 0
     if call.outcome == "transferred":
         legs = len(QUEUE_MEMBERS) if call.handoff == "queue" else 1
+    media = 1 if call.bot == "ari" and call.outcome != "abandoned" else 0
     if call.via == "local":
-        return 2 + 2 * legs, 1 + legs, 0
-    return 1 + 2 * legs, legs, 1
+        return 2 + 2 * legs + media, 1 + legs, 0
+    return 1 + 2 * legs + media, legs, 1
 
 
 def call_events(call: ScriptedCall, ids: CallIds, *,
@@ -283,6 +295,9 @@ class _Script:
             # a SIP CANCEL while ringing ends with cause 0, like chan_sip does
             self.caller_leaves(caller, phone, None)
             self.end_caller(caller, None, 0 if phone is None else 16)
+            return
+        if call.bot == "ari":
+            self.ari_call(caller, phone)
             return
         self.enter_bot(caller)
         self.t = call.ring_seconds + call.bot_seconds
@@ -549,4 +564,136 @@ class _Script:
         self.bridge_up(caller, one)
         self.human_hangs_up(caller, one, two, call.human_seconds, None)
         self.varset(caller, "ANSWEREDTIME", str(round(call.human_seconds)))
+        self.end_caller(caller, phone, 16)
+
+    # ---- an ARI bot (modelled on tests/fixtures/lab-ari-basic.ami) ---------
+
+    def stasis_bridge(self, name: str, count: int, ch: _Chan | None = None) -> None:
+        self.emit(name, [
+            ("BridgeUniqueid", "ari-" + self.ids.bridge_id), ("BridgeType", "stasis"),
+            ("BridgeTechnology", "simple_bridge"), ("BridgeCreator", "Stasis"),
+            ("BridgeName", UNKNOWN), ("BridgeNumChannels", str(count)),
+            ("BridgeVideoSourceMode", "none"),
+        ], ch.snapshot() if ch else [])
+
+    def ari_call(self, caller: _Chan, phone: _Chan | None) -> None:
+        """t=ring: into Stasis; the bot answers over ARI, bridges the caller with its media,
+        talks `bot_seconds`, then hangs up, `continue`s the caller into a queue or an
+        extension, or makes a warm transfer in its own bridge."""
+        call = self.call
+        self.exten(caller, 7, "Goto", f"{ARI_CONTEXT},s,1")
+        self.exten(caller, 1, "NoOp", "Asterisk AI Voice Agent", context=ARI_CONTEXT, exten="s")
+        self.exten(caller, 2, "Stasis", ARI_APP)
+        if caller.state != 6:
+            self.newstate(caller, 6)  # POST /channels/{id}/answer
+        self.stasis_bridge("BridgeCreate", 0)
+        self.stasis_bridge("BridgeEnter", 1, caller)
+        media = self.media_channel(caller)
+        self.t = call.ring_seconds + call.bot_seconds
+        if call.signals:
+            # POST /events/user/BotMeter?source=channel:<caller>, variables as JSON strings
+            for fields in ((("signal", "usage"), ("module", "asr"),
+                            ("quantity", fmt_seconds(call.bot_seconds)), ("unit", "seconds")),
+                           (("signal", "usage"), ("module", "nlu"),
+                            ("quantity", str(NLU_REQUESTS)), ("unit", "requests"))):
+                self.emit("UserEvent", caller.snapshot(), [("UserEvent", "BotMeter"), *fields])
+        if call.outcome == "handled":
+            self.bot_hangs_up(caller, phone, media)
+        elif call.handoff == "warm":
+            self.warm_transfer(caller, phone, media)
+        else:
+            # POST /channels/{id}/continue: out of the bridge and into the dialplan
+            self.stasis_bridge("BridgeLeave", 1, caller)
+            context, exten = ARI_QUEUE if call.handoff == "queue" else ARI_EXTEN
+            caller.context, caller.exten = context, exten
+            self.drop_media(media, 0)
+            if call.handoff == "queue":
+                self.queue(caller, phone)
+            else:
+                self.dial_agent(caller, phone)
+
+    def media_channel(self, caller: _Chan) -> _Chan:
+        """ExternalMedia (added to the bridge twice) or an originated AudioSocket channel."""
+        call = self.call
+        uid = self._uniqueid()
+        if call.media == "rtp":
+            name = f"UnicastRTP/127.0.0.1:{18100 + self.ids.seq % 800}-0x7f95{self.ids.seq:08x}"
+        else:
+            name = f"AudioSocket/127.0.0.1:18090-{self.ids.bridge_id}"
+        media = _Chan(name, uid, uid, 0, MEDIA_CONTEXT, "s")
+        self.emit("Newchannel", media.snapshot())
+        self.exten(media, 1, "AppDial2", "(Outgoing Line)")
+        self.dial("DialBegin", None, media, ("DialString", name.split("/", 1)[1]))
+        self.newstate(media, 6)
+        self.dial("DialEnd", None, media, ("DialStatus", "ANSWER"))
+        media.linkedid = caller.linkedid
+        self.stasis_bridge("BridgeEnter", 2, media)
+        if call.media == "rtp":
+            self.t += MEDIA_BLIP_SECONDS
+            self.stasis_bridge("BridgeLeave", 1, media)
+            self.stasis_bridge("BridgeEnter", 2, media)
+        return media
+
+    def drop_media(self, media: _Chan, left: int) -> None:
+        self.stasis_bridge("BridgeLeave", left, media)
+        self.hangup(media, 16)
+
+    def bot_hangs_up(self, caller: _Chan, phone: _Chan | None, media: _Chan) -> None:
+        """DELETE /channels/{caller}; then the bridge and the media channel."""
+        self.hangup_request(caller, 16)
+        self.stasis_bridge("BridgeLeave", 1, caller)
+        self.drop_media(media, 0)
+        self.stasis_bridge("BridgeDestroy", 0)
+        self.end_caller(caller, phone, 16)
+
+    def warm_transfer(self, caller: _Chan, phone: _Chan | None, media: _Chan) -> None:
+        """Hold music on the caller; the human's leg is originated on its own linkedid and
+        joins the bot's bridge once briefed (the caller never leaves Stasis)."""
+        call = self.call
+        self.emit("MusicOnHoldStart", caller.snapshot(), [("Class", "aava")])
+        one, two = self.local_pair(WARM_AGENT, AGENT_CONTEXT, None)
+        self.exten(one, 1, "AppDial2", "(Outgoing Line)")
+        self.exten(two, 1, "Ringing")
+        self.newstate(one, 5)
+        self.dial("DialBegin", None, one, ("DialString", f"{WARM_AGENT}@{AGENT_CONTEXT}"))
+        self.exten(two, 2, "Wait", fmt_seconds(AGENT_RING_SECONDS))
+        if call.human_seconds is None:
+            self.t += NO_ANSWER_SECONDS
+            if call.hangs_up_on_hold:
+                self.caller_leaves(caller, phone, 16)
+                self.dial("DialEnd", None, one, ("DialStatus", "CANCEL"))
+                self.hangup(two, 16)
+                self.hangup(one, 16)
+                self.stasis_bridge("BridgeLeave", 1, caller)
+                self.drop_media(media, 0)
+                self.stasis_bridge("BridgeDestroy", 0)
+                self.end_caller(caller, None, 16)
+                return
+            # nobody answers: the bot stops the music and talks to the caller again
+            self.dial("DialEnd", None, one, ("DialStatus", "NOANSWER"))
+            self.hangup(two, 19)
+            self.hangup(one, 19)
+            self.emit("MusicOnHoldStop", caller.snapshot())
+            self.t += WARM_RETURN_SECONDS
+            self.bot_hangs_up(caller, phone, media)
+            return
+        talk = call.human_seconds
+        brief = min(WARM_BRIEF_SECONDS, talk / 2)
+        self.t += AGENT_RING_SECONDS
+        self.human_answers(one, two)
+        self.dial("DialEnd", None, one, ("DialStatus", "ANSWER"))
+        self.exten(two, 3, "Wait", fmt_seconds(talk))
+        self.t += brief
+        self.emit("MusicOnHoldStop", caller.snapshot())
+        self.stasis_bridge("BridgeLeave", 1, media)
+        one.linkedid = caller.linkedid
+        self.stasis_bridge("BridgeEnter", 2, one)
+        self.t += talk - brief
+        self.exten(two, 4, "Hangup")
+        self.hangup(two, 16)
+        self.stasis_bridge("BridgeLeave", 1, one)
+        self.hangup(one, 16)
+        self.stasis_bridge("BridgeLeave", 0, caller)
+        self.stasis_bridge("BridgeDestroy", 0)
+        self.hangup(media, 16)
         self.end_caller(caller, phone, 16)

@@ -19,6 +19,14 @@ NO_ANSWER_SECONDS = 6.0
 #: the queue and the directly dialled agent a handoff goes to
 QUEUE_NAME = "support"
 DIAL_AGENT = "agent1"
+#: ARI bots (Stasis, like Asterisk AI Voice Agent): the Stasis application, how long the
+#: bot briefs the human of a warm transfer before it joins them with the caller, and how long
+#: it talks again to a caller whose warm transfer found nobody
+ARI_APP = "asterisk-ai-voice-agent"
+WARM_BRIEF_SECONDS = 2.0
+WARM_RETURN_SECONDS = 2.0
+#: `[bot] channels` for the ARI bots' media channels (ExternalMedia RTP, AudioSocket)
+ARI_MEDIA_CHANNELS = ("UnicastRTP/*", "AudioSocket/*")
 #: usage the bot reports per call (when signals are on and it does not fail), like the lab
 NLU_REQUESTS = 2
 
@@ -33,20 +41,37 @@ class ScriptedCall:
     ring_seconds: float  # offered -> bot answers (or -> caller hangs up if abandoned)
     bot_seconds: float = 0.0  # time in the bot (0 for abandoned)
     human_seconds: float | None = None  # transferred: talk time after a human answers
-    handoff: Literal["queue", "dial"] = "queue"
+    handoff: Literal["queue", "dial", "warm"] = "queue"  # warm: an ARI bot's only
     signals: bool = True  # bot sends UserEvent(BotMeter, ...) usage + outcome signals
     via: Literal["local", "sip"] = "local"
     dialed_number: str = "4000"
     start_offset: float = 0.0  # virtual seconds after play() starts (used when rate is None)
     signal_via: SignalVia = "userevent"  # how the signals are sent (see SignalVia)
+    #: "dialplan": the lab's voicebot context; "ari": a Stasis bot with a media channel that
+    #: hands off by `continue` (queue, dial) or by a warm transfer in its own bridge (warm)
+    bot: Literal["dialplan", "ari"] = "dialplan"
+    media: Literal["rtp", "audiosocket"] = "rtp"  # an ARI bot's media channel
+    #: a warm transfer nobody answers (human_seconds None): the caller hangs up on hold
+    #: instead of coming back to the bot
+    hangs_up_on_hold: bool = False
 
     def __post_init__(self) -> None:
         if self.outcome not in ("handled", "transferred", "abandoned", "failed"):
             raise ValueError(f"unknown outcome {self.outcome!r}")
         if self.signal_via not in SIGNAL_VIAS:
             raise ValueError(f"signal_via must be one of {', '.join(SIGNAL_VIAS)}")
-        if self.handoff not in ("queue", "dial") or self.via not in ("local", "sip"):
-            raise ValueError("handoff must be queue|dial and via local|sip")
+        if self.handoff not in ("queue", "dial", "warm") or self.via not in ("local", "sip"):
+            raise ValueError("handoff must be queue|dial|warm and via local|sip")
+        if self.bot not in ("dialplan", "ari") or self.media not in ("rtp", "audiosocket"):
+            raise ValueError("bot must be dialplan|ari and media rtp|audiosocket")
+        if self.bot == "ari" and (self.outcome == "failed" or self.signal_via != "userevent"):
+            raise ValueError("an ARI bot's calls are handled, transferred or abandoned, and it "
+                             "signals by ARI user events (signal_via userevent)")
+        if self.handoff == "warm" and self.bot != "ari":
+            raise ValueError("a warm transfer is an ARI bot's")
+        if self.hangs_up_on_hold and not (self.handoff == "warm" and self.human_seconds is None
+                                          and self.outcome == "transferred"):
+            raise ValueError("hangs_up_on_hold is for a warm transfer nobody answers")
         if min(self.ring_seconds, self.bot_seconds, self.start_offset) < 0:
             raise ValueError("times must not be negative")
         if self.outcome == "abandoned" and self.bot_seconds:
@@ -75,6 +100,8 @@ def expected_record(call: ScriptedCall) -> dict[str, Any]:
     if transferred:
         human = call.human_seconds
         total += AGENT_RING_SECONDS + human if human is not None else NO_ANSWER_SECONDS
+        if call.handoff == "warm" and human is None and not call.hangs_up_on_hold:
+            total += WARM_RETURN_SECONDS  # back with the bot, which then ends the call
     modules: dict[str, dict[str, Any]] = {}
     if call.signals and call.outcome in ("handled", "transferred"):
         modules = {
@@ -156,3 +183,50 @@ def mixed_calls(count: int, seed: int = 7,
         )
         offset += rng.uniform(0.5, 3.0)
     return calls
+
+
+#: every ARI-bot flow (docs/calls.md): (outcome, handoff, a human answers, hangs up on hold)
+_ARI_KINDS: tuple[tuple[Outcome, Literal["queue", "dial", "warm"], bool, bool], ...] = (
+    ("handled", "queue", False, False),
+    ("transferred", "queue", True, False),
+    ("transferred", "dial", True, False),
+    ("transferred", "warm", True, False),
+    ("abandoned", "queue", False, False),
+    ("transferred", "warm", False, False),
+    ("transferred", "warm", False, True),
+    ("transferred", "queue", False, False),
+)
+
+
+def ari_calls(count: int, seed: int = 11) -> list[ScriptedCall]:
+    """Deterministic calls of an ARI voice bot: every flow of `_ARI_KINDS`, with both media
+    kinds (RTP ExternalMedia, AudioSocket) in turn (16 calls give every flow with both),
+    both ways in, signals on and off."""
+    rng = random.Random(seed)
+    calls: list[ScriptedCall] = []
+    offset = 0.0
+    for i in range(count):
+        outcome, handoff, answered, on_hold = _ARI_KINDS[i % len(_ARI_KINDS)]
+        calls.append(ScriptedCall(
+            caller_number=f"137{rng.randrange(10**8):08d}",  # apart from mixed_calls' 139
+            caller_name=rng.choice(_NAMES),
+            outcome=outcome,
+            ring_seconds=round(rng.uniform(0.5, 3.0), 1),
+            bot_seconds=0.0 if outcome == "abandoned" else round(rng.uniform(2.0, 20.0), 1),
+            human_seconds=round(rng.uniform(3.0, 15.0), 1) if answered else None,
+            handoff=handoff,
+            signals=i % 3 != 2,
+            via="sip" if i % 5 == 4 else "local",
+            start_offset=round(offset, 1),
+            bot="ari",
+            media="audiosocket" if (i + i // len(_ARI_KINDS)) % 2 else "rtp",
+            hangs_up_on_hold=on_hold,
+        ))
+        offset += rng.uniform(0.5, 3.0)
+    return calls
+
+
+def demo_calls(count: int) -> list[ScriptedCall]:
+    """The demo's mix: dialplan-bot calls and, one in four, ARI-bot calls."""
+    ari = count // 4
+    return mixed_calls(count - ari) + ari_calls(ari)

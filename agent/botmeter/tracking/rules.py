@@ -8,6 +8,13 @@ from fnmatch import fnmatchcase
 
 #: calls in progress at most ([calls] max_in_progress): beyond, the oldest is closed
 MAX_IN_PROGRESS = 50_000
+#: channels that carry a bot's media, never a person: ARI ExternalMedia (`UnicastRTP/...`,
+#: `WebSocket/...`), AudioSocket, and snoop channels. Not a bot by themselves (that is what
+#: `[bot] channels` says), but never taken for a human joining the caller.
+MEDIA_CHANNELS: tuple[str, ...] = ("UnicastRTP/*", "AudioSocket/*", "WebSocket/*", "Snoop/*")
+#: a bot channel that leaves the caller's bridge and is back within this many seconds never
+#: left (`[bot] rejoin_seconds`)
+REJOIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +25,7 @@ class TrackingRules:
     #: (application lower-cased, data prefix) pairs, from `App` or `App:prefix`
     bot_applications: tuple[tuple[str, str], ...] = ()
     bot_channels: tuple[str, ...] = ()
+    rejoin_seconds: float = REJOIN_SECONDS
     _bot_channel_cache: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -29,6 +37,7 @@ class TrackingRules:
         bot_contexts: Iterable[str] = (),
         bot_applications: Iterable[str] = (),
         bot_channels: Iterable[str] = (),
+        rejoin_seconds: float = REJOIN_SECONDS,
     ) -> TrackingRules:
         apps = []
         for spec in bot_applications:
@@ -36,7 +45,7 @@ class TrackingRules:
             apps.append((app.strip().lower(), prefix.strip()))
         return cls(
             frozenset(inbound_contexts), frozenset(inbound_numbers), frozenset(bot_contexts),
-            tuple(apps), tuple(bot_channels),
+            tuple(apps), tuple(bot_channels), rejoin_seconds,
         )
 
     def is_inbound(self, context: str, exten: str) -> bool:
@@ -63,3 +72,8 @@ class TrackingRules:
                 self._bot_channel_cache.clear()
             self._bot_channel_cache[channel] = hit
         return hit
+
+    def is_person(self, channel: str) -> bool:
+        """A channel that may carry a person: neither a bot channel nor a media channel."""
+        return bool(channel) and not self.is_bot_channel(channel) and not any(
+            fnmatchcase(channel, pattern) for pattern in MEDIA_CHANNELS)

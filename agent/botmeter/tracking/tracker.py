@@ -25,9 +25,11 @@ from ..pbx.events import (
     ChannelEvent,
     ChannelHungUp,
     ChannelSnapshot,
+    DestAnswered,
     DialEnded,
     DialplanStep,
     DialStarted,
+    HoldStarted,
     PbxEvent,
     QueueJoined,
     SnapshotComplete,
@@ -55,6 +57,10 @@ PENDING_SIGNAL_SECONDS = 300.0
 #: problems of one kind reported between two `expire()` calls (floods of dropped data: one);
 #: the rest are counted, and the count reported by the next `expire()`
 REPORTS_PER_SWEEP = 50
+#: answers of dialled legs not yet in any call (ARI originates: a warm transfer's human leg
+#: answers on its own linkedid and joins the caller's call later), kept by count and age
+ANSWERS_MAX = 10_000
+ANSWER_SECONDS = 3600.0
 
 _CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]{8}(;\d)?$")
 
@@ -92,7 +98,15 @@ class _Call:
     dialed_number: str | None = None
     bot_answered_at: float | None = None
     bot_ended_at: float | None = None
-    bot_via: str = ""  # "dialplan" | "bridge" | "signal" while the caller is with the bot
+    #: while the caller is with the bot, how: "context" (a bot context), "application" (a bot
+    #: application such as Stasis), "bridge" (bridged with a bot channel) or "signal"
+    bot_via: str = ""
+    #: a bot channel left the caller's bridge then: the bot's time ends there unless it is
+    #: back within `rules.rejoin_seconds` (decided at the next event of the call, or its end)
+    bot_left_at: float | None = None
+    #: the caller itself left the bot (dialplan or bridge) then: a handoff that follows
+    #: (`continue` into Queue or Dial) starts at that moment
+    exit_at: float | None = None
     transferred_at: float | None = None
     transfer_target: str | None = None
     human_answered_at: float | None = None
@@ -134,6 +148,7 @@ class CallTracker:
         self._channels: dict[str, _Channel] = {}
         self._bridges: dict[str, set[str]] = {}
         self._gone: OrderedDict[str, None] = OrderedDict()
+        self._answers: OrderedDict[str, float] = OrderedDict()  # dialled leg uniqueid -> answer
         self._pending: OrderedDict[str, _Held] = OrderedDict()  # by first signal, oldest first
         self._held = 0  # signals in _pending
         self._reports: dict[str, list[int]] = {}  # problem -> [seen, limit] since the last expire()
@@ -151,6 +166,8 @@ class CallTracker:
             _on(CallerIdChanged, self._caller_id),
             _on(DialStarted, self._dial_started),
             _on(DialEnded, self._dial_ended),
+            _on(DestAnswered, self._dest_answered),
+            _on(HoldStarted, self._hold_started),
             _on(QueueJoined, self._queue_joined),
             _on(AgentConnected, self._agent_connected),
             _on(BridgeEntered, self._bridge_entered),
@@ -221,7 +238,10 @@ class CallTracker:
             if ev.linkedid and ev.linkedid != chan.linkedid:
                 self._relink(chan, ev.linkedid)
             chan.seen_epoch = self._epoch
-            chan.call.last_ts = max(chan.call.last_ts, ev.ts)
+            mine = chan.call
+            mine.last_ts = max(mine.last_ts, ev.ts)
+            if mine.bot_left_at is not None and ev.ts - mine.bot_left_at > self.rules.rejoin_seconds:
+                self._leave_bot(mine, mine.bot_left_at)  # the bot did not come back in time
             return chan
         if not ev.linkedid or ev.uniqueid in self._gone:
             return None
@@ -299,6 +319,7 @@ class CallTracker:
         if chan.bridge:
             self._leave_bridge(chan)
         self._gone[chan.uniqueid] = None
+        self._answers.pop(chan.uniqueid, None)
         if len(self._gone) > GONE_MEMORY:
             self._gone.popitem(last=False)
 
@@ -352,16 +373,25 @@ class CallTracker:
             call.bot_answered_at = max(ts, call.offered_at)  # a signal may beat the AMI clock
             call.bot_via = via
 
-    def _leave_bot(self, call: _Call, ts: float) -> None:
+    def _leave_bot(self, call: _Call, ts: float, *, exit: bool = False) -> None:
+        """The caller stops being with the bot at `ts` (or earlier, when the bot's channel
+        had already left the bridge); `exit`: the caller itself left the bot."""
         if call.bot_via:
+            if call.bot_left_at is not None:
+                ts = min(ts, call.bot_left_at)
             call.bot_via = ""
             call.bot_ended_at = ts
+            if exit:
+                call.exit_at = ts
+        call.bot_left_at = None
 
     def _handoff(self, call: _Call, ts: float, target: str) -> None:
         if call.bot_answered_at is None:
             return
         if call.transferred_at is None:
-            call.transferred_at = ts
+            # a caller that left the bot into Queue or Dial (an ARI `continue`) was handed
+            # off when it left
+            call.transferred_at = ts if call.in_bot or call.exit_at is None else call.exit_at
             call.transfer_target = target or None
         self._leave_bot(call, ts)
 
@@ -397,9 +427,12 @@ class CallTracker:
         with_bot = rules.is_bot_step(context, application, app_data)
         if with_bot:
             if call.bot_answered_at is None:
-                self._answer(call, ts, "dialplan")
-        elif call.bot_via == "dialplan":
-            self._leave_bot(call, ts)
+                self._answer(call, ts, "context" if context in rules.bot_contexts
+                             else "application")
+        elif call.bot_via in ("context", "application"):
+            # leaving a bot application (an ARI bot's `continue`) hands off at once; a bot
+            # context's dialplan may do more before it queues or dials
+            self._leave_bot(call, ts, exit=call.bot_via == "application")
 
     def _caller_id(self, ev: CallerIdChanged) -> tuple[CallRecord, ...]:
         chan = self._channel(ev)
@@ -417,6 +450,27 @@ class CallTracker:
         chan = self._channel(ev)
         if chan is not None and ev.status == "ANSWER" and not self.rules.is_bot_channel(ev.dest_channel):
             self._human_answered(chan.call, ev.ts)
+        return NO_RECORDS
+
+    def _dest_answered(self, ev: DestAnswered) -> tuple[CallRecord, ...]:
+        """A leg dialled by no channel (ARI originate) answered: remember when, bounded, for
+        when it joins a call (a warm transfer's human enters the bot's bridge)."""
+        answers = self._answers
+        answers.pop(ev.dest_uniqueid, None)
+        answers[ev.dest_uniqueid] = ev.ts
+        while answers and (len(answers) > ANSWERS_MAX
+                           or ev.ts - next(iter(answers.values())) > ANSWER_SECONDS):
+            answers.popitem(last=False)
+        return NO_RECORDS
+
+    def _hold_started(self, ev: HoldStarted) -> tuple[CallRecord, ...]:
+        """The bot puts the caller on hold: an ARI bot starting a warm transfer. Only for a
+        bot met as an application (Stasis) or in a bridge: a bot context may play hold music
+        itself while it works."""
+        chan = self._channel(ev)
+        if chan is not None and chan is chan.call.caller and chan.call.bot_via in (
+                "application", "bridge"):
+            self._handoff(chan.call, ev.ts, "")
         return NO_RECORDS
 
     def _queue_joined(self, ev: QueueJoined) -> tuple[CallRecord, ...]:
@@ -453,17 +507,31 @@ class CallTracker:
 
     def _check_bridge(self, bridge_id: str, members: set[str], ts: float) -> None:
         """A caller bridged with a bot channel is with the bot; after a handoff, with a person is answered."""
+        rules = self.rules
         chans = [self._channels[u] for u in members if u in self._channels]
         for caller in chans:
             call = caller.call
             if caller is not call.caller:
                 continue
             others = [c for c in chans if c is not caller]
-            if any(self.rules.is_bot_channel(c.name) for c in others):
+            if any(rules.is_bot_channel(c.name) for c in others):
                 if call.bot_answered_at is None:
                     self._answer(call, ts, "bridge")
-            elif others and call.transferred_at is not None:
-                self._human_answered(call, ts)
+                call.bot_left_at = None  # the bot's channel is back in time (a media blip)
+                continue
+            people = [c for c in others if rules.is_person(c.name)]
+            if not people:
+                continue
+            if call.in_bot:
+                # a person joins the caller in the bot's own bridge: a warm transfer the
+                # bot did not announce by putting the caller on hold
+                self._handoff(call, ts, "")
+            if call.transferred_at is not None:
+                person = people[0]
+                if call.transfer_target is None:
+                    call.transfer_target = _CHANNEL_SUFFIX.sub("", person.name) or None
+                answered = self._answers.pop(person.uniqueid, ts)
+                self._human_answered(call, max(answered, call.transferred_at))
 
     def _bridge_left(self, ev: BridgeLeft) -> tuple[CallRecord, ...]:
         chan = self._channels.get(ev.uniqueid)
@@ -479,12 +547,24 @@ class CallTracker:
             return
         members.discard(chan.uniqueid)
         if ts is not None:
-            # the caller or the bot left a bot bridge: the bot session ends
+            # the caller left a bot bridge: the bot session ends; the bot's channel left:
+            # it ends unless that channel (or another bot channel) is back within
+            # rejoin_seconds (ExternalMedia channels are added to the bridge twice)
+            rules = self.rules
             for uid in (*members, chan.uniqueid):
                 peer = self._channels.get(uid)
-                if peer is not None and peer.call.bot_via == "bridge" and (
-                        peer is peer.call.caller and (peer is chan or self.rules.is_bot_channel(chan.name))):
-                    self._leave_bot(peer.call, ts)
+                if peer is None or peer.call.bot_via != "bridge" or peer is not peer.call.caller:
+                    continue
+                if peer is chan:
+                    self._leave_bot(peer.call, ts, exit=True)
+                elif rules.is_bot_channel(chan.name) and not any(
+                        rules.is_bot_channel(self._channels[u].name)
+                        for u in members if u in self._channels):
+                    if rules.rejoin_seconds > 0:
+                        if peer.call.bot_left_at is None:
+                            peer.call.bot_left_at = ts
+                    else:
+                        self._leave_bot(peer.call, ts)
         if not members:
             del self._bridges[bridge]
 
@@ -497,7 +577,7 @@ class CallTracker:
         if chan is call.caller:
             call.hangup_cause = ev.cause
             if call.in_bot:
-                call.ended_in_bot = True
+                call.ended_in_bot = call.bot_left_at is None  # else the bot had left first
                 self._leave_bot(call, ev.ts)
         elif call.bot_via == "bridge" and chan.bridge and self.rules.is_bot_channel(chan.name):
             self._leave_bot(call, ev.ts)
