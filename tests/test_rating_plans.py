@@ -202,6 +202,12 @@ HUGE = [
     ('"0.' + "1" * 20 + '"', "has 20 decimal places: at most 6"),
     ('"1e-999999999"', "decimal places: at most 6"),
     ('"0.0000001"', "has 7 decimal places"),
+    # spellings Decimal() takes but nobody means: "0_12" would bill 12, not 0.12
+    ('"0_12"', "is not a decimal number"),
+    ('" 0.12 "', "is not a decimal number"),
+    ('"\u0660.\u0661\u0662"', "is not a decimal number"),  # Arabic-Indic digits
+    ('"\uff10.\uff11\uff12"', "is not a decimal number"),  # full-width digits
+    ('".5"', "is not a decimal number"),
 ]
 
 

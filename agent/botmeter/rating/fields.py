@@ -10,6 +10,9 @@ from typing import Any, NoReturn
 from .errors import PlanError
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+#: a decimal string as people write it: ASCII digits, one optional point, an optional exponent
+#: (Decimal() alone also takes "0_12", " 0.12 " and other scripts' digits)
+_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\Z")
 
 #: every number in a plan file fits in 12 digits before the decimal point and 6 after it
 #: (money, quantities, ratios and seconds alike): rating stays exact and fast, and a typo such
@@ -162,8 +165,11 @@ class Table:
         return value
 
     def _parse(self, name: str, text: str) -> Decimal:
+        if not _DECIMAL.match(text):
+            self.fail(name, f"{_shown(text)!r} is not a decimal number (write ASCII digits with "
+                            "at most one decimal point, e.g. \"0.12\")")
         try:
-            number = Decimal(text.strip())
+            number = Decimal(text)
         except InvalidOperation:
             self.fail(name, f"{_shown(text)!r} is not a decimal number")
         if not number.is_finite():
