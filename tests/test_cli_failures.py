@@ -383,3 +383,26 @@ def test_replay_keeps_calls_in_progress_under_the_configured_cap(write_config, t
     stats = dict(pair.split("=") for pair in out.split())
     assert code == 0
     assert (stats["events"], stats["calls_unfinished"], stats["calls_evicted"]) == ("50", "10", "40")
+
+
+def test_another_programs_database_is_never_turned_into_botmeters(config: Path,
+                                                                   tmp_path: Path) -> None:
+    """A SQLite file without botmeter's layout is refused by every command and left as it is;
+    an empty file is refused by the commands that only read."""
+    foreign = tmp_path / "invoices.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, amount TEXT)")
+    conn.close()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    for args in (*READERS, *WRITERS):
+        code, _, err = run_cli("--config", str(config), *args, "--db", str(foreign))
+        assert code == 1 and "not a botmeter database (it holds invoices)" in err, (args, err)
+    for args in READERS:
+        code, _, err = run_cli("--config", str(config), *args, "--db", str(empty))
+        assert code == 2 and "an empty file, not a botmeter database" in err, (args, err)
+    with sqlite3.connect(foreign) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("invoices",)]
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    conn.close()
+    assert empty.stat().st_size == 0

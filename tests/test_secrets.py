@@ -139,3 +139,32 @@ def test_other_values_are_still_shown(write_config) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(config)
     assert info.value.reason.endswith("(got str '5038')")
+
+
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ('username = "botmeter"', 'username = "bm\\r\\nAction: Originate\\r\\nChannel: PJSIP/evil"',
+     "ami.username"),
+    ('secret = "botmeter-sim"', 'secret = "a\\nb"', "ami.secret"),
+    ('host = "127.0.0.1"', 'host = "127.0.0.1\\u0000x"', "ami.host"),
+])
+def test_values_sent_on_the_ami_connection_are_one_header_line(write_config, old: str, new: str,
+                                                               key: str) -> None:
+    """A line break in a config value would inject AMI headers or a whole action."""
+    config = write_config()
+    config.write_text(config.read_text().replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert info.value.key == key and "line break or NUL" in info.value.reason
+    assert "Originate" not in str(info.value)
+
+
+def test_a_secret_file_of_two_lines_is_refused(write_config, tmp_path: Path) -> None:
+    secret = tmp_path / "ami.secret"
+    secret.write_text("first\nAction: Originate\n")
+    secret.chmod(0o600)
+    config = write_config()
+    config.write_text(config.read_text().replace('secret = "botmeter-sim"',
+                                                 f'secret_file = "{secret}"'))
+    with pytest.raises(ConfigError) as info:
+        load_config(config).ami.read_secret(config.parent)
+    assert "more than one line" in info.value.reason and "Originate" not in str(info.value)

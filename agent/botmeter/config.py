@@ -70,6 +70,15 @@ class AmiSection(_Section):
             raise ValueError("is empty")
         return value
 
+    @field_validator("host", "username", "secret")
+    @classmethod
+    def _one_header_line(cls, value: str | None) -> str | None:
+        """Sent in AMI header lines: a CR, LF or NUL would start a header (or an action) of its
+        own."""
+        if value is not None and any(c in value for c in "\r\n\0"):
+            raise ValueError("contains a line break or NUL: it is sent as one AMI header line")
+        return value
+
     @field_validator("secret_file")
     @classmethod
     def _a_path(cls, value: str | None) -> str | None:
@@ -151,6 +160,9 @@ def read_secret_file(path: Path) -> str:
         raise ConfigError(name, "", f"secret file is not UTF-8 text (byte {exc.start + 1})") from None
     if not text:
         raise ConfigError(name, "", "secret file is empty")
+    if any(c in text for c in "\r\n\0"):
+        raise ConfigError(name, "", "secret file holds more than one line (or a NUL): the secret "
+                                    "is sent as one AMI header line")
     return text
 
 

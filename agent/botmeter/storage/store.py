@@ -74,6 +74,22 @@ PRIVATE_MODE = 0o600
 GROUP_MODE = 0o640
 
 
+def _refuse_foreign(conn: sqlite3.Connection, path: str | Path, create: bool) -> None:
+    """Never turn someone else's SQLite file into a botmeter database: a file without botmeter's
+    layout is only used if it is empty and the command may create one."""
+    if conn.execute("PRAGMA user_version").fetchone()[0]:
+        return  # a botmeter layout (or a newer one, which migrate() refuses)
+    tables = [name for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name")]
+    if tables:
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(path, f"not a botmeter database (it holds {shown}): left as it is; "
+                               "give the path of botmeter's database")
+    if not create:
+        raise NoDatabase(path, "an empty file, not a botmeter database (nothing recorded yet, "
+                               "or a mistyped path?)")
+
+
 class CallStore:
     """One SQLite file; the agent creates and migrates its schema.
 
@@ -99,6 +115,8 @@ class CallStore:
             conn = sqlite3.connect(str(path) if memory else _uri(self.path, create),
                                    uri=not memory, check_same_thread=False, isolation_level=None)
             try:
+                if not memory:
+                    _refuse_foreign(conn, path, create)
                 db = sqlite_utils.Database(conn)
                 db.enable_wal()
                 conn.execute("PRAGMA synchronous = NORMAL")
