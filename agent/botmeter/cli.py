@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
@@ -136,6 +136,17 @@ def refuse_bad_files() -> Iterator[None]:
         fail("plan error", "", str(exc), USAGE)
 
 
+class FiniteRange(click.FloatRange):
+    """A float within bounds; `nan` too is refused (it compares false with every bound)."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
+
 class Period(click.ParamType):
     """A billing period, YYYY-MM."""
 
@@ -196,6 +207,12 @@ class UtcTime(click.ParamType):
                       "2026-11-26T15:00:00+08:00)", param, ctx)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
+        if moment.microsecond % 1000:  # stored times are whole milliseconds: round up to one
+            try:
+                moment += timedelta(microseconds=1000 - moment.microsecond % 1000)
+            except OverflowError:
+                self.fail(f"{value!r} is out of range: in UTC it must fall in the years 1 to "
+                          "9999", param, ctx)
         epoch = moment.timestamp()
         try:
             iso_utc(epoch)  # as stored: UTC, to the millisecond
@@ -219,7 +236,7 @@ def main(click_ctx: click.Context, config_path: str | None, log_level: str, log_
 
 
 @main.command()
-@click.option("--stop-timeout", default=20.0, show_default=True, type=click.FloatRange(1, 3600),
+@click.option("--stop-timeout", default=20.0, show_default=True, type=FiniteRange(1, 3600),
               help="Seconds a stop may take to store every finished call (and finish "
                    "re-rating); what is not stored by then is spilled (keep it below the "
                    "unit's TimeoutStopSec).")
@@ -312,7 +329,7 @@ def replay(ctx: Context, capture: IO[bytes], db: str | None) -> None:
               help="Only this outcome (repeatable).")
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "csv"]))
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many calls.")
+@click.option("--limit", type=click.IntRange(1, 1_000_000_000), help="At most this many calls.")
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: [store] path).")
 @click.pass_obj
 def calls(ctx: Context, since: float | None, until: float | None, outcomes: tuple[str, ...],
@@ -439,7 +456,7 @@ def _one_currency(series: list[PlanSeries]) -> None:
 @main.command()
 @click.option("--calls", "count", default=36, show_default=True, type=click.IntRange(1, 10_000),
               help="How many scripted calls to play.")
-@click.option("--speed", default=40.0, show_default=True, type=click.FloatRange(min=1, max=10_000),
+@click.option("--speed", default=40.0, show_default=True, type=FiniteRange(min=1, max=10_000),
               help="Simulated seconds per real second.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--db", type=click.Path(dir_okay=False),

@@ -38,11 +38,25 @@ def render_calls(records: Sequence[CallRecord], fmt: str, out: TextIO,
         writer.writeheader()
         for row in call_rows(records, ratings):
             row["modules"] = json_text(row["modules"])
-            writer.writerow(row)
+            writer.writerow({key: _csv_value(value) for key, value in row.items()})
     else:
         from rich.console import Console  # only people's tables need rich
 
         Console(file=out, width=170).print(calls_table(records, ratings))
+
+
+def _csv_value(value: Any) -> Any:
+    """Booleans as JSON writes them (`true`, `false`), not as Python does."""
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+#: C0 and C1 control characters and DEL: shown as U+FFFD in tables, never sent to a terminal
+#: (a caller name comes from outside: a SIP trunk can put escape sequences in it)
+_CONTROLS = {c: "\ufffd" for c in (*range(0x20), *range(0x7f, 0xa0))}
+
+
+def _safe(text: str) -> str:
+    return text.translate(_CONTROLS)
 
 
 _UNITS = {"seconds": "s", "requests": "req", "characters": "chars", "answers": "ans"}
@@ -65,17 +79,19 @@ def calls_table(records: Sequence[CallRecord],
         columns.append(("cost", "right"))
     for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=name != "modules",  # type: ignore[arg-type]
-                         max_width=18 if name == "target" else None, overflow="ellipsis",
+                         max_width={"target": 18, "name": 24, "caller": 20}.get(name),
+                         overflow="ellipsis",
                          min_width=16 if name == "modules" else None)
     for r in records:
         modules = ", ".join(f"{m} {number_text(u.quantity)} {_UNITS.get(u.unit, u.unit)}"
                             for m, u in sorted(r.modules.items()))
         answered = {True: " (human)", False: " (no human)", None: ""}[r.transfer_answered]
         cells = [
-            (r.to_json()["offered_at"] or "")[:19].replace("T", " "), r.caller_number or "",
-            r.caller_name or "", r.outcome + answered,
+            (r.to_json()["offered_at"] or "")[:19].replace("T", " "), _safe(r.caller_number or ""),
+            _safe(r.caller_name or ""), r.outcome + answered,
             _seconds(r.ring_seconds), _seconds(r.bot_seconds), _seconds(r.human_seconds),
-            r.transfer_target or "", "" if r.hangup_cause is None else str(r.hangup_cause), modules,
+            _safe(r.transfer_target or ""), "" if r.hangup_cause is None else str(r.hangup_cause),
+            _safe(modules),
         ]
         if ratings:
             rating = ratings.get(r.call_id) or {}
