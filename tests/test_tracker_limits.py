@@ -103,3 +103,17 @@ def test_floods_of_problems_are_logged_a_few_times_then_counted() -> None:
     before = len(problems)
     tracker.feed(ChannelCreated(102.0, "x.1", "x.1", "Local/x", "other", "s", "", ""))
     assert len(problems) == before + 1  # after a summary, the next one is logged again
+
+
+def test_usage_of_more_modules_than_a_bot_has_is_dropped_and_reported_once() -> None:
+    from botmeter.tracking.tracker import MAX_MODULES_PER_CALL
+
+    tracker, problems = _tracker()
+    _offered(tracker, "9.1", 1.0)
+    for i in range(MAX_MODULES_PER_CALL + 500):
+        tracker.feed(BotSignal(2.0, "9.1", "", "usage",
+                               {"Module": f"m{i}", "Quantity": "1", "Unit": "seconds"}))
+    (record,) = tracker.feed(ChannelHungUp(3.0, "9.1", "9.1", "PJSIP/t-1", 16))
+    assert sorted(record.modules) == sorted(f"m{i}" for i in range(MAX_MODULES_PER_CALL))
+    assert tracker.dropped_signals == 500
+    assert sum("further modules dropped" in m for m, _ in problems) == 1

@@ -52,6 +52,9 @@ GONE_MEMORY = 20_000
 #: signals held for calls not seen yet (FastAGI can beat AMI): per call, in all, and for how
 #: long after the call's first signal (a steady stream of signals does not keep them longer)
 PENDING_PER_CALL = 100
+#: modules one call may report usage of (a bot uses a handful: asr, nlu, tts, qa); usage of
+#: further modules is dropped and reported
+MAX_MODULES_PER_CALL = 32
 PENDING_SIGNALS_MAX = 10_000
 PENDING_SIGNAL_SECONDS = 300.0
 #: problems of one kind reported between two `expire()` calls (floods of dropped data: one);
@@ -677,9 +680,14 @@ class CallTracker:
                 "answered at the bot's first signal (reported once)",
                 {"linkedid": call.linkedid, "signal": sig.signal, "via": sig.via})
 
-    @staticmethod
-    def _add_usage(call: _Call, usage: Usage) -> None:
+    def _add_usage(self, call: _Call, usage: Usage) -> None:
         entry = call.modules.get(usage.module)
+        if entry is None and len(call.modules) >= MAX_MODULES_PER_CALL:
+            self.dropped_signals += 1
+            self._report(f"usage of more than {MAX_MODULES_PER_CALL} modules on one call: "
+                         "further modules dropped", {"linkedid": call.linkedid,
+                                                     "module": usage.module}, limit=1)
+            return
         call.modules[usage.module] = ((usage.quantity, usage.unit) if entry is None
                                       else (entry[0] + usage.quantity, entry[1]))
 
