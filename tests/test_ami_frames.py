@@ -85,3 +85,24 @@ def test_timestamp_header_or_clock():
     without = from_ami(parse_frame(NEWCHANNEL.replace(b"Timestamp: 1795706734.859002\r\n", b"")), 5.0)
     bad = from_ami(parse_frame(NEWCHANNEL.replace(b"1795706734.859002", b"yesterday")), 5.0)
     assert (with_ts.ts, without.ts, bad.ts) == (1795706734.859, 5.0, 5.0)
+
+
+def test_a_banner_too_long_is_dropped_to_the_end_of_its_line_only() -> None:
+    """The frame after an over-long banner line is kept, whatever the reads' split."""
+    from botmeter.pbx.ami_frames import MAX_BANNER_BYTES
+
+    data = (b"Asterisk Call Manager/9.0.0" + b"B" * (MAX_BANNER_BYTES + 900) + b"\r\n"
+            b"Event: Newchannel\r\nUniqueid: 1.1\r\n\r\n")
+    for size in (len(data), 1000, 7):
+        parser = FrameParser()
+        frames = [f for i in range(0, len(data), size) for f in parser.feed(data[i:i + size])]
+        assert frames == [b"Event: Newchannel\r\nUniqueid: 1.1"], size
+        assert parser.banner == "" and parser.stats.oversized_frames == 1
+        assert parser.stats.discarded_bytes == data.index(b"Event"), size
+
+
+def test_a_stray_blank_line_before_a_frame_is_not_part_of_it() -> None:
+    parser = FrameParser()
+    frames = list(parser.feed(b"Asterisk Call Manager/9.0.0\r\n\r\nEvent: Hangup\r\n"
+                              b"Uniqueid: 1.1\r\n\r\n\r\nEvent: Hangup\r\nUniqueid: 1.2\r\n\r\n"))
+    assert frames == [b"Event: Hangup\r\nUniqueid: 1.1", b"Event: Hangup\r\nUniqueid: 1.2"]

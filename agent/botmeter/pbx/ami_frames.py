@@ -23,6 +23,7 @@ MAX_BANNER_BYTES = 4096
 REPORT_SECONDS = 60.0
 
 _BANNER = b"Asterisk Call Manager/"
+_CRLF = b"\r\n"  # a stray blank line before a frame belongs to no frame
 
 
 def decode_text(raw: bytes) -> str:
@@ -110,14 +111,15 @@ class FrameParser:
     def __init__(self, max_frame: int = MAX_FRAME_BYTES) -> None:
         self._buf = bytearray()
         self._skipping = False
+        self._long_banner = False  # dropping a banner line too long to be one
         self._max = max_frame
         self.banner: str | None = None
         self.stats = FrameStats()
 
     @property
     def skipping(self) -> bool:
-        """In the middle of dropping an oversized frame."""
-        return self._skipping
+        """In the middle of dropping an oversized frame (or a banner too long to be one)."""
+        return self._skipping or self._long_banner
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         """Add bytes; yield every complete raw frame they finish."""
@@ -131,11 +133,20 @@ class FrameParser:
                 del buf[: end + 1]
             elif len(buf) < MAX_BANNER_BYTES:
                 return
-            else:  # no newline: not a banner; drop it like an oversized frame
+            else:  # too long for a banner: dropped up to the end of its line
                 self.banner = ""
                 stats.oversized_frames += 1
                 stats.note_sample(buf)
-                self._skipping = True
+                self._long_banner = True
+        if self._long_banner:
+            end = buf.find(b"\n")
+            if end < 0:
+                stats.discarded_bytes += len(buf)
+                buf.clear()
+                return
+            stats.discarded_bytes += end + 1
+            del buf[: end + 1]
+            self._long_banner = False
         start = 0
         while True:
             end = buf.find(b"\r\n\r\n", start)
@@ -145,7 +156,8 @@ class FrameParser:
                 self._skipping = False
                 stats.discarded_bytes += end + 4 - start
             elif end > start:
-                yield bytes(buf[start:end])
+                frame = bytes(buf[start:end])
+                yield frame.lstrip(b"\r\n") if frame[0] in _CRLF else frame
             start = end + 4
         if start:
             del buf[:start]
