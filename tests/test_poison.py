@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import sqlite3
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -146,6 +148,12 @@ def test_replay_of_a_poison_capture_stores_every_call_in_one_pass(tmp_path, writ
     listed = runner.invoke(main, ["--config", str(config), "calls", "--format", "json"])
     numbers = sorted(r["caller_number"] for r in json.loads(listed.stdout))
     assert numbers == sorted(e["caller_number"] for e in lab_expected)
+    # a refused Timestamp takes the capture's last believable time, never today's clock
+    times = [float(t) for t in re.findall(rb"Timestamp: (\d{10}\.\d+)", capture.read_bytes())]
+    last = datetime.fromtimestamp(max(times), UTC)
+    for call in json.loads(listed.stdout):
+        ended = datetime.fromisoformat(call["ended_at"].replace("Z", "+00:00"))
+        assert ended <= last and call["total_seconds"] < 600, call
 
 
 # -- records the store refuses --------------------------------------------------------------

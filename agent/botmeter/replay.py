@@ -61,7 +61,7 @@ def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
 
     recovered = load_spill(store, spill, store_batch) if spill is not None else 0
     recorder = Recorder(rules, sink, source="ami", max_in_progress=max_in_progress)
-    decoder = AmiEventDecoder()
+    decoder = AmiEventDecoder(capture=True)
     now = time.time()
     for chunk in chunks:
         for event in decoder.feed(chunk, now):

@@ -53,14 +53,19 @@ class AmiEventDecoder:
     """Feed raw AMI bytes; get the typed events tracking needs, skipping the rest unparsed."""
 
     def __init__(self, parser: FrameParser | None = None,
-                 bad_values: BadValues | None = None) -> None:
+                 bad_values: BadValues | None = None, *, capture: bool = False) -> None:
+        """`capture`: the bytes are a recording (replay), so an event without a believable
+        `Timestamp` takes the last believable one before it, not `now` (the wall clock)."""
         self.parser = parser or FrameParser()
         self.bad_values = bad_values or BadValues()
         self.skipped = 0
+        self._capture = capture
+        self._last: float | None = None
 
     def feed(self, data: bytes, now: float) -> Iterator[PbxEvent]:
         tracked = TRACKED_EVENTS
         bad_values = self.bad_values
+        capture = self._capture
         for raw in self.parser.feed(data):
             name = event_name(raw)
             if name is None:
@@ -70,13 +75,17 @@ class AmiEventDecoder:
             if name not in tracked:
                 self.skipped += 1
                 continue
+            if capture and self._last is not None:
+                now = self._last
             event = from_ami(parse_frame(raw, self.parser.note_bad), now, bad_values)
             if event is not None:
+                if capture:
+                    self._last = event.ts
                 yield event
 
 
 def decode_capture(chunks: Iterable[bytes], now: float = 0.0) -> Iterator[PbxEvent]:
     """Typed events of a whole raw AMI capture (banner and responses are passed over)."""
-    decoder = AmiEventDecoder()
+    decoder = AmiEventDecoder(capture=True)
     for chunk in chunks:
         yield from decoder.feed(chunk, now)
