@@ -9,13 +9,11 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from botmeter.tracking.signals import SignalError
+from botmeter.tracking.signals import MAX_FIELD, SignalError
 
 #: the fields a signal may carry, under the names the UserEvent path uses
 FIELD_NAMES = ("Module", "Quantity", "Unit", "Outcome", "Target", "Reason")
 _CANONICAL = {name.lower(): name for name in FIELD_NAMES}
-#: longest value kept per field (as botmeter.tracking.signals.MAX_FIELD)
-MAX_VALUE = 200
 #: Asterisk reads AGI commands into a 2 KiB buffer
 MAX_COMMAND = 2000
 #: fields (query parameters + `key=value` arguments) accepted per signal
@@ -109,7 +107,7 @@ def canonical_fields(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], 
             if key.strip():
                 ignored.append(key.strip()[:40])
             continue
-        fields[name] = value.strip()[:MAX_VALUE]
+        fields[name] = value.strip()[:MAX_FIELD]
     return fields, ignored
 
 
