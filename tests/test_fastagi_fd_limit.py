@@ -152,8 +152,8 @@ async def test_sessions_are_capped_below_the_file_limit_and_refusals_logged_a_fe
         logs = child.finish()
         flood_seconds = running.time() - started
     refused = [e for e in logs if e["event"].startswith("fastagi peer")]
-    assert refused[0]["event"] == "fastagi peer refused: too many sessions"
-    assert refused[0]["max_sessions"] == cap
+    first_capped = next(e for e in refused if e["event"] == "fastagi peer refused: too many sessions")
+    assert first_capped["max_sessions"] == cap
     # per reason, the first at once, then a count every 0.5 s at most: not one line per
     # connection (a refused connection accepted in a burst may also be "near the file
     # descriptor limit")
@@ -161,7 +161,11 @@ async def test_sessions_are_capped_below_the_file_limit_and_refusals_logged_a_fe
         lines = [e for e in refused if e["event"].endswith(reason)]
         assert len(lines) <= 3 + flood_seconds / 0.5, lines
     assert len(refused) < cap / 10, refused
-    assert sum(e.get("count", 1) for e in refused) == final["refused"]  # every refusal told
+    # every refusal told; asyncio may also run out of descriptors for a moment while it accepts a
+    # burst faster than it closes the refused ones: those tries are told apart, and retried
+    emfile = [e for e in refused if "out of file descriptors" in e["event"]]
+    assert sum(e.get("count", 1) for e in emfile) == final["accept_errors"]
+    assert sum(e.get("count", 1) for e in refused if e not in emfile) == final["refused"]
     assert any(e["event"] == "fastagi sessions capped by the file limit" for e in logs)
 
 
