@@ -476,5 +476,10 @@ def demo(count: int, speed: float, concurrency: int, db: str | None) -> None:
     sys.exit(0 if ok else 1)
 
 
+from . import sync_cli  # noqa: E402,F401 -- registers `botmeter sync` on main
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # `python -m botmeter.cli`: run the module proper, on whose group every command registers
+    from botmeter.cli import main as _main
+
+    _main()

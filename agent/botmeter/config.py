@@ -101,20 +101,10 @@ class AmiSection(_Section):
         return value
 
     def secret_path(self, base: Path) -> Path | None:
-        """Where the secret file is: relative to the config's folder; under systemd, a file
-        that is not there (or that this user cannot read) is looked up by name in
-        $CREDENTIALS_DIRECTORY (`LoadCredential=`)."""
+        """Where the secret file is (see `credential_path`)."""
         if self.secret_file is None:
             return None
-        path = Path(self.secret_file)
-        if not path.is_absolute():
-            path = base / path
-        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        if credentials:
-            credential = Path(credentials) / path.name
-            if not _exists(path) or (not os.access(path, os.R_OK) and _exists(credential)):
-                return credential
-        return path
+        return credential_path(self.secret_file, base)
 
     def read_secret(self, base: Path) -> str:
         """The AMI secret, from the config or its file; ConfigError naming the file if that is
@@ -124,6 +114,21 @@ class AmiSection(_Section):
         path = self.secret_path(base)
         assert path is not None
         return read_secret_file(path)
+
+
+def credential_path(file: str, base: Path) -> Path:
+    """Where a secret file is: relative to the config's folder; under systemd, a file that is
+    not there (or that this user cannot read) is looked up by name in $CREDENTIALS_DIRECTORY
+    (`LoadCredential=`)."""
+    path = Path(file)
+    if not path.is_absolute():
+        path = base / path
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        credential = Path(credentials) / path.name
+        if not _exists(path) or (not os.access(path, os.R_OK) and _exists(credential)):
+            return credential
+    return path
 
 
 def _exists(path: Path) -> bool:
@@ -279,6 +284,71 @@ class StoreSection(_Section):
         return value
 
 
+#: hosts an http:// uplink may name: anything else must be https (the token crosses the wire)
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+class UplinkSection(_Section):
+    """Usage summaries to the vendor's billing API (docs/uplink.md); an empty url: none."""
+
+    url: str = ""
+    token_file: str | None = None
+    secret_file: str | None = None
+    bucket: Annotated[str, Field(pattern=r"^(hour|day)$")] = "hour"
+    close_delay_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 300.0
+    format: Annotated[str, Field(pattern=r"^(json|cloudevents)$")] = "json"
+    plans: list[Annotated[str, Field(pattern=r"^[a-z0-9._-]+$")]] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=5000)] = 500
+    max_backoff_seconds: Annotated[float, Field(ge=1, le=86400)] = 3600.0
+    timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    interval_seconds: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            host = parts.hostname or ""
+            parts.port  # noqa: B018 -- raises ValueError for a bad port
+        except ValueError as exc:
+            raise ValueError(f"not a URL: {exc}") from None
+        if parts.scheme not in ("https", "http") or not host:
+            raise ValueError("must be an https:// URL (e.g. https://billing.vendor.example)")
+        if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
+            raise ValueError("http:// only to this host (127.0.0.1, ::1, localhost): the token "
+                             "would cross the network in clear; use https://")
+        if parts.query or parts.fragment or any(c.isspace() for c in value):
+            raise ValueError("give the base URL only (no query, fragment or spaces)")
+        return value.rstrip("/")
+
+    @field_validator("plans")
+    @classmethod
+    def _some_plans(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("is empty: leave it out to summarise the active plan")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("names a plan twice")
+        return value
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> UplinkSection:
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key needs client_cert")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+
 class Config(_Section):
     agent: AgentSection
     ami: AmiSection
@@ -287,6 +357,7 @@ class Config(_Section):
     agi: AgiSection = AgiSection()
     plans: PlansSection | None = None
     store: StoreSection = StoreSection()
+    uplink: UplinkSection = UplinkSection()
     source_path: str = Field(default="<memory>", exclude=True)
 
     @property

@@ -1,4 +1,5 @@
-"""The running agent: AMI in, call tracking, records (rated as they are stored) to SQLite."""
+"""The running agent: AMI in, call tracking, records (rated as they are stored) to SQLite,
+and (with `[uplink]`) usage summaries to the vendor on a thread of their own."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import structlog
 from .bot.fastagi import FastAgiServer
 from .config import Config
 from .pbx.ami_client import AmiClient, AmiSettings
-from .plans import rating_series
+from .plans import active_series, load_plan_book
 from .rating.periods import period_of
 from .recorder import Recorder
 from .rerating import RerateWorker
@@ -23,6 +24,8 @@ from .storage.spill import spill_path
 from .storage.store import CallStore
 from .storage.writer import RecordWriter
 from .tracking.record import CallRecord
+from .uplink.agent import UplinkWorker
+from .uplink.settings import uplink_settings
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +69,10 @@ class AgentService:
         self.stop_timeout = stop_timeout
         path = self.store_path = store_path or config.store_path()
         factory = store_factory or (lambda: CallStore(path))
-        series = rating_series(config)
+        book = load_plan_book(config)
+        series = None if book is None else active_series(config, book)
+        uplink = uplink_settings(config, book)
+        self.uplink = UplinkWorker(uplink, factory, clock=clock) if uplink else None
         self.saver: RatedSaver | None = None
         self.rerater: RerateWorker | None = None
         if series is not None:
@@ -108,6 +114,8 @@ class AgentService:
                 raise ServiceError(f"[agi] listen {self.config.agi.listen}: {exc.strerror or exc}") from exc
         log.info("botmeter started", agent=self.config.agent.id, store=str(self.store_path),
                  fastagi=self.config.agi.listen if self.fastagi else None, loop=loop_name())
+        if self.uplink is not None:
+            self.uplink.start()
         client = asyncio.create_task(self.client.run(), name="ami")
         sweeper = asyncio.create_task(self._sweep(), name="sweeper")
         try:
@@ -158,6 +166,8 @@ class AgentService:
         running then is abandoned: the calls are stored, their period is re-rated later)."""
         if deadline is None:
             deadline = time.monotonic() + self.stop_timeout
+        if self.uplink is not None and not self.uplink.stop(timeout=1.0):
+            log.info("uplink request still out at stop: it is sent again at the next start")
         self.writer.close(deadline)
         if self.rerater is not None:
             self.rerater.close(deadline)

@@ -1,6 +1,6 @@
 """The SQLite layout and its migrations, tracked by `PRAGMA user_version`.
 
-The layout (version 4):
+The layout (version 5):
 
 - table `calls`: one row per call. Its columns are the record's fields (`storage/columns.py`,
   derived from `tracking.record.FIELDS`) plus `charges`, `rated_at` and `recorded_at`; module
@@ -10,10 +10,13 @@ The layout (version 4):
   a second copy of the usage.
 - table `rejected`: records the store refused, set aside so that one bad record never
   blocks the others (the record as JSON text, why, and when).
+- tables `uplink_outbox` and `uplink_state`: the summaries queued for the vendor, one row per
+  revision of a (plan, bucket) with its delivery state, and the uplink's watermarks
+  (`botmeter.uplink.outbox`).
 
 A new database is created at the latest version with sqlite-utils. An older one is brought up
 to date step by step: versions 1 to 3 by the SQL they shipped with (kept as it was), then
-`_to_version_4`. Migrating takes the write lock first and reads the version again under it,
+`_to_version_4` and `_to_version_5`. Migrating takes the write lock first and reads the version again under it,
 so two processes opening a new or old database at once migrate it once.
 """
 
@@ -88,10 +91,22 @@ LEGACY_MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 REJECTED_COLUMNS: dict[str, type] = {"id": int, "call_id": str, "record": str, "reason": str,
                                      "rejected_at": str}
+
+#: the uplink's outbox: one row per summary revision of a (plan, bucket), with its delivery
+UPLINK_OUTBOX_COLUMNS: dict[str, type] = {
+    "id": int, "agent_id": str, "plan_id": str, "bucket_start": str, "bucket_end": str,
+    "revision": int, "summary": str, "digest": str, "key": str, "state": str,
+    "created_at": str, "attempts": int, "lease_owner": str, "lease_until": float, "sent": str,
+    "last_attempt_at": str, "last_status": int, "last_error": str, "delivered_at": str,
+}
+UPLINK_OUTBOX_NOT_NULL = ("agent_id", "plan_id", "bucket_start", "bucket_end", "revision",
+                          "summary", "digest", "key", "state", "created_at", "attempts")
+#: the uplink's bookkeeping, as JSON values by name (watermarks, last success and error)
+UPLINK_STATE_COLUMNS: dict[str, type] = {"name": str, "value": str}
 
 #: index name -> (table, columns): re-rating reads a period by ended_at, `calls` lists by
 #: offered_at, both in call_id order among equal times
@@ -99,7 +114,10 @@ INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
     "calls_ended_at_id": ("calls", ("ended_at", "call_id")),
     "calls_offered_at_id": ("calls", ("offered_at", "call_id")),
     "rejected_call_id": ("rejected", ("call_id",)),
+    "uplink_outbox_bucket": ("uplink_outbox", ("plan_id", "bucket_start", "revision")),
+    "uplink_outbox_state": ("uplink_outbox", ("state", "bucket_start")),
 }
+UNIQUE_INDEXES = ("uplink_outbox_bucket",)
 
 #: one row per call and module, from calls.modules ({module: [quantity, unit]})
 CALL_MODULES_VIEW = """SELECT calls.call_id AS call_id, usage.key AS module,
@@ -134,7 +152,9 @@ def migrate(db: sqlite_utils.Database) -> int:
         elif version < SCHEMA_VERSION:
             for script in LEGACY_MIGRATIONS[version:]:
                 db.executescript(script)
-            _to_version_4(db)
+            if version < 4:
+                _to_version_4(db)
+            _to_version_5(db)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -154,13 +174,30 @@ def create_layout(db: sqlite_utils.Database) -> None:
     db.table("calls").create(CALL_COLUMNS, pk=PRIMARY_KEY, not_null=NOT_NULL)
     db.table("rejected").create(REJECTED_COLUMNS, pk="id",
                                 not_null=("record", "reason", "rejected_at"))
+    _create_uplink_tables(db)
     _create_indexes(db)
     db.create_view("call_modules", CALL_MODULES_VIEW)
 
 
+def _create_uplink_tables(db: sqlite_utils.Database) -> None:
+    db.table("uplink_outbox").create(UPLINK_OUTBOX_COLUMNS, pk="id",
+                                     not_null=UPLINK_OUTBOX_NOT_NULL, defaults={"attempts": 0},
+                                     if_not_exists=True)
+    db.table("uplink_state").create(UPLINK_STATE_COLUMNS, pk="name", not_null=("value",),
+                                    if_not_exists=True)
+
+
 def _create_indexes(db: sqlite_utils.Database) -> None:
     for name, (table, columns) in INDEXES.items():
-        db.table(table).create_index(columns, index_name=name, if_not_exists=True)
+        if db.table(table).exists():
+            db.table(table).create_index(columns, index_name=name, if_not_exists=True,
+                                         unique=name in UNIQUE_INDEXES)
+
+
+def _to_version_5(db: sqlite_utils.Database) -> None:
+    """Version 4 -> 5: the uplink's outbox and state tables."""
+    _create_uplink_tables(db)
+    _create_indexes(db)
 
 
 #: calls whose modules JSON lacks, or differs from, a row of the call_modules table

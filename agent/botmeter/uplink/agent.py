@@ -1,0 +1,115 @@
+"""The uplink as the agent runs it: summarise what changed, then deliver what is due, over
+one database connection; in `botmeter run` on a thread of its own, so that syncing never
+delays recording calls."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+import structlog
+
+from ..storage.store import CallStore
+from .delivery import Report, Sender
+from .settings import UplinkSettings
+from .summarizer import refresh
+from .summary import Summary
+
+log = structlog.get_logger(__name__)
+
+
+def http_client(settings: UplinkSettings) -> httpx.Client:
+    """TLS verified (the configured CA file and client certificate), no redirects followed,
+    no proxy or CA taken from the environment."""
+    verify = settings.tls_context() if settings.url.startswith("https:") else True
+    return httpx.Client(verify=verify, timeout=httpx.Timeout(settings.timeout),
+                        follow_redirects=False, trust_env=False,
+                        headers={"User-Agent": "botmeter-uplink/1"})
+
+
+class Uplink:
+    """Summaries from `store`'s calls into its outbox, and from there to the vendor."""
+
+    def __init__(self, settings: UplinkSettings, store: CallStore, *,
+                 client: httpx.Client | None = None, clock: Callable[[], float] = time.time,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self._own_client = client is None
+        self.client = client or http_client(settings)
+        self.sender = Sender(settings, store.db.conn, self.client, clock=clock, rand=rand)
+
+    def refresh(self) -> list[Summary]:
+        """Queue a revision for each closed bucket whose content changed."""
+        s = self.settings
+        queued = refresh(self.store, s.plans, s.agent_id, s.bucket, s.close_delay, self.clock())
+        if queued:
+            log.info("uplink summaries queued", summaries=len(queued),
+                     revisions=sum(1 for q in queued if q["revision"] > 1))
+        return queued
+
+    def deliver(self, *, force: bool = False) -> Report:
+        return self.sender.deliver(force=force)
+
+    def tick(self, *, force: bool = False) -> Report:
+        self.refresh()
+        return self.deliver(force=force)
+
+    def close(self) -> None:
+        if self._own_client:
+            self.client.close()
+
+
+class UplinkWorker:
+    """`botmeter run`'s uplink thread: a tick every `interval` seconds, or sooner when the
+    backoff ends; errors are logged and the next tick tries again."""
+
+    def __init__(self, settings: UplinkSettings, store_factory: Callable[[], CallStore], *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store_factory = store_factory
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self.ticks = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Ask the thread to end; True when it did within `timeout` (a request still out is
+        abandoned: its lease lapses with this process and the next start sends it again)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            store = self.store_factory()
+        except Exception as exc:  # the writer reports the database; here, say what stops
+            log.error("uplink stopped: cannot open the database", error=str(exc))
+            return
+        uplink = Uplink(self.settings, store, clock=self.clock)
+        try:
+            while not self._stop.is_set():
+                wait = self.settings.interval
+                try:
+                    report = uplink.tick()
+                    self.ticks += 1
+                    if report.waiting_until is not None:
+                        wait = min(wait, max(0.5, report.waiting_until - self.clock()))
+                    elif report.failed is not None:
+                        until = uplink.sender.waiting_until()
+                        wait = min(wait, max(0.5, (until or self.clock()) - self.clock()))
+                except Exception as exc:
+                    log.error("uplink tick failed; trying again", error=str(exc),
+                              error_type=type(exc).__name__, retry_in=wait)
+                self._stop.wait(wait)
+        finally:
+            uplink.close()
+            store.close()
