@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from ..tracking.record import iso_utc
 from . import outbox
 from .outbox import DELIVERED, PARKED, PENDING
 
@@ -42,5 +43,5 @@ def sync_status(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
             "last_success": outbox.get_state(conn, "last_success"),
             "last_error": outbox.get_state(conn, "last_error"),
             "failures": outbox.get_state(conn, "failures", 0),
-            "retry_at": retry_at if retry_at is not None and retry_at > now else None,
+            "retry_at": iso_utc(retry_at) if retry_at is not None and retry_at > now else None,
         }
