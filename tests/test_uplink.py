@@ -488,3 +488,60 @@ def test_no_secret_in_logs_status_or_errors(site: Site, tmp_path: Path) -> None:
     text += json.dumps([list(r) for r in site.store.db.conn.execute("SELECT * FROM uplink_outbox")])
     assert "[redacted]" in text  # the vendor's echo was kept, without the secrets
     assert TOKEN not in text and KEY not in text
+
+
+# -- TLS -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory):
+    from .tls_support import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _tls_site(tmp_path: Path, clock: Clock, pki, *, client_ca: bool, extra: str) -> tuple:
+    from botmeter.uplink.receiver import server_tls
+
+    receiver = Receiver(tmp_path / "vendor.db", TOKEN, KEY.encode(), clock=clock,
+                        tls=server_tls(pki.server_cert, pki.server_key,
+                                       pki.ca if client_ca else None)).start()
+    site = open_site(tmp_path / "agent", receiver, clock, extra=extra)
+    site.save(hourly_calls(1, 2))
+    clock.now = after_close(1)
+    return receiver, site
+
+
+@pytest.mark.parametrize(("ca", "delivered"), [("ca", True), ("other_ca", False), (None, False)])
+def test_tls_is_verified_against_the_configured_ca(tmp_path: Path, clock: Clock, pki, ca,
+                                                   delivered: bool) -> None:
+    extra = f'ca_file = "{getattr(pki, ca)}"' if ca else ""
+    receiver, site = _tls_site(tmp_path, clock, pki, client_ca=False, extra=extra)
+    try:
+        assert site.settings.url.startswith("https://127.0.0.1:")
+        report = site.uplink.tick()
+        if delivered:
+            assert report.delivered == 1 and len(receiver.effects()) == 1
+        else:  # an unknown CA: nothing sent, kept for later, the reason says why
+            assert report.delivered == 0 and receiver.requests == 0
+            assert "CERTIFICATE_VERIFY_FAILED" in (report.failed.reason or "")
+            assert sync_status(site.store.db.conn, clock.now)["pending"] == 1
+    finally:
+        site.close()
+        receiver.stop()
+
+
+@pytest.mark.parametrize("with_cert", [True, False])
+def test_a_client_certificate_when_the_vendor_wants_one(tmp_path: Path, clock: Clock, pki,
+                                                        with_cert: bool) -> None:
+    extra = f'ca_file = "{pki.ca}"\n'
+    if with_cert:
+        extra += f'client_cert = "{pki.client_cert}"\nclient_key = "{pki.client_key}"\n'
+    receiver, site = _tls_site(tmp_path, clock, pki, client_ca=True, extra=extra)
+    try:
+        report = site.uplink.tick()
+        assert (report.delivered == 1) is with_cert
+        assert (len(receiver.effects()) == 1) is with_cert
+    finally:
+        site.close()
+        receiver.stop()

@@ -186,6 +186,13 @@ def test_run_killed_mid_request_delivers_after_restart_without_a_double_effect(
     (lambda t: t.replace('format = "json"', 'format = "xml"'), "uplink.format"),
     (lambda t: t.replace('token_file = "uplink.token"', 'token_file = "missing.token"'),
      "cannot read the secret file"),
+    (lambda t: t.replace('url = "http://127.0.0.1', 'url = "https://127.0.0.1')
+     .replace('format = "json"', 'format = "json"\nca_file = "uplink.key"'),
+     "uplink.ca_file: cannot load the TLS files"),
+    (lambda t: t.replace('format = "json"', 'format = "json"\nbatch_size = 0'),
+     "uplink.batch_size"),
+    (lambda t: t.replace('format = "json"', 'format = "json"\nclient_key = "k.pem"'),
+     "client_key needs client_cert"),
 ])
 def test_a_bad_uplink_config_is_one_line_and_exit_2(tmp_path: Path, receiver: Receiver,
                                                     edit, reason: str) -> None:

@@ -29,7 +29,15 @@ from botmeter.uplink.agent import Uplink  # noqa: E402
 from botmeter.uplink.receiver import Receiver  # noqa: E402
 from botmeter.uplink.signing import batch_key, idempotency_key, signature  # noqa: E402
 from botmeter.uplink.summary import canonical  # noqa: E402
-from tests.uplink_support import KEY, T0, TOKEN, Clock, hourly_calls, settings_of, write_agent_config  # noqa: E402
+from tests.uplink_support import (  # noqa: E402
+    KEY,
+    T0,
+    TOKEN,
+    Clock,
+    hourly_calls,
+    settings_of,
+    write_agent_config,
+)
 
 PLANS = ("per-minute", "bundle-5000", "combined")
 HOURS = 30 * 24

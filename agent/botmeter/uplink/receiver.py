@@ -27,6 +27,7 @@ import re
 import signal
 import socket
 import sqlite3
+import ssl
 import struct
 import sys
 import threading
@@ -529,8 +530,9 @@ class Receiver:
 
     def __init__(self, db_path: Path | str, token: str, secret: bytes, *, host: str = "127.0.0.1",
                  port: int = 0, clock: Callable[[], float] = time.time,
-                 max_skew: float = MAX_SKEW_SECONDS) -> None:
+                 max_skew: float = MAX_SKEW_SECONDS, tls: ssl.SSLContext | None = None) -> None:
         self.token = token
+        self.tls = tls
         self.secret = secret
         self.host = host
         self.clock = clock
@@ -558,6 +560,9 @@ class Receiver:
         self._db = self._store.connect()
         try:
             self._server = _Server((self.host, self._requested_port), self)
+            if self.tls is not None:  # the handshake happens in the connection's own thread
+                self._server.socket = self.tls.wrap_socket(
+                    self._server.socket, server_side=True, do_handshake_on_connect=False)
         except BaseException:
             self._db.close()
             self._db = None
@@ -600,9 +605,9 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        """`http://HOST:PORT`, the base URL to give the agent."""
+        """`http://HOST:PORT` (https with TLS), the base URL to give the agent."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     # -- misbehaving on demand ----------------------------------------------------------------
 
@@ -788,6 +793,22 @@ def _positive(text: str) -> float:
     return value
 
 
+def server_tls(cert: Path | None, key: Path | None,
+               client_ca: Path | None = None) -> ssl.SSLContext | None:
+    """A server TLS context (None without a certificate); with `client_ca`, clients must
+    present a certificate it signed."""
+    if cert is None:
+        if key is not None or client_ca is not None:
+            raise ValueError("--tls-key and --client-ca need --tls-cert")
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def main(argv: list[str] | None = None) -> int:
     """`botmeter-receiver`: serve until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(
@@ -804,7 +825,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-skew", type=_positive, default=float(MAX_SKEW_SECONDS),
                         metavar="SECONDS",
                         help=f"largest accepted clock difference (default {MAX_SKEW_SECONDS})")
+    parser.add_argument("--tls-cert", type=Path, metavar="PATH",
+                        help="serve HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", type=Path, metavar="PATH", help="its private key (PEM)")
+    parser.add_argument("--client-ca", type=Path, metavar="PATH",
+                        help="require client certificates signed by this CA (mutual TLS)")
     args = parser.parse_args(argv)
+    try:
+        tls = server_tls(args.tls_cert, args.tls_key, args.client_ca)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        print(f"botmeter-receiver: TLS: {exc}", file=sys.stderr)
+        return 2
     try:
         token = read_secret_file(args.token_file)
         secret = read_secret_file(args.secret_file).encode("utf-8")
@@ -822,7 +853,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        receiver = Receiver(args.db, token, secret, host=host, port=port, max_skew=args.max_skew)
+        receiver = Receiver(args.db, token, secret, host=host, port=port, max_skew=args.max_skew,
+                            tls=tls)
         receiver.start()
     except (OSError, sqlite3.Error) as exc:
         print(f"botmeter-receiver: cannot serve on {host}:{port} with {args.db}: {exc}",
