@@ -228,3 +228,36 @@ def test_the_token_from_a_systemd_credential(tmp_path: Path, receiver: Receiver)
         env={**os.environ, "CREDENTIALS_DIRECTORY": str(credentials)})
     assert done.returncode == 0, done.stderr
     assert len(receiver.effects()) == 1
+
+
+async def test_recording_goes_on_while_the_vendor_hangs_on_a_request(tmp_path: Path,
+                                                                    receiver: Receiver) -> None:
+    import asyncio
+
+    from botmeter.sim.pbx import SimulatedPBX
+    from botmeter.sim.scenarios import mixed_calls
+
+    from .helpers import eventually
+
+    config = agent(tmp_path, receiver, hours=2)
+    receiver.misbehave("slow", seconds=8)  # the vendor takes its time over the first request
+    async with SimulatedPBX(speed=50, secret="botmeter-sim") as pbx:
+        text = config.read_text(encoding="utf-8")
+        text = text.replace('secret = "unused"', 'secret = "botmeter-sim"')
+        text = "\n".join(f"port = {pbx.port}" if line.startswith("port = ") else line
+                         for line in text.splitlines())
+        config.write_text(text, encoding="utf-8")
+        proc = _run(config)
+        try:
+            await eventually(lambda: receiver.requests == 1 and pbx.clients == 1, timeout=20)
+            await pbx.play(mixed_calls(6, seed=5), concurrency=6)
+            await eventually(lambda: CallStore(tmp_path / "calls.db").count() == 4 + 6,
+                             timeout=15)
+            assert receiver.effects() == {}  # still hanging: recording did not wait for it
+            await eventually(lambda: outbox_states(tmp_path) == {"delivered": 2}, timeout=20)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = await asyncio.to_thread(proc.communicate, timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, out

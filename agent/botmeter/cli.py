@@ -259,6 +259,11 @@ def run(ctx: Context, stop_timeout: float) -> None:
         pass  # a store that cannot be created or read stops the agent here, in one line
     with refuse_bad_files():
         service = AgentService(config, stop_timeout=stop_timeout)
+    if service.uplink is not None:  # a change that would count calls twice stops it here
+        from .uplink.identity import check_identity
+
+        with opened_store(ctx, None, create=True) as store, refuse_bad_files():
+            check_identity(store.db.conn, service.uplink.settings, config.source_path)
 
     async def _main() -> None:
         loop = asyncio.get_running_loop()

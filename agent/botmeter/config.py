@@ -167,7 +167,7 @@ def read_secret_file(path: Path) -> str:
         raise ConfigError(name, "", "secret file is empty")
     if any(c in text for c in "\r\n\0"):
         raise ConfigError(name, "", "secret file holds more than one line (or a NUL): the secret "
-                                    "is sent as one AMI header line")
+                                    "is sent as one line of a protocol header")
     return text
 
 
@@ -325,8 +325,13 @@ class UplinkSection(_Section):
         if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
             raise ValueError("http:// only to this host (127.0.0.1, ::1, localhost): the token "
                              "would cross the network in clear; use https://")
-        if parts.query or parts.fragment or any(c.isspace() for c in value):
+        if parts.query or parts.fragment or any(c.isspace() or ord(c) < 32 for c in value):
             raise ValueError("give the base URL only (no query, fragment or spaces)")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("holds a user name or password: give the URL without them (the "
+                             "uplink authenticates with token_file)")
+        if not _valid_host(host):
+            raise ValueError(f"{host!r} is not a valid host name or IP address")
         return value.rstrip("/")
 
     @field_validator("plans")
@@ -342,11 +347,33 @@ class UplinkSection(_Section):
     def _key_needs_cert(self) -> UplinkSection:
         if self.client_key is not None and self.client_cert is None:
             raise ValueError("client_key needs client_cert")
+        tls_files = [k for k in ("ca_file", "client_cert") if getattr(self, k) is not None]
+        if tls_files and not self.url.startswith("https:"):
+            raise ValueError(f"{tls_files[0]} is for an https:// url; this url has no TLS")
         return self
 
     @property
     def enabled(self) -> bool:
         return bool(self.url)
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def _valid_host(host: str) -> bool:
+    """An IP address, or a name whose every label is a valid (IDNA) DNS label."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    import idna
+
+    try:
+        name = idna.encode(host.rstrip("."), uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return False
+    return len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
 
 
 class Config(_Section):

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
 from .config import Config, parse_config
 from .logs import setup_logging
@@ -117,6 +118,47 @@ def example_plans() -> Path | None:
     return folder if (folder / f"{DEMO_PLAN}.toml").exists() else None
 
 
+def demo_uplink(db: Path, plans: Path, folder: Path) -> tuple[Table, bool]:
+    """Sync the recorded calls' summaries to a reference receiver on loopback, its clock set past
+    the close of the last bucket (the demo plays calls within minutes, buckets are hours). True
+    when what the receiver holds adds up to the amounts and calls stored locally."""
+    from decimal import Decimal
+
+    from .uplink.agent import Uplink
+    from .uplink.buckets import HOUR, bucket_start
+    from .uplink.receiver import Receiver
+    from .uplink.settings import UplinkSettings
+
+    token, key = secrets.token_hex(16), secrets.token_hex(16).encode()
+    series = PlanBook.load(plans).series(DEMO_PLAN)
+    store = CallStore(db)
+    calls = store.calls()
+    stored_cost = sum((Decimal(r["cost"]) for r in store.ratings(c.call_id for c in calls).values()
+                       if r["cost"] is not None), Decimal(0))
+    later = bucket_start(max(c.ended_at for c in calls), "hour", series.timezone) + HOUR + 301
+    with Receiver(folder / "vendor.db", token, key, clock=lambda: later) as receiver:
+        settings = UplinkSettings(agent_id="demo", url=receiver.url, token=token, key=key,
+                                  plans=(series,))
+        uplink = Uplink(settings, store, clock=lambda: later)
+        try:
+            report = uplink.tick()
+        finally:
+            uplink.close()
+            store.close()
+        held = sorted(receiver.current().items())
+    table = Table(title=f"uplink: {report.delivered} hourly summaries delivered in "
+                        f"{report.requests} signed request(s) to a reference receiver on loopback")
+    for name in ("plan", "bucket", "calls", "handled", "transferred", "bot s", "amount"):
+        table.add_column(name, justify="left" if name in ("plan", "bucket") else "right")
+    for (_, plan, bucket), summary in held:
+        table.add_row(plan, bucket, str(summary["call_count"]), str(summary["calls"]["handled"]),
+                      str(summary["calls"]["transferred"]), str(summary["seconds"]["bot"]),
+                      summary["amount"])
+    sent_amount = sum((Decimal(s["amount"]) for _, s in held), Decimal(0))
+    sent_calls = sum(s["call_count"] for _, s in held)
+    return table, sent_amount == stored_cost and sent_calls == len(calls)
+
+
 async def run_demo(*, count: int, speed: float, concurrency: int, db: str | None) -> bool:
     """Run the demo and print what was recorded; True when every call matches its script."""
     setup_logging("warning")
@@ -136,10 +178,16 @@ async def run_demo(*, count: int, speed: float, concurrency: int, db: str | None
             statements = _statements(store, plans) if plans else []
         finally:
             store.close()
+        uplink, synced = demo_uplink(path, plans, Path(tmp)) if plans and records else (None, True)
     console.print(calls_table(records, ratings if plans else None))
     console.print(outcome_summary(records))
     for statement in statements:
         console.print(statement_table(statement))
+    if uplink is not None:
+        console.print(uplink)
+        console.print("uplink: the receiver's summaries add up to the calls and amounts stored "
+                      "locally" if synced else "[red]uplink: the receiver's summaries do not add "
+                      "up to the calls stored locally[/]")
     by_number = {r.caller_number: r for r in records}
     wrong = {c.caller_number: mismatches(c, by_number.get(c.caller_number)) for c in calls}
     wrong = {number: problems for number, problems in wrong.items() if problems}
@@ -148,4 +196,4 @@ async def run_demo(*, count: int, speed: float, concurrency: int, db: str | None
             console.print(f"[red]{number}[/]: " + "; ".join(problems))
     console.print(f"{len(calls) - len(wrong)} of {len(calls)} calls recorded exactly as scripted"
                   + (f"; stored in {db}" if db else ""))
-    return not wrong and len(records) == len(calls)
+    return not wrong and len(records) == len(calls) and synced

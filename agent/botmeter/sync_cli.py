@@ -96,7 +96,7 @@ def sync_now(ctx: Context, db: str | None) -> None:
     """
     settings = _settings(ctx)
     with opened_store(ctx, db, create=False) as store:
-        report = _deliver(settings, store, refresh=True)
+        report = _deliver(settings, store, ctx.config().source_path, refresh=True)
     _conclude(settings, report)
 
 
@@ -119,14 +119,16 @@ def sync_retry(ctx: Context, parked: bool, db: str | None) -> None:
             requeued, superseded = outbox.requeue_parked(conn)
             click.echo(f"{requeued} parked summaries queued again"
                        + (f", {superseded} replaced by newer revisions" if superseded else ""))
-        report = _deliver(settings, store, refresh=False)
+        report = _deliver(settings, store, ctx.config().source_path, refresh=False)
     _conclude(settings, report)
 
 
-def _deliver(settings: UplinkSettings, store: CallStore, *, refresh: bool) -> Report:
+def _deliver(settings: UplinkSettings, store: CallStore, config_path: str, *,
+             refresh: bool) -> Report:
     from .uplink.agent import Uplink
 
-    uplink = Uplink(settings, store)
+    with refuse_bad_files():
+        uplink = Uplink(settings, store, where=config_path)
     try:
         if refresh:
             uplink.refresh()
@@ -148,7 +150,7 @@ def _conclude(settings: UplinkSettings, report: Report) -> None:
 @sync.command("show")
 @click.option("--bucket", required=True, help="The bucket's start, ISO 8601 (e.g. 2026-11-26T15:00:00Z).")
 @click.option("--plan", "plan_id", required=True, help="The plan id.")
-@click.option("--revision", type=click.IntRange(1, None), help="Default: the newest.")
+@click.option("--revision", type=click.IntRange(1, 2**62), help="Default: the newest.")
 @_DB
 @click.pass_obj
 def sync_show(ctx: Context, bucket: str, plan_id: str, revision: int | None,
@@ -170,11 +172,15 @@ def sync_show(ctx: Context, bucket: str, plan_id: str, revision: int | None,
             fail("sync show", str(store.path), f"no summary of plan {plan_id!r} for the bucket "
                                                f"{start}" + (f" revision {revision}" if revision else ""),
                  FAILURE)
-        summary = json.loads(row["summary"])
-        previous = outbox.previous_delivered(conn, plan_id, start, row["revision"])
-    if row["sent"] is not None:
-        element = json.loads(row["sent"])
-        cloud = "specversion" in element
+        try:
+            summary = json.loads(row["summary"])
+            previous = outbox.previous_delivered(conn, plan_id, start, row["revision"])
+            element = json.loads(row["sent"]) if row["sent"] is not None else None
+        except (TypeError, ValueError):
+            fail("sync show", str(store.path), f"the summary of plan {plan_id!r} for {start} is "
+                                               "damaged in the database (not JSON)", FAILURE)
+    if element is not None:
+        cloud = isinstance(element, dict) and "specversion" in element
     else:
         cloud = config.uplink.format == "cloudevents"
         element = cloudevent(outbox.Claimed(row["id"], row["agent_id"], plan_id, start,

@@ -12,7 +12,8 @@ The layout (version 5):
   blocks the others (the record as JSON text, why, and when).
 - tables `uplink_outbox` and `uplink_state`: the summaries queued for the vendor, one row per
   revision of a (plan, bucket) with its delivery state, and the uplink's watermarks
-  (`botmeter.uplink.outbox`).
+  (`botmeter.uplink.outbox`); table `uplink_moved`, filled by the trigger `calls_moved`: the
+  old end of a call stored again with another one, so its old bucket is summarised again.
 
 A new database is created at the latest version with sqlite-utils. An older one is brought up
 to date step by step: versions 1 to 3 by the SQL they shipped with (kept as it was), then
@@ -179,12 +180,25 @@ def create_layout(db: sqlite_utils.Database) -> None:
     db.create_view("call_modules", CALL_MODULES_VIEW)
 
 
+#: a call stored again with another end: where it was, so that the uplink summarises the
+#: bucket it left again (INSERT OR REPLACE fires no DELETE trigger; this runs before it)
+CALLS_MOVED_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS calls_moved BEFORE INSERT ON calls
+WHEN EXISTS (SELECT 1 FROM calls WHERE call_id = NEW.call_id AND ended_at IS NOT NEW.ended_at)
+BEGIN
+    INSERT INTO uplink_moved (ended_at) SELECT ended_at FROM calls WHERE call_id = NEW.call_id;
+END"""
+
+
 def _create_uplink_tables(db: sqlite_utils.Database) -> None:
     db.table("uplink_outbox").create(UPLINK_OUTBOX_COLUMNS, pk="id",
                                      not_null=UPLINK_OUTBOX_NOT_NULL, defaults={"attempts": 0},
                                      if_not_exists=True)
     db.table("uplink_state").create(UPLINK_STATE_COLUMNS, pk="name", not_null=("value",),
                                     if_not_exists=True)
+    db.table("uplink_moved").create({"id": int, "ended_at": str}, pk="id",
+                                    not_null=("ended_at",), if_not_exists=True)
+    db.execute(CALLS_MOVED_TRIGGER)
 
 
 def _create_indexes(db: sqlite_utils.Database) -> None:

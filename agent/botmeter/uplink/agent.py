@@ -9,11 +9,14 @@ import threading
 import time
 from collections.abc import Callable
 
-import httpx
 import structlog
 
+from ..config import ConfigError
 from ..storage.store import CallStore
 from .delivery import Report, Sender
+from .http import Poster
+from .identity import check_identity, record_identity
+from .outbox import write_transaction
 from .settings import UplinkSettings
 from .summarizer import refresh
 from .summary import Summary
@@ -21,32 +24,25 @@ from .summary import Summary
 log = structlog.get_logger(__name__)
 
 
-def http_client(settings: UplinkSettings) -> httpx.Client:
-    """TLS verified (the configured CA file and client certificate), no redirects followed,
-    no proxy or CA taken from the environment."""
-    verify = settings.tls_context() if settings.url.startswith("https:") else True
-    return httpx.Client(verify=verify, timeout=httpx.Timeout(settings.timeout),
-                        follow_redirects=False, trust_env=False,
-                        headers={"User-Agent": "botmeter-uplink/1"})
-
-
 class Uplink:
     """Summaries from `store`'s calls into its outbox, and from there to the vendor."""
 
     def __init__(self, settings: UplinkSettings, store: CallStore, *,
-                 client: httpx.Client | None = None, clock: Callable[[], float] = time.time,
+                 where: str = "[uplink]", clock: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
-        self._own_client = client is None
-        self.client = client or http_client(settings)
-        self.sender = Sender(settings, store.db.conn, self.client, clock=clock, rand=rand)
+        check_identity(store.db.conn, settings, where)
+        self.poster = Poster(settings)
+        self.sender = Sender(settings, store.db.conn, self.poster, clock=clock, rand=rand)
 
     def refresh(self) -> list[Summary]:
         """Queue a revision for each closed bucket whose content changed."""
         s = self.settings
         queued = refresh(self.store, s.plans, s.agent_id, s.bucket, s.close_delay, self.clock())
+        with write_transaction(self.store.db.conn) as conn:
+            record_identity(conn, s)
         if queued:
             log.info("uplink summaries queued", summaries=len(queued),
                      revisions=sum(1 for q in queued if q["revision"] > 1))
@@ -60,8 +56,7 @@ class Uplink:
         return self.deliver(force=force)
 
     def close(self) -> None:
-        if self._own_client:
-            self.client.close()
+        self.poster.close()
 
 
 class UplinkWorker:
@@ -94,7 +89,12 @@ class UplinkWorker:
         except Exception as exc:  # the writer reports the database; here, say what stops
             log.error("uplink stopped: cannot open the database", error=str(exc))
             return
-        uplink = Uplink(self.settings, store, clock=self.clock)
+        try:
+            uplink = Uplink(self.settings, store, clock=self.clock)
+        except ConfigError as exc:
+            log.error("uplink stopped", error=str(exc))
+            store.close()
+            return
         try:
             while not self._stop.is_set():
                 wait = self.settings.interval

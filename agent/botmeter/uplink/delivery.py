@@ -3,7 +3,7 @@ and posted with httpx, the vendor's answer recorded per revision.
 
 | answer | what happens |
 | --- | --- |
-| 200, 201, 202, 409 | delivered |
+| any 2xx, 409 | delivered |
 | 408, 425, 429, 5xx, timeout, connection error | retried later: the whole uplink backs off (exponential with jitter, capped at `max_backoff`; `Retry-After` honoured) |
 | 400, 413, 422 for a batch of several | split in halves, each sent again at once, down to the summary the vendor refuses |
 | other 4xx (and 3xx) | parked: kept, shown by `sync status`, sent again on `sync retry --parked` |
@@ -11,10 +11,11 @@ and posted with httpx, the vendor's answer recorded per revision.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ import structlog
 from ..backoff import backoff_delay
 from ..tracking.record import iso_utc
 from . import outbox
+from .http import Poster, PostFailed
 from .outbox import DELIVERED, PARKED, PENDING, Claimed
 from .settings import UplinkSettings
 from .signing import batch_key, signature
@@ -31,7 +33,6 @@ from .summary import canonical, delta
 
 log = structlog.get_logger(__name__)
 
-DELIVERED_STATUSES = frozenset({200, 201, 202, 409})
 RETRY_STATUSES = frozenset({408, 425, 429})
 SPLIT_STATUSES = frozenset({400, 413, 422})
 #: the first delay after a failure; it doubles up to max_backoff
@@ -70,10 +71,10 @@ class Report:
 
 
 def classify(status: int, headers: httpx.Headers, body: str, now: float) -> Answer:
-    """The vendor's HTTP answer as an outcome."""
-    if status in DELIVERED_STATUSES:
+    """The vendor's HTTP answer as an outcome (the reason is redacted by the caller)."""
+    if 200 <= status < 300 or status == 409:
         return Answer(DELIVERED, status)
-    reason = f"HTTP {status}" + (f": {_excerpt(body)}" if body.strip() else "")
+    reason = f"HTTP {status}" + (f": {body}" if body.strip() else "")
     if status in RETRY_STATUSES or status >= 500 or status < 200:
         return Answer(PENDING, status, reason, retry_after(headers.get("retry-after"), now))
     if 300 <= status < 400:
@@ -88,7 +89,7 @@ def retry_after(value: str | None, now: float) -> float | None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
+        return min(float(value[:12]), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -96,7 +97,17 @@ def retry_after(value: str | None, now: float) -> float | None:
     return min(max(0.0, when - now), MAX_RETRY_AFTER)
 
 
-def _excerpt(text: str) -> str:
+def clean(text: str | None, secrets: tuple[str, ...]) -> str | None:
+    """Text from outside (the vendor's answer, an error) as it may be stored, logged and shown:
+    every secret replaced (also as JSON would escape it), control characters and escape codes
+    replaced, one line, at most REASON_CHARS, cut only after the secrets are gone."""
+    if text is None:
+        return None
+    for secret in secrets:
+        for form in {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}:
+            if form:
+                text = text.replace(form, "[redacted]")
+    text = "".join(c if c.isprintable() else " " for c in text)
     line = " ".join(text.split())
     return line if len(line) <= REASON_CHARS else line[:REASON_CHARS] + "..."
 
@@ -108,12 +119,12 @@ class Sender:
     the wall time (backoff and leases), `rand` the jitter.
     """
 
-    def __init__(self, settings: UplinkSettings, conn: Any, client: httpx.Client, *,
+    def __init__(self, settings: UplinkSettings, conn: Any, poster: Poster, *,
                  clock: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random) -> None:
         self.settings = settings
         self.conn = conn
-        self.client = client
+        self.poster = poster
         self.clock = clock
         self.rand = rand
         self.owner = outbox.lease_owner()
@@ -121,9 +132,16 @@ class Sender:
     # -- the backoff gate, shared by every sender of this database ---------------------------
 
     def waiting_until(self) -> float | None:
-        """While backing off after a failure: until when (None: send now)."""
+        """While backing off after a failure: until when (None: send now). A backoff set at a
+        time still to come was set by a clock that has since moved back: it is over."""
         until = outbox.get_state(self.conn, "retry_at")
-        return until if until is not None and until > self.clock() else None
+        since = outbox.get_state(self.conn, "retry_set_at")
+        now = self.clock()
+        if not isinstance(until, int | float) or until <= now:
+            return None
+        if not isinstance(since, int | float) or since > now:
+            return None
+        return float(until)
 
     def deliver(self, *, force: bool = False, max_requests: int | None = None) -> Report:
         """Send what is due, batch after batch, until nothing is left or the vendor is
@@ -175,12 +193,10 @@ class Sender:
         }
         report.requests += 1
         try:
-            response = self.client.post(self.settings.endpoint, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            return Answer(PENDING, None, f"timed out ({type(exc).__name__})")
-        except httpx.HTTPError as exc:
-            return Answer(PENDING, None, f"{type(exc).__name__}: {exc}")
-        return classify(response.status_code, response.headers, _text(response), self.clock())
+            answered = self.poster.post(self.settings.endpoint, body, headers)
+        except PostFailed as exc:
+            return Answer(PENDING, None, str(exc))
+        return classify(answered.status, answered.headers, answered.text, self.clock())
 
     def request_body(self, rows: Sequence[Claimed]) -> tuple[bytes, dict[int, bytes]]:
         """The request body for these revisions, and each one's element as sent."""
@@ -211,15 +227,16 @@ class Sender:
                         status=answer.status, reason=reason,
                         hint="fix the cause, then: botmeter sync retry --parked")
         else:
-            report.failed = answer
+            report.failed = replace(answer, reason=reason)
             with outbox.write_transaction(self.conn):
-                failures = int(outbox.get_state(self.conn, "failures", 0)) + 1
+                failures = _count(outbox.get_state(self.conn, "failures", 0)) + 1
                 delay = backoff_delay(failures - 1, MIN_BACKOFF,
                                       max(MIN_BACKOFF, self.settings.max_backoff), self.rand)
                 if answer.retry_after is not None:
                     delay = max(delay, answer.retry_after)
                 outbox.set_state(self.conn, "failures", failures)
                 outbox.set_state(self.conn, "retry_at", now + delay)
+                outbox.set_state(self.conn, "retry_set_at", now)
             self._note_error(now, answer.status, reason)
             log.warning("uplink delivery failed; retrying later", status=answer.status,
                         error=reason, retry_in=round(delay, 1), failures=failures)
@@ -231,11 +248,11 @@ class Sender:
 
     def _redact(self, text: str | None) -> str | None:
         """The text with every secret replaced (a vendor may echo what it was sent)."""
-        if text is None:
-            return None
-        for secret in self.settings.secrets():
-            text = text.replace(secret, "[redacted]")
-        return text
+        return clean(text, self.settings.secrets())
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and 0 <= value < 1000 else 0
 
 
 def cloudevent(row: Claimed) -> dict[str, Any]:
@@ -252,10 +269,4 @@ def cloudevent(row: Claimed) -> dict[str, Any]:
         "data": {**row.summary, "delta": delta(row.summary, row.previous)},
     }
 
-
-def _text(response: httpx.Response) -> str:
-    try:
-        return response.text[:4096]
-    except (UnicodeDecodeError, LookupError):
-        return ""
 

@@ -3,15 +3,17 @@ delivery state, and the uplink's bookkeeping (`uplink_state`).
 
 States of a revision: `pending` (to send), `delivered` (the vendor answered 2xx or 409),
 `parked` (the vendor refused it: kept, sent again only on `botmeter sync retry --parked`),
-`superseded` (a newer revision of its bucket was queued before this one was ever sent, or
-while it was parked: it is never sent).
+`superseded` (a newer revision of its bucket was queued before it was ever sent, or after the
+vendor refused its one and only try: the vendor cannot hold it, and it is never sent).
 
 Several processes may share the file (`botmeter run` and `botmeter sync now`): a sender claims
 rows under the write lock and holds them by a lease (owner, until) while its request is out.
-Only the lowest pending revision of a bucket is ever claimed, and a revision that has been
-sent once is never superseded: it is retried until the vendor answers, so that revisions
-reach the vendor in order and each one's CloudEvents `delta` is taken from the revision
-delivered before it.
+
+A revision the vendor may hold is never skipped: one that was sent and not refused at its
+only try (a timeout, a reset or a 5xx may follow a commit at the vendor's end) is delivered,
+or parked until `sync retry --parked` delivers it, before the next revision of its bucket is
+sent. So revisions reach the vendor in order, and each one's CloudEvents `delta` is taken from
+the revision delivered before it.
 """
 
 from __future__ import annotations
@@ -73,8 +75,13 @@ def read_snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def get_state(conn: sqlite3.Connection, name: str, default: Any = None) -> Any:
+    """A bookkeeping value; `default` when it is missing or damaged (every value can be
+    rebuilt: a lost watermark means summarising again, which queues only what changed)."""
     row = conn.execute("SELECT value FROM uplink_state WHERE name = ?", (name,)).fetchone()
-    return default if row is None else json.loads(row[0])
+    try:
+        return default if row is None else json.loads(row[0])
+    except (TypeError, ValueError):
+        return default
 
 
 def set_state(conn: sqlite3.Connection, name: str, value: Any) -> None:
@@ -83,6 +90,10 @@ def set_state(conn: sqlite3.Connection, name: str, value: Any) -> None:
 
 
 # -- queueing revisions ----------------------------------------------------------------------
+
+#: revisions the vendor cannot hold: never sent, or refused at their one and only try
+_NOT_AT_THE_VENDOR = (f"((state = '{PENDING}' AND attempts = 0) OR "
+                      f"(state = '{PARKED}' AND attempts = 1))")
 
 
 def latest_digests(conn: sqlite3.Connection, plan_id: str) -> dict[str, tuple[int, str]]:
@@ -111,9 +122,8 @@ def queue(conn: sqlite3.Connection, agent_id: str, summaries: Sequence[Summary],
             continue
         summary = {**summary, "revision": revision + 1}
         conn.execute(
-            "UPDATE uplink_outbox SET state = ? WHERE plan_id = ? AND bucket_start = ? AND "
-            "((state = ? AND attempts = 0) OR state = ?)",
-            (SUPERSEDED, plan_id, bucket, PENDING, PARKED))
+            f"UPDATE uplink_outbox SET state = ? WHERE plan_id = ? AND bucket_start = ? AND "
+            f"{_NOT_AT_THE_VENDOR}", (SUPERSEDED, plan_id, bucket))
         conn.execute(
             "INSERT INTO uplink_outbox (agent_id, plan_id, bucket_start, bucket_end, revision, "
             "summary, digest, key, state, created_at, attempts) "
@@ -162,18 +172,30 @@ def claim(conn: sqlite3.Connection, owner: str, now: float, limit: int,
             "SELECT id, agent_id, plan_id, bucket_start, revision, key, summary, lease_owner, "
             "lease_until FROM uplink_outbox o WHERE state = ? AND NOT EXISTS ("
             "  SELECT 1 FROM uplink_outbox p WHERE p.plan_id = o.plan_id AND "
-            "  p.bucket_start = o.bucket_start AND p.state = ? AND p.revision < o.revision) "
-            "ORDER BY bucket_start, plan_id", (PENDING, PENDING))
+            "  p.bucket_start = o.bucket_start AND p.state IN (?, ?) AND "
+            "  p.revision < o.revision) "
+            "ORDER BY bucket_start, plan_id", (PENDING, PENDING, PARKED))
         picked: list[Claimed] = []
+        damaged: list[int] = []
         for row in rows:
             if len(picked) >= limit:
                 break
             leased_by, until = row[7], row[8]
             if leased_by and until is not None and until > now and not _owner_gone(leased_by):
                 continue
-            picked.append(Claimed(row[0], row[1], row[2], row[3], row[4], row[5],
-                                  json.loads(row[6]), previous_delivered(conn, row[2], row[3],
-                                                                         row[4])))
+            try:
+                summary = json.loads(row[6])
+                previous = previous_delivered(conn, row[2], row[3], row[4])
+                if not isinstance(summary, dict):
+                    raise ValueError(row[6])
+            except (TypeError, ValueError):
+                damaged.append(row[0])
+                continue
+            picked.append(Claimed(row[0], row[1], row[2], row[3], row[4], row[5], summary,
+                                  previous))
+        conn.executemany(
+            "UPDATE uplink_outbox SET state = ?, last_error = ? WHERE id = ?",
+            [(PARKED, "damaged in the database (not JSON): not sent", i) for i in damaged])
         conn.executemany(
             "UPDATE uplink_outbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1, "
             "last_attempt_at = ? WHERE id = ?",
@@ -211,12 +233,12 @@ def finish(conn: sqlite3.Connection, ids: Sequence[int], state: str, status: int
 
 
 def requeue_parked(conn: sqlite3.Connection) -> tuple[int, int]:
-    """Parked revisions back to pending; a parked revision whose bucket has a newer revision
-    is superseded instead. Returns (requeued, superseded)."""
+    """Parked revisions back to pending; one whose bucket has a newer revision and that the
+    vendor cannot hold is superseded instead. Returns (requeued, superseded)."""
     with write_transaction(conn):
         superseded = conn.execute(
-            "UPDATE uplink_outbox SET state = ? WHERE state = ? AND EXISTS (SELECT 1 FROM "
-            "uplink_outbox n WHERE n.plan_id = uplink_outbox.plan_id AND "
+            f"UPDATE uplink_outbox SET state = ? WHERE state = ? AND {_NOT_AT_THE_VENDOR} AND "
+            "EXISTS (SELECT 1 FROM uplink_outbox n WHERE n.plan_id = uplink_outbox.plan_id AND "
             "n.bucket_start = uplink_outbox.bucket_start AND n.revision > uplink_outbox.revision)",
             (SUPERSEDED, PARKED)).rowcount
         requeued = conn.execute(

@@ -63,9 +63,13 @@ def uplink_settings(config: Config, book: PlanBook | None) -> UplinkSettings | N
         key = "uplink.plans" if section.plans else "plans.active"
         raise ConfigError(where, key, f"no plan {missing[0]!r} in {config.plans_dir()} "
                                       f"(have: {', '.join(book.plan_ids) or 'none'})")
+    token = _secret(config, "token_file", section.token_file, TOKEN_CREDENTIAL)
+    if not all(33 <= ord(c) <= 126 for c in token):
+        raise ConfigError(where, "uplink.token_file", "the token must be printable ASCII without "
+                                                      "spaces: it is sent in the Authorization header")
     settings = UplinkSettings(
         agent_id=config.agent.id, url=section.url,
-        token=_secret(config, "token_file", section.token_file, TOKEN_CREDENTIAL),
+        token=token,
         key=_secret(config, "secret_file", section.secret_file, KEY_CREDENTIAL).encode(),
         plans=tuple(book.series(p) for p in wanted), bucket=section.bucket,
         close_delay=section.close_delay_seconds, format=section.format,

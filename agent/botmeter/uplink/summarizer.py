@@ -2,7 +2,7 @@
 
 Each run looks at what changed since the last one: buckets that have closed since (a bucket
 closes `close_delay` seconds after it ends) and calls stored since (by rowid: a call stored
-again gets a new one). A call that lands in a closed bucket can change the amounts of every
+again gets a new one, and the trigger `calls_moved` keeps the end it had before). A call that lands in a closed bucket can change the amounts of every
 later call of its period (allowances, tiers), so the rest of that period's closed buckets are
 summarised again too; only those whose content changed get a new revision.
 
@@ -53,7 +53,13 @@ def refresh(store: CallStore, plans: Sequence[PlanSeries], agent_id: str, kind: 
             new_ends = [row[0] for row in conn.execute(
                 f"SELECT {EPOCH_SECONDS.format('ended_at')} FROM calls WHERE rowid > ?",
                 (marks.seen_rowid,))]
-            work = {s.plan_id: _dirty(s, marks, new_ends, kind, close_delay, now) for s in plans}
+            moved_top = conn.execute("SELECT max(id) FROM uplink_moved").fetchone()[0]
+            new_ends.extend(row[0] for row in conn.execute(  # where calls stored again were
+                f"SELECT {EPOCH_SECONDS.format('ended_at')} FROM uplink_moved"))
+            first = conn.execute(
+                f"SELECT {EPOCH_SECONDS.format('min(ended_at)')} FROM calls").fetchone()[0]
+            work = {s.plan_id: _dirty(s, marks, new_ends, first, kind, close_delay, now)
+                    for s in plans}
             calls = _read_periods(store, plans, work)
         summaries = [summary for s in plans
                      for summary in _summaries(s, work[s.plan_id], calls, kind)]
@@ -63,6 +69,8 @@ def refresh(store: CallStore, plans: Sequence[PlanSeries], agent_id: str, kind: 
                 continue
             queued = outbox.queue(conn, agent_id, summaries, now)
             outbox.set_state(conn, "seen_rowid", top)
+            if moved_top is not None:
+                conn.execute("DELETE FROM uplink_moved WHERE id <= ?", (moved_top,))
             outbox.set_state(conn, "closed_until", {
                 **marks.closed_until, **{p: w.edge for p, w in work.items()}})
         return queued
@@ -76,13 +84,16 @@ class _Work:
     periods: list[str]  # the periods holding them (their calls are rated from the period start)
 
 
-def _dirty(series: PlanSeries, marks: Marks, new_ends: list[float], kind: str,
-           close_delay: float, now: float) -> _Work:
+def _dirty(series: PlanSeries, marks: Marks, new_ends: list[float], first: float | None,
+           kind: str, close_delay: float, now: float) -> _Work:
+    """What to summarise again for one plan. A plan never summarised before starts from the
+    first stored call. A clock that moved back lowers the edge: buckets summarised early are
+    summarised again as they close (only a changed one gets a revision)."""
     tz = series.timezone
     previous = marks.closed_until.get(series.plan_id)
     edge = bucket_start(now - close_delay, kind, tz)
-    if previous is not None:
-        edge = max(edge, previous)
+    if previous is None and first is not None:
+        previous = bucket_start(first, kind, tz)
     since: dict[str, float] = {}  # period -> the earliest moment in it to summarise again
 
     def mark(moment: float) -> None:
