@@ -64,10 +64,14 @@ class Poster:
                     headers: dict[str, str]) -> Answered:
         async with client.stream("POST", url, content=body, headers=headers) as response:
             kept = bytearray()
-            async for chunk in response.aiter_raw():
-                kept += chunk
-                if len(kept) >= MAX_ANSWER_BYTES:
-                    break  # the rest is never read: the connection is dropped, not reused
+            chunks = response.aiter_raw()
+            try:
+                async for chunk in chunks:
+                    kept += chunk
+                    if len(kept) >= MAX_ANSWER_BYTES:
+                        break  # the rest is never read: the connection is dropped, not reused
+            finally:
+                await chunks.aclose()  # closed here, not left to the garbage collector
             text = bytes(kept[:MAX_ANSWER_BYTES]).decode("utf-8", "replace")
             if response.headers.get("content-encoding", "identity") != "identity":
                 text = f"({response.headers['content-encoding']}-encoded answer)"
