@@ -5,7 +5,9 @@ read, so a vendor trickling its answer a byte at a time would hold a sync client
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import cast
 
 import httpx
 
@@ -64,7 +66,7 @@ class Poster:
                     headers: dict[str, str]) -> Answered:
         async with client.stream("POST", url, content=body, headers=headers) as response:
             kept = bytearray()
-            chunks = response.aiter_raw()
+            chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
             try:
                 async for chunk in chunks:
                     kept += chunk
