@@ -12,6 +12,7 @@ Stored forms (all browseable as they are):
 - module usage: JSON on the call, `{"asr": ["88.4", "seconds"]}` (quantities as exact
   decimal text), NULL when the bot reported none. The view `call_modules` shows it as one
   row per call and module;
+- the caller's satisfaction rating: JSON, `{"score":4,"scale":5}`, NULL without one;
 - durations and `transfer_answered` (computed from the times): stored for browsing, never
   read back.
 """
@@ -28,6 +29,7 @@ from ..tracking.record import (
     _NO_MODULES,
     FIELDS,
     CallRecord,
+    Csat,
     Kind,
     ModuleUsage,
     Origin,
@@ -66,6 +68,18 @@ def modules_from_sql(text: str | None, loads: Callable[[str], Any] = json.loads,
     return usage or _NO_MODULES
 
 
+def csat_to_sql(csat: Csat | None) -> str | None:
+    """A csat rating as stored: `{"score": 4, "scale": 5}`; NULL without one."""
+    return None if csat is None else json.dumps(csat.to_json(), separators=(",", ":"))
+
+
+def csat_from_sql(text: str | None) -> Csat | None:
+    if not text:
+        return None
+    value = json.loads(text)
+    return Csat(int(value["score"]), int(value["scale"]))
+
+
 def _flag(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
@@ -77,6 +91,7 @@ CODECS: dict[Kind, Codec] = {
     Kind.INTEGER: Codec(int, None, "{0}", None),
     Kind.BOOLEAN: Codec(int, _flag, "{0}", bool),
     Kind.MODULES: Codec(str, modules_to_sql, "{0}", modules_from_sql, null_when_empty=True),
+    Kind.CSAT: Codec(str, csat_to_sql, "{0}", csat_from_sql),
 }
 
 #: columns of the calls table that are not record fields: the rating's lines as JSON

@@ -1,6 +1,6 @@
 """The SQLite layout and its migrations, tracked by `PRAGMA user_version`.
 
-The layout (version 5):
+The layout (version 6):
 
 - table `calls`: one row per call. Its columns are the record's fields (`storage/columns.py`,
   derived from `tracking.record.FIELDS`) plus `charges`, `rated_at` and `recorded_at`; module
@@ -17,7 +17,7 @@ The layout (version 5):
 
 A new database is created at the latest version with sqlite-utils. An older one is brought up
 to date step by step: versions 1 to 3 by the SQL they shipped with (kept as it was), then
-`_to_version_4` and `_to_version_5`. Migrating takes the write lock first and reads the version again under it,
+`_to_version_4`, `_to_version_5` and `_to_version_6`. Migrating takes the write lock first and reads the version again under it,
 so two processes opening a new or old database at once migrate it once.
 """
 
@@ -92,7 +92,7 @@ LEGACY_MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 REJECTED_COLUMNS: dict[str, type] = {"id": int, "call_id": str, "record": str, "reason": str,
                                      "rejected_at": str}
@@ -155,7 +155,9 @@ def migrate(db: sqlite_utils.Database) -> int:
                 db.executescript(script)
             if version < 4:
                 _to_version_4(db)
-            _to_version_5(db)
+            if version < 5:
+                _to_version_5(db)
+            _to_version_6(db)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -206,6 +208,12 @@ def _create_indexes(db: sqlite_utils.Database) -> None:
         if db.table(table).exists():
             db.table(table).create_index(columns, index_name=name, if_not_exists=True,
                                          unique=name in UNIQUE_INDEXES)
+
+
+def _to_version_6(db: sqlite_utils.Database) -> None:
+    """Version 5 -> 6: the caller's satisfaction rating (`csat`, JSON; older calls NULL)."""
+    if "csat" not in db["calls"].columns_dict:
+        db.execute("ALTER TABLE calls ADD COLUMN csat TEXT")
 
 
 def _to_version_5(db: sqlite_utils.Database) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from ..tracking.record import _NO_MODULES, CallRecord, ModuleUsage
+from ..tracking.record import _NO_MODULES, CallRecord, Csat, ModuleUsage
 
 SPILL_SUFFIX = ".spill.jsonl"
 FORMAT = 1
@@ -40,6 +40,7 @@ def encode_record(record: CallRecord) -> str:
     fields = record._asdict()
     fields["modules"] = {name: [str(usage.quantity), usage.unit]
                          for name, usage in record.modules.items()}
+    fields["csat"] = None if record.csat is None else list(record.csat)
     return json.dumps({"v": FORMAT, "call": fields}, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -55,6 +56,8 @@ def decode_record(line: str) -> CallRecord:
     modules = fields["modules"]
     fields["modules"] = {str(name): ModuleUsage(Decimal(quantity), str(unit))
                          for name, (quantity, unit) in modules.items()} or _NO_MODULES
+    csat = fields["csat"]
+    fields["csat"] = None if csat is None else Csat(int(csat[0]), int(csat[1]))
     return CallRecord(**fields)
 
 

@@ -28,6 +28,23 @@ class ModuleUsage(NamedTuple):
 
 _NO_MODULES: Mapping[str, ModuleUsage] = MappingProxyType({})
 
+#: csat scores are compared on this scale: others are mapped onto it linearly
+CSAT_SCALE = 5
+
+
+class Csat(NamedTuple):
+    """The caller's satisfaction rating of a call: `score` in 1..`scale` (scale 2..10)."""
+
+    score: int
+    scale: int = CSAT_SCALE
+
+    def on_five(self) -> Decimal:
+        """The score on the 5-point scale: 1 + (score - 1) * 4 / (scale - 1), exact."""
+        return 1 + Decimal(self.score - 1) * (CSAT_SCALE - 1) / Decimal(self.scale - 1)
+
+    def to_json(self) -> dict[str, int]:
+        return {"score": self.score, "scale": self.scale}
+
 
 class Kind(Enum):
     """A kind of field value: how it is written in JSON and stored (`storage/columns.py`)."""
@@ -38,6 +55,7 @@ class Kind(Enum):
     INTEGER = "integer"
     BOOLEAN = "boolean"
     MODULES = "modules"  # module name -> ModuleUsage
+    CSAT = "csat"  # Csat; JSON {"score": int, "scale": int}
 
     @property
     def json_type(self) -> str:
@@ -46,7 +64,8 @@ class Kind(Enum):
 
 
 _JSON_TYPES = {Kind.TEXT: "string", Kind.TIME: "string", Kind.SECONDS: "number",
-               Kind.INTEGER: "integer", Kind.BOOLEAN: "boolean", Kind.MODULES: "object"}
+               Kind.INTEGER: "integer", Kind.BOOLEAN: "boolean", Kind.MODULES: "object",
+               Kind.CSAT: "object"}
 
 
 class Origin(Enum):
@@ -98,6 +117,7 @@ FIELDS: tuple[Field, ...] = (
     Field("plan_id", Kind.TEXT, _P, True),
     Field("cost", Kind.TEXT, _P, True),  # a decimal string at the plan's precision
     Field("currency", Kind.TEXT, _P, True),
+    Field("csat", Kind.CSAT, _R, True),
     Field("source", Kind.TEXT, _R, False),
 )
 
@@ -125,6 +145,7 @@ class CallRecord(NamedTuple):
     transfer_target: str | None
     hangup_cause: int | None
     modules: Mapping[str, ModuleUsage] = _NO_MODULES
+    csat: Csat | None = None
     source: str = "ami"
 
     @property
@@ -206,7 +227,12 @@ def modules_json(modules: Mapping[str, ModuleUsage]) -> dict[str, dict[str, Any]
             for name, usage in sorted(modules.items())}
 
 
-_JSON_ENCODERS: dict[Kind, Callable[[Any], Any]] = {Kind.TIME: iso_utc, Kind.MODULES: modules_json}
+def csat_json(csat: Csat | None) -> dict[str, int] | None:
+    return None if csat is None else csat.to_json()
+
+
+_JSON_ENCODERS: dict[Kind, Callable[[Any], Any]] = {Kind.TIME: iso_utc, Kind.MODULES: modules_json,
+                                                    Kind.CSAT: csat_json}
 _JSON_PLAN = tuple((f.name, f.origin, _JSON_ENCODERS.get(f.kind)) for f in FIELDS)
 
 
