@@ -73,6 +73,8 @@ def mismatches(scripted: ScriptedCall, record: CallRecord | None) -> list[str]:
         a, b = got[key], want[key]
         if (a is None) != (b is None) or (a is not None and abs(a - b) > TOLERANCE):
             problems.append(f"{key} {a} != {b}")
+    if got["csat"] != want["csat"]:
+        problems.append(f"csat {got['csat']} != {want['csat']}")
     # to_json's quantities are exact (int or Decimal), the script's are floats
     modules = {m: (float(u["quantity"]), u["unit"]) for m, u in got["modules"].items()}
     if modules != {m: (u["quantity"], u["unit"]) for m, u in want["modules"].items()}:
@@ -159,6 +161,28 @@ def demo_uplink(db: Path, plans: Path, folder: Path) -> tuple[Table, bool]:
     return table, sent_amount == stored_cost and sent_calls == len(calls)
 
 
+def survey_line(calls: list[ScriptedCall], records: list[CallRecord]) -> tuple[str, bool]:
+    """How many calls the callers rated and their mean on the 5-point scale, recorded against
+    scripted; True when they agree exactly."""
+    from decimal import Decimal
+
+    from .tracking.record import Csat
+
+    def mean(scores: list[Csat]) -> Decimal | None:
+        return sum((c.on_five() for c in scores), Decimal(0)) / len(scores) if scores else None
+
+    scripted = [Csat(c.csat, c.csat_scale) for c in calls if c.csat is not None]
+    recorded = [r.csat for r in records if r.csat is not None]
+    want, got = mean(scripted), mean(recorded)
+
+    def shown(value: Decimal | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    same = len(recorded) == len(scripted) and got == want
+    return (f"surveys: {len(recorded)} calls rated, mean {shown(got)} on the 5-point scale "
+            f"(scripted: {len(scripted)}, mean {shown(want)})"), same
+
+
 async def run_demo(*, count: int, speed: float, concurrency: int, db: str | None) -> bool:
     """Run the demo and print what was recorded; True when every call matches its script."""
     setup_logging("warning")
@@ -188,6 +212,8 @@ async def run_demo(*, count: int, speed: float, concurrency: int, db: str | None
         console.print("uplink: the receiver's summaries add up to the calls and amounts stored "
                       "locally" if synced else "[red]uplink: the receiver's summaries do not add "
                       "up to the calls stored locally[/]")
+    surveys, surveys_ok = survey_line(calls, records)
+    console.print(surveys if surveys_ok else f"[red]{surveys}[/]")
     by_number = {r.caller_number: r for r in records}
     wrong = {c.caller_number: mismatches(c, by_number.get(c.caller_number)) for c in calls}
     wrong = {number: problems for number, problems in wrong.items() if problems}
@@ -196,4 +222,4 @@ async def run_demo(*, count: int, speed: float, concurrency: int, db: str | None
             console.print(f"[red]{number}[/]: " + "; ".join(problems))
     console.print(f"{len(calls) - len(wrong)} of {len(calls)} calls recorded exactly as scripted"
                   + (f"; stored in {db}" if db else ""))
-    return not wrong and len(records) == len(calls) and synced
+    return not wrong and len(records) == len(calls) and synced and surveys_ok

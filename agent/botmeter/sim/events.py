@@ -381,6 +381,8 @@ class _Script:
                         ("Quantity", fmt_seconds(call.bot_seconds)), ("Unit", "seconds"))
             self.signal(caller, 7, "usage", ("Module", "nlu"),
                         ("Quantity", str(NLU_REQUESTS)), ("Unit", "requests"))
+            if not call.csat_after_human:
+                self.survey(caller, 8)
             self.exten(caller, 8, "GotoIf", f"{int(self.action == 'done')}?done")
             if self.action != "done":
                 target = QUEUE_NAME if self.action == "transfer" else DIAL_AGENT
@@ -395,6 +397,17 @@ class _Script:
             self.exten(caller, 10, "GotoIf", f"{int(self.action == 'dial')}?dial")
         if self.action == "done":
             self.exten(caller, 11, "GotoIf", "0?nobody")
+
+    def survey(self, caller: _Chan, priority: int) -> None:
+        """The caller's satisfaction survey (a Read() of one digit, then the csat signal): a bad
+        score first when the script says so, then the score."""
+        call = self.call
+        scale = [] if call.csat_scale == 5 else [("Scale", str(call.csat_scale))]
+        if call.csat_bad is not None:
+            self.signal(caller, priority, "csat", ("Score", call.csat_bad), *scale)
+        if call.csat is not None:
+            self.signal(caller, priority, "csat", ("Score", str(call.csat)), *scale,
+                        ("Source", "dtmf"))
 
     def bot_fails(self, caller: _Chan, phone: _Chan | None) -> None:
         """t=ring+bot: the bot gives up and hangs up with cause 41."""
@@ -510,6 +523,8 @@ class _Script:
                       ("RingTime", ring))
             self.bridge_up(caller, one)
             self.human_hangs_up(caller, one, two, call.human_seconds, [*queue, *member])
+            if call.csat_after_human:  # Queue() returns: the caller is surveyed
+                self.survey(caller, 14)
             self.end_caller(caller, phone, 16)
             return
         self.t = start + NO_ANSWER_SECONDS
@@ -564,6 +579,8 @@ class _Script:
         self.bridge_up(caller, one)
         self.human_hangs_up(caller, one, two, call.human_seconds, None)
         self.varset(caller, "ANSWEREDTIME", str(round(call.human_seconds)))
+        if call.csat_after_human:  # Dial() returns (the human hung up): the caller is surveyed
+            self.survey(caller, 17)
         self.end_caller(caller, phone, 16)
 
     # ---- an ARI bot (modelled on tests/fixtures/lab-ari-basic.ami) ---------

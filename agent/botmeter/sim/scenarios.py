@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 Outcome = Literal["handled", "transferred", "abandoned", "failed"]
@@ -54,6 +54,14 @@ class ScriptedCall:
     #: a warm transfer nobody answers (human_seconds None): the caller hangs up on hold
     #: instead of coming back to the bot
     hangs_up_on_hold: bool = False
+    #: the caller's satisfaction survey (a dialplan bot's calls with signals on): the score
+    #: on `csat_scale`, played in the bot before it ends, or after the human hung up
+    #: (`csat_after_human`); `csat_bad` is a score the caller keyed first, which the agent
+    #: must refuse (e.g. "6" on a 5-point scale, "four")
+    csat: int | None = None
+    csat_scale: int = 5
+    csat_after_human: bool = False
+    csat_bad: str | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in ("handled", "transferred", "abandoned", "failed"):
@@ -85,6 +93,15 @@ class ScriptedCall:
                 raise ValueError("caller id and dialed number must be single-line")
         if not self.dialed_number:
             raise ValueError("dialed_number must not be empty")
+        if self.csat is not None or self.csat_bad is not None:
+            if not (self.signals and self.bot == "dialplan"
+                    and self.outcome in ("handled", "transferred")):
+                raise ValueError("a survey is a dialplan bot's, on a handled or transferred "
+                                 "call with signals on")
+            if self.csat is not None and not 1 <= self.csat <= self.csat_scale <= 10:
+                raise ValueError("csat must be within 1..csat_scale (2..10)")
+        if self.csat_after_human and self.human_seconds is None:
+            raise ValueError("a survey after the human needs a human who answered")
 
 
 def expected_record(call: ScriptedCall) -> dict[str, Any]:
@@ -126,6 +143,7 @@ def expected_record(call: ScriptedCall) -> dict[str, Any]:
         "transfer_answered": answered if transferred else None,
         "hangup_cause": cause,
         "modules": modules,
+        "csat": None if call.csat is None else {"score": call.csat, "scale": call.csat_scale},
     }
 
 
@@ -182,7 +200,27 @@ def mixed_calls(count: int, seed: int = 7,
             )
         )
         offset += rng.uniform(0.5, 3.0)
-    return calls
+    return with_surveys(calls, seed)
+
+
+def with_surveys(calls: list[ScriptedCall], seed: int) -> list[ScriptedCall]:
+    """Three in four calls that can be surveyed get a score (its own random stream, so the
+    calls' other values do not change): every third on a 10-point scale, every second after
+    the human when one answered, every fifth with a bad score keyed first."""
+    rng = random.Random(seed + 1_000_003)
+    out = []
+    surveyed = 0
+    for call in calls:
+        if (call.signals and call.bot == "dialplan" and call.outcome in ("handled", "transferred")
+                and rng.random() < 0.75):
+            scale = 10 if surveyed % 3 == 2 else 5
+            call = replace(call, csat=rng.randint(1, scale), csat_scale=scale,
+                           csat_after_human=surveyed % 2 == 1 and call.human_seconds is not None,
+                           csat_bad=("four", "0", "6", "4.5")[surveyed % 4]
+                           if surveyed % 5 == 4 else None)
+            surveyed += 1
+        out.append(call)
+    return out
 
 
 #: every ARI-bot flow (docs/calls.md): (outcome, handoff, a human answers, hangs up on hold)
