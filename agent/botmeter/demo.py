@@ -202,7 +202,8 @@ async def run_demo(*, count: int, speed: float, concurrency: int, db: str | None
             statements = _statements(store, plans) if plans else []
         finally:
             store.close()
-        uplink, synced = demo_uplink(path, plans, Path(tmp)) if plans and records else (None, True)
+        uplink, synced = (await asyncio.to_thread(demo_uplink, path, plans, Path(tmp))
+                          if plans and records else (None, True))
     console.print(calls_table(records, ratings if plans else None))
     console.print(outcome_summary(records))
     for statement in statements:
