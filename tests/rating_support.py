@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import strategies as st
 
 from botmeter.rating import Charge, PlanVersion, Tier, load_plan, parse_plan
-from botmeter.tracking.record import OUTCOMES, CallRecord, ModuleUsage
+from botmeter.tracking.record import OUTCOMES, CallRecord, Csat, ModuleUsage
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PLANS_DIR = Path(__file__).resolve().parent.parent / "config" / "plans"
@@ -29,9 +29,10 @@ BASE_MS = local_ms(2026, 11, 10, 9)
 def make_call(call_id: str, bot: float | None = 60.0, *, end_ms: int | None = None,
               ring: float = 1.0, outcome: str = "handled", after_bot: float = 0.0,
               modules: dict[str, str | int] | None = None, offered_ms: int | None = None,
-              ) -> CallRecord:
+              csat: tuple[int, int] | None = None) -> CallRecord:
     """A call ending at `end_ms` (epoch ms; default: BASE_MS + 1000 * number in the id) whose
-    bot talked `bot` seconds after `ring` seconds of ringing (bot=None: never answered)."""
+    bot talked `bot` seconds after `ring` seconds of ringing (bot=None: never answered);
+    `csat` = (score, scale) rates it."""
     if end_ms is None:
         digits = "".join(ch for ch in call_id if ch.isdigit()) or "0"
         end_ms = BASE_MS + 1000 * int(digits) * 600
@@ -52,6 +53,7 @@ def make_call(call_id: str, bot: float | None = 60.0, *, end_ms: int | None = No
         outcome=outcome,  # type: ignore[arg-type]
         transfer_target=None, hangup_cause=16,
         modules={name: ModuleUsage(Decimal(str(q)), "units") for name, q in (modules or {}).items()},
+        csat=Csat(*csat) if csat is not None else None,
     )
 
 
@@ -146,8 +148,10 @@ def call_lists(draw: st.DrawFn, max_size: int = 25, span_ms: int = 20 * 24 * HOU
         outcome = draw(st.sampled_from(OUTCOMES))
         bot = None if outcome == "abandoned" else draw(st.integers(0, 400_000)) / 1000
         asr = draw(st.none() | st.integers(0, 2_000_000).map(lambda n: Decimal(n).scaleb(-3)))
+        rating = draw(st.none() | st.integers(2, 10).flatmap(
+            lambda scale: st.tuples(st.integers(1, scale), st.just(scale))))
         calls.append(make_call(
-            f"c{names[i]:03d}", bot, end_ms=BASE_MS + end, outcome=outcome,
+            f"c{names[i]:03d}", bot, end_ms=BASE_MS + end, outcome=outcome, csat=rating,
             ring=draw(st.integers(0, 9_000)) / 1000,
             after_bot=draw(st.integers(0, 90_000)) / 1000 if outcome == "transferred" else 0.0,
             modules={"asr": str(asr)} if asr is not None else None))

@@ -42,7 +42,8 @@ def test_plans_side_by_side_cheapest_first(thousand_calls: list) -> None:
     assert never.cheaper_below == never.cheaper_above == "per-minute"
     data = result.to_json()
     assert data["plans"][0] == {"plan_id": "per-minute", "name": "Per minute, 60/6 blocks",
-                                "total": "240.00", "difference": "-210.00", "active": False}
+                                "total": "240.00", "difference": "-210.00", "active": False,
+                                "sla": []}
     assert data["break_even"][0] == {"plans": ["bundle-5000", "per-minute"], "multiple": "1.8750",
                                      "calls": 1875, "cheaper_below": "per-minute",
                                      "cheaper_above": "bundle-5000"}

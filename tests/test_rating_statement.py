@@ -179,6 +179,11 @@ def test_statement_json() -> None:
             {"kind": "fee", "name": "Customisation (dialogue design)", "amount": "15000.00"},
             {"kind": "sla_fee", "name": "SLA guarantee", "amount": "300.00"},
         ],
+        # both clauses, whatever their verdict: no rating this month, so csat is not judged
+        "sla": [
+            {"clause": "answer_rate", "measured": "1", "target": "0.98", "sample": 2, "met": True},
+            {"clause": "csat", "measured": None, "target": "4.0", "sample": 0, "met": None},
+        ],
         "total": "17300.31",
     }
 

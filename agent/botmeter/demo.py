@@ -14,7 +14,7 @@ from rich.table import Table
 from .config import Config, parse_config
 from .logs import setup_logging
 from .rating import PlanBook, Statement, build_statement, period_of
-from .reports.billing import statement_table
+from .reports.billing import sla_table, statement_table
 from .reports.calls import calls_table, outcome_summary
 from .service import AgentService
 from .sim.pbx import SimulatedPBX
@@ -208,6 +208,9 @@ async def run_demo(*, count: int, speed: float, concurrency: int, db: str | None
     console.print(outcome_summary(records))
     for statement in statements:
         console.print(statement_table(statement))
+        clauses = sla_table(statement)
+        if clauses is not None:
+            console.print(clauses)
     if uplink is not None:
         console.print(uplink)
         console.print("uplink: the receiver's summaries add up to the calls and amounts stored "

@@ -13,11 +13,15 @@ Public API
   `RerateNeeded(period)` call `Rater.rerate(period, all_calls_of_that_period)` and store every
   amount it returns. A call offered before the plan starts: `rate` raises `NotRated` (a
   RatingError naming the call), `rerate` leaves it out and calls `on_not_rated(call, why)`.
-- `build_statement(plan, period, calls) -> Statement` (`.to_json()` per Semantics 5); a period
-  that ends before the plan starts raises `NoStatement` (a PlanError naming the plan's first
-  file: there is no statement, fees included).
-- `compare_plans(plans, period, calls, active=...) -> Comparison` (`.rows()`, `.to_json()`);
-  `NoStatement` when one of the plans has not started in the period.
+- `build_statement(plan, period, calls) -> Statement` (`.to_json()` per Semantics 5, plus an
+  `"sla"` list: every clause's `SlaClause.to_json()`); `Statement.sla_clauses` are the plan's
+  SLA clauses with what was measured and the verdict, `.sla` / `.csat` their raw measures
+  (`measure_sla`, `measure_csat`). A period that ends before the plan starts raises
+  `NoStatement` (a PlanError naming the plan's first file: there is no statement, fees
+  included).
+- `compare_plans(plans, period, calls, active=...) -> Comparison` (`.rows()`, `.sla_rows()`,
+  `.to_json()`: each plan with its `"sla"` list); `NoStatement` when one of the plans has not
+  started in the period.
 - `period_of(epoch, tz)`, `period_bounds(period, tz)`.
 
 Decisions (where the spec leaves room)
@@ -52,13 +56,35 @@ Decisions (where the spec leaves room)
    Charge names are unique within a plan (they name the per-call lines). Every number of a
    plan file fits in 12 digits before the decimal point and 6 after it (so precision is at
    most "0.000001"); an exponent is allowed within those bounds ("1.5e3" is 1500).
-8. SLA: ring times are the record's whole milliseconds; a counted call is answered when the
-   bot answered it with ring_seconds <= max_ring_seconds; abandoned calls with ring_seconds < ignore_abandoned_under are not
-   counted. Met when answered >= answer_rate * counted (exactly), or when nothing was counted.
-   The credit is credit_percent of the period's usage amount, rounded half-up to the plan's
-   precision, shown as a negative line whose name carries the measured rate; its JSON adds
-   clause, measured (the rate, 6 places at most), target and sample (counted calls). The
-   satisfaction clause (min_csat, ...) is not supported yet: its keys are refused.
+8. SLA: an [sla] table holds the answer-rate clause (answer_rate, max_ring_seconds and
+   credit_percent, all three; ignore_abandoned_under optional), the satisfaction clause
+   (min_csat and csat_credit_percent, both; csat_min_responses optional) or both; a clause
+   with some of its required keys but not all is refused naming the first missing key, and
+   a table with no clause is refused (key `sla`). Its fee is billed whenever the table exists.
+   Both clauses are measured over the same calls: the period's calls rated under the plan.
+   a. Answer rate: ring times are the record's whole milliseconds; a counted call is
+      answered when the bot answered it with ring_seconds <= max_ring_seconds; abandoned
+      calls with ring_seconds < ignore_abandoned_under are not counted. Met when answered >=
+      answer_rate * counted (exactly), or when nothing was counted (measured null).
+   b. Satisfaction: min_csat is a quoted decimal string in [1, 5] (a TOML float or integer is
+      refused, like money); csat_min_responses a TOML integer >= 1, default 1 (judged on any
+      response: a minimum sample is a contract term, not ours to invent). Responses are the
+      calls with a csat, whatever their outcome; each score is mapped onto 1..5 as
+      1 + (score - 1) * 4 / (scale - 1) and averaged as exact Fractions (Csat.on_five()'s
+      28-digit Decimals could tip a mean that equals min_csat below it). Not judged (met
+      None, no credit) with fewer than csat_min_responses responses (always with none); else
+      met when mean >= min_csat exactly. A csat outside 1..scale, or a scale outside 2..10,
+      is a RatingError naming the call.
+   c. Each missed clause credits its own percent (credit_percent, csat_credit_percent) of the
+      period's usage amount, each rounded half-up to the plan's precision, as a negative
+      `sla_credit` line: answer rate first, then satisfaction; both can be missed. The line's
+      name carries the measure (the rate in percent, the mean, both truncated to 2 places so
+      a miss never reads as a tie); its JSON adds clause, measured, target and sample. A met
+      or not judged clause gives no line: `lines` stay billing lines. Every clause is in
+      `Statement.sla_clauses` and the statement JSON's `"sla"` list: {clause, measured,
+      target, sample, met}, measured and target as decimal strings (as on the credit line;
+      measured exact up to 6 places, else half-up to 6; null when nothing was measured),
+      sample the counted calls or the responses, met true/false/null (not judged).
 9. Statement quantities are priced units (e.g. minutes): exact when they fit in 6 decimal
    places, else rounded half-up to 6. Line amounts keep their own precision; only the total
    is rounded, half-up to the currency's minor unit.
@@ -71,8 +97,11 @@ Decisions (where the spec leaves room)
    already rated and changes (e.g. a corrected end) must be handled with `rerate` too: the
    Rater keeps no per-call memory. A single PlanVersion passed to rate_calls, Rater,
    build_statement or compare_plans is a plan of one version (its effective_from applies).
-13. Comparing plans: volume k scales every charge's period quantity by k with fees fixed and
-   the SLA outcome unchanged; the break-even is the smallest k in [0.01, 100] where two plans
+13. Comparing plans: volume k scales every charge's period quantity by k with fees fixed; the
+   answer rate and the mean score stay as measured (the mix scales), so the answer-rate
+   verdict is kept, and the satisfaction clause has k times the responses: judged (missed
+   when its mean is below min_csat) once k * responses >= csat_min_responses. Each missed
+   clause credits its percent of the scaled usage; the break-even is the smallest k in [0.01, 100] where two plans
    cost the same or swap order (log grid of 400 points, then bisection), else None.
 14. PlanError keys count arrays of tables from 1: `charge[1]` is the first [[charge]].
 """
@@ -88,13 +117,14 @@ from .loader import load_plan, parse_plan
 from .periods import period_bounds, period_of
 from .plan import Charge, Fee, PlanVersion, Sla, Tier
 from .rater import Rater
-from .sla import SlaMeasure, measure_sla
-from .statement import Statement, StatementLine, build_statement
+from .sla import CsatMeasure, SlaMeasure, measure_csat, measure_sla
+from .statement import SlaClause, Statement, StatementLine, build_statement
 
 __all__ = [
-    "BreakEven", "CallCharge", "Charge", "ChargeLine", "Comparison", "Fee", "NoStatement",
-    "NotRated", "PeriodState", "PlanBook", "PlanCost", "PlanError", "PlanSeries", "PlanVersion", "Rater", "RatingError",
-    "RerateNeeded", "Sla", "SlaMeasure", "Statement", "StatementLine", "Tier", "UnknownPlan",
-    "build_statement", "compare_plans", "load_plan", "measure_sla", "parse_plan",
-    "period_bounds", "period_of", "rate_calls", "rate_period",
+    "BreakEven", "CallCharge", "Charge", "ChargeLine", "Comparison", "CsatMeasure", "Fee",
+    "NoStatement", "NotRated", "PeriodState", "PlanBook", "PlanCost", "PlanError", "PlanSeries",
+    "PlanVersion", "Rater", "RatingError", "RerateNeeded", "Sla", "SlaClause", "SlaMeasure",
+    "Statement", "StatementLine", "Tier", "UnknownPlan", "build_statement", "compare_plans",
+    "load_plan", "measure_csat", "measure_sla", "parse_plan", "period_bounds", "period_of",
+    "rate_calls", "rate_period",
 ]

@@ -1,7 +1,10 @@
 """Price one period's calls under several plans, side by side, and find break-even volumes.
 
 Volume scaling assumes the period's mix scales: k times the calls means k times every
-charge's metered quantity (and the same SLA answer rate), with fees unchanged. Since a
+charge's metered quantity, with fees unchanged. The SLA's measures scale with the mix: the
+answer rate and the mean score stay as measured, and k times the responses may reach
+csat_min_responses, so a satisfaction clause below its target that was not judged becomes
+missed (and one that was missed is not judged at a volume too small to judge). Since a
 period's per-call amounts add up to the rounded cost of its total quantity, the usage amount
 at k is exactly round(model(k * quantity - allowance)) per charge, evaluated with Fractions.
 """
@@ -64,6 +67,14 @@ class Comparison:
                  "vs_active": _signed(p.difference), "active": "*" if p.active else ""}
                 for p in self.plans]
 
+    def sla_rows(self) -> list[dict[str, str]]:
+        """Table-ready rows of each plan's SLA clauses (plans in the order of `plans`)."""
+        return [{"plan": p.plan_id, "clause": CLAUSE_NAMES[c.clause],
+                 "measured": decimal_text(c.measured) or "n/a",
+                 "target": decimal_text(c.target) or "", "sample": str(c.sample),
+                 "verdict": verdict(c.met)}
+                for p in self.plans for c in p.statement.sla_clauses]
+
     def break_even_rows(self) -> list[dict[str, str]]:
         return [{"plans": f"{b.plan_a} / {b.plan_b}",
                  "multiple": f"{b.multiple:f}x" if b.multiple is not None else "never",
@@ -78,12 +89,21 @@ class Comparison:
             "calls": self.calls,
             "active": self.active,
             "plans": [{"plan_id": p.plan_id, "name": p.name, "total": decimal_text(p.total),
-                       "difference": decimal_text(p.difference), "active": p.active}
+                       "difference": decimal_text(p.difference), "active": p.active,
+                       "sla": [clause.to_json() for clause in p.statement.sla_clauses]}
                       for p in self.plans],
             "break_even": [{"plans": [b.plan_a, b.plan_b], "multiple": decimal_text(b.multiple),
                             "calls": b.calls, "cheaper_below": b.cheaper_below,
                             "cheaper_above": b.cheaper_above} for b in self.break_even],
         }
+
+
+CLAUSE_NAMES = {"answer_rate": "answer rate", "csat": "satisfaction"}
+
+
+def verdict(met: bool | None) -> str:
+    """A clause's verdict in words: met, missed or not judged."""
+    return "not judged" if met is None else "met" if met else "missed"
 
 
 def _signed(value: Decimal | None) -> str:
@@ -104,9 +124,21 @@ class ScaledTotal:
         self._totals: dict[Fraction, Decimal] = {}
         self.fixed = sum((line.amount for line in self.statement.lines
                           if line.kind in ("fee", "sla_fee")), Decimal(0))
-        missed = self.statement.sla is not None and not self.statement.sla.met
-        self.credit_percent = fee_version.sla.credit_percent if missed and fee_version.sla \
-            else None
+        #: (credit percent, fewest responses) of each clause missed at volume k when k times
+        #: its sample reaches the fewest: the answer rate and the mean score stay as measured
+        #: (the mix scales), so the answer rate keeps its verdict and the satisfaction clause
+        #: keeps its mean but is judged once k times its responses reach csat_min_responses
+        self.credits: list[tuple[Decimal, Fraction]] = []
+        for clause in self.statement.sla_clauses:
+            if clause.clause == "answer_rate" and clause.met is False:
+                self.credits.append((clause.credit_percent, Fraction(0)))
+            elif clause.clause == "csat" and self.statement.csat is not None:
+                csat, sla = self.statement.csat, fee_version.sla
+                assert sla is not None and sla.min_csat is not None
+                mean = csat.mean
+                if mean is not None and mean < Fraction(sla.min_csat):
+                    fewest = Fraction(csat.min_responses, csat.responses)
+                    self.credits.append((clause.credit_percent, fewest))
         self.precision = fee_version.precision
         self.quantum = Decimal(1).scaleb(-fee_version.minor_unit)
 
@@ -137,9 +169,9 @@ class ScaledTotal:
             ctx.prec = 60
             usage = self.usage(k)
             total = usage + self.fixed
-            if self.credit_percent is not None:
-                total -= (usage * self.credit_percent / 100).quantize(self.precision,
-                                                                     ROUND_HALF_UP)
+            for percent, fewest in self.credits:
+                if k >= fewest:
+                    total -= (usage * percent / 100).quantize(self.precision, ROUND_HALF_UP)
             return total
 
 

@@ -95,6 +95,30 @@ class Table:
             self.fail(name, f"must not be negative (got {value})")
         return amount
 
+    def decimal(self, name: str, low: Decimal, high: Decimal) -> Decimal:
+        """A required number within [low, high] written as a quoted decimal string (a TOML
+        float or integer is refused, as for money)."""
+        if name not in self.data:
+            self.fail(name, f'required (a quoted decimal string, e.g. {name} = "{high}")')
+        value = self.data[name]
+        self._refuse_float(name, value, "a quoted decimal string")
+        if not isinstance(value, str):
+            self.fail(name, f'must be a quoted decimal string, e.g. {name} = "{_shown(str(value))}"')
+        number = self._parse(name, value)
+        if not low <= number <= high:
+            self.fail(name, f"must be between {low} and {high} (got {value})")
+        return number
+
+    def count(self, name: str, default: int, minimum: int) -> int:
+        """A whole number (a TOML integer) of at least `minimum`."""
+        value = self.data.get(name, default)
+        if type(value) is not int:
+            self.fail(name, "must be a whole number (a TOML integer)")
+        self._bounded(name, Decimal(value), _shown(str(value)))
+        if value < minimum:
+            self.fail(name, f"must be at least {minimum} (got {value})")
+        return value
+
     def quantity(self, name: str, default: Decimal | None = None, positive: bool = False,
                  ) -> Decimal | None:
         """An exact quantity: a TOML integer or a quoted decimal string (never a float)."""

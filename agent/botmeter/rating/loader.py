@@ -13,7 +13,17 @@ from ..tracking.record import OUTCOMES
 from .currencies import currency_problem, minor_unit
 from .errors import PlanError
 from .fields import Table
-from .plan import DEFAULT_OUTCOMES, MODELS, TIME_METRICS, Charge, Fee, PlanVersion, Sla, Tier
+from .plan import (
+    DEFAULT_CSAT_MIN_RESPONSES,
+    DEFAULT_OUTCOMES,
+    MODELS,
+    TIME_METRICS,
+    Charge,
+    Fee,
+    PlanVersion,
+    Sla,
+    Tier,
+)
 
 PLAN_ID = re.compile(r"[a-z0-9._-]+\Z")
 MODULE_NAME = re.compile(r"[^\sA-Z]+\Z")
@@ -23,7 +33,11 @@ CHARGE_KEYS = ("name", "metric", "outcomes", "min_seconds", "first_block", "bloc
                "included", "model", "price", "package_size", "tiers")
 TIER_KEYS = ("up_to", "price")
 FEE_KEYS = ("name", "amount", "every", "on")
-SLA_KEYS = ("fee", "answer_rate", "max_ring_seconds", "ignore_abandoned_under", "credit_percent")
+SLA_KEYS = ("fee", "answer_rate", "max_ring_seconds", "ignore_abandoned_under", "credit_percent",
+            "min_csat", "csat_min_responses", "csat_credit_percent")
+#: each SLA clause: the keys it requires together, and its optional keys
+ANSWER_CLAUSE = (("answer_rate", "max_ring_seconds", "credit_percent"), ("ignore_abandoned_under",))
+CSAT_CLAUSE = (("min_csat", "csat_credit_percent"), ("csat_min_responses",))
 HUNDRED = Decimal(100)
 
 
@@ -196,12 +210,41 @@ def _fee(t: Table) -> Fee:
 
 
 def _sla(t: Table) -> Sla:
+    """The guarantee: its fee, and the answer-rate clause, the satisfaction clause or both.
+
+    A clause is present when any of its keys is; then all its required keys must be given.
+    """
     fee = t.money("fee")
     assert fee is not None
+    answer = _clause(t, *ANSWER_CLAUSE, "the answer-rate clause")
+    csat = _clause(t, *CSAT_CLAUSE, "the satisfaction clause")
+    if not answer and not csat:
+        raise PlanError(t.source, t.prefix,
+                        "a guarantee needs a clause: answer_rate (with max_ring_seconds and "
+                        "credit_percent), min_csat (with csat_credit_percent), or both")
     return Sla(
         fee=fee,
-        answer_rate=t.ratio("answer_rate", Decimal(0), Decimal(1)),
-        max_ring_seconds=t.ratio("max_ring_seconds", Decimal(0), None),
-        credit_percent=t.ratio("credit_percent", Decimal(0), HUNDRED),
+        answer_rate=t.ratio("answer_rate", Decimal(0), Decimal(1)) if answer else None,
+        max_ring_seconds=t.ratio("max_ring_seconds", Decimal(0), None) if answer else None,
+        credit_percent=t.ratio("credit_percent", Decimal(0), HUNDRED) if answer else None,
         ignore_abandoned_under=t.ratio("ignore_abandoned_under", Decimal(0), None, Decimal(0)),
+        min_csat=t.decimal("min_csat", Decimal(1), Decimal(5)) if csat else None,
+        csat_min_responses=t.count("csat_min_responses", DEFAULT_CSAT_MIN_RESPONSES, 1),
+        csat_credit_percent=t.ratio("csat_credit_percent", Decimal(0), HUNDRED) if csat else None,
     )
+
+
+def _clause(t: Table, required: tuple[str, ...], optional: tuple[str, ...], what: str) -> bool:
+    """Whether the table has this clause (any of its keys); PlanError naming the first
+    required key missing when it has some of them but not all."""
+    given = [key for key in (*required, *optional) if t.has(key)]
+    if not given:
+        return False
+    for key in required:
+        if not t.has(key):
+            t.fail(key, f"required with {given[0]} ({what} needs {_listed(required)})")
+    return True
+
+
+def _listed(keys: tuple[str, ...]) -> str:
+    return keys[0] if len(keys) == 1 else f"{', '.join(keys[:-1])} and {keys[-1]}"

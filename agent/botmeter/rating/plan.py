@@ -60,15 +60,36 @@ class Fee:
     on: date | None = None
 
 
+#: csat_min_responses when a plan does not say: the clause is judged on any response
+DEFAULT_CSAT_MIN_RESPONSES = 1
+
+
 @dataclass(frozen=True, slots=True)
 class Sla:
-    """The answer-rate guarantee sold as an add-on."""
+    """The guarantee sold as an add-on: its fee, and one or two clauses.
+
+    The answer-rate clause (answer_rate, max_ring_seconds, credit_percent,
+    ignore_abandoned_under) is present when `answer_rate` is not None; the satisfaction
+    clause (min_csat, csat_min_responses, csat_credit_percent) when `min_csat` is not None.
+    The loader refuses a table with neither, or with a clause's keys half given.
+    """
 
     fee: Decimal
-    answer_rate: Decimal
-    max_ring_seconds: Decimal
-    credit_percent: Decimal
+    answer_rate: Decimal | None = None
+    max_ring_seconds: Decimal | None = None
+    credit_percent: Decimal | None = None
     ignore_abandoned_under: Decimal = Decimal(0)
+    min_csat: Decimal | None = None  # mean score on the 5-point scale
+    csat_min_responses: int = DEFAULT_CSAT_MIN_RESPONSES
+    csat_credit_percent: Decimal | None = None
+
+    @property
+    def has_answer_rate(self) -> bool:
+        return self.answer_rate is not None
+
+    @property
+    def has_csat(self) -> bool:
+        return self.min_csat is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,18 +13,19 @@ from .book import PlanSeries
 from .compiled import compile_plan
 from .engine import PeriodState, Plan, as_series, order_calls, split_periods
 from .periods import period_bounds, period_of_date
-from .plan import PlanVersion
-from .sla import SlaMeasure, measure_sla
+from .plan import Sla
+from .sla import CsatMeasure, SlaMeasure, measure_csat, measure_sla
 
 LineKind = Literal["usage", "fee", "sla_fee", "sla_credit"]
-Clause = Literal["answer_rate"]  # the satisfaction clause ("csat") is not supported yet
+Clause = Literal["answer_rate", "csat"]
 QUANTITY_PLACES = 6
 
 
 @dataclass(frozen=True, slots=True)
 class StatementLine:
     """One line; usage lines also carry quantity, included (allowance used) and billed; SLA
-    credit lines the clause, what was measured, its target and the sample it was measured on."""
+    credit lines the clause, what was measured, its target and the sample it was measured on
+    (as the statement's SlaClause of that clause)."""
 
     kind: LineKind
     name: str
@@ -53,6 +54,37 @@ class StatementLine:
 
 
 @dataclass(frozen=True, slots=True)
+class SlaClause:
+    """One SLA clause as a period's statement measures it, whatever the verdict.
+
+    `measured` is the answer rate or the mean score on the 5-point scale (None when nothing
+    was measured), exact when it fits in 6 decimal places, else rounded half-up to 6;
+    `sample` the counted calls or the responses; `met` None when the clause is not judged
+    (too few responses); `credit` the (negative) credit when it is missed, else None.
+    """
+
+    clause: Clause
+    measured: Decimal | None
+    target: Decimal
+    sample: int
+    met: bool | None
+    credit_percent: Decimal
+    credit: Decimal | None = None
+    credit_name: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"clause": self.clause, "measured": decimal_text(self.measured),
+                "target": decimal_text(self.target), "sample": self.sample, "met": self.met}
+
+    def credit_line(self) -> StatementLine | None:
+        """The credit line of a missed clause (None when met or not judged)."""
+        if self.credit is None:
+            return None
+        return StatementLine("sla_credit", self.credit_name, self.credit, clause=self.clause,
+                             measured=self.measured, target=self.target, sample=self.sample)
+
+
+@dataclass(frozen=True, slots=True)
 class Statement:
     """What a period costs under a plan; `total` is rounded once, to the currency's minor unit."""
 
@@ -63,7 +95,9 @@ class Statement:
     lines: tuple[StatementLine, ...]
     total: Decimal
     calls: int
-    sla: SlaMeasure | None = None
+    sla: SlaMeasure | None = None  # the answer-rate clause's measure (None without it)
+    csat: CsatMeasure | None = None  # the satisfaction clause's measure (None without it)
+    sla_clauses: tuple[SlaClause, ...] = ()  # the plan's clauses, answer rate first
 
     @property
     def usage_amount(self) -> Decimal:
@@ -76,6 +110,7 @@ class Statement:
             "period": self.period,
             "currency": self.currency,
             "lines": [line.to_json() for line in self.lines],
+            "sla": [clause.to_json() for clause in self.sla_clauses],
             "total": decimal_text(self.total),
         }
 
@@ -147,24 +182,52 @@ def fee_lines(series: PlanSeries, period: str) -> list[StatementLine]:
     return lines
 
 
-def sla_lines(version: PlanVersion, measure: SlaMeasure | None, usage: Decimal,
-              ) -> list[StatementLine]:
-    """The SLA fee and, when missed, the credit: credit_percent of the usage amount (negative,
-    rounded half-up to the plan's precision)."""
-    sla = version.sla
-    if sla is None or measure is None:
+def sla_clauses(sla: Sla | None, answer: SlaMeasure | None, csat: CsatMeasure | None,
+                usage: Decimal, precision: Decimal) -> tuple[SlaClause, ...]:
+    """The SLA's clauses with their verdicts; a missed clause credits its percent of the
+    usage amount (negative, rounded half-up to the plan's precision)."""
+    if sla is None:
+        return ()
+    clauses = []
+    if answer is not None:
+        assert sla.answer_rate is not None and sla.max_ring_seconds is not None
+        assert sla.credit_percent is not None
+        name = (f"SLA credit: answer rate {answer.percent()}% < {_plain(sla.answer_rate * 100)}% "
+                f"within {_plain(sla.max_ring_seconds)} s")
+        measured = (units_decimal(Fraction(answer.answered, answer.counted)) if answer.counted
+                    else None)
+        clauses.append(SlaClause("answer_rate", measured, sla.answer_rate, answer.counted,
+                                 answer.met, sla.credit_percent,
+                                 None if answer.met else _credit(usage, sla.credit_percent,
+                                                                 precision), name))
+    if csat is not None:
+        assert sla.min_csat is not None and sla.csat_credit_percent is not None
+        mean = csat.mean
+        name = (f"SLA credit: satisfaction {csat.shown()} < {sla.min_csat:f} of 5 "
+                f"({csat.responses} responses)")
+        clauses.append(SlaClause("csat", units_decimal(mean) if mean is not None else None,
+                                 sla.min_csat, csat.responses, csat.met, sla.csat_credit_percent,
+                                 _credit(usage, sla.csat_credit_percent, precision)
+                                 if csat.met is False else None, name))
+    return tuple(clauses)
+
+
+def _credit(usage: Decimal, percent: Decimal, precision: Decimal) -> Decimal:
+    """A credit: percent of the usage amount, rounded half-up to precision, negative."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return -(usage * percent / 100).quantize(precision, ROUND_HALF_UP)
+
+
+def sla_lines(sla: Sla | None, clauses: Iterable[SlaClause]) -> list[StatementLine]:
+    """The SLA fee and a credit line per missed clause."""
+    if sla is None:
         return []
     lines = [StatementLine("sla_fee", "SLA guarantee", sla.fee)]
-    if not measure.met:
-        with localcontext() as ctx:
-            ctx.prec = 60
-            credit = (usage * sla.credit_percent / 100).quantize(version.precision, ROUND_HALF_UP)
-        name = (f"SLA credit: answer rate {measure.percent()}% < {_plain(sla.answer_rate * 100)}% "
-                f"within {_plain(sla.max_ring_seconds)} s")
-        measured = units_decimal(Fraction(measure.answered, measure.counted))
-        lines.append(StatementLine("sla_credit", name, -credit, clause="answer_rate",
-                                   measured=measured, target=sla.answer_rate,
-                                   sample=measure.counted))
+    for clause in clauses:
+        line = clause.credit_line()
+        if line is not None:
+            lines.append(line)
     return lines
 
 
@@ -198,8 +261,12 @@ def statement_of(series: PlanSeries, period: str, ordered: list[CallRecord],
     """The statement from a period's calls under the plan (in order) and their rated states."""
     fee_version = series.fee_version(period)
     usage = usage_lines(states)
-    measure = measure_sla(fee_version.sla, ordered) if fee_version.sla else None
+    sla = fee_version.sla
+    answer = measure_sla(sla, ordered) if sla is not None and sla.has_answer_rate else None
+    csat = measure_csat(sla, ordered) if sla is not None and sla.has_csat else None
     usage_amount = sum((line.amount for line in usage), Decimal(0))
-    lines = (*usage, *fee_lines(series, period), *sla_lines(fee_version, measure, usage_amount))
+    clauses = sla_clauses(sla, answer, csat, usage_amount, fee_version.precision)
+    lines = (*usage, *fee_lines(series, period), *sla_lines(sla, clauses))
     return Statement(series.plan_id, fee_version.name, period, series.currency, lines,
-                     total_of(lines, fee_version.minor_unit), len(ordered), measure)
+                     total_of(lines, fee_version.minor_unit), len(ordered), answer, csat,
+                     clauses)

@@ -7,7 +7,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
-from ..rating import Comparison, Statement
+from ..rating import Comparison, SlaClause, Statement
 from .output import write_json
 
 _KINDS = {"usage": "usage", "fee": "fee", "sla_fee": "SLA fee", "sla_credit": "SLA credit"}
@@ -30,13 +30,40 @@ def statement_table(statement: Statement) -> Table:
     return table
 
 
-def sla_summary(statement: Statement) -> str | None:
-    sla = statement.sla
-    if sla is None:
+def _verdict(clause: SlaClause) -> str:
+    if clause.met is None:
+        return "not judged"
+    if clause.met:
+        return "met"
+    return f"missed: credit {clause.credit:f}"
+
+
+def sla_table(statement: Statement) -> Table | None:
+    """Each SLA clause of the statement: what was measured, the target, the sample and the
+    verdict (None for a plan without an SLA)."""
+    if not statement.sla_clauses:
         return None
-    verdict = "met" if sla.met else "missed: credit applied"
-    return (f"SLA: {sla.answered} of {sla.counted} counted calls answered in time "
-            f"({sla.percent()}%; {sla.offered} offered): {verdict}")
+    table = Table(title="SLA clauses")
+    for name in ("clause", "measured", "target", "sample", "verdict"):
+        table.add_column(name, justify="right" if name == "measured" else "left")
+    answer, csat = statement.sla, statement.csat
+    for clause in statement.sla_clauses:
+        measured = _text(clause.measured) or "n/a"
+        if clause.clause == "answer_rate" and answer is not None:
+            rate = answer.percent()
+            table.add_row("answer rate", measured + (f" ({rate}%)" if rate != "n/a" else ""),
+                          f">= {_text(clause.target)} within {_text(answer.max_ring_seconds)} s",
+                          f"{clause.sample} counted calls", _verdict(clause))
+            table.caption = (f"answer rate: {answer.answered} of {answer.counted} counted calls "
+                             f"answered in time ({answer.offered} offered)")
+        elif clause.clause == "csat" and csat is not None:
+            sample = f"{clause.sample} responses"
+            if clause.met is None:
+                sample += f" (fewer than {csat.min_responses})"
+            table.add_row("satisfaction", measured + (" of 5" if clause.measured is not None
+                                                      else ""),
+                          f">= {_text(clause.target)} of 5", sample, _verdict(clause))
+    return table
 
 
 def render_statement(statement: Statement, fmt: str, out: TextIO) -> None:
@@ -45,9 +72,9 @@ def render_statement(statement: Statement, fmt: str, out: TextIO) -> None:
         return
     console = Console(file=out, width=120)
     console.print(statement_table(statement))
-    summary = sla_summary(statement)
-    if summary:
-        console.print(summary)
+    clauses = sla_table(statement)
+    if clauses is not None:
+        console.print(clauses)
 
 
 def render_comparison(comparison: Comparison, fmt: str, out: TextIO) -> None:
@@ -62,6 +89,15 @@ def render_comparison(comparison: Comparison, fmt: str, out: TextIO) -> None:
     for row in comparison.rows():
         costs.add_row(row["plan"], row["name"], row["total"], row["vs_active"], row["active"])
     console.print(costs)
+    clauses = comparison.sla_rows()
+    if clauses:
+        sla = Table(title="SLA clauses of each plan, as its statement measures them")
+        for name in ("plan", "clause", "measured", "target", "sample", "verdict"):
+            sla.add_column(name, justify="right" if name in ("measured", "sample") else "left")
+        for row in clauses:
+            sla.add_row(row["plan"], row["clause"], row["measured"], row["target"],
+                        row["sample"], row["verdict"])
+        console.print(sla)
     if comparison.break_even:
         even = Table(title="Break-even: the monthly volume at which two plans cost the same "
                            "(the period's mix of calls, scaled)")
