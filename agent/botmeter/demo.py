@@ -66,7 +66,7 @@ def mismatches(scripted: ScriptedCall, record: CallRecord | None) -> list[str]:
     want = expected_record(scripted)
     got = record.to_json()
     problems = []
-    for key in ("outcome", "transfer_answered", "hangup_cause", "dialed_number"):
+    for key in ("outcome", "transfer_answered", "hangup_cause", "dialed_number", "csat"):
         if got[key] != want[key]:
             problems.append(f"{key} {got[key]!r} != {want[key]!r}")
     for key in ("ring_seconds", "bot_seconds", "human_seconds", "total_seconds"):
