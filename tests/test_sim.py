@@ -21,6 +21,7 @@ from botmeter.sim import (
     mixed_calls,
 )
 from botmeter.sim.events import PRIVILEGES
+from botmeter.sim.scenarios import expected_csat
 
 from .helpers import eventually
 
@@ -131,6 +132,7 @@ def record_of(events: list[Event]) -> dict:
     answered = bot_ended = transferred = human = None
     outcome_signal = None
     modules: dict[str, dict] = {}
+    csat: list[tuple[str, str]] = []
     cause = None
     number = name = None
     for event, t in zip(events, ts, strict=True):
@@ -158,6 +160,8 @@ def record_of(events: list[Event]) -> dict:
             elif event["Signal"] == "usage":
                 entry = modules.setdefault(event["Module"], {"quantity": 0.0, "unit": event["Unit"]})
                 entry["quantity"] += float(event["Quantity"])
+            elif event["Signal"] == "csat":
+                csat.append((event["Score"], event.get("Scale", "")))
         if kind == "Hangup" and on_caller:
             cause = event["Cause"]
     offered, ended = ts[0], ts[-1]
@@ -188,6 +192,7 @@ def record_of(events: list[Event]) -> dict:
         "transfer_answered": (human is not None) if outcome == "transferred" else None,
         "hangup_cause": int(cause) if cause is not None else None,
         "modules": modules,
+        "csat": expected_csat(tuple(csat)),
     }
 
 
@@ -224,6 +229,15 @@ CASES = {
                                      via="sip", signals=False),
     "abandoned-local": ScriptedCall("13900010010", "赵六", "abandoned", 3.5),
     "abandoned-sip": ScriptedCall("13900010011", "Bob", "abandoned", 2.5, via="sip"),
+    "csat-in-bot": ScriptedCall("13900010012", "Bob", "handled", 1.0, 4.0,
+                                csat=(("4", ""), ("6", ""), ("9", "10"))),
+    "csat-after-queue": ScriptedCall("13900010013", "黄丽", "transferred", 1.0, 3.0, 4.0,
+                                     csat=(("5", "5"),), survey="after_human"),
+    "csat-after-dial-sip": ScriptedCall("13900010014", "Alice", "transferred", 1.0, 3.0, 4.0,
+                                        handoff="dial", via="sip", csat=(("2", ""),),
+                                        survey="after_human"),
+    "csat-caller-gone": ScriptedCall("13900010015", "周杰", "handled", 1.0, 3.0,
+                                     csat=(("3", ""),), survey="caller_gone"),
 }
 
 

@@ -8,10 +8,12 @@ failure (a database that cannot be created or read, nothing to replay, an intern
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
@@ -20,7 +22,7 @@ import click
 # Only what `botmeter --help` needs is imported here (tests/test_startup_imports.py checks):
 # each command imports the rest (config, storage, rating, logging, asyncio) when it runs.
 from . import ENV_VAR
-from .tracking.record import OUTCOMES, iso_utc
+from .tracking.record import CSAT_SCALE, OUTCOMES, iso_utc
 
 if TYPE_CHECKING:
     from .config import Config
@@ -164,6 +166,28 @@ class Period(click.ParamType):
             self.fail(f"{text!r} is out of range: periods run from {FIRST_PERIOD} to "
                       f"{LAST_PERIOD}", param, ctx)
         return text
+
+
+class CsatBound(click.ParamType):
+    """A bound on the caller's rating on the 5-point scale: a number from 1 to 5 (ASCII digits,
+    at most 6 decimals), kept exact."""
+
+    name = "1..5"
+    _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]{1,6})?")
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> Decimal:
+        if isinstance(value, Decimal):
+            return value
+        text = str(value).strip()
+        if self._NUMBER.fullmatch(text) is None:
+            self.fail(f"{value!r} is not a number from 1 to {CSAT_SCALE} (e.g. 4 or 3.5)",
+                      param, ctx)
+        bound = Decimal(text)
+        if not 1 <= bound <= CSAT_SCALE:
+            self.fail(f"{value!r} is outside 1..{CSAT_SCALE} (ratings are compared on the "
+                      f"{CSAT_SCALE}-point scale)", param, ctx)
+        return bound
 
 
 @contextmanager
@@ -335,16 +359,23 @@ def replay(ctx: Context, capture: IO[bytes], db: str | None) -> None:
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "csv"]))
 @click.option("--limit", type=click.IntRange(1, 1_000_000_000), help="At most this many calls.")
+@click.option("--csat-min", type=CsatBound(),
+              help="Only calls the caller rated at least this, on the 5-point scale "
+                   "(a 10-point 8 is 4.11).")
+@click.option("--csat-max", type=CsatBound(),
+              help="Only calls the caller rated at most this, on the 5-point scale.")
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: [store] path).")
 @click.pass_obj
 def calls(ctx: Context, since: float | None, until: float | None, outcomes: tuple[str, ...],
-          fmt: str, limit: int | None, db: str | None) -> None:
+          fmt: str, limit: int | None, csat_min: Decimal | None, csat_max: Decimal | None,
+          db: str | None) -> None:
     """List stored calls."""
     from .reports.calls import render_calls
     from .storage.store import CallFilter
 
+    query = CallFilter(since, until, outcomes, limit, csat_min=csat_min, csat_max=csat_max)
     with opened_store(ctx, db, create=False) as store:
-        listed = store.listing(CallFilter(since, until, outcomes, limit))  # one SELECT
+        listed = store.listing(query)  # one SELECT
     ratings = listed.ratings()
     if fmt == "table" and not any(r.get("cost") for r in ratings.values()):
         ratings = {}

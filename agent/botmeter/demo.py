@@ -23,6 +23,7 @@ from .sim.scenarios import (
     ARI_MEDIA_CHANNELS,
     ScriptedCall,
     demo_calls,
+    expected_csat,
     expected_record,
 )
 from .storage.store import CallStore
@@ -66,15 +67,13 @@ def mismatches(scripted: ScriptedCall, record: CallRecord | None) -> list[str]:
     want = expected_record(scripted)
     got = record.to_json()
     problems = []
-    for key in ("outcome", "transfer_answered", "hangup_cause", "dialed_number"):
+    for key in ("outcome", "transfer_answered", "hangup_cause", "dialed_number", "csat"):
         if got[key] != want[key]:
             problems.append(f"{key} {got[key]!r} != {want[key]!r}")
     for key in ("ring_seconds", "bot_seconds", "human_seconds", "total_seconds"):
         a, b = got[key], want[key]
         if (a is None) != (b is None) or (a is not None and abs(a - b) > TOLERANCE):
             problems.append(f"{key} {a} != {b}")
-    if got["csat"] != want["csat"]:
-        problems.append(f"csat {got['csat']} != {want['csat']}")
     # to_json's quantities are exact (int or Decimal), the script's are floats
     modules = {m: (float(u["quantity"]), u["unit"]) for m, u in got["modules"].items()}
     if modules != {m: (u["quantity"], u["unit"]) for m, u in want["modules"].items()}:
@@ -171,7 +170,8 @@ def survey_line(calls: list[ScriptedCall], records: list[CallRecord]) -> tuple[s
     def mean(scores: list[Csat]) -> Decimal | None:
         return sum((c.on_five() for c in scores), Decimal(0)) / len(scores) if scores else None
 
-    scripted = [Csat(c.csat, c.csat_scale) for c in calls if c.csat is not None]
+    kept = [expected_csat(c.csat) for c in calls]
+    scripted = [Csat(k["score"], k["scale"]) for k in kept if k is not None]
     recorded = [r.csat for r in records if r.csat is not None]
     want, got = mean(scripted), mean(recorded)
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from botmeter.tracking.signals import MAX_FIELD, SignalError
 
 #: the fields a signal may carry, under the names the UserEvent path uses
-FIELD_NAMES = ("Module", "Quantity", "Unit", "Outcome", "Target", "Reason")
+FIELD_NAMES = ("Module", "Quantity", "Unit", "Outcome", "Target", "Reason", "Score", "Scale",
+               "Source")
 _CANONICAL = {name.lower(): name for name in FIELD_NAMES}
 #: Asterisk reads AGI commands into a 2 KiB buffer
 MAX_COMMAND = 2000

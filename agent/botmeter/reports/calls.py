@@ -1,5 +1,8 @@
 """`botmeter calls` output: a table for people, JSON (the spec's record) and CSV for tools.
 
+Object values are JSON text in CSV cells: `modules`, and `csat` (`{"score": 4, "scale": 5}`,
+an empty cell without a rating); the table shows a rating as `4/5`.
+
 Module quantities are printed exactly, digit for digit from their Decimal (never through
 float): JSON and CSV write them as JSON numbers with `json_text`, which writes what
 `json.dumps` writes and a Decimal as its exact digits.
@@ -38,6 +41,8 @@ def render_calls(records: Sequence[CallRecord], fmt: str, out: TextIO,
         writer.writeheader()
         for row in call_rows(records, ratings):
             row["modules"] = json_text(row["modules"])
+            if row["csat"] is not None:
+                row["csat"] = json_text(row["csat"])
             writer.writerow({key: _csv_value(value) for key, value in row.items()})
     else:
         from rich.console import Console  # only people's tables need rich
@@ -74,7 +79,8 @@ def calls_table(records: Sequence[CallRecord],
     table = Table(title=f"{len(records)} calls", show_lines=False)
     columns = [("offered (UTC)", "left"), ("caller", "left"), ("name", "left"),
                ("outcome", "left"), ("ring s", "right"), ("bot s", "right"),
-               ("human s", "right"), ("target", "left"), ("cause", "right"), ("modules", "left")]
+               ("human s", "right"), ("target", "left"), ("cause", "right"), ("csat", "right"),
+               ("modules", "left")]
     if ratings:
         columns.append(("cost", "right"))
     for name, justify in columns:
@@ -91,7 +97,7 @@ def calls_table(records: Sequence[CallRecord],
             _safe(r.caller_name or ""), r.outcome + answered,
             _seconds(r.ring_seconds), _seconds(r.bot_seconds), _seconds(r.human_seconds),
             _safe(r.transfer_target or ""), "" if r.hangup_cause is None else str(r.hangup_cause),
-            _safe(modules),
+            "" if r.csat is None else f"{r.csat.score}/{r.csat.scale}", _safe(modules),
         ]
         if ratings:
             rating = ratings.get(r.call_id) or {}

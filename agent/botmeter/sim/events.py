@@ -29,6 +29,7 @@ from botmeter.sim.scenarios import (
     NLU_REQUESTS,
     NO_ANSWER_SECONDS,
     QUEUE_NAME,
+    SURVEY_SECONDS,
     WARM_BRIEF_SECONDS,
     WARM_RETURN_SECONDS,
     ScriptedCall,
@@ -255,11 +256,17 @@ class _Script:
         self.exten(ch, priority, "UserEvent", data)
         self.emit("UserEvent", ch.snapshot(), [("UserEvent", "BotMeter"), *fields])
 
-    def signal(self, ch: _Chan, priority: int, signal: str, *fields: Header) -> None:
-        """One bot signal at `priority`, sent the call's `signal_via` way."""
+    def signal(self, ch: _Chan, priority: int, signal: str, *fields: Header,
+               step: bool = True) -> None:
+        """One bot signal at `priority`, sent the call's `signal_via` way; `step=False`: no
+        `Newexten` for it (a signal that reaches the agent after AMI showed the channel gone)."""
         via = self.call.signal_via
         if via == "userevent":
-            self.user_event(ch, priority, ("Signal", signal), *fields)
+            if step:
+                self.user_event(ch, priority, ("Signal", signal), *fields)
+            else:
+                self.emit("UserEvent", ch.snapshot(),
+                          [("UserEvent", "BotMeter"), ("Signal", signal), *fields])
             return
         if via == "fastagi":
             query = "&".join(f"{quote(k.lower(), safe='')}={quote(v, safe='')}"
@@ -268,9 +275,28 @@ class _Script:
         else:
             args = [f"{k.lower()}={dialplan_escape(v)}" for k, v in fields]
             data, marker = ",".join([AGI_SCRIPT, signal, *args]), AGI_MARKER
-        self.exten(ch, priority, "AGI", data)
+        if step:
+            self.exten(ch, priority, "AGI", data)
         dnid = self.call.dialed_number if self.call.via == "sip" else "unknown"
         self.emit(marker, ch.snapshot(), [("AppData", data), ("DNID", dnid)])
+
+    def csat_signals(self, ch: _Chan, priority: int, *, step: bool = True) -> int:
+        """The call's csat signals from `priority` on; returns the next free priority."""
+        for score, scale in self.call.csat:
+            fields = [("Score", score), *([("Scale", scale)] if scale else []),
+                      ("Source", "dtmf")]
+            self.signal(ch, priority, "csat", *fields, step=step)
+            priority += 1
+        return priority
+
+    def survey_after_human(self, caller: _Chan, priority: int) -> None:
+        """The human hung up; the caller, kept in the dialplan, rates the call by DTMF
+        (`Read(CSAT,botmeter-survey,1,,1,5)`), and the dialplan signals the score."""
+        self.exten(caller, priority, "Read", "CSAT,botmeter-survey,1,,1,5")
+        self.t += SURVEY_SECONDS
+        self.varset(caller, "CSAT", self.call.csat[-1][0])
+        self.varset(caller, "READSTATUS", "OK")
+        self.exten(caller, self.csat_signals(caller, priority + 1), "Hangup")
 
     def bridge(self, name: str, count: int, ch: _Chan | None = None) -> None:
         self.emit(name, [
@@ -307,7 +333,7 @@ class _Script:
         self.leave_bot(caller)
         if call.outcome == "handled":
             self.exten(caller, 12, "Hangup")
-            self.end_caller(caller, phone, 16)
+            self.end_caller(caller, phone, 16, csat_after=call.survey == "caller_gone")
         elif call.handoff == "queue":
             self.queue(caller, phone)
         else:
@@ -381,12 +407,12 @@ class _Script:
                         ("Quantity", fmt_seconds(call.bot_seconds)), ("Unit", "seconds"))
             self.signal(caller, 7, "usage", ("Module", "nlu"),
                         ("Quantity", str(NLU_REQUESTS)), ("Unit", "requests"))
-            if not call.csat_after_human:
-                self.survey(caller, 8)
             self.exten(caller, 8, "GotoIf", f"{int(self.action == 'done')}?done")
             if self.action != "done":
                 target = QUEUE_NAME if self.action == "transfer" else DIAL_AGENT
                 self.signal(caller, 9, "outcome", ("Outcome", "transferred"), ("Target", target))
+        if call.survey == "bot":
+            self.csat_signals(caller, 20)  # the bot's own survey, before it returns
         self.app_set(caller, 10, "BOT_RESULT", self.action)
         self.exten(caller, 11, "Return")
         self.varset(caller, "ARGC", "")
@@ -398,17 +424,6 @@ class _Script:
         if self.action == "done":
             self.exten(caller, 11, "GotoIf", "0?nobody")
 
-    def survey(self, caller: _Chan, priority: int) -> None:
-        """The caller's satisfaction survey (a Read() of one digit, then the csat signal): a bad
-        score first when the script says so, then the score."""
-        call = self.call
-        scale = [] if call.csat_scale == 5 else [("Scale", str(call.csat_scale))]
-        if call.csat_bad is not None:
-            self.signal(caller, priority, "csat", ("Score", call.csat_bad), *scale)
-        if call.csat is not None:
-            self.signal(caller, priority, "csat", ("Score", str(call.csat)), *scale,
-                        ("Source", "dtmf"))
-
     def bot_fails(self, caller: _Chan, phone: _Chan | None) -> None:
         """t=ring+bot: the bot gives up and hangs up with cause 41."""
         self.exten(caller, 13, "GotoIf", f"{int(not self.call.signals)}?failhang")
@@ -418,11 +433,13 @@ class _Script:
         self.exten(caller, 16, "Hangup", "41")
         self.end_caller(caller, phone, 41)
 
-    def end_caller(self, caller: _Chan, phone: _Chan | None, cause: int) -> None:
+    def end_caller(self, caller: _Chan, phone: _Chan | None, cause: int, *,
+                   csat_after: bool = False) -> None:
         """The caller channel hangs up: the last hangups of the call.
 
         `phone` is the caller's Local ;2 if it is still up, else None (SIP, or
-        the phone already hung up in `caller_leaves`).
+        the phone already hung up in `caller_leaves`). `csat_after`: the call's csat
+        signals (from the caller channel) come after its hangup, before the phone's.
         """
         self.hangup_request(caller, 16, soft=True)
         if self.call.via == "sip":
@@ -432,6 +449,8 @@ class _Script:
             return
         self.hangup_request(phone, cause)
         self.hangup(caller, cause)
+        if csat_after:
+            self.csat_signals(caller, 1, step=False)
         self.hangup_request(phone, 16, soft=True)
         self.hangup(phone, cause)
 
@@ -489,7 +508,10 @@ class _Script:
     def queue(self, caller: _Chan, phone: _Chan | None) -> None:
         """t=ring+bot: Queue(support) rings every member (the handoff starts)."""
         call = self.call
-        self.exten(caller, 13, "Queue", f"{QUEUE_NAME},,,,{fmt_seconds(NO_ANSWER_SECONDS)}")
+        survey = bool(call.csat) and call.survey == "after_human"
+        options = "c" if survey else ""  # c: the caller goes on in the dialplan after the human
+        self.exten(caller, 13, "Queue",
+                   f"{QUEUE_NAME},{options},,,{fmt_seconds(NO_ANSWER_SECONDS)}")
         queue = [("Queue", QUEUE_NAME)]
         self.emit("QueueCallerJoin", caller.snapshot(), queue, [("Position", "1"), ("Count", "1")])
         legs = []
@@ -523,8 +545,8 @@ class _Script:
                       ("RingTime", ring))
             self.bridge_up(caller, one)
             self.human_hangs_up(caller, one, two, call.human_seconds, [*queue, *member])
-            if call.csat_after_human:  # Queue() returns: the caller is surveyed
-                self.survey(caller, 14)
+            if survey:
+                self.survey_after_human(caller, 14)
             self.end_caller(caller, phone, 16)
             return
         self.t = start + NO_ANSWER_SECONDS
@@ -551,7 +573,10 @@ class _Script:
         """t=ring+bot: Dial(Local/agent1@human-agents/n) (the handoff starts)."""
         call = self.call
         dialstring = f"{DIAL_AGENT}@{AGENT_CONTEXT}/n"
-        self.exten(caller, 15, "Dial", f"Local/{dialstring},{fmt_seconds(NO_ANSWER_SECONDS)}")
+        survey = bool(call.csat) and call.survey == "after_human"
+        options = ",g" if survey else ""  # g: the caller goes on in the dialplan after the human
+        self.exten(caller, 15, "Dial",
+                   f"Local/{dialstring},{fmt_seconds(NO_ANSWER_SECONDS)}{options}")
         for variable in ("DIALSTATUS", "DIALEDPEERNUMBER", "DIALEDPEERNAME", "ANSWEREDTIME"):
             self.varset(caller, variable, "")
         one, two = self.local_pair(DIAL_AGENT, AGENT_CONTEXT, caller.linkedid)
@@ -579,8 +604,8 @@ class _Script:
         self.bridge_up(caller, one)
         self.human_hangs_up(caller, one, two, call.human_seconds, None)
         self.varset(caller, "ANSWEREDTIME", str(round(call.human_seconds)))
-        if call.csat_after_human:  # Dial() returns (the human hung up): the caller is surveyed
-            self.survey(caller, 17)
+        if survey:
+            self.survey_after_human(caller, 16)
         self.end_caller(caller, phone, 16)
 
     # ---- an ARI bot (modelled on tests/fixtures/lab-ari-basic.ami) ---------

@@ -11,6 +11,14 @@ Outcome = Literal["handled", "transferred", "abandoned", "failed"]
 #: `UserEvent(BotMeter,...)`, `AGI(agi://host:port/botmeter/...)` or `AGI(botmeter-agi,...)`
 SignalVia = Literal["userevent", "fastagi", "agi"]
 SIGNAL_VIAS: tuple[SignalVia, ...] = ("userevent", "fastagi", "agi")
+#: when the caller's satisfaction ratings (csat signals) are sent: "bot" while the bot talks
+#: (with its other signals); "after_human" in a DTMF survey after the human hangs up (Queue's
+#: `c` / Dial's `g` option keeps the caller in the dialplan); "caller_gone" from the caller
+#: channel after its hangup, before the call's last channel (the caller's Local ;2) ends
+Survey = Literal["bot", "after_human", "caller_gone"]
+SURVEYS: tuple[Survey, ...] = ("bot", "after_human", "caller_gone")
+#: virtual seconds the caller spends in a survey after the human (`Read` of one digit)
+SURVEY_SECONDS = 2.0
 
 #: virtual seconds a human's phone rings before they pick up (queue or dial handoff)
 AGENT_RING_SECONDS = 1.0
@@ -54,14 +62,10 @@ class ScriptedCall:
     #: a warm transfer nobody answers (human_seconds None): the caller hangs up on hold
     #: instead of coming back to the bot
     hangs_up_on_hold: bool = False
-    #: the caller's satisfaction survey (a dialplan bot's calls with signals on): the score
-    #: on `csat_scale`, played in the bot before it ends, or after the human hung up
-    #: (`csat_after_human`); `csat_bad` is a score the caller keyed first, which the agent
-    #: must refuse (e.g. "6" on a 5-point scale, "four")
-    csat: int | None = None
-    csat_scale: int = 5
-    csat_after_human: bool = False
-    csat_bad: str | None = None
+    #: the csat signals the call sends, in order: (Score, Scale) as the dialplan writes them
+    #: (may be malformed, to be refused; a Scale of "" is left out), sent `survey`'s way
+    csat: tuple[tuple[str, str], ...] = ()
+    survey: Survey = "bot"
 
     def __post_init__(self) -> None:
         if self.outcome not in ("handled", "transferred", "abandoned", "failed"):
@@ -93,15 +97,19 @@ class ScriptedCall:
                 raise ValueError("caller id and dialed number must be single-line")
         if not self.dialed_number:
             raise ValueError("dialed_number must not be empty")
-        if self.csat is not None or self.csat_bad is not None:
-            if not (self.signals and self.bot == "dialplan"
-                    and self.outcome in ("handled", "transferred")):
-                raise ValueError("a survey is a dialplan bot's, on a handled or transferred "
-                                 "call with signals on")
-            if self.csat is not None and not 1 <= self.csat <= self.csat_scale <= 10:
-                raise ValueError("csat must be within 1..csat_scale (2..10)")
-        if self.csat_after_human and self.human_seconds is None:
-            raise ValueError("a survey after the human needs a human who answered")
+        if self.survey not in SURVEYS:
+            raise ValueError(f"survey must be one of {', '.join(SURVEYS)}")
+        if self.csat:
+            if self.bot != "dialplan" or self.outcome not in ("handled", "transferred"):
+                raise ValueError("csat signals come from a dialplan bot's handled or "
+                                 "transferred call")
+            if self.survey == "after_human" and (self.outcome != "transferred"
+                                                 or self.human_seconds is None):
+                raise ValueError("a survey after the human needs a human who answered")
+            if self.survey == "caller_gone" and (self.via != "local"
+                                                 or self.outcome != "handled"):
+                raise ValueError("a csat after the caller's hangup needs a handled Local call "
+                                 "(its ;2 outlives the caller channel)")
 
 
 def expected_record(call: ScriptedCall) -> dict[str, Any]:
@@ -114,8 +122,10 @@ def expected_record(call: ScriptedCall) -> dict[str, Any]:
     answered = transferred and call.human_seconds is not None
     bot = None if call.outcome == "abandoned" else call.bot_seconds
     total = call.ring_seconds + (bot or 0.0)
+    human = call.human_seconds
+    if human is not None and call.csat and call.survey == "after_human":
+        human += SURVEY_SECONDS  # the caller is still on the line: the call lasts longer
     if transferred:
-        human = call.human_seconds
         total += AGENT_RING_SECONDS + human if human is not None else NO_ANSWER_SECONDS
         if call.handoff == "warm" and human is None and not call.hangs_up_on_hold:
             total += WARM_RETURN_SECONDS  # back with the bot, which then ends the call
@@ -138,13 +148,27 @@ def expected_record(call: ScriptedCall) -> dict[str, Any]:
         "outcome": call.outcome,
         "ring_seconds": call.ring_seconds,
         "bot_seconds": bot,
-        "human_seconds": call.human_seconds if answered else None,
+        "human_seconds": human if answered else None,
         "total_seconds": round(total, 6),
         "transfer_answered": answered if transferred else None,
         "hangup_cause": cause,
         "modules": modules,
-        "csat": None if call.csat is None else {"score": call.csat, "scale": call.csat_scale},
+        "csat": expected_csat(call.csat),
     }
+
+
+def expected_csat(signals: tuple[tuple[str, str], ...]) -> dict[str, int] | None:
+    """The rating a correct agent keeps: the last valid one (docs/signals.md#csat), worked out
+    here on its own, not with botmeter's parser: Scale ASCII digits 2..10 (5 when empty),
+    Score ASCII digits 1..Scale."""
+    kept = None
+    for score, scale in signals:
+        score, scale = score.strip(), scale.strip() or "5"
+        if not (score.isascii() and score.isdigit() and scale.isascii() and scale.isdigit()):
+            continue
+        if 2 <= int(scale) <= 10 and 1 <= int(score) <= int(scale):
+            kept = {"score": int(score), "scale": int(scale)}
+    return kept
 
 
 _NAMES = (
@@ -204,20 +228,26 @@ def mixed_calls(count: int, seed: int = 7,
 
 
 def with_surveys(calls: list[ScriptedCall], seed: int) -> list[ScriptedCall]:
-    """Three in four calls that can be surveyed get a score (its own random stream, so the
-    calls' other values do not change): every third on a 10-point scale, every second after
-    the human when one answered, every fifth with a bad score keyed first."""
+    """Three in four calls that can be surveyed get a rating, from a random stream of their
+    own (the calls' other values do not change): every third on a 10-point scale; every
+    second transferred call whose human answered is surveyed after the human, and every
+    fourth handled Local call from the caller channel after its hangup; every fifth keys a bad
+    score first ("four", "0", "6", "4.5" in turn), which the agent must refuse."""
     rng = random.Random(seed + 1_000_003)
     out = []
     surveyed = 0
     for call in calls:
         if (call.signals and call.bot == "dialplan" and call.outcome in ("handled", "transferred")
                 and rng.random() < 0.75):
-            scale = 10 if surveyed % 3 == 2 else 5
-            call = replace(call, csat=rng.randint(1, scale), csat_scale=scale,
-                           csat_after_human=surveyed % 2 == 1 and call.human_seconds is not None,
-                           csat_bad=("four", "0", "6", "4.5")[surveyed % 4]
-                           if surveyed % 5 == 4 else None)
+            scale = "10" if surveyed % 3 == 2 else ""
+            good = (str(rng.randint(1, int(scale or 5))), scale)
+            bad = [(("four", "0", "6", "4.5")[surveyed // 5 % 4], "")] if surveyed % 5 == 4 else []
+            survey: Survey = "bot"
+            if call.human_seconds is not None and surveyed % 2 == 1:
+                survey = "after_human"
+            elif call.outcome == "handled" and call.via == "local" and surveyed % 4 == 3:
+                survey = "caller_gone"
+            call = replace(call, csat=(*bad, good), survey=survey)
             surveyed += 1
         out.append(call)
     return out

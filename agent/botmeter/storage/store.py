@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, NamedTuple
 import sqlite_utils
 
 from ..rating.compiled import CallCharge
-from ..tracking.record import CallRecord, iso_utc
+from ..tracking.record import CSAT_SCALE, CallRecord, iso_utc
 from .columns import RATING_COLUMNS, call_row, decode_rows, select_list
 from .schema import SchemaError, migrate
 
@@ -44,12 +45,33 @@ StoredPeriod = StoredCalls
 
 @dataclass(frozen=True, slots=True)
 class CallFilter:
-    """Which stored calls to read: by `offered_at` (UTC epoch) and outcome."""
+    """Which stored calls to read: by `offered_at` (UTC epoch), outcome, and the caller's
+    rating on the 5-point scale (`Csat.on_five()`): at least `csat_min`, at most `csat_max`,
+    exactly; with either bound, calls without a rating are left out."""
 
     since: float | None = None
     until: float | None = None
     outcomes: tuple[str, ...] = ()
     limit: int | None = None
+    csat_min: Decimal | None = None
+    csat_max: Decimal | None = None
+
+
+#: the rating's score and scale, as stored (`{"score":4,"scale":5}`): SQLite integers
+_SCORE = "json_extract(csat, '$.score')"
+_SCALE = "json_extract(csat, '$.scale')"
+
+
+def _csat_bound(bound: Decimal, op: str) -> tuple[str, list[int]]:
+    """SQL comparing a call's rating on the 5-point scale with `bound`, in whole numbers.
+
+    on_five = 1 + (score - 1) * 4 / (scale - 1), and bound = p / q exactly (q > 0), so
+    `on_five >= bound` is `(score - 1) * 4q >= (p - q) * (scale - 1)` (scale - 1 > 0): integer
+    arithmetic in SQLite, no float to round at the bounds (4/5 is 4; 7/10 is 3 2/3).
+    """
+    p, q = Decimal(bound).as_integer_ratio()
+    return (f"csat IS NOT NULL AND ({_SCORE} - 1) * ? {op} ? * ({_SCALE} - 1)",
+            [(CSAT_SCALE - 1) * q, p - q])
 
 
 class StoreError(Exception):
@@ -268,7 +290,8 @@ class CallStore:
     def listing(self, query: CallFilter = CallFilter()) -> StoredCalls:
         """Stored calls in `offered_at` order (ties by call_id) with their ratings, read in
         one SELECT (`.ratings()` gives the ratings by call_id)."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if query.since is not None:
             where.append("offered_at >= ?")
             params.append(iso_utc(query.since))
@@ -278,6 +301,11 @@ class CallStore:
         if query.outcomes:
             where.append(f"outcome IN ({', '.join('?' * len(query.outcomes))})")
             params.extend(query.outcomes)
+        for bound, op in ((query.csat_min, ">="), (query.csat_max, "<=")):
+            if bound is not None:
+                clause, values = _csat_bound(bound, op)
+                where.append(clause)
+                params.extend(values)
         sql = f"WHERE {' AND '.join(where)} " if where else ""
         sql += "ORDER BY offered_at, call_id"
         if query.limit is not None:

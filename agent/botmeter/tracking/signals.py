@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-SIGNALS = ("start", "end", "usage", "outcome")
+SIGNALS = ("start", "end", "usage", "outcome", "csat")
 SIGNALLED_OUTCOMES = ("handled", "transferred", "failed")
 MAX_FIELD = 200
 QUANTITY_PLACES = 6  # rating works in millionths of a unit
@@ -18,6 +18,12 @@ NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: ASCII digits with at most one decimal point (Decimal() alone also takes 1_000, １２, ١٢, 1e3)
 _QUANTITY = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: a csat score or scale: ASCII digits only (int() alone also takes +4, 1_0, ４, ٤)
+_WHOLE = re.compile(r"[0-9]+")
+#: csat scales: `Scale` from 2 to 10, 5 when absent (or empty)
+CSAT_MIN_SCALE = 2
+CSAT_MAX_SCALE = 10
+CSAT_DEFAULT_SCALE = 5
 
 
 class SignalError(ValueError):
@@ -38,7 +44,17 @@ class OutcomeSignal:
     reason: str | None
 
 
-Signal = str | Usage | OutcomeSignal  # "start" and "end" carry nothing else
+@dataclass(frozen=True, slots=True)
+class CsatSignal:
+    """The caller's satisfaction rating: `score` in 1..`scale`, `scale` in 2..10; `source`
+    (how it was collected, e.g. dtmf) is checked like other free text but not recorded."""
+
+    score: int
+    scale: int
+    source: str | None
+
+
+Signal = str | Usage | OutcomeSignal | CsatSignal  # "start" and "end" carry nothing else
 
 
 def _field(fields: Mapping[str, str], name: str) -> str:
@@ -73,9 +89,34 @@ def parse_quantity(raw: str) -> Decimal:
     return Decimal(format(+quantity, "f"))
 
 
+def _whole(name: str, raw: str) -> int:
+    """A csat field's whole number: ASCII digits only, else SignalError naming the field."""
+    if _WHOLE.fullmatch(raw) is None:
+        raise SignalError(f"csat signal: {name} {raw[:80]!r} is not a whole number "
+                          "(ASCII digits only)")
+    return int(raw)
+
+
+def parse_csat(fields: Mapping[str, str]) -> CsatSignal:
+    """A csat signal: `Scale` (2..10, default 5) first, then `Score` (1..Scale)."""
+    raw_scale = _field(fields, "scale")
+    scale = _whole("Scale", raw_scale) if raw_scale else CSAT_DEFAULT_SCALE
+    if not CSAT_MIN_SCALE <= scale <= CSAT_MAX_SCALE:
+        raise SignalError(f"csat signal: Scale {raw_scale[:80]!r} is outside "
+                          f"{CSAT_MIN_SCALE}..{CSAT_MAX_SCALE}")
+    raw_score = _field(fields, "score")
+    if not raw_score:
+        raise SignalError("csat signal without Score")
+    score = _whole("Score", raw_score)
+    if not 1 <= score <= scale:
+        raise SignalError(f"csat signal: Score {raw_score[:80]!r} is outside 1..{scale} "
+                          f"(Scale {scale})")
+    return CsatSignal(score, scale, _text(fields, "source"))
+
+
 def _text(fields: Mapping[str, str], name: str) -> str | None:
-    """A free-text field (Target, Reason), None when absent; control characters become spaces,
-    as the AGI script's relay makes them, so all three ways store the same text."""
+    """A free-text field (Target, Reason, Source), None when absent; control characters become
+    spaces, as the AGI script's relay makes them, so all three ways store the same text."""
     return _CONTROL.sub(" ", _field(fields, name)) or None
 
 
@@ -98,4 +139,6 @@ def parse_signal(signal: str, fields: Mapping[str, str]) -> Signal:
                 f"outcome signal: Outcome {outcome!r} is not one of {', '.join(SIGNALLED_OUTCOMES)}"
             )
         return OutcomeSignal(outcome, _text(fields, "target"), _text(fields, "reason"))
+    if kind == "csat":
+        return parse_csat(fields)
     raise SignalError(f"unknown signal {signal!r} (expected one of {', '.join(SIGNALS)})")

@@ -37,9 +37,9 @@ from ..pbx.events import (
     TransferStarted,
 )
 from .outcome import OutcomeFacts, decide_outcome
-from .record import CallRecord, ModuleUsage, Outcome
+from .record import CallRecord, Csat, ModuleUsage, Outcome
 from .rules import MAX_IN_PROGRESS, TrackingRules
-from .signals import OutcomeSignal, Signal, SignalError, Usage, parse_signal
+from .signals import CsatSignal, OutcomeSignal, Signal, SignalError, Usage, parse_signal
 
 Problem = Callable[[str, dict[str, object]], None]
 Records = tuple[CallRecord, ...]
@@ -47,7 +47,10 @@ Handler = Callable[[PbxEvent], Records]
 E = TypeVar("E", bound=PbxEvent)
 NO_RECORDS: Records = ()
 
-#: hung-up channels remembered, so late events for them are ignored
+#: hung-up channels remembered (with their call), so late events for them are ignored and a
+#: signal from one still finds its call while other channels keep it up; and the linkedids of
+#: finished calls remembered, so a signal for one is refused at once (not held for a call that
+#: will never be seen again)
 GONE_MEMORY = 20_000
 #: signals held for calls not seen yet (FastAGI can beat AMI): per call, in all, and for how
 #: long after the call's first signal (a steady stream of signals does not keep them longer)
@@ -118,6 +121,8 @@ class _Call:
     signalled: Outcome | None = None
     signalled_target: str | None = None
     modules: dict[str, tuple[Decimal, str]] = field(default_factory=dict)  # module -> (total, unit)
+    #: the caller's rating, with the tracker's count of csat signals when it came (the last wins)
+    csat: tuple[int, Csat] | None = None
 
     @property
     def in_bot(self) -> bool:
@@ -150,7 +155,9 @@ class CallTracker:
         self._live: dict[_Call, None] = {}  # calls in progress, oldest first
         self._channels: dict[str, _Channel] = {}
         self._bridges: dict[str, set[str]] = {}
-        self._gone: OrderedDict[str, None] = OrderedDict()
+        self._gone: OrderedDict[str, str] = OrderedDict()  # hung-up uniqueid -> its call_id
+        self._ended: OrderedDict[str, float] = OrderedDict()  # finished call's linkedid -> end
+        self._csats = 0  # csat signals applied: orders ratings, so that the last one wins
         self._answers: OrderedDict[str, float] = OrderedDict()  # dialled leg uniqueid -> answer
         self._pending: OrderedDict[str, _Held] = OrderedDict()  # by first signal, oldest first
         self._held = 0  # signals in _pending
@@ -312,6 +319,8 @@ class CallTracker:
         if keep.caller is None:
             keep.caller, keep.dialed_number = fold.caller, fold.dialed_number
         keep.signalled = keep.signalled or fold.signalled
+        if fold.csat is not None and (keep.csat is None or fold.csat[0] > keep.csat[0]):
+            keep.csat = fold.csat  # the later rating
         keep.transfer_target = keep.transfer_target or fold.transfer_target
         for module, (qty, unit) in fold.modules.items():
             self._add_usage(keep, Usage(module, qty, unit))
@@ -321,19 +330,24 @@ class CallTracker:
         chan.call.live.pop(chan.uniqueid, None)
         if chan.bridge:
             self._leave_bridge(chan)
-        self._gone[chan.uniqueid] = None
+        self._gone[chan.uniqueid] = chan.call.call_id
         self._answers.pop(chan.uniqueid, None)
         if len(self._gone) > GONE_MEMORY:
             self._gone.popitem(last=False)
 
     def _finish(self, call: _Call, ended_at: float) -> tuple[CallRecord, ...]:
         self._live.pop(call, None)
+        ended_at = max(ended_at, call.last_ts)  # never before the call's last event (clock skew)
+        ended = self._ended
         for lid in call.lids:
             if self._calls.get(lid) is call:
                 del self._calls[lid]
+            ended.pop(lid, None)
+            ended[lid] = ended_at
+        while len(ended) > GONE_MEMORY:
+            ended.popitem(last=False)
         if call.caller is None:
             return NO_RECORDS
-        ended_at = max(ended_at, call.last_ts)  # never before the call's last event (clock skew)
         if call.in_bot:
             self._leave_bot(call, ended_at)
         return (self._record(call, ended_at),)
@@ -366,6 +380,7 @@ class CallTracker:
             if outcome == "transferred" else None,
             hangup_cause=call.hangup_cause,
             modules={m: ModuleUsage(q, u) for m, (q, u) in call.modules.items()},
+            csat=None if call.csat is None else call.csat[1],
             source=self.source,
         )
 
@@ -592,8 +607,7 @@ class CallTracker:
     # -- signals -----------------------------------------------------------------
 
     def _signal(self, sig: BotSignal) -> tuple[CallRecord, ...]:
-        chan = self._channels.get(sig.uniqueid) if sig.uniqueid else None
-        call = chan.call if chan is not None else self._calls.get(sig.linkedid)
+        call = self._call_of(sig)
         if call is not None:
             call.last_ts = max(call.last_ts, sig.ts)
         try:
@@ -610,8 +624,38 @@ class CallTracker:
         if not key:
             self._report("bot signal for no call (no linkedid)", {"signal": sig.signal})
             return NO_RECORDS
+        ended_at = self._ended_at(sig)
+        if ended_at is not None:
+            # its call's record is written: a signal cannot change it, and the call will not
+            # be seen again, so it is not held either
+            self.dropped_signals += 1
+            self._report("bot signal ignored: its call has ended and its record is written", {
+                "linkedid": key, "signal": sig.signal, "via": sig.via,
+                "seconds_after_end": round(max(0.0, sig.ts - ended_at), 3)})
+            return NO_RECORDS
         self._hold(key, sig)
         return NO_RECORDS
+
+    def _call_of(self, sig: BotSignal) -> _Call | None:
+        """The live call a signal is for: that of its channel, else of its linkedid, else, for
+        a channel that has hung up (the caller's, from its `h` extension or just after) while
+        other channels keep the call up, the call that channel was in."""
+        chan = self._channels.get(sig.uniqueid) if sig.uniqueid else None
+        if chan is not None:
+            return chan.call
+        call = self._calls.get(sig.linkedid) if sig.linkedid else None
+        if call is None and sig.uniqueid:
+            call_id = self._gone.get(sig.uniqueid)
+            if call_id is not None:
+                call = self._calls.get(call_id)
+        return call
+
+    def _ended_at(self, sig: BotSignal) -> float | None:
+        """When the signal's call ended, if it is a call that has ended (and is remembered)."""
+        for lid in (sig.linkedid, self._gone.get(sig.uniqueid) if sig.uniqueid else None):
+            if lid and lid in self._ended:
+                return self._ended[lid]
+        return None
 
     def _hold(self, key: str, sig: BotSignal) -> None:
         """Keep a valid signal until its call appears, within the per-call and total caps."""
@@ -654,6 +698,12 @@ class CallTracker:
             self._apply(call, sig, parse_signal(sig.signal, sig.fields))
 
     def _apply(self, call: _Call, sig: BotSignal, meaning: Signal) -> None:
+        if isinstance(meaning, CsatSignal):
+            # the caller's rating, from a survey that may run after the bot or a human: it
+            # says nothing about the bot answering or the call's flow
+            self._csats += 1
+            call.csat = (self._csats, Csat(meaning.score, meaning.scale))
+            return
         if meaning != "end" and call.bot_answered_at is None:
             # the bot's first signal is its answer: a bot that speaks has answered
             self._answer(call, sig.ts, "signal")
