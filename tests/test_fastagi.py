@@ -643,7 +643,7 @@ def test_parse_request_errors() -> None:
     with pytest.raises(SignalError, match="no agi_network_script"):
         parse_request({"agi_request": "botmeter-agi"})
     assert parse_request({"agi_network_script": "botmeter/usage?module=a%20b&quantity=1+2"}) == (
-        "usage", {"Module": "a b", "Quantity": "1 2"}, [])
+        "usage", {"Module": "a b", "Quantity": "1+2"}, [])  # + is a plus sign, as in a URI
     # arguments as botmeter-agi reads them (key: value too); the rest is ignored, not fatal
     assert parse_request({"agi_network_script": "botmeter/usage?module=x&quantity=1",
                           "agi_arg_2": "unit: s", "agi_arg_1": "module=asr", "agi_arg_3": "x",

@@ -116,11 +116,11 @@ def test_responses_of_every_outcome_count_and_calls_outside_the_period_do_not() 
     calls.append(make_call("c9", 60, end_ms=round(calls[0].ended_at * 1000) - 40 * 86_400_000,
                            csat=(1, 5)))  # ended in October
     (clause,) = build_statement(plan_from(CSAT_ONLY), "2026-11", calls).sla_clauses
-    assert (clause.sample, clause.measured, clause.met) == (3, D("3.666667"), False)  # 11/3
+    assert (clause.sample, clause.measured, clause.met) == (3, D("3.666666"), False)  # 11/3, cut to 6 places
 
 
 def test_both_clauses_missed_give_two_credits() -> None:
-    # 5 of 7 calls answered within 5 s (0.714286 < 0.9); satisfaction 4 < 4.2
+    # 5 of 7 calls answered within 5 s (0.714285 < 0.9); satisfaction 4 < 4.2
     statement = build_statement(plan_from(BOTH), "2026-11",
                                 month((5, 5), (4, 5), (3, 5), slow=2))
     assert amounts(statement) == [
@@ -138,14 +138,14 @@ def test_both_clauses_missed_give_two_credits() -> None:
              "billed": "7", "amount": "8.7500"},
             {"kind": "sla_fee", "name": "SLA guarantee", "amount": "300.00"},
             {"kind": "sla_credit", "name": "SLA credit: answer rate 71.42% < 90% within 5 s",
-             "amount": "-0.8750", "clause": "answer_rate", "measured": "0.714286",
+             "amount": "-0.8750", "clause": "answer_rate", "measured": "0.714285",
              "target": "0.9", "sample": 7},
             {"kind": "sla_credit", "name": "SLA credit: satisfaction 4.00 < 4.2 of 5 (3 responses)",
              "amount": "-0.6563", "clause": "csat", "measured": "4", "target": "4.2",
              "sample": 3},
         ],
         "sla": [
-            {"clause": "answer_rate", "measured": "0.714286", "target": "0.9", "sample": 7,
+            {"clause": "answer_rate", "measured": "0.714285", "target": "0.9", "sample": 7,
              "met": False},
             {"clause": "csat", "measured": "4", "target": "4.2", "sample": 3, "met": False},
         ],
@@ -200,7 +200,7 @@ def test_a_mixed_scale_month_is_averaged_on_the_five_point_scale() -> None:
     calls = month((9, 10), (3, 5), (2, 3))
     statement = build_statement(plan_from(CSAT_ONLY.replace('"4.2"', '"3.5"')), "2026-11", calls)
     (clause,) = statement.sla_clauses
-    assert clause.measured == D("3.518519")  # 3.518518518..., half-up to 6 places
+    assert clause.measured == D("3.518518")  # 3.518518518..., cut (rounded down) to 6 places
     assert clause.met is True
     assert statement.csat is not None and statement.csat.shown() == "3.51"
     # the same month against 3.52: missed (95/27 < 3.52), credit 7.5% of 8.75
@@ -315,12 +315,12 @@ def test_compare_shows_each_plans_clauses_and_keeps_both_credits_when_scaling() 
                            active="test")
     data = {p["plan_id"]: p for p in result.to_json()["plans"]}
     assert data["test"]["sla"] == [
-        {"clause": "answer_rate", "measured": "0.714286", "target": "0.9", "sample": 7,
+        {"clause": "answer_rate", "measured": "0.714285", "target": "0.9", "sample": 7,
          "met": False},
         {"clause": "csat", "measured": "4", "target": "4.2", "sample": 3, "met": False}]
     assert data["per-call"]["sla"] == []
     assert result.sla_rows() == [
-        {"plan": "test", "clause": "answer rate", "measured": "0.714286", "target": "0.9",
+        {"plan": "test", "clause": "answer rate", "measured": "0.714285", "target": "0.9",
          "sample": "7", "verdict": "missed"},
         {"plan": "test", "clause": "satisfaction", "measured": "4", "target": "4.2",
          "sample": "3", "verdict": "missed"}]

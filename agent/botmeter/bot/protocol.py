@@ -98,8 +98,9 @@ _CONTROL = {c: " " for c in range(32)} | {127: " "}
 
 
 def canonical_fields(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
-    """Known fields under their canonical names (keys matched case-insensitively, last one wins),
-    and the unknown keys, which are ignored."""
+    """Known fields under their canonical names (keys matched case-insensitively; a field given
+    twice: the first counts, as with an AMI UserEvent's headers), and the unknown keys, which
+    are ignored."""
     fields: dict[str, str] = {}
     ignored: list[str] = []
     for key, value in pairs:
@@ -108,7 +109,8 @@ def canonical_fields(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], 
             if key.strip():
                 ignored.append(key.strip()[:40])
             continue
-        fields[name] = value.strip()[:MAX_FIELD]
+        if name not in fields:
+            fields[name] = value.strip()[:MAX_FIELD + 1]  # a longer number is refused, not cut
     return fields, ignored
 
 
@@ -121,12 +123,22 @@ def split_pair(arg: str) -> tuple[str, str] | None:
 
 
 @functools.cache
-def _query_parser() -> Callable[..., list[tuple[str, str]]]:
-    """urllib.parse's parse_qsl, imported once on first use (the AGI script has no query string
+def _unquote() -> Callable[[str], str]:
+    """urllib.parse's unquote, imported once on first use (the AGI script has no query string
     and starts faster without urllib.parse)."""
-    from urllib.parse import parse_qsl
+    from urllib.parse import unquote
 
-    return parse_qsl
+    return unquote
+
+
+def query_pairs(query: str) -> list[tuple[str, str]]:
+    """`k=v&k=v` percent-decoded (a `+` is a plus sign, as in a URI: write a space as %20, so
+    `score=+4` is refused like the UserEvent's `Score: +4`); SignalError beyond MAX_FIELDS."""
+    parts = [p for p in query.split("&") if p]
+    if len(parts) > MAX_FIELDS:
+        raise SignalError(f"more than {MAX_FIELDS} fields")
+    unquote = _unquote()
+    return [(unquote(k), unquote(v)) for k, _, v in (p.partition("=") for p in parts)]
 
 
 def signal_fields(query: str = "", args: Iterable[str] = ()) -> tuple[dict[str, str], list[str],
@@ -135,12 +147,7 @@ def signal_fields(query: str = "", args: Iterable[str] = ()) -> tuple[dict[str, 
     arguments `key=value` (or `key: value`); an argument wins over the query for the same field.
     Returns (known fields under their canonical names, ignored unknown keys, arguments that are
     not key=value); SignalError beyond MAX_FIELDS fields. FastAGI and `botmeter-agi` share it."""
-    pairs: list[tuple[str, str]] = []
-    if query:
-        try:
-            pairs = _query_parser()(query, keep_blank_values=True, max_num_fields=MAX_FIELDS)
-        except ValueError:
-            raise SignalError(f"more than {MAX_FIELDS} fields") from None
+    pairs: list[tuple[str, str]] = []  # the arguments first: they win over the query
     not_pairs: list[str] = []
     for arg in args:
         pair = split_pair(arg)
@@ -148,6 +155,10 @@ def signal_fields(query: str = "", args: Iterable[str] = ()) -> tuple[dict[str, 
             not_pairs.append(arg)
         else:
             pairs.append(pair)
+        if len(pairs) > MAX_FIELDS:
+            raise SignalError(f"more than {MAX_FIELDS} fields")
+    if query:
+        pairs += query_pairs(query)
         if len(pairs) > MAX_FIELDS:
             raise SignalError(f"more than {MAX_FIELDS} fields")
     fields, ignored = canonical_fields(pairs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -58,7 +58,7 @@ class SlaClause:
     """One SLA clause as a period's statement measures it, whatever the verdict.
 
     `measured` is the answer rate or the mean score on the 5-point scale (None when nothing
-    was measured), exact when it fits in 6 decimal places, else rounded half-up to 6;
+    was measured), exact when it fits in 6 decimal places, else cut to 6 (rounded down);
     `sample` the counted calls or the responses; `met` None when the clause is not judged
     (too few responses); `credit` the (negative) credit when it is missed, else None.
     """
@@ -120,14 +120,20 @@ def decimal_text(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")
 
 
-def units_decimal(value: Fraction) -> Decimal:
-    """Exact priced units as a Decimal: exact up to 6 places, else rounded half-up to 6."""
+def units_decimal(value: Fraction, rounding: str = ROUND_HALF_UP) -> Decimal:
+    """Exact priced units as a Decimal: exact up to 6 places, else rounded to 6 (half-up)."""
     with localcontext() as ctx:
         ctx.prec = 60
         exact = Decimal(value.numerator) / Decimal(value.denominator)
         if exact.as_tuple().exponent >= -QUANTITY_PLACES:  # type: ignore[operator]
             return exact
-        return exact.quantize(Decimal(1).scaleb(-QUANTITY_PLACES), ROUND_HALF_UP)
+        return exact.quantize(Decimal(1).scaleb(-QUANTITY_PLACES), rounding)
+
+
+def measured_decimal(value: Fraction) -> Decimal:
+    """A measured rate or mean score: exact up to 6 places, else cut (rounded down) to 6, so
+    that a value just below its target never reads as equal to it."""
+    return units_decimal(value, ROUND_DOWN)
 
 
 def in_period(calls: Iterable[CallRecord], series: PlanSeries, period: str) -> list[CallRecord]:
@@ -194,8 +200,8 @@ def sla_clauses(sla: Sla | None, answer: SlaMeasure | None, csat: CsatMeasure | 
         assert sla.credit_percent is not None
         name = (f"SLA credit: answer rate {answer.percent()}% < {_plain(sla.answer_rate * 100)}% "
                 f"within {_plain(sla.max_ring_seconds)} s")
-        measured = (units_decimal(Fraction(answer.answered, answer.counted)) if answer.counted
-                    else None)
+        measured = (measured_decimal(Fraction(answer.answered, answer.counted))
+                    if answer.counted else None)
         clauses.append(SlaClause("answer_rate", measured, sla.answer_rate, answer.counted,
                                  answer.met, sla.credit_percent,
                                  None if answer.met else _credit(usage, sla.credit_percent,
@@ -205,7 +211,7 @@ def sla_clauses(sla: Sla | None, answer: SlaMeasure | None, csat: CsatMeasure | 
         mean = csat.mean
         name = (f"SLA credit: satisfaction {csat.shown()} < {sla.min_csat:f} of 5 "
                 f"({csat.responses} responses)")
-        clauses.append(SlaClause("csat", units_decimal(mean) if mean is not None else None,
+        clauses.append(SlaClause("csat", measured_decimal(mean) if mean is not None else None,
                                  sla.min_csat, csat.responses, csat.met, sla.csat_credit_percent,
                                  _credit(usage, sla.csat_credit_percent, precision)
                                  if csat.met is False else None, name))

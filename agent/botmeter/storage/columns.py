@@ -74,10 +74,20 @@ def csat_to_sql(csat: Csat | None) -> str | None:
 
 
 def csat_from_sql(text: str | None) -> Csat | None:
+    """A stored rating; None when there is none, or when what is stored is not a rating (a
+    whole score 1..scale on a scale of 2..10): one edited or damaged row never stops a listing,
+    a statement or a sync, and is read the same way by all of them."""
     if not text:
         return None
-    value = json.loads(text)
-    return Csat(int(value["score"]), int(value["scale"]))
+    try:
+        value = json.loads(text)
+        score, scale = value["score"], value["scale"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if type(score) is not int or type(scale) is not int or not 1 <= score <= scale <= 10 \
+            or scale < 2:
+        return None
+    return Csat(score, scale)
 
 
 def _flag(value: bool | None) -> int | None:

@@ -70,8 +70,14 @@ def _csat_bound(bound: Decimal, op: str) -> tuple[str, list[int]]:
     arithmetic in SQLite, no float to round at the bounds (4/5 is 4; 7/10 is 3 2/3).
     """
     p, q = Decimal(bound).as_integer_ratio()
-    return (f"csat IS NOT NULL AND ({_SCORE} - 1) * ? {op} ? * ({_SCALE} - 1)",
+    return (f"{_VALID_CSAT} AND ({_SCORE} - 1) * ? {op} ? * ({_SCALE} - 1)",
             [(CSAT_SCALE - 1) * q, p - q])
+
+
+#: a stored rating that reads back as one (storage/columns.csat_from_sql): others never match
+_VALID_CSAT = (f"json_valid(csat) AND json_type(csat, '$.score') = 'integer' AND "
+               f"json_type(csat, '$.scale') = 'integer' AND {_SCALE} BETWEEN 2 AND 10 AND "
+               f"{_SCORE} BETWEEN 1 AND {_SCALE}")
 
 
 class StoreError(Exception):
@@ -99,10 +105,15 @@ GROUP_MODE = 0o640
 def _refuse_foreign(conn: sqlite3.Connection, path: str | Path, create: bool) -> None:
     """Never turn someone else's SQLite file into a botmeter database: a file without botmeter's
     layout is only used if it is empty and the command may create one."""
-    if conn.execute("PRAGMA user_version").fetchone()[0]:
+    conn.execute("BEGIN")  # one snapshot: another process may be creating the layout now
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = [name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name")]
+    finally:
+        conn.execute("COMMIT")
+    if version:
         return  # a botmeter layout (or a newer one, which migrate() refuses)
-    tables = [name for (name,) in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name")]
     if tables:
         shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
         raise StoreError(path, f"not a botmeter database (it holds {shown}): left as it is; "

@@ -58,10 +58,12 @@ Signal = str | Usage | OutcomeSignal | CsatSignal  # "start" and "end" carry not
 
 
 def _field(fields: Mapping[str, str], name: str) -> str:
-    """A field by case-insensitive name, stripped; '' when absent."""
+    """A field by case-insensitive name (the first when given twice), stripped; '' when
+    absent. Cut one character past MAX_FIELD: a number that long is refused, never read as
+    another number; text is cut to MAX_FIELD by `_text`."""
     for key, value in fields.items():
         if key.lower() == name:
-            return value.strip()[:MAX_FIELD]
+            return value.strip()[:MAX_FIELD + 1]
     return ""
 
 
@@ -75,6 +77,8 @@ def check_name(field: str, value: str) -> str:
 
 def parse_quantity(raw: str) -> Decimal:
     """A usage quantity: ASCII digits, one optional decimal point, at most 6 places, >= 0."""
+    if len(raw) > MAX_FIELD:
+        raise SignalError(f"usage signal: Quantity is longer than {MAX_FIELD} characters")
     if _QUANTITY.fullmatch(raw) is None:
         if raw.startswith("-") and _QUANTITY.fullmatch(raw[1:]):
             raise SignalError(f"usage signal: Quantity {raw!r} must be a number >= 0")
@@ -91,6 +95,8 @@ def parse_quantity(raw: str) -> Decimal:
 
 def _whole(name: str, raw: str) -> int:
     """A csat field's whole number: ASCII digits only, else SignalError naming the field."""
+    if len(raw) > 12:
+        raise SignalError(f"csat signal: {name} {raw[:20]!r}... is too long for a score")
     if _WHOLE.fullmatch(raw) is None:
         raise SignalError(f"csat signal: {name} {raw[:80]!r} is not a whole number "
                           "(ASCII digits only)")
@@ -117,7 +123,7 @@ def parse_csat(fields: Mapping[str, str]) -> CsatSignal:
 def _text(fields: Mapping[str, str], name: str) -> str | None:
     """A free-text field (Target, Reason, Source), None when absent; control characters become
     spaces, as the AGI script's relay makes them, so all three ways store the same text."""
-    return _CONTROL.sub(" ", _field(fields, name)) or None
+    return _CONTROL.sub(" ", _field(fields, name)[:MAX_FIELD]) or None
 
 
 def parse_signal(signal: str, fields: Mapping[str, str]) -> Signal:
