@@ -138,3 +138,22 @@ active = "combined"
     statement = json.loads(run("bill", "--period", "2026-11", "--format", "json").stdout)
     [csat] = [c for c in statement["sla"] if c["clause"] == "csat"]
     assert csat["sample"] == 1 and csat["measured"] == "4"
+
+
+def test_the_end_of_input_reports_held_signals_and_what_the_rate_limit_held_back() -> None:
+    from botmeter.tracking.rules import TrackingRules
+    from botmeter.tracking.tracker import REPORTS_PER_SWEEP, CallTracker
+
+    problems: list[tuple[str, dict]] = []
+    tracker = CallTracker(TrackingRules.build(inbound_contexts=["from-pstn"],
+                                              bot_contexts=["voicebot"]),
+                          on_problem=lambda m, c: problems.append((m, c)))
+    for n in range(REPORTS_PER_SWEEP + 7):  # bad signals for a call nobody has seen
+        tracker.feed(BotSignal(1.0 + n, "9.9", "9.9", "csat", {"Score": "banana"}))
+    tracker.feed(BotSignal(99.0, "8.8", "8.8", "csat", {"Score": "4"}))  # held: no call 8.8
+    tracker.end_of_input()
+    assert tracker.dropped_signals == 1
+    assert ("bot signal dropped: input ended before their call was seen",
+            {"linkedid": "8.8", "signals": 1}) in problems
+    assert [c for m, c in problems if m == "malformed bot signal ignored (more of the same)"] == [
+        {"not_logged": 7}]

@@ -66,6 +66,7 @@ def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
     for chunk in chunks:
         for event in decoder.feed(chunk, now):
             recorder.handle(event)
+    recorder.tracker.end_of_input()
     store_batch(pending)
     late: list[str] = []
     if rated is not None:

@@ -123,6 +123,7 @@ class AgentService:
         finally:
             deadline = time.monotonic() + self.stop_timeout  # the one deadline of the stop
             await self._stop_sources(deadline, client, sweeper)
+            self.recorder.tracker.end_of_input()
             await asyncio.to_thread(self._close_storage, deadline)
             log.info("botmeter stopped", recorded=self.recorder.records,
                      in_progress=self.recorder.tracker.active_calls,

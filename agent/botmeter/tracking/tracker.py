@@ -225,11 +225,21 @@ class CallTracker:
         cutoff = now - PENDING_SIGNAL_SECONDS
         for key in [k for k, held in self._pending.items() if held.first_ts < cutoff]:
             self._drop_pending(key, f"no call seen within {PENDING_SIGNAL_SECONDS:.0f}s")
+        self._flush_reports()
+        return tuple(records)
+
+    def end_of_input(self) -> None:
+        """No more events will come (a replay's end, the agent's stop): signals still held for
+        a call never seen are dropped and reported, and so is what the rate limit held back."""
+        for key in list(self._pending):
+            self._drop_pending(key, "input ended before their call was seen")
+        self._flush_reports()
+
+    def _flush_reports(self) -> None:
         reports, self._reports = self._reports, {}
         for message, seen in reports.items():
             if seen[0] > seen[1]:
                 self._on_problem(f"{message} (more of the same)", {"not_logged": seen[0] - seen[1]})
-        return tuple(records)
 
     def _report(self, message: str, context: dict[str, object],
                 limit: int = REPORTS_PER_SWEEP) -> None:
