@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
+from fractions import Fraction
 from typing import Any
 
 from ..rating import NoStatement, PlanSeries, Statement, period_bounds
@@ -142,8 +143,9 @@ def bundle_exhausted_on(conn: sqlite3.Connection, series: PlanSeries, period: st
         return datetime.fromtimestamp(moment, series.timezone).date().isoformat()
     if used_total <= 0 or pace.elapsed <= 0 or pace.left <= 0:
         return None
-    rate = float(used_total) / pace.elapsed
-    runs_out = pace.now + float(allowance - used_total) / rate
+    # at the pace so far: the allowance left takes (left / used) x the time elapsed
+    runs_out = pace.now + float(Fraction(allowance - used_total) * Fraction(pace.elapsed)
+                                / Fraction(used_total))
     if runs_out >= pace.end:
         return None
     return datetime.fromtimestamp(runs_out, series.timezone).date().isoformat()
