@@ -15,7 +15,7 @@ import structlog
 from ..rating import PlanSeries, period_of
 from ..storage.store import CallStore
 from ..tracking.record import iso_utc
-from .forecast import cost_to_date
+from .forecast import cost_to_date, minor
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +31,7 @@ def check_budget(store: CallStore, series: PlanSeries, monthly: Decimal,
     period = period_of(now, series.timezone)
     conn = store.db.conn
     cost = cost_to_date(conn, series, period)
+    amount = format(minor(series, cost, period), "f")
     given = {row[0] for row in conn.execute(
         "SELECT threshold FROM budget_alerts WHERE period = ?", (period,))}
     warned = []
@@ -42,10 +43,10 @@ def check_budget(store: CallStore, series: PlanSeries, monthly: Decimal,
             inserted = conn.execute(
                 "INSERT OR IGNORE INTO budget_alerts (period, threshold, amount, budget, "
                 "alerted_at) VALUES (?, ?, ?, ?, ?)",
-                (period, key, format(cost, "f"), format(monthly, "f"), iso_utc(now))).rowcount
+                (period, key, amount, format(monthly, "f"), iso_utc(now))).rowcount
         if inserted:
             log.warning("budget threshold reached", threshold=float(threshold),
-                        amount=format(cost, "f"), budget=format(monthly, "f"),
+                        amount=amount, budget=format(monthly, "f"),
                         currency=series.currency, period=period)
             warned.append(threshold)
     return warned

@@ -333,7 +333,7 @@ def _has_statement(series: PlanSeries, period: str) -> bool:
 
 
 def _outcome_order(outcome: str) -> tuple[int, str]:
-    return (OUTCOMES.index(outcome) if outcome in OUTCOMES else len(OUTCOMES), outcome)  # type: ignore[arg-type]
+    return (OUTCOMES.index(outcome) if outcome in OUTCOMES else len(OUTCOMES), outcome)
 
 
 def _mean(total: Fraction, count: int) -> float | None:
