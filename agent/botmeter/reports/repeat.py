@@ -34,14 +34,17 @@ GROUP BY caller_number HAVING count(*) > 1
 ORDER BY calls DESC, caller_number LIMIT :top"""
 
 
-def repeat_callers(conn: sqlite3.Connection, window: Window) -> dict[str, Any]:
+def repeat_callers(conn: sqlite3.Connection, window: Window, source: str = "calls",
+                   ) -> dict[str, Any]:
     """`repeat_callers`: within_24h / within_7d count the calls whose number called before,
     in the window, at most 24 h / 7 days earlier (a repeat within 24 h is also one within
     7 days); `top`: up to 10 numbers with more than one call, most calls first (ties by
     number)."""
     params = {"start": window.start_text, "end": window.end_text, "day": DAY_MS,
               "week": WEEK_MS, "top": TOP}
-    within_day, within_week = conn.execute(_GAPS, params).fetchone()
+    within_day, within_week = conn.execute(_GAPS.replace("FROM calls", f"FROM {source}"),
+                                           params).fetchone()
     top = [{"caller_number": number, "calls": calls}
-           for number, calls in conn.execute(_TOP, params)]
+           for number, calls in conn.execute(_TOP.replace("FROM calls", f"FROM {source}"),
+                                             params)]
     return {"within_24h": within_day, "within_7d": within_week, "top": top}
