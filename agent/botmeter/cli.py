@@ -448,6 +448,131 @@ def bill(ctx: Context, period: str, plan_id: str | None, fmt: str, db: str | Non
     render_statement(statement, fmt, sys.stdout)
 
 
+class ReportTime(click.ParamType):
+    """A date or time for `report --from/--to`, kept as text: a date or a time without an
+    offset is read in the report's time zone once that is known."""
+
+    name = "date|time"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 date or time (e.g. 2026-11-26 or "
+                      "2026-11-26T15:00:00+08:00)", param, ctx)
+
+
+REPORT_BY = ("day", "week", "hour", "weekday", "outcome", "dialed_number", "transfer_target")
+
+
+@main.command()
+@click.option("--period", type=Period(),
+              help="The month to report (report time zone; default: the current month).")
+@click.option("--from", "since", type=ReportTime(),
+              help="Start of the window (a date or time; without an offset: report time zone).")
+@click.option("--to", "until", type=ReportTime(), help="End of the window (excluded).")
+@click.option("--by", default="day", show_default=True, type=click.Choice(REPORT_BY),
+              help="What the rows are.")
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "csv", "json", "html"]))
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write to this file (atomically) instead of stdout.")
+@click.option("--lang", type=click.Choice(["en", "zh-Hans", "zh-Hant"]),
+              help="Language of table, CSV and HTML (default: [report] lang).")
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: [store] path).")
+@click.pass_obj
+def report(ctx: Context, period: str | None, since: datetime | None, until: datetime | None,
+           by: str, fmt: str, out: str | None, lang: str | None, db: str | None) -> None:
+    """A usage report: calls, rates, durations, satisfaction, cost, SLA, plan advice,
+    forecast and budget, for a month or a window (docs/reports.md)."""
+    import time
+    from zoneinfo import ZoneInfo
+
+    from .plans import active_series, load_plan_book
+    from .reports.metrics import Pricing, build_report
+    from .reports.window import Window
+
+    if period is not None and (since is not None or until is not None):
+        raise click.UsageError("give --period or --from/--to, not both")
+    if (since is None) != (until is None):
+        raise click.UsageError("give both --from and --to")
+    config = ctx.config()
+    with refuse_bad_files():
+        book = load_plan_book(config)
+        active = active_series(config, book) if book is not None else None
+    zone = config.report.timezone
+    tz = ZoneInfo(zone) if zone else active.timezone if active else ZoneInfo("UTC")
+    if since is not None and until is not None:
+        start, end = _local_epoch(since, tz, "--from"), _local_epoch(until, tz, "--to")
+        if start >= end:
+            raise click.UsageError("--from must be before --to")
+        window = Window(start, end, tz)
+    else:
+        if period is None:
+            now = datetime.fromtimestamp(time.time(), tz)
+            period = f"{now.year:04d}-{now.month:02d}"
+        window = Window.month(period, tz)
+    budget = config.budget.amount if config.budget is not None else None
+    pricing = Pricing(active, list(book) if book is not None else [], budget)
+    with opened_store(ctx, db, create=False) as store, refuse_bad_files():
+        data = build_report(store, window, by, pricing)
+    _write_report(data, fmt, lang or config.report.lang, out)
+
+
+def _local_epoch(moment: datetime, tz: Any, option: str) -> float:
+    """A --from/--to value as a UTC epoch: without an offset, in the report's time zone."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    try:
+        epoch = moment.timestamp()
+        iso_utc(epoch)
+    except (ValueError, OverflowError, OSError):
+        raise click.BadParameter("out of range: in UTC it must fall in the years 1 to 9999",
+                                 param_hint=f"'{option}'") from None
+    return epoch
+
+
+def _write_report(data: dict[str, Any], fmt: str, lang: str, out: str | None) -> None:
+    """JSON here; table, CSV and HTML by the renderer. To --out through a temporary file
+    renamed into place, so a reader never sees half a report."""
+    import io
+    import json
+    import os
+    import tempfile
+
+    buffer = io.BytesIO()
+    if fmt == "json":
+        buffer.write(json.dumps(data, ensure_ascii=False, indent=2).encode() + b"\n")
+    else:
+        try:
+            from .reports.render import render_report  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            fail("report error", f"--format {fmt}", "this botmeter has no report renderer; "
+                 "use --format json", FAILURE)
+        render_report(data, fmt, lang, buffer)
+    if out is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(buffer.getvalue())
+        sys.stdout.flush()
+        return
+    target = Path(out)
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(buffer.getvalue())
+            os.chmod(temp, 0o644)
+            os.replace(temp, target)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        fail("report error", str(target), f"cannot write it: {exc.strerror or exc}", FAILURE)
+
+
 @main.group()
 def plans() -> None:
     """Plan files: compare what the period's calls would cost under each."""

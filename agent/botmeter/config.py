@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -284,6 +285,72 @@ class StoreSection(_Section):
         return value
 
 
+REPORT_LANGUAGES = ("en", "zh-Hans", "zh-Hant")
+
+
+class ReportSection(_Section):
+    """`botmeter report`: the time zone its days and hours are in (default: the active plan's,
+    else UTC) and the language of its table, CSV and HTML."""
+
+    timezone: str | None = None
+    lang: str = "en"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Asia/Shanghai, "
+                             "UTC)") from None
+        return value
+
+    @field_validator("lang")
+    @classmethod
+    def _known_lang(cls, value: str) -> str:
+        if value not in REPORT_LANGUAGES:
+            raise ValueError(f"{value!r} is not one of {', '.join(REPORT_LANGUAGES)}")
+        return value
+
+
+_BUDGET = re.compile(r"[0-9]+(?:\.[0-9]+)?\Z")
+
+
+class BudgetSection(_Section):
+    """The monthly budget: an amount in the active plan's currency, a quoted decimal string
+    (as plan amounts: at most 12 digits before the point and 6 after it), above 0."""
+
+    monthly: str
+
+    @field_validator("monthly")
+    @classmethod
+    def _amount(cls, value: str) -> str:
+        from .rating.fields import MAX_INTEGER_DIGITS, MAX_PLACES, digits_of
+
+        text = value.strip()
+        if not _BUDGET.match(text):
+            raise ValueError(f"{value[:40]!r} is not a decimal amount (write ASCII digits with "
+                             'at most one decimal point, e.g. "2000.00")')
+        amount = Decimal(text)
+        integer, places = digits_of(amount)
+        if integer > MAX_INTEGER_DIGITS:
+            raise ValueError(f"is too large: at most {MAX_INTEGER_DIGITS} digits before the "
+                             "decimal point")
+        if places > MAX_PLACES:
+            raise ValueError(f"has {places} decimal places: at most {MAX_PLACES}")
+        if amount <= 0:
+            raise ValueError("must be above 0")
+        return text
+
+    @property
+    def amount(self) -> Decimal:
+        return Decimal(self.monthly)
+
+
 #: hosts an http:// uplink may name: anything else must be https (the token crosses the wire)
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
@@ -385,6 +452,8 @@ class Config(_Section):
     plans: PlansSection | None = None
     store: StoreSection = StoreSection()
     uplink: UplinkSection = UplinkSection()
+    report: ReportSection = ReportSection()
+    budget: BudgetSection | None = None
     source_path: str = Field(default="<memory>", exclude=True)
 
     @property

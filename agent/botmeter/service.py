@@ -17,6 +17,7 @@ from .pbx.ami_client import AmiClient, AmiSettings
 from .plans import active_series, load_plan_book
 from .rating.periods import period_of
 from .recorder import Recorder
+from .reports.budget import BudgetWatch
 from .rerating import RerateWorker
 from .runtime import loop_name
 from .storage.rated_saver import RatedSaver
@@ -79,6 +80,10 @@ class AgentService:
             self.saver = RatedSaver(series, on_late=self._late,
                                     fresh_after=clock() + FRESH_PERIOD_MARGIN)
             self.rerater = RerateWorker(factory, self.saver)
+        #: with [budget]: the month's cost to date checked every 5 minutes on its own thread
+        self.budget: BudgetWatch | None = None
+        if series is not None and config.budget is not None:
+            self.budget = BudgetWatch(factory, series, config.budget.amount, clock=clock)
         self.writer = RecordWriter(factory, saver=self.saver, on_error=self._write_failed,
                                    on_saved=on_saved, spill=spill_path(path))
         self.recorder = Recorder(config.tracking_rules(), self.writer.submit,
@@ -116,6 +121,8 @@ class AgentService:
                  fastagi=self.config.agi.listen if self.fastagi else None, loop=loop_name())
         if self.uplink is not None:
             self.uplink.start()
+        if self.budget is not None:
+            self.budget.start()
         client = asyncio.create_task(self.client.run(), name="ami")
         sweeper = asyncio.create_task(self._sweep(), name="sweeper")
         try:
@@ -167,6 +174,8 @@ class AgentService:
         running then is abandoned: the calls are stored, their period is re-rated later)."""
         if deadline is None:
             deadline = time.monotonic() + self.stop_timeout
+        if self.budget is not None:
+            self.budget.stop()
         if self.uplink is not None and not self.uplink.stop(timeout=1.0):
             log.info("uplink request still out at stop: it is sent again at the next start")
         self.writer.close(deadline)

@@ -1,6 +1,6 @@
 """The SQLite layout and its migrations, tracked by `PRAGMA user_version`.
 
-The layout (version 6):
+The layout (version 7):
 
 - table `calls`: one row per call. Its columns are the record's fields (`storage/columns.py`,
   derived from `tracking.record.FIELDS`) plus `charges`, `rated_at` and `recorded_at`; module
@@ -14,10 +14,12 @@ The layout (version 6):
   revision of a (plan, bucket) with its delivery state, and the uplink's watermarks
   (`botmeter.uplink.outbox`); table `uplink_moved`, filled by the trigger `calls_moved`: the
   old end of a call stored again with another one, so its old bucket is summarised again.
+- table `budget_alerts`: the budget warnings the running agent logged, one row per (period,
+  threshold), so that each is given once per month, across restarts.
 
 A new database is created at the latest version with sqlite-utils. An older one is brought up
 to date step by step: versions 1 to 3 by the SQL they shipped with (kept as it was), then
-`_to_version_4`, `_to_version_5` and `_to_version_6`. Migrating takes the write lock first and reads the version again under it,
+`_to_version_4` to `_to_version_7`. Migrating takes the write lock first and reads the version again under it,
 so two processes opening a new or old database at once migrate it once.
 """
 
@@ -92,7 +94,7 @@ LEGACY_MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 REJECTED_COLUMNS: dict[str, type] = {"id": int, "call_id": str, "record": str, "reason": str,
                                      "rejected_at": str}
@@ -108,6 +110,10 @@ UPLINK_OUTBOX_NOT_NULL = ("agent_id", "plan_id", "bucket_start", "bucket_end", "
                           "summary", "digest", "key", "state", "created_at", "attempts")
 #: the uplink's bookkeeping, as JSON values by name (watermarks, last success and error)
 UPLINK_STATE_COLUMNS: dict[str, type] = {"name": str, "value": str}
+#: the budget warnings the running agent gave: one row per (period, threshold), so each is
+#: logged once per month, across restarts (`botmeter.reports.budget`)
+BUDGET_ALERTS_COLUMNS: dict[str, type] = {"period": str, "threshold": str, "amount": str,
+                                          "budget": str, "alerted_at": str}
 
 #: index name -> (table, columns): re-rating reads a period by ended_at, `calls` lists by
 #: offered_at, both in call_id order among equal times
@@ -157,7 +163,9 @@ def migrate(db: sqlite_utils.Database) -> int:
                 _to_version_4(db)
             if version < 5:
                 _to_version_5(db)
-            _to_version_6(db)
+            if version < 6:
+                _to_version_6(db)
+            _to_version_7(db)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -178,8 +186,15 @@ def create_layout(db: sqlite_utils.Database) -> None:
     db.table("rejected").create(REJECTED_COLUMNS, pk="id",
                                 not_null=("record", "reason", "rejected_at"))
     _create_uplink_tables(db)
+    _create_budget_alerts(db)
     _create_indexes(db)
     db.create_view("call_modules", CALL_MODULES_VIEW)
+
+
+def _create_budget_alerts(db: sqlite_utils.Database) -> None:
+    db.table("budget_alerts").create(BUDGET_ALERTS_COLUMNS, pk=("period", "threshold"),
+                                     not_null=("amount", "budget", "alerted_at"),
+                                     if_not_exists=True)
 
 
 #: a call stored again with another end: where it was, so that the uplink summarises the
@@ -208,6 +223,11 @@ def _create_indexes(db: sqlite_utils.Database) -> None:
         if db.table(table).exists():
             db.table(table).create_index(columns, index_name=name, if_not_exists=True,
                                          unique=name in UNIQUE_INDEXES)
+
+
+def _to_version_7(db: sqlite_utils.Database) -> None:
+    """Version 6 -> 7: the budget warnings given (`budget_alerts`)."""
+    _create_budget_alerts(db)
 
 
 def _to_version_6(db: sqlite_utils.Database) -> None:

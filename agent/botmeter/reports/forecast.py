@@ -1,0 +1,165 @@
+"""Where the month's bill is heading: cost to date, the month-end forecast, the day a bundle's
+allowance runs out, and the budget (docs/reports.md#forecast).
+
+"Cost to date" follows the bill: the stored amounts of the calls rated under the plan that
+ended in the plan's month (its time zone), plus the month's fees (period fees, once fees due
+in it, the SLA fee). The agent's budget warning uses the same definition.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from fractions import Fraction
+from typing import Any
+
+from ..rating import NoStatement, PlanSeries, Statement, period_bounds
+from ..rating.statement import fee_lines
+from ..tracking.record import iso_utc
+
+#: stored amounts are summed in SQL as whole millionths (plan precision is at most 0.000001)
+MICRO = 6
+#: a stored rating line's metered quantity (charges: [[charge, metered, amount], ...])
+METERED = "json_extract(line.value, '$[1]')"
+BUDGET_WARNING, BUDGET_OVER = Decimal("0.8"), Decimal(1)
+
+
+def micro_sum(column: str = "cost") -> str:
+    """SQL: the exact sum of a decimal text column, in millionths (an integer)."""
+    return f"CAST(round({column} * 1000000) AS INTEGER)"
+
+
+def from_micro(value: int | None) -> Decimal:
+    return Decimal(value or 0).scaleb(-MICRO)
+
+
+def period_fees(series: PlanSeries, period: str) -> Decimal:
+    """The month's fees as its statement bills them: period fees of the version in force on
+    the 1st, once fees due in the month, the SLA fee; 0 for a month before the plan starts."""
+    try:
+        version = series.fee_version(period)
+    except NoStatement:
+        return Decimal(0)
+    fees = sum((line.amount for line in fee_lines(series, period)), Decimal(0))
+    return fees + (version.sla.fee if version.sla is not None else Decimal(0))
+
+
+def usage_to_date(conn: sqlite3.Connection, series: PlanSeries, period: str) -> Decimal:
+    """The stored amounts of the month's calls rated under the plan (ended in the month)."""
+    start, end = period_bounds(period, series.timezone)
+    row = conn.execute(
+        f"SELECT sum({micro_sum()}) FROM calls WHERE ended_at >= ? AND ended_at < ? "
+        "AND plan_id = ?", (iso_utc(start), iso_utc(end), series.plan_id)).fetchone()
+    return from_micro(row[0])
+
+
+def cost_to_date(conn: sqlite3.Connection, series: PlanSeries, period: str) -> Decimal:
+    """Usage to date plus the month's fees."""
+    return usage_to_date(conn, series, period) + period_fees(series, period)
+
+
+def minor(series: PlanSeries, amount: Decimal, period: str) -> Decimal:
+    """An amount rounded half-up to the currency's minor unit (as statement totals are)."""
+    try:
+        digits = series.fee_version(period).minor_unit
+    except NoStatement:
+        digits = series.latest.minor_unit
+    return amount.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP)
+
+
+@dataclass(frozen=True, slots=True)
+class MonthPace:
+    """How far into the month `now` is, in seconds."""
+
+    start: float
+    end: float
+    now: float
+
+    @property
+    def elapsed(self) -> float:
+        return min(max(self.now - self.start, 0.0), self.end - self.start)
+
+    @property
+    def left(self) -> float:
+        return self.end - self.start - self.elapsed
+
+
+def forecast(conn: sqlite3.Connection, series: PlanSeries, period: str,
+             statement: Statement | None, now: float) -> dict[str, Any]:
+    """`forecast`: month_end_cost = usage to date + usage to date / elapsed days x days left
+    + the month's fees (a month over: its cost; a month not begun: its fees), rounded to the
+    minor unit; bundle_exhausted_on per `bundle_exhausted_on`."""
+    start, end = period_bounds(period, series.timezone)
+    pace = MonthPace(start, end, now)
+    usage = usage_to_date(conn, series, period)
+    with localcontext() as ctx:
+        ctx.prec = 40
+        projected = usage
+        if pace.elapsed > 0 and pace.left > 0:
+            projected += usage * Decimal(pace.left) / Decimal(pace.elapsed)
+        total = minor(series, projected + period_fees(series, period), period)
+    return {"month_end_cost": format(total, "f"),
+            "bundle_exhausted_on": bundle_exhausted_on(conn, series, period, statement, pace)}
+
+
+def bundle_exhausted_on(conn: sqlite3.Connection, series: PlanSeries, period: str,
+                        statement: Statement | None, pace: MonthPace) -> str | None:
+    """For the first charge with an allowance (`included`) of the version in force on the
+    1st: the local date its allowance ran out (the call that used it up ended that day), or,
+    not used up yet, the date it runs out at the month's pace so far (null when that falls
+    after the month: the allowance lasts). Null without an allowance or without usage."""
+    if statement is None:
+        return None
+    try:
+        version = series.fee_version(period)
+    except NoStatement:
+        return None
+    charge = next((c for c in version.charges if c.included > 0), None)
+    if charge is None:
+        return None
+    allowance = charge.included * charge.unit  # in the metric's own unit, as stored per call
+    start, end = period_bounds(period, series.timezone)
+    params = {"start": iso_utc(start), "end": iso_utc(end), "plan": series.plan_id,
+              "charge": charge.name}
+    used = conn.execute(
+        f"SELECT sum({micro_sum(METERED)})"
+        " FROM calls, json_each(calls.charges) AS line WHERE ended_at >= :start AND "
+        "ended_at < :end AND plan_id = :plan AND json_extract(line.value, '$[0]') = :charge",
+        params).fetchone()[0]
+    used_total = from_micro(used)
+    if used_total >= allowance:
+        row = conn.execute(f"""
+            SELECT ended_at FROM (
+                SELECT ended_at, sum({micro_sum(METERED)})
+                    OVER (ORDER BY ended_at, call_id) AS running
+                FROM calls, json_each(calls.charges) AS line
+                WHERE ended_at >= :start AND ended_at < :end AND plan_id = :plan
+                  AND json_extract(line.value, '$[0]') = :charge)
+            WHERE running >= :allowance ORDER BY ended_at LIMIT 1""",
+                           {**params, "allowance": int(allowance.scaleb(MICRO))}).fetchone()
+        moment = datetime.fromisoformat(row[0].replace("Z", "+00:00")).timestamp()
+        return datetime.fromtimestamp(moment, series.timezone).date().isoformat()
+    if used_total <= 0 or pace.elapsed <= 0 or pace.left <= 0:
+        return None
+    # at the pace so far: the allowance left takes (left / used) x the time elapsed
+    runs_out = pace.now + float(Fraction(allowance - used_total) * Fraction(pace.elapsed)
+                                / Fraction(used_total))
+    if runs_out >= pace.end:
+        return None
+    return datetime.fromtimestamp(runs_out, series.timezone).date().isoformat()
+
+
+def budget_level(share: Decimal) -> str:
+    return "over" if share >= BUDGET_OVER else "warning" if share >= BUDGET_WARNING else "ok"
+
+
+def budget_status(cost: Decimal, monthly: Decimal, money: Decimal) -> dict[str, Any]:
+    """`budget`: used_share = cost to date (fees included) / monthly, 4 places; status ok,
+    warning (>= 0.8) or over (>= 1); cost_to_date at the plan's precision `money`."""
+    share = cost / monthly
+    return {"monthly": format(monthly, "f"),
+            "cost_to_date": format(cost.quantize(money, ROUND_HALF_UP), "f"),
+            "used_share": float(share.quantize(Decimal("0.0001"), ROUND_HALF_UP)),
+            "status": budget_level(share)}

@@ -1,0 +1,398 @@
+"""`botmeter report`'s numbers: one JSON-ready dict (the keys of docs/reports.md).
+
+Counts come from SQL aggregates over the offered_at index: one GROUP BY over UTC slots that
+never straddle a local hour (`Window.slot_width`) gives every count and sum per slot, and
+the totals, days, weeks, hours, weekdays, the heat map and the daily chart are folded from
+those few hundred slot rows in Python. Percentiles read the sorted bot_seconds column once.
+The SLA clauses and plan advice reuse the rating's statement and `compare_plans`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
+from typing import Any
+
+from ..rating import Comparison, NoStatement, PlanSeries, Statement, compare_plans, period_of
+from ..storage.store import CallStore
+from ..tracking.record import CSAT_SCALE, OUTCOMES
+from .forecast import budget_status, cost_to_date, forecast, from_micro, micro_sum
+from .repeat import repeat_callers
+from .window import WEEKDAYS, Window, iso_week, slot_epoch
+
+BY = ("day", "week", "hour", "weekday", "outcome", "dialed_number", "transfer_target")
+#: bot_seconds histogram edges; the last bucket is open
+HISTOGRAM_EDGES = (0, 15, 30, 60, 90, 120, 180, 300, 600)
+
+#: per group: counts, then sums (cost and durations in whole millionths / milliseconds)
+_AGGREGATES = f"""count(*),
+    coalesce(sum(bot_answered_at IS NOT NULL), 0),
+    coalesce(sum(outcome = 'handled'), 0),
+    coalesce(sum(outcome = 'transferred'), 0),
+    coalesce(sum(outcome = 'abandoned'), 0),
+    coalesce(sum(outcome = 'failed'), 0),
+    coalesce(sum(outcome = 'transferred' AND human_answered_at IS NOT NULL), 0),
+    coalesce(sum(CASE WHEN plan_id = :plan THEN {micro_sum()} END), 0),
+    coalesce(sum(CASE WHEN bot_answered_at IS NOT NULL
+                 THEN CAST(round(bot_seconds * 1000) AS INTEGER) END), 0),
+    coalesce(sum(CAST(round(human_seconds * 1000) AS INTEGER)), 0),
+    coalesce(sum(CASE WHEN outcome = 'abandoned'
+                 THEN CAST(round(ring_seconds * 1000) AS INTEGER) END), 0)"""
+#: a module's quantity in calls.modules ({module: [quantity, unit]})
+_QUANTITY = "json_extract(usage.value, '$[0]')"
+_IN_WINDOW = "offered_at >= :start AND offered_at < :end"
+_FIELDS = ("offered", "bot_answered", "handled", "transferred", "abandoned", "failed",
+           "transfer_answered", "cost", "bot_ms", "human_ms", "abandoned_ring_ms")
+
+
+@dataclass(slots=True)
+class Counts:
+    """Summable counts of a group of calls."""
+
+    values: list[int] = field(default_factory=lambda: [0] * len(_FIELDS))
+
+    def add(self, row: Iterable[int]) -> None:
+        self.values = [a + (b or 0) for a, b in zip(self.values, row, strict=True)]
+
+    def __getattr__(self, name: str) -> int:
+        try:
+            return self.values[_FIELDS.index(name)]
+        except ValueError:
+            raise AttributeError(name) from None
+
+
+def rate(part: int, whole: int) -> float | None:
+    """part / whole rounded to 4 places; None when whole is 0."""
+    return round(part / whole, 4) if whole else None
+
+
+def seconds(ms: float | None) -> float | None:
+    return None if ms is None else round(ms / 1000, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """The active plan (None without [plans]), every plan to compare, the budget."""
+
+    active: PlanSeries | None = None
+    plans: Sequence[PlanSeries] = ()
+    budget: Decimal | None = None
+
+
+class _Report:
+    def __init__(self, store: CallStore, window: Window, by: str, pricing: Pricing,
+                 now: float) -> None:
+        if by not in BY:
+            raise ValueError(f"by must be one of {', '.join(BY)}")
+        self.conn: sqlite3.Connection = store.db.conn
+        self.store, self.window, self.by, self.pricing, self.now = store, window, by, pricing, now
+        active = pricing.active
+        self.period = period_of(window.start, active.timezone) if active else None
+        self.params = {"start": window.start_text, "end": window.end_text,
+                       "plan": active.plan_id if active else None}
+        self.money = self._money()
+        self.calls = calls_source(self.conn, window)
+
+    def _money(self) -> Decimal | None:
+        active = self.pricing.active
+        if active is None or self.period is None:
+            return None
+        try:
+            return active.fee_version(self.period).precision
+        except NoStatement:
+            return active.latest.precision
+
+    def cost(self, micro: int) -> str | None:
+        if self.money is None:
+            return None
+        return format(from_micro(micro).quantize(self.money, ROUND_HALF_UP), "f")
+
+    # -- counts by slot -------------------------------------------------------------------
+
+    def slots(self) -> list[tuple[float, list[int]]]:
+        """(local epoch of the slot's start, its counts) per UTC slot holding calls."""
+        _, prefix = self.window.slot_width()
+        rows = self.conn.execute(
+            f"SELECT substr(offered_at, 1, {prefix}) AS slot, {_AGGREGATES} FROM {self.calls} "
+            f"WHERE {_IN_WINDOW} GROUP BY slot", self.params).fetchall()
+        return [(slot_epoch(row[0]), list(row[1:])) for row in rows]
+
+    def row(self, key: Any, counts: Counts) -> dict[str, Any]:
+        c = counts
+        return {"key": key, "offered": c.offered, "bot_answered": c.bot_answered,
+                "handled": c.handled, "transferred": c.transferred, "abandoned": c.abandoned,
+                "failed": c.failed, "answer_rate": rate(c.bot_answered, c.offered),
+                "containment_rate": rate(c.handled, c.bot_answered),
+                "transfer_rate": rate(c.transferred, c.bot_answered),
+                "transfer_answered_rate": rate(c.transfer_answered, c.transferred),
+                "cost": self.cost(c.cost)}
+
+    def build(self) -> dict[str, Any]:
+        window = self.window
+        days = {day: Counts() for day in window.days()}
+        heatmap = [[0] * 24 for _ in WEEKDAYS]
+        hours: dict[int, Counts] = {h: Counts() for h in range(24)}
+        total = Counts()
+        for epoch, values in self.slots():
+            local = window.local(epoch)
+            days[local.date()].add(values)
+            hours[local.hour].add(values)
+            heatmap[local.weekday()][local.hour] += values[0]
+            total.add(values)
+        statement, comparison = self.statements()
+        report: dict[str, Any] = {
+            "period": {"from": window.local(window.start).isoformat(),
+                       "to": window.local(window.end).isoformat(),
+                       "timezone": window.tz.key},
+            "totals": self.totals(total),
+        }
+        clauses = statement.sla_clauses if statement is not None else ()
+        report["totals"]["sla_answer_rate"] = next(
+            (_number(c.measured, 4) for c in clauses if c.clause == "answer_rate"), None)
+        report["sla"] = [{"clause": c.clause, "measured": _number(c.measured, 4),
+                          "target": _number(c.target, 6), "sample": c.sample, "met": c.met}
+                         for c in clauses]
+        report["plans"] = self.plan_rows(comparison)
+        report["forecast"], report["budget"] = self.forecast_and_budget(statement)
+        report["repeat_callers"] = repeat_callers(self.conn, window, self.calls)
+        report["rows"] = self.rows(days, hours)
+        report["charts"] = {
+            "daily": [{"date": day.isoformat(), "handled": c.handled,
+                       "transferred": c.transferred, "abandoned": c.abandoned,
+                       "failed": c.failed, "cost": self.cost(c.cost)}
+                      for day, c in days.items()],
+            "bot_seconds_histogram": self.histogram,
+            "heatmap": heatmap,
+        }
+        return report
+
+    # -- totals ---------------------------------------------------------------------------
+
+    def totals(self, c: Counts) -> dict[str, Any]:
+        totals = self.row(None, c)
+        del totals["key"], totals["cost"]
+        bot = self.sorted_ms(
+            "CAST(round(bot_seconds * 1000) AS INTEGER)",
+            "bot_answered_at IS NOT NULL AND bot_seconds IS NOT NULL")
+        self.histogram = histogram(bot)
+        totals["bot_seconds"] = {
+            "total": seconds(c.bot_ms), "mean": seconds(c.bot_ms / len(bot)) if bot else None,
+            "median": seconds(percentile(bot, 0.5)), "p90": seconds(percentile(bot, 0.9))}
+        totals["human_seconds"] = {"total": seconds(c.human_ms)}
+        waits = self.sorted_ms(
+            "CAST(round((julianday(human_answered_at) - julianday(transferred_at)) * 86400000)"
+            " AS INTEGER)",
+            "outcome = 'transferred' AND human_answered_at IS NOT NULL "
+            "AND transferred_at IS NOT NULL")
+        totals["human_wait_seconds"] = {"median": seconds(percentile(waits, 0.5))}
+        totals["abandoned_wait_seconds"] = {
+            "mean": seconds(c.abandoned_ring_ms / c.abandoned) if c.abandoned else None}
+        totals["modules"] = self.modules()
+        totals["csat"] = self.csat(c.bot_answered)
+        active = self.pricing.active
+        totals["cost"] = self.cost(c.cost)
+        totals["currency"] = active.currency if active else None
+        per_call = None
+        if self.money is not None and c.handled:
+            per_call = format((from_micro(c.cost) / c.handled).quantize(
+                self.money, ROUND_HALF_UP), "f")
+        totals["cost_per_handled_call"] = per_call
+        return totals
+
+    def sorted_ms(self, expression: str, where: str) -> list[int]:
+        return [value for (value,) in self.conn.execute(
+            f"SELECT {expression} AS v FROM {self.calls} WHERE {_IN_WINDOW} AND {where} ORDER BY v",
+            self.params)]
+
+    def modules(self) -> dict[str, dict[str, Any]]:
+        """Each module's usage summed exactly (to the millionth) over the window's calls; a
+        module reported in two units is listed as `module (unit)` for the later unit."""
+        found: dict[str, dict[str, Any]] = {}
+        for module, unit, micro in self.conn.execute(
+                "SELECT usage.key, json_extract(usage.value, '$[1]'), "
+                f"sum({micro_sum(_QUANTITY)}) FROM {self.calls}, json_each(calls.modules) AS usage "
+                f"WHERE {_IN_WINDOW} AND calls.modules IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
+                self.params):
+            name = module if module not in found else f"{module} ({unit})"
+            found[name] = {"quantity": _exact(from_micro(micro)), "unit": unit}
+        return found
+
+    def csat(self, bot_answered: int) -> dict[str, Any]:
+        """Responses, response rate (rated / bot answered), the exact mean on the 5-point
+        scale (2 places), the distribution by the 5-point value rounded half up, and the mean
+        by outcome."""
+        groups = self.conn.execute(
+            "SELECT outcome, json_extract(csat, '$.score'), json_extract(csat, '$.scale'), "
+            f"count(*) FROM {self.calls} WHERE {_IN_WINDOW} AND csat IS NOT NULL GROUP BY 1, 2, 3",
+            self.params).fetchall()
+        distribution = {str(score): 0 for score in range(1, CSAT_SCALE + 1)}
+        sums: dict[str, list[Any]] = {}
+        responses, total = 0, Fraction(0)
+        for outcome, score, scale, count in groups:
+            if not (isinstance(score, int) and isinstance(scale, int)
+                    and 2 <= scale <= 10 and 1 <= score <= scale):
+                continue  # the tracker never stores one; a hand edit is left out
+            five = 1 + Fraction((score - 1) * (CSAT_SCALE - 1), scale - 1)
+            distribution[str(int(five + Fraction(1, 2)))] += count
+            responses += count
+            total += five * count
+            entry = sums.setdefault(outcome, [0, Fraction(0)])
+            entry[0] += count
+            entry[1] += five * count
+        return {"responses": responses,
+                "response_rate": rate(responses, bot_answered) if responses else None,
+                "mean": _mean(total, responses), "distribution": distribution,
+                "by_outcome": {outcome: _mean(s, n) for outcome, (n, s) in
+                               sorted(sums.items(), key=lambda item: _outcome_order(item[0]))}}
+
+    # -- statements, plans, forecast, budget ----------------------------------------------
+
+    def statements(self) -> tuple[Statement | None, Comparison | None]:
+        """The active plan's statement of the month holding the window's start, and every
+        plan priced for that month (plans in another currency or not yet started left out)."""
+        active, period = self.pricing.active, self.period
+        if active is None or period is None:
+            return None, None
+        plans = [s for s in self.pricing.plans
+                 if s.currency == active.currency and _has_statement(s, period)]
+        if not _has_statement(active, period):
+            return None, None
+        if all(s.plan_id != active.plan_id for s in plans):
+            plans.append(active)
+        from ..plans import period_span
+        from ..rerating import prices_modules
+
+        modules = any(prices_modules(s) for s in plans)
+        start, end = period_span(period, plans)
+        calls = self.store.calls_ended_between(start, end, modules=modules)
+        comparison = compare_plans(plans, period, calls, active=active.plan_id,
+                                   low=Decimal(1), high=Decimal(1))
+        statement = next(p.statement for p in comparison.plans if p.plan_id == active.plan_id)
+        return statement, comparison
+
+    @staticmethod
+    def plan_rows(comparison: Comparison | None) -> list[dict[str, Any]]:
+        if comparison is None:
+            return []
+        return [{"plan_id": p.plan_id, "total": format(p.total, "f"),
+                 "vs_active": None if p.difference is None else format(p.difference, "f")}
+                for p in comparison.plans]
+
+    def forecast_and_budget(self, statement: Statement | None,
+                            ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        active, period = self.pricing.active, self.period
+        if active is None or period is None or statement is None:
+            return None, None
+        ahead = forecast(self.conn, active, period, statement, self.now)
+        budget = None
+        if self.pricing.budget is not None and self.money is not None:
+            budget = budget_status(cost_to_date(self.conn, active, period), self.pricing.budget,
+                                   self.money)
+        return ahead, budget
+
+    # -- rows -----------------------------------------------------------------------------
+
+    def rows(self, days: dict[Any, Counts], hours: dict[int, Counts]) -> list[dict[str, Any]]:
+        by = self.by
+        if by == "day":
+            return [self.row(day.isoformat(), c) for day, c in days.items()]
+        if by == "week":
+            weeks: dict[str, Counts] = {}
+            for day, c in days.items():
+                weeks.setdefault(iso_week(day), Counts()).add(c.values)
+            return [self.row(key, c) for key, c in weeks.items()]
+        if by == "hour":
+            return [self.row(f"{hour:02d}", c) for hour, c in hours.items()]
+        if by == "weekday":
+            weekdays = {name: Counts() for name in WEEKDAYS}
+            for day, c in days.items():
+                weekdays[WEEKDAYS[day.weekday()]].add(c.values)
+            return [self.row(key, c) for key, c in weekdays.items()]
+        groups: dict[Any, Counts] = {o: Counts() for o in OUTCOMES} if by == "outcome" else {}
+        for key, *values in self.conn.execute(
+                f"SELECT {by}, {_AGGREGATES} FROM {self.calls} WHERE {_IN_WINDOW} GROUP BY 1",
+                self.params):
+            groups.setdefault(key, Counts()).add(values)
+        if by == "outcome":
+            return [self.row(key, c) for key, c in groups.items()]
+        ordered = sorted(groups.items(), key=lambda item: (-item[1].offered, item[0] is None,
+                                                           item[0] or ""))
+        return [self.row(key, c) for key, c in ordered]
+
+
+def calls_source(conn: sqlite3.Connection, window: Window) -> str:
+    """`calls`, or `calls NOT INDEXED` when the window holds over a quarter of the table: a
+    sequential scan of the table then beats an index range whose every row is a random
+    rowid lookup (a month of a database holding a month or two: 40x faster)."""
+    in_window = conn.execute(
+        "SELECT count(*) FROM calls WHERE offered_at >= ? AND offered_at < ?",
+        (window.start_text, window.end_text)).fetchone()[0]  # the index alone: fast
+    total = conn.execute("SELECT count(*) FROM calls").fetchone()[0]
+    return "calls NOT INDEXED" if in_window * 4 > total else "calls"
+
+
+def _has_statement(series: PlanSeries, period: str) -> bool:
+    try:
+        series.fee_version(period)
+    except NoStatement:
+        return False
+    return True
+
+
+def _outcome_order(outcome: str) -> tuple[int, str]:
+    return (OUTCOMES.index(outcome) if outcome in OUTCOMES else len(OUTCOMES), outcome)
+
+
+def _mean(total: Fraction, count: int) -> float | None:
+    if not count:
+        return None
+    mean = total / count
+    return float((Decimal(mean.numerator) / Decimal(mean.denominator)).quantize(
+        Decimal("0.01"), ROUND_HALF_UP))
+
+
+def _number(value: Decimal | None, places: int) -> float | None:
+    if value is None:
+        return None
+    return float(value.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))
+
+
+def _exact(value: Decimal) -> int | float:
+    """A quantity as a JSON number: an int when whole."""
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def percentile(ordered: Sequence[int], p: float) -> float | None:
+    """Linear interpolation between the closest ranks (the median of an even count is the
+    mean of the middle two); None for no values."""
+    if not ordered:
+        return None
+    position = p * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def histogram(ordered_ms: Sequence[int]) -> list[dict[str, Any]]:
+    """Calls per bot_seconds bucket [from, to), the last one open."""
+    edges = [bisect_left(ordered_ms, edge * 1000) for edge in HISTOGRAM_EDGES]
+    buckets = []
+    for i, edge in enumerate(HISTOGRAM_EDGES):
+        last = i + 1 == len(HISTOGRAM_EDGES)
+        upper = len(ordered_ms) if last else edges[i + 1]
+        buckets.append({"from": edge, "to": None if last else HISTOGRAM_EDGES[i + 1],
+                        "calls": upper - edges[i]})
+    return buckets
+
+
+def build_report(store: CallStore, window: Window, by: str = "day",
+                 pricing: Pricing = Pricing(), now: float | None = None) -> dict[str, Any]:
+    """The report of the calls offered in `window`, rows by `by` (see `BY`); `pricing` gives
+    the plans (cost, SLA, plan advice, forecast, budget: null or [] without an active plan);
+    `now` (UTC epoch, default the clock) places the forecast."""
+    return _Report(store, window, by, pricing, time.time() if now is None else now).build()
