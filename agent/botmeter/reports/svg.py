@@ -93,7 +93,7 @@ def daily_stacked(daily: Sequence[dict[str, Any]], lang: str) -> str:
     label_every = 1 if count <= 16 else 2 if count <= 32 else 7
     for i, day in enumerate(daily):
         x = left + slot * i + (slot - bar) / 2
-        y = bottom
+        y = float(bottom)
         for outcome in OUTCOMES:
             value = int(day.get(outcome) or 0)
             if value <= 0:
@@ -112,7 +112,7 @@ def daily_stacked(daily: Sequence[dict[str, Any]], lang: str) -> str:
                         f'class="tick">{esc(text)}</text>')
     body.append(f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" '
                 f'stroke="{COLOURS["axis"]}" stroke-width="1"/>')
-    legend_x = left
+    legend_x = float(left)
     for outcome in OUTCOMES:
         body.append(f'<rect x="{legend_x}" y="{height - 14}" width="10" height="10" '
                     f'fill="{COLOURS[outcome]}"/>')
