@@ -56,7 +56,7 @@ def nice_max(value: float, ticks: int = 4) -> tuple[float, float]:
 
 
 def _svg(width: int, height: int, title: str, body: list[str]) -> str:
-    return (f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} '
+    return (f'<svg class="chart" viewBox="0 0 {width} '
             f'{height}" role="img" aria-label="{esc(title)}" preserveAspectRatio="xMidYMid '
             f'meet"><title>{esc(title)}</title>{"".join(body)}</svg>')
 
