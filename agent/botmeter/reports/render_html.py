@@ -55,7 +55,7 @@ h2 { font-size: 12pt; color: #1e3a5f; margin: 18px 0 6px; padding-bottom: 3px;
 .kpi .value { font-size: 15pt; font-weight: 650; color: #111827; margin-top: 1px;
   font-variant-numeric: tabular-nums; white-space: nowrap; }
 .kpi .value small { font-size: 8pt; font-weight: 500; color: #5b6472; margin-left: 2px; }
-.kpi .sub { font-size: 7.5pt; color: #5b6472; margin-top: 1px; }
+.kpi .sub { font-size: 7.5pt; color: #5b6472; margin-top: 1px; line-height: 1.5; }
 .kpi.budget-ok { border-top-color: #1f8a5b; }
 .kpi.budget-warning { border-top-color: #d69e2e; }
 .kpi.budget-over { border-top-color: #c53030; }
@@ -84,10 +84,14 @@ tr { break-inside: avoid; page-break-inside: avoid; }
 th { text-align: left; font-weight: 600; color: #374151; background: #eef2f7;
   border-bottom: 1px solid #c5cdd8; padding: 4px 5px; vertical-align: bottom; }
 td { padding: 3px 5px; border-bottom: 1px solid #e6eaf0; vertical-align: top; }
-td.num, th.num { text-align: right; white-space: nowrap; }
+td.num { text-align: right; white-space: nowrap; }
+th.num { text-align: right; }
 tbody tr:nth-child(even) td { background: #fafbfd; }
 tfoot td { font-weight: 700; border-top: 1.5px solid #1e3a5f; border-bottom: none;
   background: #fff; }
+.rows { font-size: 7.6pt; }
+.rows th { font-size: 7pt; padding: 3px 3px; }
+.rows td { padding: 2px 3px; }
 .rows td:first-child { white-space: nowrap; }
 .cols { display: grid; grid-template-columns: 1fr 1fr; gap: 14px; }
 .cols > div { break-inside: avoid; page-break-inside: avoid; }
@@ -171,8 +175,8 @@ def _summary(report: dict[str, Any], words: dict[str, str], lang: str) -> str:
                       + (cur if forecast.get("month_end_cost") is not None else ""), sub))
     if budget:
         value = _dash(i18n.percent(budget.get("used_share"), 0))
-        sub = (f'{_budget_badge(budget, words)} '
-               f'<span class="muted">/ {esc(i18n.number(budget.get("monthly"), 2))}</span>')
+        sub = (f'{_budget_badge(budget, words)}<br>{esc(words["monthly_budget"])} '
+               f'{esc(i18n.number(budget.get("monthly"), 2))}')
         cls = f'budget-{budget.get("status")}' if budget.get("status") in (
             "ok", "warning", "over") else ""
         cards.append(_kpi(f'{words["budget"]} · {words["used_share"]}', value, sub, cls))
@@ -217,13 +221,14 @@ def _table(headers: Sequence[tuple[str, bool]], rows: Sequence[Sequence[str]],
            cls: str = "", foot: Sequence[str] | None = None) -> str:
     """`headers`: (text, numeric); cells are already-escaped HTML."""
     head = "".join(f'<th{" class=num" if num else ""}>{esc(text)}</th>' for text, num in headers)
+    thead = f"<thead><tr>{head}</tr></thead>" if any(text for text, _ in headers) else ""
     body = "".join("<tr>" + "".join(f'<td{" class=num" if headers[i][1] else ""}>{cell}</td>'
                                     for i, cell in enumerate(row)) + "</tr>" for row in rows)
     tfoot = ""
     if foot is not None:
         tfoot = "<tfoot><tr>" + "".join(f'<td{" class=num" if headers[i][1] else ""}>{cell}</td>'
                                         for i, cell in enumerate(foot)) + "</tr></tfoot>"
-    return (f'<table{f" class={cls}" if cls else ""}><thead><tr>{head}</tr></thead>'
+    return (f'<table{f" class={cls}" if cls else ""}>{thead}'
             f'<tbody>{body}</tbody>{tfoot}</table>')
 
 

@@ -43,16 +43,22 @@ def _n(value: float) -> str:
 
 
 def nice_max(value: float, ticks: int = 4) -> tuple[float, float]:
-    """An axis top >= value and its tick step, both round numbers (1, 2, 2.5, 5 x 10^n)."""
+    """An axis top >= value and its tick step, both round numbers (1, 2, 2.5, 5 x 10^n), with
+    `ticks` to `ticks + 2` steps: the lowest such top."""
     if value <= 0:
         return 1.0, 0.25
-    raw = value / ticks
-    power = 10 ** math.floor(math.log10(raw))
-    for factor in (1, 2, 2.5, 5, 10):
-        step = factor * power
-        if step * ticks >= value:
-            return step * ticks, step
-    return 10 * power * ticks, 10 * power  # pragma: no cover
+    best: tuple[float, float] | None = None
+    for count in range(ticks, ticks + 3):
+        raw = value / count
+        power = 10 ** math.floor(math.log10(raw))
+        for factor in (1, 2, 2.5, 5, 10):
+            step = factor * power
+            if step * count >= value:
+                if best is None or step * count < best[0]:
+                    best = (step * count, step)
+                break
+    assert best is not None
+    return best
 
 
 def _svg(width: int, height: int, title: str, body: list[str]) -> str:
