@@ -207,4 +207,7 @@ async def test_calls_in_progress_are_capped(tmp_path: Path) -> None:
     assert tracker.active_calls <= 1000 and tracker.evicted_calls >= 199_000
     assert grown < 40, f"RSS grew {grown:.0f} MiB"
     closed = [e for e in logs if e["event"].startswith("call closed")]
-    assert len(closed) == 1 and "more than 1000 calls in progress" in closed[0]["event"]
+    assert "more than 1000 calls in progress" in closed[0]["event"]
+    # logged once; at the stop, one line counts the rest
+    assert [e["event"].endswith("(more of the same)") for e in closed] == [False, True]
+    assert closed[1]["not_logged"] == tracker.evicted_calls - 1
