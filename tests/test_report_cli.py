@@ -178,3 +178,25 @@ def test_budget_watch_thread(tmp_path: Path) -> None:
         watch.stop()
     assert warnings(logs) == [(0.8, "2026-11"), (1.0, "2026-11")]
     assert PlanBook  # the plan book is what the agent loads the series from
+
+
+def test_the_report_names_its_plan_and_grouping(tmp_path: Path) -> None:
+    from zoneinfo import ZoneInfo
+
+    from botmeter.rating import PlanBook
+    from botmeter.reports.metrics import Pricing, build_report
+    from botmeter.reports.window import Window
+    from botmeter.storage.store import CallStore
+
+    from .rating_support import PLANS_DIR
+
+    series = PlanBook.load(PLANS_DIR).series("per-minute")
+    store = CallStore(tmp_path / "c.db")
+    try:
+        window = Window.month("2026-11", ZoneInfo("Asia/Shanghai"))
+        report = build_report(store, window, "hour", Pricing(active=series, plans=[series]))
+        assert report["plan"] == {"plan_id": "per-minute", "name": series.latest.name}
+        assert report["by"] == "hour"
+        assert build_report(store, window, "day", Pricing())["plan"] is None
+    finally:
+        store.close()

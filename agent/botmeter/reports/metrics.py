@@ -145,10 +145,14 @@ class _Report:
             heatmap[local.weekday()][local.hour] += values[0]
             total.add(values)
         statement, comparison = self.statements()
+        active = self.pricing.active
         report: dict[str, Any] = {
             "period": {"from": window.local(window.start).isoformat(),
                        "to": window.local(window.end).isoformat(),
                        "timezone": window.tz.key},
+            "plan": None if active is None else {"plan_id": active.plan_id,
+                                                 "name": active.latest.name},
+            "by": self.by,
             "totals": self.totals(total),
         }
         clauses = statement.sla_clauses if statement is not None else ()
