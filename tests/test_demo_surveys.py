@@ -30,3 +30,13 @@ async def test_the_demo_records_the_scripted_surveys(tmp_path: Path) -> None:
         want = expected_csat(call.csat)
         got = by_number[call.caller_number]
         assert (None if got is None else got.to_json()) == want, call.caller_number
+
+
+async def test_a_second_demo_into_the_same_database_judges_its_own_calls(tmp_path: Path) -> None:
+    calls = demo_calls(12)
+    db = tmp_path / "demo.db"
+    first = await record_scripted_calls(calls, db, speed=60, concurrency=6)
+    second = await record_scripted_calls(calls, db, speed=60, concurrency=6)
+    assert len(first) == len(second) == 12
+    assert not {c.call_id for c in first} & {c.call_id for c in second}
+    assert survey_line(calls, second)[1]

@@ -91,8 +91,10 @@ async def record_scripted_calls(calls: list[ScriptedCall], db: Path, *, speed: f
     """
     secret = secrets.token_hex(8)
     async with SimulatedPBX(speed=speed, secret=secret) as pbx:
+        saved: set[str] = set()  # this run's calls (the database may hold earlier runs')
         service = AgentService(demo_config(pbx.port, secret, db, plans), store_path=db,
-                               clock=pbx.now)
+                               clock=pbx.now,
+                               on_saved=lambda records: saved.update(r.call_id for r in records))
         running = asyncio.create_task(service.run())
         try:
             await asyncio.wait_for(service.client.connected.wait(), timeout)
@@ -108,7 +110,7 @@ async def record_scripted_calls(calls: list[ScriptedCall], db: Path, *, speed: f
             await running
     store = CallStore(db)
     try:
-        return store.calls()
+        return [c for c in store.calls() if c.call_id in saved]
     finally:
         store.close()
 
