@@ -138,3 +138,23 @@ def test_replay_of_the_ari_capture_matches_every_expected_record(write_config, s
     assert len(records) == len(expected) == 14
     for want in expected:
         _check(records[want["caller_number"]], want)
+
+
+def test_a_capture_saved_with_lf_line_ends_replays_the_same(tmp_path: Path, write_config) -> None:
+    from .conftest import LAB_CAPTURE as crlf
+
+    lf = tmp_path / "lab-lf.ami"
+    lf.write_bytes(crlf.read_bytes().replace(b"\r\n", b"\n"))
+    assert b"\r" not in lf.read_bytes()
+    runner = CliRunner()
+    records = []
+    for capture, name in ((crlf, "crlf.db"), (lf, "lf.db")):
+        db = tmp_path / name
+        done = runner.invoke(main, ["--config", str(write_config()), "replay", str(capture),
+                                    "--db", str(db)])
+        assert done.exit_code == 0, done.output
+        assert "calls_recorded=13" in done.output
+        listed = runner.invoke(main, ["--config", str(write_config()), "calls", "--db", str(db),
+                                      "--format", "json"])
+        records.append(json.loads(listed.output))
+    assert records[0] == records[1]

@@ -9,7 +9,7 @@ stored unrated and re-rated from the store once each, at the end.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import structlog
@@ -31,6 +31,19 @@ log = structlog.get_logger(__name__)
 
 #: waits between attempts to store a batch the database refuses: 0.25-0.5 s, then doubling
 RETRY_MIN, RETRY_MAX = 0.5, 4.0
+
+
+def with_crlf(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The capture as AMI sends it: a capture whose lines end in LF alone (saved by a tool that
+    converted line endings) has them turned back into CRLF; one with CRLF is left as it is.
+    Decided on the first chunk that holds a line end."""
+    convert: bool | None = None
+    for chunk in chunks:
+        if convert is None and b"\n" in chunk:
+            convert = b"\r\n" not in chunk
+            if convert:
+                log.info("replay: the capture's lines end in LF alone; read as CRLF")
+        yield chunk.replace(b"\n", b"\r\n") if convert else chunk
 
 
 def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
@@ -63,7 +76,7 @@ def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
     recorder = Recorder(rules, sink, source="ami", max_in_progress=max_in_progress)
     decoder = AmiEventDecoder(capture=True)
     now = time.time()
-    for chunk in chunks:
+    for chunk in with_crlf(chunks):
         for event in decoder.feed(chunk, now):
             recorder.handle(event)
     recorder.tracker.end_of_input()
