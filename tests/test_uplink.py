@@ -545,3 +545,37 @@ def test_a_client_certificate_when_the_vendor_wants_one(tmp_path: Path, clock: C
     finally:
         site.close()
         receiver.stop()
+
+
+# -- day buckets ---------------------------------------------------------------------------------
+
+
+def test_day_buckets_follow_the_plans_time_zone(tmp_path: Path, receiver: Receiver,
+                                                clock: Clock) -> None:
+    site = open_site(tmp_path / "agent", receiver, clock, extra='bucket = "day"')
+    try:
+        # Asia/Shanghai midnight is 16:00 UTC: 15:59:59Z and 16:00:00Z are on different days
+        before = make_call("before-midnight", bot=30.0, end_ms=round((T0 + 16 * HOUR - 1) * 1000))
+        after = make_call("after-midnight", bot=30.0, end_ms=round((T0 + 16 * HOUR) * 1000))
+        site.save([before, after])
+        clock.now = T0 + 40 * HOUR + 301  # the local day 11-11 ended at 11-11T16:00Z
+        site.uplink.tick()
+        got = {k[2]: (s["bucket_end"], s["call_count"]) for k, s in receiver.current().items()}
+        assert got == {"2026-11-09T16:00:00Z": ("2026-11-10T16:00:00Z", 1),
+                       "2026-11-10T16:00:00Z": ("2026-11-11T16:00:00Z", 1)}
+    finally:
+        site.close()
+
+
+def test_a_day_bucket_across_a_clock_change_is_25_hours() -> None:
+    from zoneinfo import ZoneInfo
+
+    from botmeter.uplink.buckets import bucket_end, bucket_start, buckets, iso_z
+
+    new_york = ZoneInfo("America/New_York")
+    fall = 1_793_505_600.0  # 2026-11-01T04:00:00Z: midnight in New York (EDT)
+    assert bucket_start(fall + 20 * HOUR, "day", new_york) == fall
+    assert bucket_end(fall, "day", new_york) - fall == 25 * HOUR  # back to EST that night
+    assert [iso_z(a) for a, _ in buckets(fall, fall + 26 * HOUR, "day", new_york)] == [
+        "2026-11-01T04:00:00Z", "2026-11-02T05:00:00Z"]
+    assert bucket_start(fall + 1800, "hour", new_york) == fall  # hours are UTC
