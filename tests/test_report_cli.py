@@ -200,3 +200,35 @@ def test_the_report_names_its_plan_and_grouping(tmp_path: Path) -> None:
         assert build_report(store, window, "day", Pricing())["plan"] is None
     finally:
         store.close()
+
+
+def test_a_window_longer_than_400_days_is_refused_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from botmeter.storage.store import CallStore
+
+    CallStore(tmp_path / "c.db").close()
+    config = tmp_path / "b.toml"
+    config.write_text(f"""
+[agent]
+id = "t"
+[ami]
+username = "u"
+secret = "s"
+[calls]
+inbound_contexts = ["x"]
+[bot]
+contexts = ["y"]
+[store]
+path = "{tmp_path / 'c.db'}"
+""", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "botmeter.cli", "--config", str(config),
+                           "report", "--from", "0002-01-01", "--to", "9999-01-01",
+                           "--format", "json"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "a report covers at most 400" in done.stderr and len(done.stderr.splitlines()) == 1
+    ok = subprocess.run([sys.executable, "-m", "botmeter.cli", "--config", str(config),
+                         "report", "--from", "2026-01-01", "--to", "2027-01-01",
+                         "--format", "json"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from .storage.store import CallStore
 
 CHUNK = 64 * 1024
+#: the longest window `botmeter report` covers (a year and a bit)
+MAX_REPORT_DAYS = 400
 USAGE, FAILURE = 2, 1
 #: periods whose bounds exist in every time zone
 FIRST_PERIOD, LAST_PERIOD = "0001-02", "9999-11"
@@ -509,6 +511,9 @@ def report(ctx: Context, period: str | None, since: datetime | None, until: date
         start, end = _local_epoch(since, tz, "--from"), _local_epoch(until, tz, "--to")
         if start >= end:
             raise click.UsageError("--from must be before --to")
+        if end - start > MAX_REPORT_DAYS * 86400:
+            raise click.UsageError(f"--from/--to span {(end - start) / 86400:,.0f} days: a report "
+                                   f"covers at most {MAX_REPORT_DAYS} (one row and bar a day)")
         window = Window(start, end, tz)
     else:
         if period is None:
