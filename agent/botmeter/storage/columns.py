@@ -61,10 +61,15 @@ def modules_to_sql(modules: Mapping[str, ModuleUsage]) -> str | None:
 
 def modules_from_sql(text: str | None, loads: Callable[[str], Any] = json.loads,
                      new: Callable[..., Any] = tuple.__new__) -> Mapping[str, ModuleUsage]:
-    """Stored module usage back as a mapping (re-rating reads a million: kept lean)."""
+    """Stored module usage back as a mapping (re-rating reads a million: kept lean). Text that
+    is not module usage (edited or damaged by hand) reads as none, so that one row never stops
+    a listing, a statement or a re-rate."""
     if not text:
         return _NO_MODULES
-    usage = {m: new(ModuleUsage, (Decimal(q), u)) for m, (q, u) in loads(text).items()}
+    try:
+        usage = {m: new(ModuleUsage, (Decimal(q), u)) for m, (q, u) in loads(text).items()}
+    except (ValueError, TypeError, AttributeError, ArithmeticError):
+        return _NO_MODULES
     return usage or _NO_MODULES
 
 
