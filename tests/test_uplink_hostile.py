@@ -153,7 +153,7 @@ def test_a_vendor_trickling_its_answer_is_cut_at_the_timeout(tmp_path: Path, clo
         report = site.uplink.tick()
         took = time.monotonic() - started
         assert report.failed is not None and "timed out" in (report.failed.reason or "")
-        assert took < 2 + 1.5  # timeout_seconds = 2, for the whole exchange
+        assert took < 2 + 4  # timeout_seconds = 2 for the whole exchange (the trickle alone: 11 s)
         assert sync_status(site.store.db.conn, clock.now)["pending"] == 1
     finally:
         vendor.close()

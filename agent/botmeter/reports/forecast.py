@@ -125,7 +125,7 @@ def bundle_exhausted_on(conn: sqlite3.Connection, series: PlanSeries, period: st
               "charge": charge.name}
     used = conn.execute(
         f"SELECT sum({micro_sum(METERED)})"
-        " FROM calls, json_each(calls.charges) AS line WHERE ended_at >= :start AND "
+        " FROM calls, json_each(CASE WHEN json_valid(calls.charges) THEN calls.charges ELSE '[]' END) AS line WHERE ended_at >= :start AND "
         "ended_at < :end AND plan_id = :plan AND json_extract(line.value, '$[0]') = :charge",
         params).fetchone()[0]
     used_total = from_micro(used)
@@ -134,7 +134,7 @@ def bundle_exhausted_on(conn: sqlite3.Connection, series: PlanSeries, period: st
             SELECT ended_at FROM (
                 SELECT ended_at, sum({micro_sum(METERED)})
                     OVER (ORDER BY ended_at, call_id) AS running
-                FROM calls, json_each(calls.charges) AS line
+                FROM calls, json_each(CASE WHEN json_valid(calls.charges) THEN calls.charges ELSE '[]' END) AS line
                 WHERE ended_at >= :start AND ended_at < :end AND plan_id = :plan
                   AND json_extract(line.value, '$[0]') = :charge)
             WHERE running >= :allowance ORDER BY ended_at LIMIT 1""",
