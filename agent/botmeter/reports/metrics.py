@@ -18,10 +18,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Any
 
-from ..rating import Comparison, NoStatement, PlanSeries, Statement, compare_plans, period_of
+from ..rating import Comparison, NoStatement, PlanSeries, Statement, period_of
+from ..rating.compare import compare_totals
+from ..rating.usage import period_total
 from ..storage.store import CallStore
 from ..tracking.record import CSAT_SCALE, OUTCOMES
 from .forecast import budget_status, cost_to_date, forecast, from_micro, micro_sum
+from .plan_usage import period_usages
 from .repeat import repeat_callers
 from .window import WEEKDAYS, Window, iso_week, slot_epoch
 
@@ -268,14 +271,10 @@ class _Report:
             return None, None
         if all(s.plan_id != active.plan_id for s in plans):
             plans.append(active)
-        from ..plans import period_span
-        from ..rerating import prices_modules
-
-        modules = any(prices_modules(s) for s in plans)
-        start, end = period_span(period, plans)
-        calls = self.store.calls_ended_between(start, end, modules=modules)
-        comparison = compare_plans(plans, period, calls, active=active.plan_id,
-                                   low=Decimal(1), high=Decimal(1))
+        usages = period_usages(self.conn, plans, period, self.calls)
+        comparison = compare_totals(
+            [period_total(s, period, usages[s.plan_id]) for s in plans], period,
+            active=active.plan_id, low=Decimal(1), high=Decimal(1))
         statement = next(p.statement for p in comparison.plans if p.plan_id == active.plan_id)
         return statement, comparison
 
