@@ -123,23 +123,20 @@ def bundle_exhausted_on(conn: sqlite3.Connection, series: PlanSeries, period: st
     start, end = period_bounds(period, series.timezone)
     params = {"start": iso_utc(start), "end": iso_utc(end), "plan": series.plan_id,
               "charge": charge.name}
-    used = conn.execute(
-        f"SELECT sum({micro_sum(METERED)})"
-        " FROM calls, json_each(calls.charges) AS line WHERE ended_at >= :start AND "
-        "ended_at < :end AND plan_id = :plan AND json_extract(line.value, '$[0]') = :charge",
-        params).fetchone()[0]
+    # one pass: the total used, and the first call (in rating order) whose running total
+    # reaches the allowance
+    allowance_micro = int(allowance.scaleb(MICRO))
+    reached, used = conn.execute(f"""
+        SELECT min(CASE WHEN running >= :allowance THEN ended_at END), sum(used) FROM (
+            SELECT ended_at, {micro_sum(METERED)} AS used,
+                   sum({micro_sum(METERED)}) OVER (ORDER BY ended_at, call_id) AS running
+            FROM calls, json_each(calls.charges) AS line
+            WHERE ended_at >= :start AND ended_at < :end AND plan_id = :plan
+              AND json_extract(line.value, '$[0]') = :charge)""",
+                                 {**params, "allowance": allowance_micro}).fetchone()
     used_total = from_micro(used)
     if used_total >= allowance:
-        row = conn.execute(f"""
-            SELECT ended_at FROM (
-                SELECT ended_at, sum({micro_sum(METERED)})
-                    OVER (ORDER BY ended_at, call_id) AS running
-                FROM calls, json_each(calls.charges) AS line
-                WHERE ended_at >= :start AND ended_at < :end AND plan_id = :plan
-                  AND json_extract(line.value, '$[0]') = :charge)
-            WHERE running >= :allowance ORDER BY ended_at LIMIT 1""",
-                           {**params, "allowance": int(allowance.scaleb(MICRO))}).fetchone()
-        moment = datetime.fromisoformat(row[0].replace("Z", "+00:00")).timestamp()
+        moment = datetime.fromisoformat(reached.replace("Z", "+00:00")).timestamp()
         return datetime.fromtimestamp(moment, series.timezone).date().isoformat()
     if used_total <= 0 or pace.elapsed <= 0 or pace.left <= 0:
         return None

@@ -98,14 +98,42 @@ def period_usages(conn: sqlite3.Connection, plans: Sequence[PlanSeries], period:
         f"FROM {source} WHERE {where} GROUP BY 1, 2, 3, 4", params).fetchall()
     used: list[tuple[int, int, str, str, Decimal, int]] = []
     if modules:
-        used = [(o, e, outcome, module, Decimal(quantity), count)
-                for o, e, outcome, module, quantity, count in conn.execute(
-                    f"SELECT {ob}, {eb}, outcome, usage.key, json_extract(usage.value, '$[0]'), "
-                    f"count(*) FROM {source}, json_each(calls.modules) AS usage WHERE {where} "
-                    "AND calls.modules IS NOT NULL GROUP BY 1, 2, 3, 4, 5", params)]
+        used = _module_usage(conn, source, ob, eb, where, params)
     return {series.plan_id: _usage(series, period, bounds[series.plan_id], edges, starts,
                                    groups, used, times, slas)
             for series in plans}
+
+
+#: a module's quantity (decimal text), per call and module
+_QUANTITY = """
+    SELECT {ob} AS o, {eb} AS e, outcome, usage.key AS module,
+           json_extract(usage.value, '$[0]') AS q
+    FROM {source}, json_each(calls.modules) AS usage
+    WHERE {where} AND calls.modules IS NOT NULL"""
+#: the quantity in millionths, exact when `_OK`: plain decimal text of at most 15 characters
+#: and 6 decimals, so q x 10**6 is a whole number below 10**15 that the double product misses
+#: by less than 0.25
+_MICRO = "CAST(round(q * 1000000) AS INTEGER)"
+_OK = ("typeof(q) = 'text' AND length(q) <= 15 AND q GLOB '[0-9]*' AND NOT q GLOB '*[^0-9.]*' "
+       "AND q NOT LIKE '%.%.%' AND (instr(q, '.') = 0 OR length(q) - instr(q, '.') <= 6)")
+
+
+def _module_usage(conn: sqlite3.Connection, source: str, ob: str, eb: str, where: str,
+                  params: dict[str, Any]) -> list[tuple[int, int, str, str, Decimal, int]]:
+    """(offered bucket, ended bucket, outcome, module, quantity, calls): summed exactly in
+    SQL when every quantity is plain decimal text with at most 6 decimals (as `quantity` x 1
+    call), else one row per distinct quantity (the rating then refuses the bad one)."""
+    rows = (f"WITH m AS MATERIALIZED ({_QUANTITY.format(**locals())}) "
+            "SELECT o, e, outcome, module, {} FROM m ")
+    summed = conn.execute(
+        rows.format(f"sum(NOT ({_OK})), sum(CASE WHEN {_OK} THEN {_MICRO} END)")
+        + "GROUP BY 1, 2, 3, 4", params).fetchall()
+    if not any(bad for *_, bad, _ in summed):
+        return [(o, e, outcome, module, Decimal(micro or 0).scaleb(-6), 1)
+                for o, e, outcome, module, _, micro in summed]
+    return [(o, e, outcome, module, Decimal(quantity), count)
+            for o, e, outcome, module, quantity, count in conn.execute(
+                rows.format("q, count(*)") + "GROUP BY 1, 2, 3, 4, 5", params)]
 
 
 def _usage(series: PlanSeries, period: str, bounds: tuple[str, str], edges: list[str],
