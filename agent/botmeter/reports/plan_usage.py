@@ -10,6 +10,7 @@ sums. Whole milliseconds come from the stored ISO texts as the rating reads them
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -75,7 +76,7 @@ def period_usages(conn: sqlite3.Connection, plans: Sequence[PlanSeries], period:
     ob = _bucket("offered_at", starts, "s", params)
     eb = _bucket("ended_at", edges, "e", params)
     times: list[TimeSpec] = []
-    modules = False
+    modules: list[str] = []
     for series in plans:
         for version in series.versions:
             for sc in compile_plan(version).charges:
@@ -84,8 +85,8 @@ def period_usages(conn: sqlite3.Connection, plans: Sequence[PlanSeries], period:
                     spec = (charge.metric, sc.min_ms, sc.first_ms, sc.block_ms)
                     if spec not in times:
                         times.append(spec)
-                elif charge.module is not None:
-                    modules = True
+                elif charge.module is not None and charge.module not in modules:
+                    modules.append(charge.module)
     slas = list(dict.fromkeys(s for s in (_sla_spec(p, period) for p in plans) if s))
     sums = [_metered(spec) for spec in times]
     for fast, ignore in slas:
@@ -93,11 +94,31 @@ def period_usages(conn: sqlite3.Connection, plans: Sequence[PlanSeries], period:
         sums.append(f"coalesce(sum(bot_answered_at IS NOT NULL AND {_RING} <= {fast} AND "
                     f"(outcome <> 'abandoned' OR {_RING} >= {ignore})), 0)")
     where = "ended_at >= :first AND ended_at < :last"
+    # module quantities by path when every name is plain (one JSON parse per call and module,
+    # in a subquery that is not flattened, so each is parsed once)
+    paths = all(_PLAIN.fullmatch(name) for name in modules)
+    columns = ""
+    if paths:
+        for i, name in enumerate(modules):
+            params[f"m{i}"] = f'$."{name}"[0]'
+            columns += f", json_extract(modules, :m{i}) AS q{i}"
+            ok = _OK.format(q=f"q{i}")
+            sums.append(f"sum(CASE WHEN {ok} THEN {_MICRO.format(q=f'q{i}')} END)")
+            sums.append(f"coalesce(sum(q{i} IS NOT NULL AND NOT ({ok})), 0)")
     groups = conn.execute(
         f"SELECT {ob}, {eb}, outcome, csat, count(*){''.join(', ' + s for s in sums)} "
-        f"FROM {source} WHERE {where} GROUP BY 1, 2, 3, 4", params).fetchall()
+        f"FROM (SELECT *{columns} FROM {source} WHERE {where} LIMIT -1) "
+        "GROUP BY 1, 2, 3, 4", params).fetchall()
     used: list[tuple[int, int, str, str, Decimal, int]] = []
-    if modules:
+    if paths:
+        first = len(sums) - 2 * len(modules)
+        if not any(row[5 + first + 2 * i + 1] for row in groups for i in range(len(modules))):
+            used = [(row[0], row[1], row[2], name, Decimal(micro).scaleb(-6), 1)
+                    for row in groups for i, name in enumerate(modules)
+                    if (micro := row[5 + first + 2 * i])]
+        else:
+            paths = False
+    if modules and not paths:
         used = _module_usage(conn, source, ob, eb, where, params)
     return {series.plan_id: _usage(series, period, bounds[series.plan_id], edges, starts,
                                    groups, used, times, slas)
@@ -113,9 +134,12 @@ _QUANTITY = """
 #: the quantity in millionths, exact when `_OK`: plain decimal text of at most 15 characters
 #: and 6 decimals, so q x 10**6 is a whole number below 10**15 that the double product misses
 #: by less than 0.25
-_MICRO = "CAST(round(q * 1000000) AS INTEGER)"
-_OK = ("typeof(q) = 'text' AND length(q) <= 15 AND q GLOB '[0-9]*' AND NOT q GLOB '*[^0-9.]*' "
-       "AND q NOT LIKE '%.%.%' AND (instr(q, '.') = 0 OR length(q) - instr(q, '.') <= 6)")
+_MICRO = "CAST(round({q} * 1000000) AS INTEGER)"
+#: module names read by JSON path
+_PLAIN = re.compile(r"[A-Za-z0-9_.:-]+")
+_OK = ("typeof({q}) = 'text' AND length({q}) <= 15 AND {q} GLOB '[0-9]*' "
+       "AND NOT {q} GLOB '*[^0-9.]*' AND {q} NOT LIKE '%.%.%' "
+       "AND (instr({q}, '.') = 0 OR length({q}) - instr({q}, '.') <= 6)")
 
 
 def _module_usage(conn: sqlite3.Connection, source: str, ob: str, eb: str, where: str,
@@ -126,7 +150,8 @@ def _module_usage(conn: sqlite3.Connection, source: str, ob: str, eb: str, where
     rows = (f"WITH m AS MATERIALIZED ({_QUANTITY.format(**locals())}) "
             "SELECT o, e, outcome, module, {} FROM m ")
     summed = conn.execute(
-        rows.format(f"sum(NOT ({_OK})), sum(CASE WHEN {_OK} THEN {_MICRO} END)")
+        rows.format(f"sum(NOT ({_OK.format(q='q')})), "
+                    f"sum(CASE WHEN {_OK.format(q='q')} THEN {_MICRO.format(q='q')} END)")
         + "GROUP BY 1, 2, 3, 4", params).fetchall()
     if not any(bad for *_, bad, _ in summed):
         return [(o, e, outcome, module, Decimal(micro or 0).scaleb(-6), 1)
