@@ -469,7 +469,7 @@ def test_an_older_database_gains_the_outbox(tmp_path: Path) -> None:
     conn.executescript("DROP TABLE uplink_outbox; DROP TABLE uplink_state; PRAGMA user_version = 4;")
     conn.close()
     store = CallStore(path)
-    assert store.schema_version == 7
+    assert store.schema_version == 8
     assert {"uplink_outbox", "uplink_state"} <= set(store.db.table_names())
     store.close()
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "agent"))
 
-from botmeter.rating import PlanBook, rate_calls  # noqa: E402
+from botmeter.rating import PlanBook, PlanSeries, rate_calls  # noqa: E402
 from botmeter.reports.metrics import Pricing, build_report  # noqa: E402
 from botmeter.reports.window import Window  # noqa: E402
 from botmeter.storage.store import CallStore  # noqa: E402
@@ -35,68 +35,83 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--calls", type=int, default=1_000_000)
     ap.add_argument("--plan", default="combined")
+    ap.add_argument("--keep", type=Path, metavar="PATH",
+                    help="the bench database: reused when it exists (its calls are not "
+                         "rebuilt, --calls is ignored), else built there and kept")
     args = ap.parse_args()
     book = PlanBook.load(ROOT / "config" / "plans")
     series = book.series(args.plan)
     rnd = random.Random(12)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.db"
-        store = CallStore(path)
-        start = time.perf_counter()
-        calls = make_calls(args.calls, modules=True)
-        calls = [c._replace(caller_number=f"139{rnd.randrange(200_000):08d}",
-                            csat=Csat(rnd.randint(1, 5)) if c.bot_answered_at and i % 3 == 0
-                            else None)
-                 for i, c in enumerate(calls)]
-        charges = rate_calls(calls, series)
-        for i in range(0, len(calls), 50_000):
-            chunk = calls[i:i + 50_000]
-            store.save(chunk, {c.call_id: charges[c.call_id] for c in chunk
-                               if c.call_id in charges})
-        del calls, charges
-        store.close()
-        print(f"stored {args.calls:,} calls (rated under {args.plan}) in "
-              f"{time.perf_counter() - start:.1f} s ({path.stat().st_size / 1e6:.0f} MB)")
-
-        store = CallStore(path)
-        window = Window.month("2026-11", series.timezone)
-        start = time.perf_counter()
-        count, seconds = store.db.conn.execute(
-            "SELECT count(*), sum(bot_seconds) FROM calls WHERE offered_at >= ? AND "
-            "offered_at < ?", (window.start_text, window.end_text)).fetchone()
-        bare = time.perf_counter() - start
-        print(f"baseline: bare SELECT count(*), sum(bot_seconds) over {count:,} rows: "
-              f"{bare:.2f} s")
-
-        pricing = Pricing(series, list(book), None)
-        start = time.perf_counter()
-        report = build_report(store, window, "day", pricing, now=window.end + 86400)
-        built = time.perf_counter() - start
-        text = json.dumps(report, ensure_ascii=False, indent=2)
-        total = time.perf_counter() - start
-        print(f"build_report + JSON: {total:.2f} s (build {built:.2f} s; target < 2 s); "
-              f"{total / bare:.1f}x the bare SELECT; {len(text):,} bytes")
-        quick = Pricing(series, [series], None)
-        start = time.perf_counter()
-        build_report(store, window, "day", quick, now=window.end + 86400)
-        print(f"build_report with the active plan only in [plans]: "
-              f"{time.perf_counter() - start:.2f} s")
-        start = time.perf_counter()
-        build_report(store, window, "day", Pricing(), now=window.end + 86400)
-        print(f"build_report without plans (no cost, SLA, advice): "
-              f"{time.perf_counter() - start:.2f} s")
-        try:
-            from botmeter.reports.render import render_report  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            print("botmeter.reports.render not importable: table and HTML not timed")
+        path = args.keep if args.keep is not None else Path(tmp) / "bench.db"
+        if not path.exists():
+            build(path, args.calls, series, rnd)
         else:
-            for fmt in ("table", "html"):
-                start = time.perf_counter()
-                render_report(build_report(store, window, "day", pricing,
-                                           now=window.end + 86400), fmt, "en", io.BytesIO())
-                print(f"{fmt}: build + render {time.perf_counter() - start:.2f} s "
-                      f"(target < {2 if fmt == 'table' else 3} s)")
-        store.close()
+            print(f"reusing {path} ({path.stat().st_size / 1e6:.0f} MB)")
+        run(path, book, series)
+
+
+def build(path: Path, count: int, series: PlanSeries, rnd: random.Random) -> None:
+    """Store a month of `count` calls in a new database at `path`, rated under `series`."""
+    store = CallStore(path)
+    start = time.perf_counter()
+    calls = make_calls(count, modules=True)
+    calls = [c._replace(caller_number=f"139{rnd.randrange(200_000):08d}",
+                        csat=Csat(rnd.randint(1, 5)) if c.bot_answered_at and i % 3 == 0
+                        else None)
+             for i, c in enumerate(calls)]
+    charges = rate_calls(calls, series)
+    for i in range(0, len(calls), 50_000):
+        chunk = calls[i:i + 50_000]
+        store.save(chunk, {c.call_id: charges[c.call_id] for c in chunk
+                           if c.call_id in charges})
+    del calls, charges
+    store.close()
+    print(f"stored {count:,} calls (rated under {series.plan_id}) in "
+          f"{time.perf_counter() - start:.1f} s ({path.stat().st_size / 1e6:.0f} MB)")
+
+
+def run(path: Path, book: PlanBook, series: PlanSeries) -> None:
+    """Time the report over the database at `path`."""
+    store = CallStore(path)
+    window = Window.month("2026-11", series.timezone)
+    start = time.perf_counter()
+    count, seconds = store.db.conn.execute(
+        "SELECT count(*), sum(bot_seconds) FROM calls WHERE offered_at >= ? AND "
+        "offered_at < ?", (window.start_text, window.end_text)).fetchone()
+    bare = time.perf_counter() - start
+    print(f"baseline: bare SELECT count(*), sum(bot_seconds) over {count:,} rows: "
+          f"{bare:.2f} s")
+
+    pricing = Pricing(series, list(book), None)
+    start = time.perf_counter()
+    report = build_report(store, window, "day", pricing, now=window.end + 86400)
+    built = time.perf_counter() - start
+    text = json.dumps(report, ensure_ascii=False, indent=2)
+    total = time.perf_counter() - start
+    print(f"build_report + JSON: {total:.2f} s (build {built:.2f} s; target < 2 s); "
+          f"{total / bare:.1f}x the bare SELECT; {len(text):,} bytes")
+    quick = Pricing(series, [series], None)
+    start = time.perf_counter()
+    build_report(store, window, "day", quick, now=window.end + 86400)
+    print(f"build_report with the active plan only in [plans]: "
+          f"{time.perf_counter() - start:.2f} s")
+    start = time.perf_counter()
+    build_report(store, window, "day", Pricing(), now=window.end + 86400)
+    print(f"build_report without plans (no cost, SLA, advice): "
+          f"{time.perf_counter() - start:.2f} s")
+    try:
+        from botmeter.reports.render import render_report  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        print("botmeter.reports.render not importable: table and HTML not timed")
+    else:
+        for fmt in ("table", "html"):
+            start = time.perf_counter()
+            render_report(build_report(store, window, "day", pricing,
+                                       now=window.end + 86400), fmt, "en", io.BytesIO())
+            print(f"{fmt}: build + render {time.perf_counter() - start:.2f} s "
+                  f"(target < {2 if fmt == 'table' else 3} s)")
+    store.close()
 
 
 if __name__ == "__main__":

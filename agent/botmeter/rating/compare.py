@@ -19,8 +19,8 @@ from typing import Any
 
 from ..tracking.record import CallRecord
 from .compiled import compile_plan
-from .engine import PeriodState, Plan, as_series
-from .statement import Statement, decimal_text, in_period, period_states, statement_of
+from .engine import Plan, as_series
+from .statement import RatedState, Statement, decimal_text, in_period, period_states, statement_of
 
 LOW, HIGH = Decimal("0.01"), Decimal(100)
 GRID = 400
@@ -115,12 +115,17 @@ def _signed(value: Decimal | None) -> str:
 class ScaledTotal:
     """A plan's period total as a function of the volume multiple k (exact)."""
 
-    def __init__(self, plan: Plan, period: str, calls: Sequence[CallRecord]) -> None:
+    def __init__(self, plan: Plan, period: str, calls: Sequence[CallRecord] = (), *,
+                 rated: tuple[Sequence[RatedState], Statement] | None = None) -> None:
+        """From the period's calls, or `rated`: the period's rated states and the statement
+        made of them (`usage.period_total`)."""
         series = as_series(plan)
         fee_version = series.fee_version(period)  # NoStatement: a period before the plan
-        ordered = in_period(calls, series, period)
-        self.states: list[PeriodState] = period_states(series, period, ordered)
-        self.statement = statement_of(series, period, ordered, self.states)
+        if rated is None:
+            ordered = in_period(calls, series, period)
+            states: Sequence[RatedState] = period_states(series, period, ordered)
+            rated = states, statement_of(series, period, ordered, states)
+        self.states, self.statement = rated
         self._totals: dict[Fraction, Decimal] = {}
         self.fixed = sum((line.amount for line in self.statement.lines
                           if line.kind in ("fee", "sla_fee")), Decimal(0))
@@ -238,7 +243,13 @@ def compare_plans(plans: Sequence[Plan], period: str, calls: Iterable[CallRecord
     """Each plan's statement total for the period's calls, cheapest first (ties by plan id),
     the difference to the `active` plan id, and break-even volumes for every pair."""
     calls = list(calls)
-    priced = [ScaledTotal(plan, period, calls) for plan in plans]
+    return compare_totals([ScaledTotal(plan, period, calls) for plan in plans], period,
+                          active, low, high)
+
+
+def compare_totals(priced: Sequence[ScaledTotal], period: str, active: str | None = None,
+                   low: Decimal = LOW, high: Decimal = HIGH) -> Comparison:
+    """`compare_plans` of plans already priced for the period."""
     currencies = {p.statement.currency for p in priced}
     if len(currencies) > 1:
         raise ValueError(f"cannot compare plans in different currencies: {sorted(currencies)}")

@@ -45,8 +45,7 @@ def measure_sla(sla: Sla, calls: Iterable[CallRecord]) -> SlaMeasure:
     """
     if sla.answer_rate is None or sla.max_ring_seconds is None:
         raise ValueError("this SLA has no answer-rate clause")
-    fast_ms = floor(sla.max_ring_seconds * 1000)          # answered if ring_ms <= this
-    ignore_ms = ceil(sla.ignore_abandoned_under * 1000)   # not counted if ring_ms < this
+    fast_ms, ignore_ms = ring_thresholds(sla)
     offered = counted = answered = 0
     for call in calls:
         offered += 1
@@ -58,6 +57,21 @@ def measure_sla(sla: Sla, calls: Iterable[CallRecord]) -> SlaMeasure:
         counted += 1
         if answer is not None and ring_ms <= fast_ms:
             answered += 1
+    return sla_measure(sla, offered, counted, answered)
+
+
+def ring_thresholds(sla: Sla) -> tuple[int, int]:
+    """(fast_ms, ignore_ms): a counted call is answered in time when the bot answered it and
+    its ring time in whole milliseconds is <= fast_ms; an abandoned call is not counted when
+    its ring time is < ignore_ms."""
+    assert sla.max_ring_seconds is not None
+    return floor(sla.max_ring_seconds * 1000), ceil(sla.ignore_abandoned_under * 1000)
+
+
+def sla_measure(sla: Sla, offered: int, counted: int, answered: int) -> SlaMeasure:
+    """The answer-rate clause's measure from its counts (as `measure_sla` counts them)."""
+    if sla.answer_rate is None or sla.max_ring_seconds is None:
+        raise ValueError("this SLA has no answer-rate clause")
     met = counted == 0 or Decimal(answered) >= sla.answer_rate * counted
     return SlaMeasure(offered, counted, answered, met, sla.max_ring_seconds)
 
@@ -107,6 +121,14 @@ def measure_csat(sla: Sla, calls: Iterable[CallRecord]) -> CsatMeasure:
         if call.csat is not None:
             responses += 1
             total += score_on_five(call, call.csat)
+    return csat_measure(sla, responses, total)
+
+
+def csat_measure(sla: Sla, responses: int, total: Fraction) -> CsatMeasure:
+    """The satisfaction clause's measure from the responses and their total score on the
+    5-point scale (as `measure_csat` sums them)."""
+    if sla.min_csat is None:
+        raise ValueError("this SLA has no satisfaction clause")
     met = None
     if responses and responses >= sla.csat_min_responses:
         met = total >= Fraction(sla.min_csat) * responses

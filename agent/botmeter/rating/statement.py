@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ..tracking.record import CallRecord
 from .book import PlanSeries
 from .compiled import compile_plan
 from .engine import PeriodState, Plan, as_series, order_calls, split_periods
 from .periods import period_bounds, period_of_date
-from .plan import Sla
+from .plan import PlanVersion, Sla
 from .sla import CsatMeasure, SlaMeasure, measure_csat, measure_sla
 
 LineKind = Literal["usage", "fee", "sla_fee", "sla_credit"]
@@ -155,7 +155,16 @@ def period_states(series: PlanSeries, period: str, ordered: list[CallRecord],
     return states or [PeriodState(series.fee_version(period), period)]
 
 
-def usage_lines(states: list[PeriodState]) -> list[StatementLine]:
+class RatedState(Protocol):
+    """A version's rated period: a PeriodState, or its totals summed elsewhere (usage.py)."""
+
+    @property
+    def version(self) -> PlanVersion: ...
+
+    def totals(self) -> list[tuple[int, int]]: ...
+
+
+def usage_lines(states: Sequence[RatedState]) -> list[StatementLine]:
     """Usage lines per charge (per version and charge when the period spans versions)."""
     lines = []
     for state in states:
@@ -263,16 +272,24 @@ def build_statement(plan: Plan, period: str, calls: Iterable[CallRecord]) -> Sta
 
 
 def statement_of(series: PlanSeries, period: str, ordered: list[CallRecord],
-                 states: list[PeriodState]) -> Statement:
+                 states: Sequence[RatedState]) -> Statement:
     """The statement from a period's calls under the plan (in order) and their rated states."""
+    sla = series.fee_version(period).sla
+    answer = measure_sla(sla, ordered) if sla is not None and sla.has_answer_rate else None
+    csat = measure_csat(sla, ordered) if sla is not None and sla.has_csat else None
+    return statement_from(series, period, states, len(ordered), answer, csat)
+
+
+def statement_from(series: PlanSeries, period: str, states: Sequence[RatedState], calls: int,
+                   answer: SlaMeasure | None, csat: CsatMeasure | None) -> Statement:
+    """The statement from the rated states of a period's `calls` calls under the plan and the
+    SLA's measures over them (those of the fee version's clauses, else None)."""
     fee_version = series.fee_version(period)
     usage = usage_lines(states)
     sla = fee_version.sla
-    answer = measure_sla(sla, ordered) if sla is not None and sla.has_answer_rate else None
-    csat = measure_csat(sla, ordered) if sla is not None and sla.has_csat else None
     usage_amount = sum((line.amount for line in usage), Decimal(0))
     clauses = sla_clauses(sla, answer, csat, usage_amount, fee_version.precision)
     lines = (*usage, *fee_lines(series, period), *sla_lines(sla, clauses))
     return Statement(series.plan_id, fee_version.name, period, series.currency, lines,
-                     total_of(lines, fee_version.minor_unit), len(ordered), answer, csat,
+                     total_of(lines, fee_version.minor_unit), calls, answer, csat,
                      clauses)

@@ -18,10 +18,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Any
 
-from ..rating import Comparison, NoStatement, PlanSeries, Statement, compare_plans, period_of
+from ..rating import Comparison, NoStatement, PlanSeries, Statement, period_of
+from ..rating.compare import compare_totals
+from ..rating.usage import period_total
 from ..storage.store import CallStore
 from ..tracking.record import CSAT_SCALE, OUTCOMES
 from .forecast import budget_status, cost_to_date, forecast, from_micro, micro_sum
+from .plan_usage import period_usages
 from .repeat import repeat_callers
 from .window import WEEKDAYS, Window, iso_week, slot_epoch
 
@@ -219,7 +222,7 @@ class _Report:
         found: dict[str, dict[str, Any]] = {}
         for module, unit, micro in self.conn.execute(
                 "SELECT usage.key, json_extract(usage.value, '$[1]'), "
-                f"sum({micro_sum(_QUANTITY)}) FROM {self.calls}, json_each(calls.modules) AS usage "
+                f"sum({micro_sum(_QUANTITY)}) FROM {self.calls}, json_each(CASE WHEN json_valid(calls.modules) THEN calls.modules ELSE '{{}}' END) AS usage "
                 f"WHERE {_IN_WINDOW} AND calls.modules IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
                 self.params):
             name = module if module not in found else f"{module} ({unit})"
@@ -232,7 +235,7 @@ class _Report:
         by outcome."""
         groups = self.conn.execute(
             "SELECT outcome, json_extract(csat, '$.score'), json_extract(csat, '$.scale'), "
-            f"count(*) FROM {self.calls} WHERE {_IN_WINDOW} AND csat IS NOT NULL GROUP BY 1, 2, 3",
+            f"count(*) FROM {self.calls} WHERE {_IN_WINDOW} AND json_valid(csat) GROUP BY 1, 2, 3",
             self.params).fetchall()
         distribution = {str(score): 0 for score in range(1, CSAT_SCALE + 1)}
         sums: dict[str, list[Any]] = {}
@@ -268,14 +271,10 @@ class _Report:
             return None, None
         if all(s.plan_id != active.plan_id for s in plans):
             plans.append(active)
-        from ..plans import period_span
-        from ..rerating import prices_modules
-
-        modules = any(prices_modules(s) for s in plans)
-        start, end = period_span(period, plans)
-        calls = self.store.calls_ended_between(start, end, modules=modules)
-        comparison = compare_plans(plans, period, calls, active=active.plan_id,
-                                   low=Decimal(1), high=Decimal(1))
+        usages = period_usages(self.conn, plans, period, self.calls)
+        comparison = compare_totals(
+            [period_total(s, period, usages[s.plan_id]) for s in plans], period,
+            active=active.plan_id, low=Decimal(1), high=Decimal(1))
         statement = next(p.statement for p in comparison.plans if p.plan_id == active.plan_id)
         return statement, comparison
 

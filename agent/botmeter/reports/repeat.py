@@ -9,6 +9,8 @@ from .window import Window
 
 DAY_MS, WEEK_MS = 86_400_000, 7 * 86_400_000
 TOP = 10
+#: (caller_number, offered_at, call_id): storage/schema.py, since version 8
+CALLER_INDEX = "calls_caller_offered"
 
 #: a call whose previous call from the same (non-empty) number, in the window, was that many
 #: milliseconds before it; LAG over the calls of each number in offered order
@@ -42,6 +44,10 @@ def repeat_callers(conn: sqlite3.Connection, window: Window, source: str = "call
     number)."""
     params = {"start": window.start_text, "end": window.end_text, "day": DAY_MS,
               "week": WEEK_MS, "top": TOP}
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
+                    (CALLER_INDEX,)).fetchone():
+        # each number's calls in offered order, from the index alone: no sort, no table row
+        source = f"calls INDEXED BY {CALLER_INDEX}"
     within_day, within_week = conn.execute(_GAPS.replace("FROM calls", f"FROM {source}"),
                                            params).fetchone()
     top = [{"caller_number": number, "calls": calls}

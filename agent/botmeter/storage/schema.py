@@ -1,6 +1,6 @@
 """The SQLite layout and its migrations, tracked by `PRAGMA user_version`.
 
-The layout (version 7):
+The layout (version 8):
 
 - table `calls`: one row per call. Its columns are the record's fields (`storage/columns.py`,
   derived from `tracking.record.FIELDS`) plus `charges`, `rated_at` and `recorded_at`; module
@@ -19,7 +19,7 @@ The layout (version 7):
 
 A new database is created at the latest version with sqlite-utils. An older one is brought up
 to date step by step: versions 1 to 3 by the SQL they shipped with (kept as it was), then
-`_to_version_4` to `_to_version_7`. Migrating takes the write lock first and reads the version again under it,
+`_to_version_4` to `_to_version_8`. Migrating takes the write lock first and reads the version again under it,
 so two processes opening a new or old database at once migrate it once.
 """
 
@@ -94,7 +94,7 @@ LEGACY_MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 REJECTED_COLUMNS: dict[str, type] = {"id": int, "call_id": str, "record": str, "reason": str,
                                      "rejected_at": str}
@@ -116,10 +116,12 @@ BUDGET_ALERTS_COLUMNS: dict[str, type] = {"period": str, "threshold": str, "amou
                                           "budget": str, "alerted_at": str}
 
 #: index name -> (table, columns): re-rating reads a period by ended_at, `calls` lists by
-#: offered_at, both in call_id order among equal times
+#: offered_at, both in call_id order among equal times; the report's repeat callers read
+#: each caller's calls in offered order (`calls_caller_offered`, covering, since version 8)
 INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
     "calls_ended_at_id": ("calls", ("ended_at", "call_id")),
     "calls_offered_at_id": ("calls", ("offered_at", "call_id")),
+    "calls_caller_offered": ("calls", ("caller_number", "offered_at", "call_id")),
     "rejected_call_id": ("rejected", ("call_id",)),
     "uplink_outbox_bucket": ("uplink_outbox", ("plan_id", "bucket_start", "revision")),
     "uplink_outbox_state": ("uplink_outbox", ("state", "bucket_start")),
@@ -165,7 +167,9 @@ def migrate(db: sqlite_utils.Database) -> int:
                 _to_version_5(db)
             if version < 6:
                 _to_version_6(db)
-            _to_version_7(db)
+            if version < 7:
+                _to_version_7(db)
+            _to_version_8(db)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -223,6 +227,11 @@ def _create_indexes(db: sqlite_utils.Database) -> None:
         if db.table(table).exists():
             db.table(table).create_index(columns, index_name=name, if_not_exists=True,
                                          unique=name in UNIQUE_INDEXES)
+
+
+def _to_version_8(db: sqlite_utils.Database) -> None:
+    """Version 7 -> 8: the index of each caller's calls in offered order."""
+    _create_indexes(db)
 
 
 def _to_version_7(db: sqlite_utils.Database) -> None:
