@@ -42,7 +42,7 @@ def with_crlf(chunks: Iterable[bytes]) -> Iterator[bytes]:
         if convert is None and b"\n" in chunk:
             convert = b"\r\n" not in chunk
             if convert:
-                log.info("replay: the capture's lines end in LF alone; read as CRLF")
+                log.debug("replay: the capture's lines end in LF alone; read as CRLF")
         yield chunk.replace(b"\n", b"\r\n") if convert else chunk
 
 
