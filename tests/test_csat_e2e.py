@@ -18,11 +18,9 @@ from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 from botmeter.cli import main
-from botmeter.demo import demo_config, mismatches
-from botmeter.service import AgentService
+from botmeter.demo import mismatches, record_on
 from botmeter.sim import ScriptedCall, SimulatedPBX
 from botmeter.sim.scenarios import SignalVia
-from botmeter.storage.store import CallStore
 from botmeter.tracking.record import CallRecord, Csat
 
 #: malformed ratings, each refused wherever it comes from (the earlier 3/10 stays)
@@ -67,26 +65,8 @@ async def _record(calls: list[ScriptedCall], db: Path) -> tuple[list[CallRecord]
     secret = secrets.token_hex(8)
     with capture_logs() as logs:
         async with SimulatedPBX(speed=20, secret=secret) as pbx:
-            service = AgentService(demo_config(pbx.port, secret, db), store_path=db,
-                                   clock=pbx.now)
-            running = asyncio.create_task(service.run())
-            try:
-                await asyncio.wait_for(service.client.connected.wait(), 10)
-                assert service.fastagi is not None
-                pbx.agi_port = service.fastagi.port
-                await asyncio.wait_for(pbx.play(calls), 90)
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + 10.0
-                while service.writer.saved < len(calls) and loop.time() < deadline:
-                    await asyncio.sleep(0.02)
-            finally:
-                service.stop()
-                await running
-    store = CallStore(db)
-    try:
-        return store.calls(), logs, pbx
-    finally:
-        store.close()
+            records = await record_on(pbx, secret, calls, db, timeout=90, settle=10.0)
+    return records, logs, pbx
 
 
 @pytest.fixture(scope="module")

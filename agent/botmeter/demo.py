@@ -91,23 +91,32 @@ async def record_scripted_calls(calls: list[ScriptedCall], db: Path, *, speed: f
     """
     secret = secrets.token_hex(8)
     async with SimulatedPBX(speed=speed, secret=secret) as pbx:
-        saved: set[str] = set()  # this run's calls (the database may hold earlier runs')
-        service = AgentService(demo_config(pbx.port, secret, db, plans), store_path=db,
-                               clock=pbx.now,
-                               on_saved=lambda records: saved.update(r.call_id for r in records))
-        running = asyncio.create_task(service.run())
-        try:
-            await asyncio.wait_for(service.client.connected.wait(), timeout)
-            if service.fastagi is not None:
-                pbx.agi_port = service.fastagi.port
-            await asyncio.wait_for(pbx.play(calls, concurrency=concurrency), timeout)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 5.0
-            while service.writer.saved < len(calls) and loop.time() < deadline:
-                await asyncio.sleep(0.02)
-        finally:
-            service.stop()
-            await running
+        return await record_on(pbx, secret, calls, db, concurrency=concurrency,
+                               timeout=timeout, plans=plans)
+
+
+async def record_on(pbx: SimulatedPBX, secret: str, calls: list[ScriptedCall], db: Path, *,
+                    concurrency: int | None = None, timeout: float = 60.0,
+                    plans: Path | None = None, settle: float = 5.0) -> list[CallRecord]:
+    """`record_scripted_calls` on a running simulator (whose counters the caller may read):
+    the calls this run stored, after waiting up to `settle` seconds for the last of them."""
+    saved: set[str] = set()  # this run's calls (the database may hold earlier runs')
+    service = AgentService(demo_config(pbx.port, secret, db, plans), store_path=db,
+                           clock=pbx.now,
+                           on_saved=lambda records: saved.update(r.call_id for r in records))
+    running = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.client.connected.wait(), timeout)
+        if service.fastagi is not None:
+            pbx.agi_port = service.fastagi.port
+        await asyncio.wait_for(pbx.play(calls, concurrency=concurrency), timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settle
+        while service.writer.saved < len(calls) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+    finally:
+        service.stop()
+        await running
     store = CallStore(db)
     try:
         return [c for c in store.calls() if c.call_id in saved]
