@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from botmeter.bot.protocol import signal_fields
+from botmeter.config import load_config
 from botmeter.pbx.events import BotSignal
 from botmeter.pbx.stream import decode_event
 from botmeter.storage.store import CallFilter, CallStore
@@ -98,29 +99,15 @@ def test_stored_ratings_that_are_not_ratings_read_as_none_everywhere(damaged: Pa
     store.close()
 
 
-def test_commands_go_on_past_damaged_ratings(damaged: Path, tmp_path: Path) -> None:
+def test_commands_go_on_past_damaged_ratings(damaged: Path, tmp_path: Path,
+                                             write_config) -> None:
     import shutil
 
     plans = tmp_path / "plans"
     plans.mkdir()
     shutil.copy(PLANS_DIR / "combined.toml", plans / "combined.toml")
-    config = tmp_path / "botmeter.toml"
-    config.write_text(f"""
-[agent]
-id = "t"
-[ami]
-username = "u"
-secret = "s"
-[calls]
-inbound_contexts = ["from-pstn"]
-[bot]
-contexts = ["voicebot"]
-[store]
-path = "{damaged}"
-[plans]
-dir = "plans"
-active = "combined"
-""", encoding="utf-8")
+    config = write_config(extra='\n[plans]\ndir = "plans"\nactive = "combined"\n')
+    assert load_config(config).store_path() == damaged
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "botmeter.cli", "--config", str(config),

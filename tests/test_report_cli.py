@@ -202,27 +202,15 @@ def test_the_report_names_its_plan_and_grouping(tmp_path: Path) -> None:
         store.close()
 
 
-def test_a_window_longer_than_400_days_is_refused_in_one_line(tmp_path: Path) -> None:
+def test_a_window_longer_than_400_days_is_refused_in_one_line(tmp_path: Path,
+                                                              write_config) -> None:
     import subprocess
     import sys
 
     from botmeter.storage.store import CallStore
 
-    CallStore(tmp_path / "c.db").close()
-    config = tmp_path / "b.toml"
-    config.write_text(f"""
-[agent]
-id = "t"
-[ami]
-username = "u"
-secret = "s"
-[calls]
-inbound_contexts = ["x"]
-[bot]
-contexts = ["y"]
-[store]
-path = "{tmp_path / 'c.db'}"
-""", encoding="utf-8")
+    CallStore(tmp_path / "calls.db").close()
+    config = write_config()
     done = subprocess.run([sys.executable, "-m", "botmeter.cli", "--config", str(config),
                            "report", "--from", "0002-01-01", "--to", "9999-01-01",
                            "--format", "json"], capture_output=True, text=True, timeout=30)
