@@ -13,6 +13,7 @@ from botmeter.rating import PlanBook, PlanSeries, compare_plans, period_bounds, 
 from botmeter.rating.compare import compare_totals
 from botmeter.rating.statement import build_statement
 from botmeter.rating.usage import period_total
+from botmeter.reports import plan_usage
 from botmeter.reports.plan_usage import period_usages
 from botmeter.storage.store import CallStore
 from botmeter.tracking.record import CallRecord, Csat, ModuleUsage
@@ -153,20 +154,36 @@ def random_calls(rnd: random.Random, count: int) -> list[CallRecord]:
     return calls
 
 
-def plans(tmp_path: Path) -> list[PlanSeries]:
+def plans(tmp_path: Path, whole: bool = False) -> list[PlanSeries]:
+    """The example plans and the three above; `whole`: with the SLA thresholds in whole
+    seconds, so that every meter and threshold is (the roll-ups price them)."""
     folder = tmp_path / "plans"
     folder.mkdir()
     for path in (ROOT / "config" / "plans").glob("*.toml"):
         (folder / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     for n, text in enumerate((*VERSIONED, UTC_PLAN)):
+        if whole:
+            text = text.replace('"4.5"', '"4"').replace('"2.5"', '"2"')
         (folder / f"extra-{n}.toml").write_text(text, encoding="utf-8")
     return [s for s in PlanBook.load(folder) if s.currency == "CNY"]
 
 
+def only_rolled(monkeypatch: pytest.MonkeyPatch, whole: bool) -> None:
+    """With whole seconds, pricing must come from the roll-ups (else October and November,
+    whose SLA thresholds are fractions of a second, come from the calls)."""
+    def refuse(*args: object) -> None:
+        raise AssertionError("priced from the calls, not the roll-ups")
+    if whole:
+        monkeypatch.setattr(plan_usage, "_raw_sums", refuse)
+
+
+@pytest.mark.parametrize("whole", (False, True))
 @pytest.mark.parametrize("seed", range(6))
-def test_summed_usage_prices_as_rating_each_call(tmp_path: Path, seed: int) -> None:
+def test_summed_usage_prices_as_rating_each_call(tmp_path: Path, seed: int, whole: bool,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     rnd = random.Random(seed)
-    series = plans(tmp_path)
+    series = plans(tmp_path, whole)
+    only_rolled(monkeypatch, whole)
     calls = random_calls(rnd, rnd.choice((0, 1, 40, 400, 1500)))
     store = CallStore(tmp_path / "calls.db")
     store.save(calls, rate_calls(calls, series[0]))
@@ -184,9 +201,12 @@ def test_summed_usage_prices_as_rating_each_call(tmp_path: Path, seed: int) -> N
     store.close()
 
 
-def test_plans_start_and_bounds_are_honoured(tmp_path: Path) -> None:
+@pytest.mark.parametrize("whole", (False, True))
+def test_plans_start_and_bounds_are_honoured(tmp_path: Path, whole: bool,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Calls offered before the plan starts, and ending on a period's bounds."""
-    series = plans(tmp_path)
+    series = plans(tmp_path, whole)
+    only_rolled(monkeypatch, whole)
     versioned = next(s for s in series if s.plan_id == "versioned")
     start, end = period_bounds("2026-11", versioned.timezone)
     rnd = random.Random(3)

@@ -391,7 +391,7 @@ def test_a_version_3_database_migrates_keeping_every_call_and_its_module_usage(
     conn.close()
 
     store = CallStore(path)
-    assert store.schema_version == SCHEMA_VERSION == 8
+    assert store.schema_version == SCHEMA_VERSION == 9
     by_id = {c.call_id: c for c in store.calls()}
     assert by_id == {c.call_id: c for c in [*calls, edited]}  # every call, its usage exact
     assert by_id["big"].modules["asr"].quantity == Decimal(BIG)

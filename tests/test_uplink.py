@@ -15,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from botmeter.rating import rate_calls
+from botmeter.storage.schema import SCHEMA_VERSION
 from botmeter.uplink import outbox
 from botmeter.uplink.agent import Uplink
 from botmeter.uplink.buckets import iso_z
@@ -469,7 +470,7 @@ def test_an_older_database_gains_the_outbox(tmp_path: Path) -> None:
     conn.executescript("DROP TABLE uplink_outbox; DROP TABLE uplink_state; PRAGMA user_version = 4;")
     conn.close()
     store = CallStore(path)
-    assert store.schema_version == 8
+    assert store.schema_version == SCHEMA_VERSION == 9
     assert {"uplink_outbox", "uplink_state"} <= set(store.db.table_names())
     store.close()
 

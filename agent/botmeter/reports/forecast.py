@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
+from itertools import chain
 from typing import Any
 
 from ..rating import NoStatement, PlanSeries, Statement, period_bounds
 from ..rating.statement import fee_lines
+from ..storage.rollup_query import Range, day_start, totals
+from ..storage.rollups import COST, METERED
 from ..tracking.record import iso_utc
 
 #: stored amounts are summed in SQL as whole millionths (plan precision is at most 0.000001)
 MICRO = 6
 #: a stored rating line's metered quantity (charges: [[charge, metered, amount], ...])
-METERED = "json_extract(line.value, '$[1]')"
+METERED_LINE = "json_extract(line.value, '$[1]')"
 BUDGET_WARNING, BUDGET_OVER = Decimal("0.8"), Decimal(1)
 
 
@@ -46,23 +49,15 @@ def period_fees(series: PlanSeries, period: str) -> Decimal:
     return fees + (version.sla.fee if version.sla is not None else Decimal(0))
 
 
-def ended_source(conn: sqlite3.Connection, start: str, end: str) -> str:
-    """`calls`, or `calls NOT INDEXED` when the calls ended in [start, end) are over a quarter
-    of the table: a sequential scan then beats an index range whose every row is a random
-    rowid lookup (as `metrics.calls_source` does for offered_at)."""
-    ended = conn.execute("SELECT count(*) FROM calls WHERE ended_at >= ? AND ended_at < ?",
-                         (start, end)).fetchone()[0]  # the index alone: fast
-    total = conn.execute("SELECT count(*) FROM calls").fetchone()[0]
-    return "calls NOT INDEXED" if ended * 4 > total else "calls"
+def _month(series: PlanSeries, period: str) -> Range:
+    start, end = (iso_utc(moment) for moment in period_bounds(period, series.timezone))
+    return Range("ended_at", start, end)
 
 
 def usage_to_date(conn: sqlite3.Connection, series: PlanSeries, period: str) -> Decimal:
     """The stored amounts of the month's calls rated under the plan (ended in the month)."""
-    start, end = (iso_utc(moment) for moment in period_bounds(period, series.timezone))
-    row = conn.execute(
-        f"SELECT sum({micro_sum()}) FROM {ended_source(conn, start, end)} WHERE ended_at >= ? "
-        "AND ended_at < ? AND plan_id = ?", (start, end, series.plan_id)).fetchone()
-    return from_micro(row[0])
+    rows = chain(*totals(conn, COST, ("plan_id",), _month(series, period)))
+    return from_micro(sum(cost for plan, _, cost in rows if plan == series.plan_id))
 
 
 def cost_to_date(conn: sqlite3.Connection, series: PlanSeries, period: str) -> Decimal:
@@ -130,23 +125,25 @@ def bundle_exhausted_on(conn: sqlite3.Connection, series: PlanSeries, period: st
     if charge is None:
         return None
     allowance = charge.included * charge.unit  # in the metric's own unit, as stored per call
-    start, end = period_bounds(period, series.timezone)
-    params = {"start": iso_utc(start), "end": iso_utc(end), "plan": series.plan_id,
-              "charge": charge.name}
-    # one pass: the total used, and the first call (in rating order) whose running total
-    # reaches the allowance
+    month = _month(series, period)
+    daily: dict[str, int] = {}
+    for day, plan, name, _, metered in chain(
+            *totals(conn, METERED, ("ended_day", "plan_id", "charge"), month)):
+        if plan == series.plan_id and name == charge.name:
+            daily[day] = daily.get(day, 0) + metered
+    used = sum(daily.values())
     allowance_micro = int(allowance.scaleb(MICRO))
-    reached, used = conn.execute(f"""
-        SELECT min(CASE WHEN running >= :allowance THEN ended_at END), sum(used) FROM (
-            SELECT ended_at, {micro_sum(METERED)} AS used,
-                   sum({micro_sum(METERED)}) OVER (ORDER BY ended_at, call_id) AS running
-            FROM {ended_source(conn, params["start"], params["end"])},
-                 json_each(CASE WHEN json_valid(calls.charges) THEN calls.charges ELSE '[]' END) AS line
-            WHERE ended_at >= :start AND ended_at < :end AND plan_id = :plan
-              AND json_extract(line.value, '$[0]') = :charge)""",
-                                 {**params, "allowance": allowance_micro}).fetchone()
+    reached = None
+    if used >= allowance_micro:
+        before = 0
+        for day in sorted(daily):
+            if before + daily[day] >= allowance_micro:
+                reached = _reached(conn, series, charge.name, month, day,
+                                   allowance_micro - before)
+                break
+            before += daily[day]
     used_total = from_micro(used)
-    if used_total >= allowance:
+    if used_total >= allowance and reached is not None:
         moment = datetime.fromisoformat(reached.replace("Z", "+00:00")).timestamp()
         return datetime.fromtimestamp(moment, series.timezone).date().isoformat()
     if used_total <= 0 or pace.elapsed <= 0 or pace.left <= 0:
@@ -157,6 +154,25 @@ def bundle_exhausted_on(conn: sqlite3.Connection, series: PlanSeries, period: st
     if runs_out >= pace.end:
         return None
     return datetime.fromtimestamp(runs_out, series.timezone).date().isoformat()
+
+
+def _reached(conn: sqlite3.Connection, series: PlanSeries, charge: str, month: Range, day: str,
+             allowance_micro: int) -> str | None:
+    """The end of the first call of a UTC day of the month (in rating order) whose running
+    total of the charge's metered quantity reaches `allowance_micro`."""
+    start = max(month.start, day_start(day))
+    end = min(month.end, day_start((date.fromisoformat(day) + timedelta(days=1)).isoformat()))
+    (reached,) = conn.execute(f"""
+        SELECT min(CASE WHEN running >= :allowance THEN ended_at END) FROM (
+            SELECT ended_at,
+                   sum({micro_sum(METERED_LINE)}) OVER (ORDER BY ended_at, call_id) AS running
+            FROM calls, json_each(CASE WHEN json_valid(calls.charges) THEN calls.charges
+                                       ELSE '[]' END) AS line
+            WHERE ended_at >= :start AND ended_at < :end AND plan_id = :plan
+              AND json_extract(line.value, '$[0]') = :charge)""",
+        {"start": start, "end": end, "plan": series.plan_id, "charge": charge,
+         "allowance": allowance_micro}).fetchone()
+    return reached
 
 
 def budget_level(share: Decimal) -> str:

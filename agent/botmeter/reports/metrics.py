@@ -11,23 +11,29 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
+from itertools import chain
 from typing import Any
 
 from ..rating import Comparison, NoStatement, PlanSeries, Statement, period_of
 from ..rating.compare import compare_totals
 from ..rating.usage import period_total
+from ..storage.columns import csat_from_sql
+from ..storage.rollup_query import Range, summed, totals
+from ..storage.rollups import CSAT, MODULES, SLOTS
 from ..storage.store import CallStore
 from ..tracking.record import CSAT_SCALE, OUTCOMES
+from .durations import Durations
 from .forecast import budget_status, cost_to_date, forecast, from_micro, micro_sum
 from .plan_usage import period_usages
 from .repeat import repeat_callers
 from .window import WEEKDAYS, Window, iso_week, slot_epoch
 
+#: the roll-up's slots (storage/rollups.py SLOT)
+ROLLUP_SLOT_MINUTES = 15
 BY = ("day", "week", "hour", "weekday", "outcome", "dialed_number", "transfer_target")
 #: bot_seconds histogram edges; the last bucket is open
 HISTOGRAM_EDGES = (0, 15, 30, 60, 90, 120, 180, 300, 600)
@@ -46,8 +52,15 @@ _AGGREGATES = f"""count(*),
     coalesce(sum(CAST(round(human_seconds * 1000) AS INTEGER)), 0),
     coalesce(sum(CASE WHEN outcome = 'abandoned'
                  THEN CAST(round(ring_seconds * 1000) AS INTEGER) END), 0)"""
-#: a module's quantity in calls.modules ({module: [quantity, unit]})
-_QUANTITY = "json_extract(usage.value, '$[0]')"
+#: the same, from the roll-up of 15-minute slots (storage/rollups.py)
+_SLOT_SUMS = """coalesce(sum(calls), 0), coalesce(sum(bot_answered), 0),
+    coalesce(sum(CASE WHEN outcome = 'handled' THEN calls END), 0),
+    coalesce(sum(CASE WHEN outcome = 'transferred' THEN calls END), 0),
+    coalesce(sum(CASE WHEN outcome = 'abandoned' THEN calls END), 0),
+    coalesce(sum(CASE WHEN outcome = 'failed' THEN calls END), 0),
+    coalesce(sum(transfer_answered), 0),
+    coalesce(sum(CASE WHEN plan_id = :plan THEN cost END), 0),
+    coalesce(sum(bot_ms), 0), coalesce(sum(human_ms), 0), coalesce(sum(abandoned_ring_ms), 0)"""
 _IN_WINDOW = "offered_at >= :start AND offered_at < :end"
 _FIELDS = ("offered", "bot_answered", "handled", "transferred", "abandoned", "failed",
            "transfer_answered", "cost", "bot_ms", "human_ms", "abandoned_ring_ms")
@@ -100,6 +113,10 @@ class _Report:
                        "plan": active.plan_id if active else None}
         self.money = self._money()
         self.calls = calls_source(self.conn, window)
+        self.span = Range("offered_at", window.start_text, window.end_text)
+        #: the window in the roll-up's slots (`2026-11-26T07:45`)
+        self.slot_params = {**self.params, "first": window.start_text[:16],
+                            "last": window.end_text[:16]}
 
     def _money(self) -> Decimal | None:
         active = self.pricing.active
@@ -118,7 +135,15 @@ class _Report:
     # -- counts by slot -------------------------------------------------------------------
 
     def slots(self) -> list[tuple[float, list[int]]]:
-        """(local epoch of the slot's start, its counts) per UTC slot holding calls."""
+        """(UTC epoch of the slot's start, its counts) per UTC slot holding calls: the
+        15-minute slots of the roll-up when each lies in one local hour (every zone in use
+        today), else slots read from the calls."""
+        if self.window.aligned(ROLLUP_SLOT_MINUTES):
+            rows = self.conn.execute(
+                f"SELECT slot, {_SLOT_SUMS} FROM {SLOTS.table} WHERE slot >= :first "
+                "AND slot < :last GROUP BY slot HAVING sum(calls) <> 0",
+                self.slot_params).fetchall()
+            return [(slot_epoch(row[0]), list(row[1:])) for row in rows]
         _, prefix = self.window.slot_width()
         rows = self.conn.execute(
             f"SELECT substr(offered_at, 1, {prefix}) AS slot, {_AGGREGATES} FROM {self.calls} "
@@ -183,20 +208,14 @@ class _Report:
     def totals(self, c: Counts) -> dict[str, Any]:
         totals = self.row(None, c)
         del totals["key"], totals["cost"]
-        bot = self.sorted_ms(
-            "CAST(round(bot_seconds * 1000) AS INTEGER)",
-            "bot_answered_at IS NOT NULL AND bot_seconds IS NOT NULL")
-        self.histogram = histogram(bot)
+        durations = Durations(self.conn, self.window)
+        bot = durations.of("bot")
+        self.histogram = bot.histogram(HISTOGRAM_EDGES)
         totals["bot_seconds"] = {
-            "total": seconds(c.bot_ms), "mean": seconds(c.bot_ms / len(bot)) if bot else None,
-            "median": seconds(percentile(bot, 0.5)), "p90": seconds(percentile(bot, 0.9))}
+            "total": seconds(c.bot_ms), "mean": seconds(c.bot_ms / bot.count) if bot.count else None,
+            "median": seconds(bot.percentile(0.5)), "p90": seconds(bot.percentile(0.9))}
         totals["human_seconds"] = {"total": seconds(c.human_ms)}
-        waits = self.sorted_ms(
-            "CAST(round((julianday(human_answered_at) - julianday(transferred_at)) * 86400000)"
-            " AS INTEGER)",
-            "outcome = 'transferred' AND human_answered_at IS NOT NULL "
-            "AND transferred_at IS NOT NULL")
-        totals["human_wait_seconds"] = {"median": seconds(percentile(waits, 0.5))}
+        totals["human_wait_seconds"] = {"median": seconds(durations.of("wait").percentile(0.5))}
         totals["abandoned_wait_seconds"] = {
             "mean": seconds(c.abandoned_ring_ms / c.abandoned) if c.abandoned else None}
         totals["modules"] = self.modules()
@@ -211,20 +230,12 @@ class _Report:
         totals["cost_per_handled_call"] = per_call
         return totals
 
-    def sorted_ms(self, expression: str, where: str) -> list[int]:
-        return [value for (value,) in self.conn.execute(
-            f"SELECT {expression} AS v FROM {self.calls} WHERE {_IN_WINDOW} AND {where} ORDER BY v",
-            self.params)]
-
     def modules(self) -> dict[str, dict[str, Any]]:
         """Each module's usage summed exactly (to the millionth) over the window's calls; a
         module reported in two units is listed as `module (unit)` for the later unit."""
         found: dict[str, dict[str, Any]] = {}
-        for module, unit, micro in self.conn.execute(
-                "SELECT usage.key, json_extract(usage.value, '$[1]'), "
-                f"sum({micro_sum(_QUANTITY)}) FROM {self.calls}, json_each(CASE WHEN json_valid(calls.modules) THEN calls.modules ELSE '{{}}' END) AS usage "
-                f"WHERE {_IN_WINDOW} AND calls.modules IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
-                self.params):
+        usage = summed(chain(*totals(self.conn, MODULES, ("module", "unit"), self.span)), 2)
+        for (module, unit), (_, micro, _, _) in sorted(usage.items(), key=_module_order):
             name = module if module not in found else f"{module} ({unit})"
             found[name] = {"quantity": _exact(from_micro(micro)), "unit": unit}
         return found
@@ -233,17 +244,16 @@ class _Report:
         """Responses, response rate (rated / bot answered), the exact mean on the 5-point
         scale (2 places), the distribution by the 5-point value rounded half up, and the mean
         by outcome."""
-        groups = self.conn.execute(
-            "SELECT outcome, json_extract(csat, '$.score'), json_extract(csat, '$.scale'), "
-            f"count(*) FROM {self.calls} WHERE {_IN_WINDOW} AND json_valid(csat) GROUP BY 1, 2, 3",
-            self.params).fetchall()
+        groups = []
+        for (outcome, text), (count,) in summed(
+                chain(*totals(self.conn, CSAT, ("outcome", "csat"), self.span)), 2).items():
+            rating = csat_from_sql(text)
+            if rating is not None:  # the tracker never stores another; a hand edit is left out
+                groups.append((outcome, rating.score, rating.scale, count))
         distribution = {str(score): 0 for score in range(1, CSAT_SCALE + 1)}
         sums: dict[str, list[Any]] = {}
         responses, total = 0, Fraction(0)
         for outcome, score, scale, count in groups:
-            if not (isinstance(score, int) and isinstance(scale, int)
-                    and 2 <= scale <= 10 and 1 <= score <= scale):
-                continue  # the tracker never stores one; a hand edit is left out
             five = 1 + Fraction((score - 1) * (CSAT_SCALE - 1), scale - 1)
             distribution[str(int(five + Fraction(1, 2)))] += count
             responses += count
@@ -317,9 +327,13 @@ class _Report:
                 weekdays[WEEKDAYS[day.weekday()]].add(c.values)
             return [self.row(key, c) for key, c in weekdays.items()]
         groups: dict[Any, Counts] = {o: Counts() for o in OUTCOMES} if by == "outcome" else {}
-        for key, *values in self.conn.execute(
-                f"SELECT {by}, {_AGGREGATES} FROM {self.calls} WHERE {_IN_WINDOW} GROUP BY 1",
-                self.params):
+        if self.window.aligned(ROLLUP_SLOT_MINUTES):
+            query = (f"SELECT {by}, {_SLOT_SUMS} FROM {SLOTS.table} WHERE slot >= :first "
+                     "AND slot < :last GROUP BY 1 HAVING sum(calls) <> 0")
+        else:
+            query = f"SELECT {by}, {_AGGREGATES} FROM {self.calls} WHERE {_IN_WINDOW} GROUP BY 1"
+        for key, *values in self.conn.execute(query, self.slot_params):
+            key = None if isinstance(key, bytes) else key  # the roll-up's NULL
             groups.setdefault(key, Counts()).add(values)
         if by == "outcome":
             return [self.row(key, c) for key, c in groups.items()]
@@ -370,27 +384,9 @@ def _exact(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-def percentile(ordered: Sequence[int], p: float) -> float | None:
-    """Linear interpolation between the closest ranks (the median of an even count is the
-    mean of the middle two); None for no values."""
-    if not ordered:
-        return None
-    position = p * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def histogram(ordered_ms: Sequence[int]) -> list[dict[str, Any]]:
-    """Calls per bot_seconds bucket [from, to), the last one open."""
-    edges = [bisect_left(ordered_ms, edge * 1000) for edge in HISTOGRAM_EDGES]
-    buckets = []
-    for i, edge in enumerate(HISTOGRAM_EDGES):
-        last = i + 1 == len(HISTOGRAM_EDGES)
-        upper = len(ordered_ms) if last else edges[i + 1]
-        buckets.append({"from": edge, "to": None if last else HISTOGRAM_EDGES[i + 1],
-                        "calls": upper - edges[i]})
-    return buckets
+def _module_order(item: tuple[tuple[str, str | None], list[int]]) -> tuple[str, bool, str]:
+    (module, unit), _ = item
+    return module, unit is not None, unit or ""
 
 
 def build_report(store: CallStore, window: Window, by: str = "day",

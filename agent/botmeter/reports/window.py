@@ -54,9 +54,13 @@ class Window:
         this window: an hour in zones whose offsets are whole hours, ten minutes for :30 and
         :45 offsets, else a minute."""
         for minutes, prefix in _SLOTS:
-            if all(_aligned(moment, self.tz, minutes) for moment in self._slots(minutes)):
+            if self.aligned(minutes):
                 return minutes, prefix
         return _SLOTS[-1]
+
+    def aligned(self, minutes: int) -> bool:
+        """Whether every UTC slot of `minutes` in this window lies in one local hour."""
+        return all(_aligned(moment, self.tz, minutes) for moment in self._slots(minutes))
 
     def _slots(self, minutes: int) -> Iterator[float]:
         step = minutes * 60

@@ -1,6 +1,6 @@
 """The SQLite layout and its migrations, tracked by `PRAGMA user_version`.
 
-The layout (version 8):
+The layout (version 9):
 
 - table `calls`: one row per call. Its columns are the record's fields (`storage/columns.py`,
   derived from `tracking.record.FIELDS`) plus `charges`, `rated_at` and `recorded_at`; module
@@ -14,12 +14,15 @@ The layout (version 8):
   revision of a (plan, bucket) with its delivery state, and the uplink's watermarks
   (`botmeter.uplink.outbox`); table `uplink_moved`, filled by the trigger `calls_moved`: the
   old end of a call stored again with another one, so its old bucket is summarised again.
+- tables `rollup_*` (version 9): the calls summed per UTC day or 15-minute slot, kept by
+  triggers on `calls` (`botmeter.storage.rollups`), and two expression indexes of the
+  durations the report's percentiles read.
 - table `budget_alerts`: the budget warnings the running agent logged, one row per (period,
   threshold), so that each is given once per month, across restarts.
 
 A new database is created at the latest version with sqlite-utils. An older one is brought up
 to date step by step: versions 1 to 3 by the SQL they shipped with (kept as it was), then
-`_to_version_4` to `_to_version_8`. Migrating takes the write lock first and reads the version again under it,
+`_to_version_4` to `_to_version_8`, then the roll-ups (version 9). Migrating takes the write lock first and reads the version again under it,
 so two processes opening a new or old database at once migrate it once.
 """
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import sqlite_utils
 
 from .columns import CALL_COLUMNS, NOT_NULL, PRIMARY_KEY
+from .rollups import create_rollups
 
 #: The migrations botmeter shipped before version 4, exactly as they were.
 LEGACY_MIGRATIONS: tuple[str, ...] = (
@@ -94,7 +98,7 @@ LEGACY_MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 REJECTED_COLUMNS: dict[str, type] = {"id": int, "call_id": str, "record": str, "reason": str,
                                      "rejected_at": str}
@@ -169,7 +173,9 @@ def migrate(db: sqlite_utils.Database) -> int:
                 _to_version_6(db)
             if version < 7:
                 _to_version_7(db)
-            _to_version_8(db)
+            if version < 8:
+                _to_version_8(db)
+            create_rollups(db.execute)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -193,6 +199,7 @@ def create_layout(db: sqlite_utils.Database) -> None:
     _create_budget_alerts(db)
     _create_indexes(db)
     db.create_view("call_modules", CALL_MODULES_VIEW)
+    create_rollups(db.execute)
 
 
 def _create_budget_alerts(db: sqlite_utils.Database) -> None:
