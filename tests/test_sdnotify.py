@@ -5,6 +5,7 @@ process and as a `botmeter run` subprocess; pings stop while the event loop is b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -152,20 +153,30 @@ def test_a_dead_ami_client_or_a_dead_or_stuck_writer_is_unhealthy() -> None:
 
 # -- the agent, in process -----------------------------------------------------------------------
 
-def _under_systemd(monkeypatch: pytest.MonkeyPatch, fake: FakeSystemd,
-                   watchdog_usec: int = 200_000) -> None:
+@contextlib.asynccontextmanager
+async def _agent_under_systemd(monkeypatch: pytest.MonkeyPatch, fake: FakeSystemd,
+                               db: Path, *, watchdog_usec: int = 200_000,
+                               secret: str = "s", pbx_secret: str = "s",
+                               ) -> AsyncIterator[tuple[SimulatedPBX, AgentService]]:
+    """The agent running in process with systemd's variables set, attached to the simulated
+    PBX (whose secret may differ from the agent's); stopped at the end."""
     monkeypatch.setenv("NOTIFY_SOCKET", fake.address)
     monkeypatch.setenv("WATCHDOG_USEC", str(watchdog_usec))
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    async with SimulatedPBX(speed=20, secret=pbx_secret) as pbx:
+        service = AgentService(demo_config(pbx.port, secret, db))
+        running = asyncio.create_task(service.run())
+        try:
+            yield pbx, service
+        finally:
+            service.stop()
+            await running
 
 
 @pytest.mark.both_loops
 async def test_ready_status_pings_and_stopping_from_the_running_agent(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, systemd: FakeSystemd) -> None:
-    _under_systemd(monkeypatch, systemd)
-    async with SimulatedPBX(speed=20, secret="s") as pbx:
-        service = AgentService(demo_config(pbx.port, "s", tmp_path / "n.db"))
-        running = asyncio.create_task(service.run())
+    async with _agent_under_systemd(monkeypatch, systemd, tmp_path / "n.db") as (pbx, service):
         await eventually(lambda: systemd.seen("READY"))
         assert service.client.connected.is_set()  # READY only once AMI is logged in
         ready = next(m for m in systemd.messages if "READY" in m)
@@ -178,8 +189,6 @@ async def test_ready_status_pings_and_stopping_from_the_running_agent(
         await eventually(lambda: systemd.seen("STATUS", f"AMI down at 127.0.0.1:{pbx.port}"))
         systemd.receive()
         await eventually(lambda: any("WATCHDOG" in m for m in systemd.receive()))
-        service.stop()
-        await running
     assert systemd.receive()[-1] == {"STOPPING": "1",
                                      "STATUS": "stopping: storing the finished calls"}
     assert [m for m in systemd.messages if "READY" in m] == [ready]
@@ -188,28 +197,21 @@ async def test_ready_status_pings_and_stopping_from_the_running_agent(
 @pytest.mark.both_loops
 async def test_watchdog_pings_stop_while_the_event_loop_is_blocked(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, systemd: FakeSystemd) -> None:
-    _under_systemd(monkeypatch, systemd, watchdog_usec=100_000)  # a ping every 0.05 s
-    async with SimulatedPBX(speed=20, secret="s") as pbx:
-        service = AgentService(demo_config(pbx.port, "s", tmp_path / "b.db"))
-        running = asyncio.create_task(service.run())
+    async with _agent_under_systemd(monkeypatch, systemd, tmp_path / "b.db",
+                                    watchdog_usec=100_000) as (_, service):  # pings every 0.05 s
         await eventually(lambda: len(systemd.seen("WATCHDOG")) >= 2)
         systemd.receive()
         time.sleep(0.5)  # the event loop blocked for ten ping intervals (on purpose)
         during = systemd.receive()
         pings = service.supervisor.pings
         await eventually(lambda: any("WATCHDOG" in m for m in systemd.receive()))  # resumed
-        service.stop()
-        await running
     assert during == [] and service.supervisor.pings > pings
 
 
 @pytest.mark.both_loops
 async def test_an_agent_whose_writer_has_ended_stops_pinging_and_says_why(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, systemd: FakeSystemd) -> None:
-    _under_systemd(monkeypatch, systemd)
-    async with SimulatedPBX(speed=20, secret="s") as pbx:
-        service = AgentService(demo_config(pbx.port, "s", tmp_path / "w.db"))
-        running = asyncio.create_task(service.run())
+    async with _agent_under_systemd(monkeypatch, systemd, tmp_path / "w.db") as (_, service):
         await eventually(lambda: systemd.seen("WATCHDOG"))
         with structlog.testing.capture_logs() as logs:
             await asyncio.to_thread(service.writer.close)  # as if a bug had ended its thread
@@ -218,8 +220,6 @@ async def test_an_agent_whose_writer_has_ended_stops_pinging_and_says_why(
                 service.supervisor.pings
             await eventually(lambda: service.supervisor.checks >= checks + 3)
         systemd.receive()
-        service.stop()
-        await running
     assert service.supervisor.pings == pings
     assert not any("WATCHDOG" in m for m in systemd.messages[after:])
     assert [e["problems"] for e in logs if e["event"] == "unhealthy: watchdog pings stopped"] == [
@@ -229,15 +229,11 @@ async def test_an_agent_whose_writer_has_ended_stops_pinging_and_says_why(
 @pytest.mark.both_loops
 async def test_no_ready_while_asterisk_refuses_the_login(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, systemd: FakeSystemd) -> None:
-    _under_systemd(monkeypatch, systemd)
-    async with SimulatedPBX(speed=20, secret="right") as pbx:
-        service = AgentService(demo_config(pbx.port, "wrong", tmp_path / "l.db"))
-        running = asyncio.create_task(service.run())
+    async with _agent_under_systemd(monkeypatch, systemd, tmp_path / "l.db", secret="wrong",
+                                    pbx_secret="right") as (pbx, _):
         await eventually(lambda: pbx.login_failures >= 3
                          and systemd.seen("STATUS", "(login refused: Authentication failed)"),
                          timeout=10)
-        service.stop()
-        await running
     assert systemd.seen("READY") == [] and systemd.seen("WATCHDOG") == []
     assert systemd.seen("STOPPING") == ["1"]
 
