@@ -6,7 +6,8 @@
 # What it does (each step only where needed, so running it again is safe):
 #   - the system user `botmeter` (and group), a member of group `asterisk` where it exists
 #   - a virtual environment in /opt/botmeter/venv with botmeter installed from DIR
-#     (default: the repository this script sits in)
+#     (default: the repository this script sits in), on PYTHON (default: /usr/bin/python3;
+#     3.11 or later, not one in a home directory such as pyenv's)
 #   - /etc/botmeter (root:botmeter 0750): the example botmeter.toml and plans/ (0640) where
 #     none exist yet (an existing file is kept, its owner and mode made safe); secrets
 #     (ami.secret, uplink.token, uplink.key) root's alone, 0600: systemd passes them to the
@@ -28,7 +29,8 @@ readonly SECRETS=(ami.secret uplink.token uplink.key)
 
 dry_run=0
 source_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
-python=python3
+python=/usr/bin/python3  # the system's: a service cannot run a Python in a home directory
+[[ -x $python ]] || python=python3
 ami_secret=
 
 usage() {
@@ -83,6 +85,17 @@ preflight() {
     command -v "$python" >/dev/null || die "$python: not found (botmeter needs Python 3.11+)"
     "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
         || die "$python: Python 3.11 or later is needed"
+    if [[ ! -x $VENV/bin/python ]] && ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+        die "$python: cannot make a virtual environment (no venv/ensurepip module): on" \
+            "Debian and Ubuntu, apt-get install python3-venv"
+    fi
+    local base
+    base=$("$python" -c 'import sys; print(sys.base_prefix)')
+    case $base/ in
+        /root/*|/home/*|/run/user/*)
+            die "$python: installed in $base, a home directory, which the service cannot" \
+                "see (ProtectHome=): give --python /usr/bin/python3 or another system Python" ;;
+    esac
     if [[ -n $ami_secret && ! -s $ami_secret ]]; then
         die "$ami_secret: no such file, or empty (--ami-secret FILE holds the AMI secret)"
     fi

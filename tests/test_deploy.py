@@ -51,7 +51,8 @@ def test_a_dry_run_prints_the_whole_install_and_changes_nothing(tmp_path: Path) 
     _step(lines, "useradd --system --user-group --home-dir /var/lib/botmeter --no-create-home "
                  "--shell /usr/sbin/nologin --comment botmeter\\ voice\\ bot\\ usage\\ meter "
                  "botmeter", "user botmeter exists")
-    _step(lines, "python3 -m venv /opt/botmeter/venv",
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"
+    _step(lines, f"{python} -m venv /opt/botmeter/venv",
           "virtual environment /opt/botmeter/venv exists")
     assert (f"+ /opt/botmeter/venv/bin/pip install --quiet --disable-pip-version-check "
             f"--upgrade {ROOT}") in lines
@@ -93,6 +94,19 @@ def test_without_a_secret_the_plan_installs_but_does_not_start() -> None:
 def test_bad_arguments_stop_it_with_one_line(args: list[str], code: int, message: str) -> None:
     done = _install(*args)
     assert (done.returncode, done.stderr, done.stdout) == (code, message + "\n", "")
+
+
+def test_a_python_in_a_home_directory_is_refused(tmp_path: Path) -> None:
+    """pyenv's Python in /root, say: the service could not run it (ProtectHome=)."""
+    python = tmp_path / "python3"
+    python.write_text('#!/bin/sh\ncase "$*" in *base_prefix*) echo /root/.pyenv/versions/3.12.1 ;;'
+                      ' esac\nexit 0\n')
+    python.chmod(0o755)
+    done = _install("--dry-run", "--python", str(python))
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (f"install.sh: {python}: installed in /root/.pyenv/versions/3.12.1, a "
+                           "home directory, which the service cannot see (ProtectHome=): give "
+                           "--python /usr/bin/python3 or another system Python\n")
 
 
 def test_help_is_the_header() -> None:

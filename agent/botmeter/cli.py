@@ -122,7 +122,6 @@ class Context:
     def config(self) -> Config:
         from .config import load_config
 
-        self.start_logging()
         with refuse_bad_files():
             config = load_config(self.config_path)
         self.start_logging(config)
