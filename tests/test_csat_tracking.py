@@ -207,8 +207,8 @@ def test_a_csat_after_the_call_ended_is_ignored_at_once_with_a_log_line() -> Non
         assert tracker.feed(BotSignal(6.5, linkedid, uniqueid, "csat", {"Score": "5"})) == ()
     assert tracker.pending_signals == 0 and tracker.dropped_signals == 3  # not held
     assert problems == [("bot signal ignored: its call has ended and its record is written",
-                         {"linkedid": "100.1", "signal": "csat", "via": "ami",
-                          "seconds_after_end": 1.5})] * 3
+                         {"call_id": "100.1", "linkedid": "100.1", "signal": "csat",
+                          "via": "ami", "seconds_after_end": 1.5})] * 3
     assert tracker.expire(1000.0, 3600) == ()  # nothing held, nothing later either
 
 

@@ -68,7 +68,7 @@ def test_a_usage_signal_before_any_answer_is_the_answer() -> None:
     assert t.answered_by_signal == 1
     [(message, context)] = problems
     assert message.startswith(WARNING) and "[bot]" in message
-    assert context == {"linkedid": "1.1", "signal": "usage", "via": "ami"}
+    assert context == {"call_id": "1.1", "linkedid": "1.1", "signal": "usage", "via": "ami"}
     # the SLA counts it answered (3 s of ringing, within 5 s)
     assert measure_sla(SLA, [r]).answered == 1
 

@@ -39,7 +39,7 @@ def test_signals_for_an_unseen_call_are_capped_per_call_and_reported_once() -> N
         "bot signal dropped: more than 100 signals for a call not seen yet"]
     _offered(tracker, "7.1", 1011.0)  # the call appears: the first 100 are applied, and the loss said
     assert problems[1] == ("call is missing bot signals dropped while it was not seen yet",
-                           {"linkedid": "7.1", "dropped": 9_900})
+                           {"call_id": "7.1", "linkedid": "7.1", "dropped": 9_900})
     assert problems[2][0].startswith("the bot signalled before any sign that it answered")
     [record] = tracker.feed(ChannelHungUp(1012.0, "7.1", "7.1", "PJSIP/t-1", 16))
     assert record.modules["asr"].quantity == Decimal(100)

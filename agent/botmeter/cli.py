@@ -38,7 +38,8 @@ FIRST_PERIOD, LAST_PERIOD = "0001-02", "9999-11"
 
 #: click >= 8.2 raises this for a group run without a command; it shows the help
 _HELP_INSTEAD: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
-_logging = {"debug": False, "json": False}
+#: how logging is set up: known to the last-resort guard, which logs tracebacks at debug level
+_logging: dict[str, Any] = {"debug": False, "json": None}
 
 
 def fail(what: str, where: str, reason: str, code: int) -> NoReturn:
@@ -83,18 +84,12 @@ class BotmeterGroup(click.Group):
 def internal_error(exc: BaseException) -> NoReturn:
     """An exception nobody expected: one line, and the traceback at debug level only."""
     if _logging["debug"]:
-        import traceback
-
         import structlog
 
         from .logs import setup_logging
 
-        setup_logging("debug", json=bool(_logging["json"]))
-        log = structlog.get_logger(__name__)
-        if _logging["json"]:
-            log.debug("internal error", traceback="".join(traceback.format_exception(exc)))
-        else:
-            log.debug("internal error", exc_info=exc)
+        setup_logging("debug", json=_logging["json"])
+        structlog.get_logger(__name__).debug("internal error", exc_info=exc)
     fail("internal error", type(exc).__name__,
          f"{exc} (run with --log-level debug for details)", FAILURE)
 #: exit code: finished, but some calls are not in the database's calls table: `run` spilled
@@ -107,23 +102,30 @@ EXIT_LOST = 4
 class Context:
     """What every command shares: the config file, and logging set up when first needed."""
 
-    def __init__(self, config_path: str | None, log_level: str, log_json: bool) -> None:
+    def __init__(self, config_path: str | None, log_level: str | None,
+                 log_json: bool | None) -> None:
         self.config_path = config_path
         self.log_level, self.log_json = log_level, log_json
-        _logging.update(debug=log_level.lower() == "debug", json=log_json)
+        _logging.update(debug=(log_level or "").lower() == "debug", json=log_json)
 
-    def start_logging(self) -> None:
-        """Set logging up (a command that reads its config logs; `--help` never does)."""
+    def start_logging(self, config: Config | None = None) -> None:
+        """Set logging up (a command that reads its config logs; `--help` never does): the
+        options given, else the config's [log], else info and "auto"."""
         from .logs import setup_logging
 
-        setup_logging(self.log_level, json=self.log_json)
+        level = self.log_level or (config.log.level if config else "info")
+        json = self.log_json if self.log_json is not None else (
+            config.log.json_mode if config else None)
+        _logging.update(debug=level.lower() == "debug", json=json)
+        setup_logging(level, json=json)
 
     def config(self) -> Config:
         from .config import load_config
 
-        self.start_logging()
         with refuse_bad_files():
-            return load_config(self.config_path)
+            config = load_config(self.config_path)
+        self.start_logging(config)
+        return config
 
 
 @contextmanager
@@ -251,12 +253,16 @@ class UtcTime(click.ParamType):
 @click.group(cls=BotmeterGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", envvar=ENV_VAR, type=click.Path(dir_okay=False),
               help=f"Configuration file (default: ${ENV_VAR}, else /etc/botmeter/botmeter.toml).")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
-@click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
+@click.option("--log-level", default=None,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              help="Log this level and above (default: [log] level, else info).")
+@click.option("--log-json/--no-log-json", default=None,
+              help="Log one JSON object per line, or console lines (default: [log] json; "
+                   "auto: JSON under journald).")
 @click.version_option(package_name="botmeter")
 @click.pass_context
-def main(click_ctx: click.Context, config_path: str | None, log_level: str, log_json: bool) -> None:
+def main(click_ctx: click.Context, config_path: str | None, log_level: str | None,
+         log_json: bool | None) -> None:
     """botmeter: meter every call your voice bot answers, on premises, beside Asterisk."""
     click_ctx.obj = Context(config_path, log_level, log_json)
 

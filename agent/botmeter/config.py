@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from . import ENV_VAR
+from .logs import redact_secret
 from .tracking.rules import MAX_IN_PROGRESS, TrackingRules
 
 DEFAULT_PATHS = (Path("/etc/botmeter/botmeter.toml"),)
@@ -111,6 +112,7 @@ class AmiSection(_Section):
         """The AMI secret, from the config or its file; ConfigError naming the file if that is
         missing, unreadable, open to group or others, not UTF-8 text, or empty."""
         if self.secret is not None:
+            redact_secret(self.secret)
             return self.secret
         path = self.secret_path(base)
         assert path is not None
@@ -169,6 +171,7 @@ def read_secret_file(path: Path) -> str:
     if any(c in text for c in "\r\n\0"):
         raise ConfigError(name, "", "secret file holds more than one line (or a NUL): the secret "
                                     "is sent as one line of a protocol header")
+    redact_secret(text)  # from now on masked in every log line
     return text
 
 
@@ -443,6 +446,36 @@ def _valid_host(host: str) -> bool:
     return len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class LogSection(_Section):
+    """Logging: the level, and the format: JSON lines (true), console lines (false), or "auto"
+    (JSON under journald, console lines elsewhere). The CLI's --log-level and --log-json win."""
+
+    level: str = "info"
+    json_: bool | str = Field(default="auto", alias="json")
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _known_level(cls, value: object) -> object:
+        if isinstance(value, str) and value.lower() in LOG_LEVELS:
+            return value.lower()
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+
+    @field_validator("json_", mode="before")
+    @classmethod
+    def _json_mode(cls, value: object) -> object:
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise ValueError('must be true, false or "auto"')
+
+    @property
+    def json_mode(self) -> bool | None:
+        """True or False, or None for "auto"."""
+        return self.json_ if isinstance(self.json_, bool) else None
+
+
 class Config(_Section):
     agent: AgentSection
     ami: AmiSection
@@ -454,6 +487,7 @@ class Config(_Section):
     uplink: UplinkSection = UplinkSection()
     report: ReportSection = ReportSection()
     budget: BudgetSection | None = None
+    log: LogSection = LogSection()
     source_path: str = Field(default="<memory>", exclude=True)
 
     @property

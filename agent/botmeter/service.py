@@ -24,6 +24,7 @@ from .storage.rated_saver import RatedSaver
 from .storage.spill import spill_path
 from .storage.store import CallStore
 from .storage.writer import RecordWriter
+from .supervision import Supervisor
 from .tracking.record import CallRecord
 from .uplink.agent import UplinkWorker
 from .uplink.settings import uplink_settings
@@ -125,9 +126,12 @@ class AgentService:
             self.budget.start()
         client = asyncio.create_task(self.client.run(), name="ami")
         sweeper = asyncio.create_task(self._sweep(), name="sweeper")
+        self.supervisor = Supervisor.for_service(self, client)  # systemd: READY=1, watchdog
+        self.supervisor.start()
         try:
             await self._stop.wait()
         finally:
+            self.supervisor.stop()
             deadline = time.monotonic() + self.stop_timeout  # the one deadline of the stop
             await self._stop_sources(deadline, client, sweeper)
             self.recorder.tracker.end_of_input()

@@ -55,6 +55,8 @@ class AmiClient:
         self._stopping = asyncio.Event()
         self._protocol: BotmeterAmiProtocol | None = None
         self.connected = asyncio.Event()
+        #: why the last attempt failed or the session ended (None while attached)
+        self.last_error: str | None = None
         self.sessions = 0
         self.failures = 0
         self.bad_values = BadValues()  # over all sessions
@@ -67,13 +69,15 @@ class AmiClient:
                 await self._session(backoff)
             except AmiLoginError as exc:
                 self.failures += 1
+                self.last_error = f"login refused: {exc}"
                 log.error("ami login refused", host=self.settings.host, port=self.settings.port,
                           username=self.settings.username, reason=str(exc),
                           hint="check [ami] username/secret and manager.conf")
             except (TimeoutError, OSError, ConnectionError, ValueError) as exc:
                 self.failures += 1
+                self.last_error = str(exc) or type(exc).__name__
                 log.warning("ami connection failed", host=self.settings.host,
-                            port=self.settings.port, error=str(exc) or type(exc).__name__)
+                            port=self.settings.port, error=self.last_error)
             finally:
                 self.connected.clear()
                 if self._protocol is not None:
@@ -110,6 +114,7 @@ class AmiClient:
         log.info("ami attached", host=s.host, port=s.port, banner=protocol.parser.banner)
         self._on_event(SnapshotStarted(round(self._clock(), 3)))
         await self._action(protocol, {"Action": "CoreShowChannels"})
+        self.last_error = None
         self.connected.set()
         await self._watch(protocol)
 
@@ -143,6 +148,8 @@ class AmiClient:
                 await asyncio.wait_for(protocol.send({"Action": "Ping"}), s.ping_timeout)
             except (TimeoutError, ConnectionError):
                 log.warning("ami ping unanswered: connection is dead", timeout=s.ping_timeout)
+                self.last_error = "ping unanswered"
                 return
         if protocol.lost.done():
+            self.last_error = f"detached: {protocol.lost.result()}"
             log.warning("ami detached", reason=protocol.lost.result())

@@ -62,6 +62,8 @@ class RecordWriter:
         self._inflight: list[CallRecord] = []  # taken from the queue, not stored yet
         self._inflight_spilled = False  # ...and read from the spill file (already in it)
         self._closed = False
+        #: time.monotonic() when the store attempt under way began (None between attempts)
+        self.attempt_started: float | None = None
         self.saved = 0
         self.spilled = 0
         self.lost = 0
@@ -70,6 +72,11 @@ class RecordWriter:
     @property
     def rejected(self) -> int:
         return self._guard.rejected
+
+    @property
+    def running(self) -> bool:
+        """Whether the writer's thread is alive (it ends only at close, or on a bug)."""
+        return self._drain.alive
 
     def start(self) -> None:
         """Open the database in the writer's thread (raising what opening it raises) and start."""
@@ -127,9 +134,11 @@ class RecordWriter:
                 if left <= 0 or self._closed:
                     return False
                 store.set_busy_timeout(min(BUSY_TIMEOUT, left))
+            self.attempt_started = time.monotonic()
             try:
                 self._guard(store, batch)
             except StoreUnavailable as exc:
+                self.attempt_started = None
                 batch = exc.remaining
                 with self._lock:
                     if self._closed:
@@ -139,6 +148,7 @@ class RecordWriter:
                     self._on_error(exc.cause, len(batch))
                 self._backoff.wait(self._drain.time_left())  # a stop cuts one wait short
             else:
+                self.attempt_started = None
                 self._backoff.reset()
                 with self._lock:
                     self._inflight = []

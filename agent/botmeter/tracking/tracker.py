@@ -156,7 +156,8 @@ class CallTracker:
         self._channels: dict[str, _Channel] = {}
         self._bridges: dict[str, set[str]] = {}
         self._gone: OrderedDict[str, str] = OrderedDict()  # hung-up uniqueid -> its call_id
-        self._ended: OrderedDict[str, float] = OrderedDict()  # finished call's linkedid -> end
+        #: finished call's linkedid -> (its call_id, its end)
+        self._ended: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._csats = 0  # csat signals applied: orders ratings, so that the last one wins
         self._answers: OrderedDict[str, float] = OrderedDict()  # dialled leg uniqueid -> answer
         self._pending: OrderedDict[str, _Held] = OrderedDict()  # by first signal, oldest first
@@ -218,7 +219,8 @@ class CallTracker:
         stale = [c for c in self._live if now - c.last_ts > idle_seconds]
         records: list[CallRecord] = []
         for call in stale:
-            self._report("call expired without hangup", {"linkedid": call.linkedid})
+            self._report("call expired without hangup",
+                         {"call_id": call.call_id, "linkedid": call.linkedid})
             for chan in list(call.live.values()):
                 self._forget_channel(chan)
             records.extend(self._finish(call, call.last_ts))
@@ -289,7 +291,8 @@ class CallTracker:
         self.evicted_calls += 1
         self._report(f"call closed: more than {self.max_in_progress} calls in progress "
                      "(lost hangups?); the oldest is closed at its last event",
-                     {"linkedid": call.linkedid, "closed_so_far": self.evicted_calls}, limit=1)
+                     {"call_id": call.call_id, "linkedid": call.linkedid,
+                      "closed_so_far": self.evicted_calls}, limit=1)
         for chan in list(call.live.values()):
             self._forget_channel(chan)
         self._closed.extend(self._finish(call, call.last_ts))
@@ -353,7 +356,7 @@ class CallTracker:
             if self._calls.get(lid) is call:
                 del self._calls[lid]
             ended.pop(lid, None)
-            ended[lid] = ended_at
+            ended[lid] = (call.call_id, ended_at)
         while len(ended) > GONE_MEMORY:
             ended.popitem(last=False)
         if call.caller is None:
@@ -624,8 +627,7 @@ class CallTracker:
             meaning = parse_signal(sig.signal, sig.fields)
         except SignalError as exc:
             self._report("malformed bot signal ignored", {
-                "reason": str(exc), "linkedid": call.linkedid if call else sig.linkedid,
-                "via": sig.via})
+                "reason": str(exc), **_call_ids(call, sig.linkedid), "via": sig.via})
             return NO_RECORDS
         if call is not None:
             self._apply(call, sig, meaning)
@@ -634,14 +636,14 @@ class CallTracker:
         if not key:
             self._report("bot signal for no call (no linkedid)", {"signal": sig.signal})
             return NO_RECORDS
-        ended_at = self._ended_at(sig)
-        if ended_at is not None:
+        ended = self._ended_call(sig)
+        if ended is not None:
             # its call's record is written: a signal cannot change it, and the call will not
             # be seen again, so it is not held either
             self.dropped_signals += 1
             self._report("bot signal ignored: its call has ended and its record is written", {
-                "linkedid": key, "signal": sig.signal, "via": sig.via,
-                "seconds_after_end": round(max(0.0, sig.ts - ended_at), 3)})
+                "call_id": ended[0], "linkedid": key, "signal": sig.signal, "via": sig.via,
+                "seconds_after_end": round(max(0.0, sig.ts - ended[1]), 3)})
             return NO_RECORDS
         self._hold(key, sig)
         return NO_RECORDS
@@ -660,8 +662,8 @@ class CallTracker:
                 call = self._calls.get(call_id)
         return call
 
-    def _ended_at(self, sig: BotSignal) -> float | None:
-        """When the signal's call ended, if it is a call that has ended (and is remembered)."""
+    def _ended_call(self, sig: BotSignal) -> tuple[str, float] | None:
+        """The signal's call's id and end, if it is a call that has ended (and is remembered)."""
         for lid in (sig.linkedid, self._gone.get(sig.uniqueid) if sig.uniqueid else None):
             if lid and lid in self._ended:
                 return self._ended[lid]
@@ -703,7 +705,7 @@ class CallTracker:
         self._held -= len(held.signals)
         if held.dropped:
             self._report("call is missing bot signals dropped while it was not seen yet",
-                         {"linkedid": linkedid, "dropped": held.dropped})
+                         {"call_id": call.call_id, "linkedid": linkedid, "dropped": held.dropped})
         for sig in held.signals:
             self._apply(call, sig, parse_signal(sig.signal, sig.fields))
 
@@ -738,14 +740,16 @@ class CallTracker:
                 "the bot signalled before any sign that it answered: [bot] contexts, "
                 "applications and channels do not recognise it; each such call is taken as "
                 "answered at the bot's first signal (reported once)",
-                {"linkedid": call.linkedid, "signal": sig.signal, "via": sig.via})
+                {"call_id": call.call_id, "linkedid": call.linkedid, "signal": sig.signal,
+                 "via": sig.via})
 
     def _add_usage(self, call: _Call, usage: Usage) -> None:
         entry = call.modules.get(usage.module)
         if entry is None and len(call.modules) >= MAX_MODULES_PER_CALL:
             self.dropped_signals += 1
             self._report(f"usage of more than {MAX_MODULES_PER_CALL} modules on one call: "
-                         "further modules dropped", {"linkedid": call.linkedid,
+                         "further modules dropped", {"call_id": call.call_id,
+                                                     "linkedid": call.linkedid,
                                                      "module": usage.module}, limit=1)
             return
         call.modules[usage.module] = ((usage.quantity, usage.unit) if entry is None
@@ -785,3 +789,11 @@ def _on(kind: type[E], handler: Callable[[E], Records]) -> tuple[type, Handler]:
     """A handler table entry: `handler` takes the events of type `kind` (checked here, so the
     table's one cast is safe: `feed` looks handlers up by the event's exact type)."""
     return kind, cast(Handler, handler)
+
+
+def _call_ids(call: _Call | None, linkedid: str) -> dict[str, object]:
+    """A problem's identifiers: the call's id and linkedid, or the linkedid alone when there is
+    no call (yet)."""
+    if call is None:
+        return {"linkedid": linkedid}
+    return {"call_id": call.call_id, "linkedid": call.linkedid}
