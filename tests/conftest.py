@@ -45,6 +45,9 @@ contexts = ["voicebot"]
 [agi]
 listen = "127.0.0.1:0"
 
+[http]
+listen = "127.0.0.1:0"
+
 [store]
 path = "{db}"
 """

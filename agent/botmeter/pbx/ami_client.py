@@ -16,6 +16,7 @@ from ..backoff import Backoff
 from .ami_protocol import BotmeterAmiProtocol
 from .events import PbxEvent, SnapshotStarted
 from .stream import BadValues
+from .traffic import AmiTraffic, discarded
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +59,8 @@ class AmiClient:
         self.sessions = 0
         self.failures = 0
         self.bad_values = BadValues()  # over all sessions
+        self.traffic = AmiTraffic()  # over all sessions
+        self.reconnects = 0
 
     async def run(self) -> None:
         s = self.settings
@@ -78,15 +81,22 @@ class AmiClient:
                 self.connected.clear()
                 if self._protocol is not None:
                     self._protocol.close()
+                    self.traffic.session_ended(self._protocol.parser.stats)
                     self._protocol = None
             attached = backoff.down()  # the schedule starts over only after a stable session
             if self._stopping.is_set():
                 break
             delay = backoff.next_delay()
+            self.reconnects += 1
             log.info("ami reconnecting", in_seconds=round(delay, 2), attempt=backoff.attempt,
                      attached_seconds=None if attached is None else round(attached, 1))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def discarded_frames(self) -> int:
+        """Bad header lines, oversized and junk frames over all sessions, this one included."""
+        current = self._protocol
+        return self.traffic.discarded_frames + (discarded(current.parser.stats) if current else 0)
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -99,7 +109,8 @@ class AmiClient:
         context = ssl.create_default_context() if s.tls else None
         _, protocol = await asyncio.wait_for(
             loop.create_connection(
-                lambda: BotmeterAmiProtocol(self._on_event, self._clock, self.bad_values),
+                lambda: BotmeterAmiProtocol(self._on_event, self._clock, self.bad_values,
+                                            self.traffic),
                 s.host, s.port, ssl=context),
             s.connect_timeout,
         )
