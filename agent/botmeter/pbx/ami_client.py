@@ -29,6 +29,10 @@ class AmiLoginError(Exception):
     """Asterisk refused the login."""
 
 
+#: the action asking for an MD5 challenge (`auth = "md5"`)
+CHALLENGE = {"Action": "Challenge", "AuthType": "MD5"}
+
+
 @dataclass(frozen=True, slots=True)
 class AmiSettings:
     host: str
@@ -43,6 +47,18 @@ class AmiSettings:
     reconnect_max: float = 30.0
     connect_timeout: float = 10.0
     stable_after: float = STABLE_SESSION_SECONDS
+
+
+def login_action(settings: AmiSettings, challenge: str | None) -> dict[str, str]:
+    """The Login action, events on: with the MD5 key of `challenge` (`auth = "md5"`), else the
+    secret in plain."""
+    login = {"Action": "Login", "Username": settings.username, "Events": "on"}
+    if challenge is not None:
+        key = hashlib.md5((challenge + settings.secret).encode()).hexdigest()
+        login.update(AuthType="MD5", Key=key)
+    else:
+        login["Secret"] = settings.secret
+    return login
 
 
 class AmiClient:
@@ -130,16 +146,13 @@ class AmiClient:
 
     async def _login(self, protocol: BotmeterAmiProtocol) -> None:
         s = self.settings
-        login = {"Action": "Login", "Username": s.username, "Events": "on"}
+        challenge = None
         if s.auth == "md5":
-            challenge = await self._action(protocol, {"Action": "Challenge", "AuthType": "MD5"})
-            if not challenge.success or not challenge.get("Challenge"):
-                raise AmiLoginError(f"MD5 challenge refused: {challenge.get('Message') or challenge}")
-            key = hashlib.md5((challenge["Challenge"] + s.secret).encode()).hexdigest()
-            login.update(AuthType="MD5", Key=key)
-        else:
-            login["Secret"] = s.secret
-        reply = await self._action(protocol, login)
+            answer = await self._action(protocol, CHALLENGE)
+            if not answer.success or not answer.get("Challenge"):
+                raise AmiLoginError(f"MD5 challenge refused: {answer.get('Message') or answer}")
+            challenge = answer["Challenge"]
+        reply = await self._action(protocol, login_action(s, challenge))
         if not reply.success:
             raise AmiLoginError(reply.get("Message") or "login failed")
 
