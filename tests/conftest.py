@@ -46,7 +46,7 @@ contexts = ["voicebot"]
 listen = "127.0.0.1:0"
 
 [http]
-listen = "127.0.0.1:0"
+listen = '127.0.0.1:0'  # quoted apart from [agi] listen, which tests rewrite by text
 
 [store]
 path = "{db}"

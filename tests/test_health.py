@@ -192,7 +192,6 @@ def test_http_listen_defaults_to_loopback_9464_and_empty_disables(write_config):
     assert HttpSection().listen == "127.0.0.1:9464" and HttpSection().enabled
     assert not HttpSection(listen="").enabled
     path = write_config()
-    path.write_text(path.read_text().replace('[http]\nlisten = "127.0.0.1:0"',
-                                             '[http]\nlisten = "nowhere"'))
+    path.write_text(path.read_text().replace("listen = '127.0.0.1:0'", 'listen = "nowhere"'))
     with pytest.raises(Exception, match=r"http.listen: .*is not host:port"):
         load_config(path)

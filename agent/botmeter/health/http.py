@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from ..runtime import bound_port
+
 log = structlog.get_logger(__name__)
 
 HEAD_BYTES = 8192
@@ -122,9 +124,7 @@ class HttpServer:
 
     @property
     def port(self) -> int:
-        if self._server is None or not self._server.sockets:
-            return self._port
-        return int(self._server.sockets[0].getsockname()[1])
+        return bound_port(self._server, self._port)
 
     async def stop(self) -> None:
         server, self._server = self._server, None

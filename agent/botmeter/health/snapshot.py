@@ -61,18 +61,16 @@ class Snapshot:
     disk: DiskReading = field(default_factory=DiskReading)
 
 
+@dataclass(frozen=True)
 class AgentProbe:
     """Reads a Snapshot from the agent's parts (the counters they keep anyway)."""
 
-    def __init__(self, client: AmiClient, recorder: Recorder, writer: RecordWriter,
-                 fastagi: FastAgiServer | None, store_path: Path, *,
-                 uplink_enabled: bool = False) -> None:
-        self.client = client
-        self.recorder = recorder
-        self.writer = writer
-        self.fastagi = fastagi
-        self.store_path = store_path
-        self.uplink_enabled = uplink_enabled
+    client: AmiClient
+    recorder: Recorder
+    writer: RecordWriter
+    fastagi: FastAgiServer | None
+    store_path: Path
+    uplink_enabled: bool = False
 
     def counters(self, disk: DiskReading | None = None) -> Snapshot:
         """The in-memory part (call on the event loop), with `disk` as read by `read_disk`."""
