@@ -195,3 +195,61 @@ def test_http_listen_defaults_to_loopback_9464_and_empty_disables(write_config):
     path.write_text(path.read_text().replace("listen = '127.0.0.1:0'", 'listen = "nowhere"'))
     with pytest.raises(Exception, match=r"http.listen: .*is not host:port"):
         load_config(path)
+
+
+async def test_metrics_show_the_uplink_backlog_and_its_last_success(tmp_path):
+    import time
+
+    from botmeter.config import load_config
+    from botmeter.storage.store import CallStore
+    from botmeter.uplink.receiver import Receiver
+
+    from .uplink_support import KEY, TOKEN, hourly_calls, write_agent_config
+
+    def outbox(state: str) -> int:
+        with sqlite3.connect(tmp_path / "calls.db") as conn:
+            return int(conn.execute("SELECT count(*) FROM uplink_outbox WHERE state = ?",
+                                    (state,)).fetchone()[0])
+
+    def succeeded() -> bool:
+        with sqlite3.connect(tmp_path / "calls.db") as conn:
+            return conn.execute("SELECT 1 FROM uplink_state WHERE name = 'last_success'"
+                                ).fetchone() is not None
+
+    def uplink_samples(text: str) -> dict[str, float]:
+        return {name: value for (name, _), value in samples(text).items()
+                if name.startswith("botmeter_uplink_")}
+
+    start = (int(time.time()) // 3600 - 6) * 3600.0  # closed hours of calls, due at once
+    with Receiver(tmp_path / "vendor.db", TOKEN, KEY.encode()) as receiver:
+        receiver.down = True
+        path = write_agent_config(tmp_path, receiver.url, extra="interval_seconds = 1")
+        store = CallStore(tmp_path / "calls.db")
+        store.save(hourly_calls(3, 2, start=start))
+        store.close()
+        async with SimulatedPBX(speed=40, secret=SECRET) as pbx:
+            path.write_text(path.read_text().replace(
+                'secret = "unused"', f'secret = "{SECRET}"\nport = {pbx.port}')
+                + "\n[agi]\nenabled = false\n")
+            service = AgentService(load_config(path))
+            running = asyncio.create_task(service.run())
+            try:
+                await asyncio.wait_for(service.client.connected.wait(), 10)
+                assert service.health is not None
+                url = f"http://127.0.0.1:{service.health.port}"
+                async with httpx.AsyncClient(base_url=url) as http:
+                    await eventually(lambda: receiver.requests >= 1 and outbox("pending") == 3,
+                                     timeout=15)  # the vendor is down: three summaries wait
+                    down = uplink_samples((await http.get("/metrics")).text)
+                    assert down["botmeter_uplink_backlog"] == 3
+                    assert down["botmeter_uplink_parked"] == 0
+                    assert "botmeter_uplink_last_success_timestamp_seconds" not in down
+                    receiver.down = False
+                    await eventually(lambda: outbox("delivered") == 3 and succeeded(), timeout=20)
+                    up = uplink_samples((await http.get("/metrics")).text)
+                    assert up["botmeter_uplink_backlog"] == 0
+                    assert abs(up["botmeter_uplink_last_success_timestamp_seconds"]
+                               - time.time()) < 600
+            finally:
+                service.stop()
+                await running
