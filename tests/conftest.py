@@ -45,6 +45,9 @@ contexts = ["voicebot"]
 [agi]
 listen = "127.0.0.1:0"
 
+[http]
+listen = '127.0.0.1:0'  # quoted apart from [agi] listen, which tests rewrite by text
+
 [store]
 path = "{db}"
 """

@@ -75,6 +75,9 @@ contexts = ["voicebot"]
 [store]
 path = "calls.db"
 
+[http]
+listen = "127.0.0.1:0"
+
 [plans]
 dir = "plans"
 active = "per-minute"

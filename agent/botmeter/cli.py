@@ -648,7 +648,8 @@ def demo(count: int, speed: float, concurrency: int, db: str | None) -> None:
     sys.exit(0 if ok else 1)
 
 
-from . import sync_cli  # noqa: E402,F401 -- registers `botmeter sync` on main
+# registered on main: `botmeter sync`, `botmeter doctor` and `check-config`
+from . import doctor_cli, sync_cli  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     # `python -m botmeter.cli`: run the module proper, on whose group every command registers

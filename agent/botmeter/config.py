@@ -262,6 +262,24 @@ def split_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class HttpSection(_Section):
+    """Health and metrics over HTTP (`/healthz`, `/metrics`); an empty `listen`: none."""
+
+    listen: str = "127.0.0.1:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port_or_empty(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            split_listen(value)
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.listen)
+
+
 class PlansSection(_Section):
     """Where the vendor's plan files are, and which plan is in force."""
 
@@ -482,6 +500,7 @@ class Config(_Section):
     calls: CallsSection
     bot: BotSection
     agi: AgiSection = AgiSection()
+    http: HttpSection = HttpSection()
     plans: PlansSection | None = None
     store: StoreSection = StoreSection()
     uplink: UplinkSection = UplinkSection()

@@ -56,6 +56,7 @@ def demo_config(port: int, secret: str, db: Path, plans: Path | None = None) -> 
         "bot": {"contexts": ["voicebot"], "applications": [f"Stasis:{ARI_APP}"],
                 "channels": list(ARI_MEDIA_CHANNELS)},
         "agi": {"listen": "127.0.0.1:0"},
+        "http": {"listen": ""},  # no health endpoint: the demo may run beside a real agent
         "store": {"path": str(db)},
     }, "<demo>")
 

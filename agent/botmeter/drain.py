@@ -100,6 +100,10 @@ class DrainThread(Generic[T]):
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def queued(self) -> int:
+        """About how many items wait for the thread (for metrics)."""
+        return self._queue.qsize()
+
     # -- the handler's side --------------------------------------------------------------
 
     @property

@@ -39,3 +39,11 @@ def raise_fd_limit() -> int:
 
 def loop_name() -> str:
     return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+def bound_port(server: asyncio.AbstractServer | None, configured: int) -> int:
+    """The port a listening server is bound to (`configured` until it listens)."""
+    sockets = getattr(server, "sockets", None)
+    if not sockets:
+        return configured
+    return int(sockets[0].getsockname()[1])

@@ -13,6 +13,8 @@ import structlog
 
 from .bot.fastagi import FastAgiServer
 from .config import Config
+from .health.endpoint import HealthEndpoint
+from .health.snapshot import AgentProbe
 from .pbx.ami_client import AmiClient, AmiSettings
 from .plans import active_series, load_plan_book
 from .rating.periods import period_of
@@ -94,6 +96,9 @@ class AgentService:
         self.fastagi = FastAgiServer(
             host=agi.host, port=agi.port, allow=agi.allow, on_signal=self.recorder.handle,
             clock=clock) if agi.enabled else None
+        self.health = HealthEndpoint(config.http.listen, AgentProbe(
+            self.client, self.recorder, self.writer, self.fastagi, path,
+            uplink_enabled=self.uplink is not None)) if config.http.enabled else None
         self._stop = asyncio.Event()
 
     def _late(self, period: str) -> None:
@@ -118,6 +123,14 @@ class AgentService:
             except OSError as exc:
                 await asyncio.to_thread(self._close_storage)
                 raise ServiceError(f"[agi] listen {self.config.agi.listen}: {exc.strerror or exc}") from exc
+        if self.health is not None:
+            try:
+                await self.health.start()
+            except OSError as exc:
+                if self.fastagi is not None:
+                    await self.fastagi.stop()
+                await asyncio.to_thread(self._close_storage)
+                raise ServiceError(f"[http] listen {self.health.listen}: {exc.strerror or exc}") from exc
         log.info("botmeter started", agent=self.config.agent.id, store=str(self.store_path),
                  fastagi=self.config.agi.listen if self.fastagi else None, loop=loop_name())
         if self.uplink is not None:
@@ -161,6 +174,8 @@ class AgentService:
             await self.client.stop()
             if self.fastagi is not None:
                 await self.fastagi.stop()
+            if self.health is not None:
+                await self.health.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -33,7 +33,7 @@ from typing import Any, cast
 import structlog
 
 from botmeter.pbx.events import BotSignal
-from botmeter.runtime import raise_fd_limit
+from botmeter.runtime import bound_port, raise_fd_limit
 
 from .protocol import MAX_FIELDS, MAX_REPLY_LINES, Reply, parse_reply
 from .session import (
@@ -440,9 +440,7 @@ class FastAgiServer:
     @property
     def port(self) -> int:
         """The bound port (the configured one until started)."""
-        if self._server is None or not self._server.sockets:
-            return self._port
-        return int(self._server.sockets[0].getsockname()[1])
+        return bound_port(self._server, self._port)
 
     def counters(self) -> dict[str, int]:
         """The counters as a dict (for logs and tests)."""

@@ -16,6 +16,7 @@ from ..backoff import Backoff
 from .ami_protocol import BotmeterAmiProtocol
 from .events import PbxEvent, SnapshotStarted
 from .stream import BadValues
+from .traffic import AmiTraffic, discarded
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +27,10 @@ STABLE_SESSION_SECONDS = 30.0
 
 class AmiLoginError(Exception):
     """Asterisk refused the login."""
+
+
+#: the action asking for an MD5 challenge (`auth = "md5"`)
+CHALLENGE = {"Action": "Challenge", "AuthType": "MD5"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,18 @@ class AmiSettings:
     stable_after: float = STABLE_SESSION_SECONDS
 
 
+def login_action(settings: AmiSettings, challenge: str | None) -> dict[str, str]:
+    """The Login action, events on: with the MD5 key of `challenge` (`auth = "md5"`), else the
+    secret in plain."""
+    login = {"Action": "Login", "Username": settings.username, "Events": "on"}
+    if challenge is not None:
+        key = hashlib.md5((challenge + settings.secret).encode()).hexdigest()
+        login.update(AuthType="MD5", Key=key)
+    else:
+        login["Secret"] = settings.secret
+    return login
+
+
 class AmiClient:
     """Feeds typed events to `on_event`; never gives up on Asterisk until `stop()`."""
 
@@ -60,6 +77,8 @@ class AmiClient:
         self.sessions = 0
         self.failures = 0
         self.bad_values = BadValues()  # over all sessions
+        self.traffic = AmiTraffic()  # over all sessions
+        self.reconnects = 0
 
     async def run(self) -> None:
         s = self.settings
@@ -82,15 +101,22 @@ class AmiClient:
                 self.connected.clear()
                 if self._protocol is not None:
                     self._protocol.close()
+                    self.traffic.session_ended(self._protocol.parser.stats)
                     self._protocol = None
             attached = backoff.down()  # the schedule starts over only after a stable session
             if self._stopping.is_set():
                 break
             delay = backoff.next_delay()
+            self.reconnects += 1
             log.info("ami reconnecting", in_seconds=round(delay, 2), attempt=backoff.attempt,
                      attached_seconds=None if attached is None else round(attached, 1))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def discarded_frames(self) -> int:
+        """Bad header lines, oversized and junk frames over all sessions, this one included."""
+        current = self._protocol
+        return self.traffic.discarded_frames + (discarded(current.parser.stats) if current else 0)
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -103,7 +129,8 @@ class AmiClient:
         context = ssl.create_default_context() if s.tls else None
         _, protocol = await asyncio.wait_for(
             loop.create_connection(
-                lambda: BotmeterAmiProtocol(self._on_event, self._clock, self.bad_values),
+                lambda: BotmeterAmiProtocol(self._on_event, self._clock, self.bad_values,
+                                            self.traffic),
                 s.host, s.port, ssl=context),
             s.connect_timeout,
         )
@@ -124,16 +151,13 @@ class AmiClient:
 
     async def _login(self, protocol: BotmeterAmiProtocol) -> None:
         s = self.settings
-        login = {"Action": "Login", "Username": s.username, "Events": "on"}
+        challenge = None
         if s.auth == "md5":
-            challenge = await self._action(protocol, {"Action": "Challenge", "AuthType": "MD5"})
-            if not challenge.success or not challenge.get("Challenge"):
-                raise AmiLoginError(f"MD5 challenge refused: {challenge.get('Message') or challenge}")
-            key = hashlib.md5((challenge["Challenge"] + s.secret).encode()).hexdigest()
-            login.update(AuthType="MD5", Key=key)
-        else:
-            login["Secret"] = s.secret
-        reply = await self._action(protocol, login)
+            answer = await self._action(protocol, CHALLENGE)
+            if not answer.success or not answer.get("Challenge"):
+                raise AmiLoginError(f"MD5 challenge refused: {answer.get('Message') or answer}")
+            challenge = answer["Challenge"]
+        reply = await self._action(protocol, login_action(s, challenge))
         if not reply.success:
             raise AmiLoginError(reply.get("Message") or "login failed")
 

@@ -21,6 +21,7 @@ from panoramisk.message import Message
 from .ami_frames import MAX_FRAME_BYTES, DiscardReport, FrameParser, event_name, parse_frame
 from .events import PbxEvent
 from .stream import BadValues, decode_event
+from .traffic import AmiTraffic
 
 log = structlog.get_logger(__name__)
 
@@ -32,10 +33,12 @@ class BotmeterAmiProtocol(AMIProtocol):
 
     def __init__(self, on_event: Callable[[PbxEvent], None],
                  clock: Callable[[], float] = time.time,
-                 bad_values: BadValues | None = None) -> None:
+                 bad_values: BadValues | None = None,
+                 traffic: AmiTraffic | None = None) -> None:
         self._on_event = on_event
         self._clock = clock
         self.bad_values = bad_values or BadValues()
+        self.traffic = traffic or AmiTraffic()
         self.parser = FrameParser()
         self.discards = DiscardReport()
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -57,6 +60,7 @@ class BotmeterAmiProtocol(AMIProtocol):
                 if message is not None:
                     self.handle_message(message)
                 continue
+            self.traffic.saw(name)
             if name == b"Shutdown":
                 self._lose("Asterisk is shutting down")
                 return

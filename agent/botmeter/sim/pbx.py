@@ -72,6 +72,32 @@ SNAPSHOT_KEYS = (
 
 Message = list[tuple[str, str]]
 Reply = Callable[..., None]
+#: manager.conf's `read`/`write` value giving every class
+ALL_CLASSES = "all"
+#: the write classes either of which lets a user send CoreShowChannels (Asterisk's manager.c)
+CORESHOWCHANNELS_CLASSES = frozenset({"system", "reporting"})
+
+
+def classes(text: str) -> frozenset[str]:
+    """A manager.conf class list (`call,agent`) or an event's `Privilege` as a set; `all` kept."""
+    return frozenset(part.strip().lower() for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerUser:
+    """One `[user]` of manager.conf: its secret and the classes it may read and write."""
+
+    secret: str
+    read: frozenset[str] = frozenset({ALL_CLASSES})
+    write: frozenset[str] = frozenset({ALL_CLASSES})
+
+    def may_read(self, privilege: str) -> bool:
+        """Asterisk sends an event only to a session that may read every class it is in."""
+        needed = classes(privilege) - {ALL_CLASSES}
+        return ALL_CLASSES in self.read or needed <= self.read
+
+    def may_write(self, allowed: frozenset[str]) -> bool:
+        return ALL_CLASSES in self.write or bool(self.write & allowed)
 
 
 class _ProtocolError(Exception):
@@ -96,6 +122,7 @@ class _Client:
     authenticated: bool = False
     events: bool = True
     challenge: str | None = None
+    user: ManagerUser | None = None  # once logged in
 
     def send(self, data: bytes) -> None:
         transport = self.writer.transport
@@ -135,7 +162,8 @@ class SimulatedPBX:
                  epoch: float | None = None, agi_host: str = "127.0.0.1",
                  agi_port: int | None = None,
                  agi_command: Sequence[str] = DEFAULT_AGI_COMMAND,
-                 agi_timeout: float = AGI_TIMEOUT) -> None:
+                 agi_timeout: float = AGI_TIMEOUT, read: str = ALL_CLASSES,
+                 write: str = ALL_CLASSES, timestamp_events: bool = True) -> None:
         if not speed > 0:
             raise ValueError("speed must be > 0")
         if not agi_command or isinstance(agi_command, str):
@@ -145,6 +173,11 @@ class SimulatedPBX:
         self.host = host
         self.username = username
         self.secret = secret
+        #: manager.conf's users; `username` is one of them (`add_user` adds more)
+        self.users: dict[str, ManagerUser] = {}
+        self.add_user(username, secret, read=read, write=write)
+        #: manager.conf's `timestampevents`: events carry a `Timestamp` header
+        self.timestamp_events = timestamp_events
         self.speed = float(speed)
         self.epoch = epoch  # virtual unix time at start(); time.time() if None
         self.login_failures = 0
@@ -173,6 +206,11 @@ class SimulatedPBX:
         self._locals = 0
         self._sips = 0
 
+    def add_user(self, username: str, secret: str, *, read: str = ALL_CLASSES,
+                 write: str = ALL_CLASSES) -> None:
+        """A manager user, as a `[username]` section of manager.conf would define it."""
+        self.users[username] = ManagerUser(secret, classes(read), classes(write))
+
     # ---- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
@@ -196,12 +234,12 @@ class SimulatedPBX:
         self._stopping.set()
         self._resumed.set()  # wake play() loops waiting for an AGI session to end
         shutdown = frame([("Event", "Shutdown"), ("Privilege", "system,all"),
-                          ("Timestamp", f"{self.now():.6f}"), ("Shutdown", "Cleanly"),
+                          *self._stamp(self.now()), ("Shutdown", "Cleanly"),
                           ("Restart", "False")])
         clients = list(self._clients)
         self._clients.clear()
         for client in clients:
-            if client.authenticated:
+            if client.authenticated and client.user and client.user.may_read("system,all"):
                 client.send(shutdown)
             client.writer.close()
         self._server.close()
@@ -412,17 +450,23 @@ class SimulatedPBX:
 
     def _emit(self, stamp: float, event: SimEvent) -> None:
         self._track(stamp, event)
-        receivers = [c for c in self._clients if c.authenticated and c.events]
+        privilege = PRIVILEGES.get(event.name, DEFAULT_PRIVILEGE)
+        receivers = [c for c in self._clients if c.authenticated and c.events
+                     and c.user is not None and c.user.may_read(privilege)]
         if not receivers:
             return
         data = frame([
             ("Event", event.name),
-            ("Privilege", PRIVILEGES.get(event.name, DEFAULT_PRIVILEGE)),
-            ("Timestamp", f"{stamp:.6f}"),
+            ("Privilege", privilege),
+            *self._stamp(stamp),
             *event.headers,
         ])
         for client in receivers:
             client.send(data)
+
+    def _stamp(self, stamp: float) -> list[tuple[str, str]]:
+        """The `Timestamp` header, when timestampevents is on."""
+        return [("Timestamp", f"{stamp:.6f}")] if self.timestamp_events else []
 
     def _track(self, stamp: float, event: SimEvent) -> None:
         """Keep the live-channel table (for CoreShowChannels) up to date."""
@@ -518,6 +562,7 @@ class SimulatedPBX:
                 reply("Error", ("Message", "Authentication failed"))
                 return False
             client.authenticated = True
+            client.user = self.users[_header(message, "Username") or ""]
             client.events = (_header(message, "Events") or "on").lower() != "off"
             reply("Success", ("Message", "Authentication accepted"))
         elif action == "logoff":
@@ -532,22 +577,26 @@ class SimulatedPBX:
             client.events = mask != "off"
             reply("Success", ("Events", "On" if client.events else "Off"))
         elif action == "coreshowchannels":
-            self._core_show_channels(client, action_id, reply)
+            if client.user is None or not client.user.may_write(CORESHOWCHANNELS_CLASSES):
+                reply("Error", ("Message", "Permission denied"))
+            else:
+                self._core_show_channels(client, action_id, reply)
         else:
             reply("Error", ("Message", "Invalid/unknown command"))
         return True
 
     def _authenticate(self, client: _Client, message: Message) -> bool:
-        if _header(message, "Username") != self.username:
+        user = self.users.get(_header(message, "Username") or "")
+        if user is None:
             return False
         if (_header(message, "AuthType") or "").lower() == "md5":
             key = _header(message, "Key") or ""
             if client.challenge is None:
                 return False
-            digest = hashlib.md5((client.challenge + self.secret).encode()).hexdigest()
+            digest = hashlib.md5((client.challenge + user.secret).encode()).hexdigest()
             return hmac.compare_digest(key.lower(), digest)
         secret = _header(message, "Secret")
-        return secret is not None and hmac.compare_digest(secret.encode(), self.secret.encode())
+        return secret is not None and hmac.compare_digest(secret.encode(), user.secret.encode())
 
     def _core_show_channels(self, client: _Client, action_id: str | None,
                             reply: Reply) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -68,6 +69,11 @@ class RecordWriter:
         self.spilled = 0
         self.lost = 0
         self.recovered = 0
+        self._by_outcome: Counter[str] = Counter()
+        #: for health and metrics: seconds and calls of each commit (set before start)
+        self.on_commit: Callable[[float, int], None] | None = None
+        self.busy_since: float | None = None  # `time.monotonic()` a batch began; None: idle
+        self.failing: str | None = None  # why the last try to store failed; None: it worked
 
     @property
     def rejected(self) -> int:
@@ -84,6 +90,19 @@ class RecordWriter:
 
     def submit(self, record: CallRecord) -> None:
         self._drain.submit(record)
+
+    def queued(self) -> int:
+        """Calls waiting to be stored: queued, or taken in a batch not committed yet."""
+        return self._drain.queued() + len(self._inflight)
+
+    @property
+    def alive(self) -> bool:
+        return self._drain.alive
+
+    def stored_by_outcome(self) -> dict[str, int]:
+        """Calls stored in table calls since start, by outcome."""
+        with self._lock:
+            return dict(self._by_outcome)
 
     def close(self, deadline: float | None = None) -> None:
         """Store everything queued, then stop. What cannot be stored by `deadline`
@@ -128,17 +147,19 @@ class RecordWriter:
             if not from_spill:
                 self._spill_out(batch)
             return False
+        self.busy_since = time.monotonic()
         while True:
             left = self._drain.time_left()
             if left is not None:
                 if left <= 0 or self._closed:
                     return False
                 store.set_busy_timeout(min(BUSY_TIMEOUT, left))
-            self.attempt_started = time.monotonic()
+            started = self.attempt_started = time.monotonic()
             try:
                 self._guard(store, batch)
             except StoreUnavailable as exc:
                 self.attempt_started = None
+                self.failing = str(exc.cause) or type(exc.cause).__name__
                 batch = exc.remaining
                 with self._lock:
                     if self._closed:
@@ -149,13 +170,21 @@ class RecordWriter:
                 self._backoff.wait(self._drain.time_left())  # a stop cuts one wait short
             else:
                 self.attempt_started = None
+                self._committed(time.monotonic() - started, len(batch))
                 self._backoff.reset()
                 with self._lock:
                     self._inflight = []
                 return True
 
+    def _committed(self, seconds: float, calls: int) -> None:
+        self.failing = self.busy_since = None
+        if self.on_commit is not None:
+            self.on_commit(seconds, calls)
+
     def _stored(self, batch: list[CallRecord]) -> None:
         self.saved += len(batch)
+        with self._lock:
+            self._by_outcome.update(record.outcome for record in batch)
         if self._on_saved is not None:
             self._on_saved(batch)
 

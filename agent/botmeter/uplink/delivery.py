@@ -183,14 +183,7 @@ class Sender:
     def _post(self, rows: Sequence[Claimed], report: Report) -> Answer:
         body, elements = self.request_body(rows)
         outbox.record_sent(self.conn, elements)
-        stamp = int(self.clock())
-        headers = {
-            "Content-Type": CLOUDEVENTS_TYPE if self.settings.format == "cloudevents" else JSON_TYPE,
-            "Authorization": f"Bearer {self.settings.token}",
-            "Idempotency-Key": batch_key(r.key for r in rows),
-            "X-Botmeter-Timestamp": str(stamp),
-            "X-Botmeter-Signature": signature(self.settings.key, stamp, body),
-        }
+        headers = request_headers(self.settings, body, [r.key for r in rows], self.clock())
         report.requests += 1
         try:
             answered = self.poster.post(self.settings.endpoint, body, headers)
@@ -249,6 +242,20 @@ class Sender:
     def _redact(self, text: str | None) -> str | None:
         """The text with every secret replaced (a vendor may echo what it was sent)."""
         return clean(text, self.settings.secrets())
+
+
+def request_headers(settings: UplinkSettings, body: bytes, keys: Sequence[str],
+                    now: float) -> dict[str, str]:
+    """A request's headers: its type, the bearer token, the batch's idempotency key and the
+    HMAC signature of `body` at `now`."""
+    stamp = int(now)
+    return {
+        "Content-Type": CLOUDEVENTS_TYPE if settings.format == "cloudevents" else JSON_TYPE,
+        "Authorization": f"Bearer {settings.token}",
+        "Idempotency-Key": batch_key(keys),
+        "X-Botmeter-Timestamp": str(stamp),
+        "X-Botmeter-Signature": signature(settings.key, stamp, body),
+    }
 
 
 def _count(value: Any) -> int:
