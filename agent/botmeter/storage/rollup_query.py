@@ -102,24 +102,28 @@ def totals(conn: sqlite3.Connection, family: Family, by: Sequence[str], span: Ra
     sums = [f"sum(coalesce({family.sql(expr, 'calls', 'calls')}, 0))"
             for _, expr in family.values]
     joins = family.joined("calls")
-    in_range = f"calls.{span.column} >= :low AND calls.{span.column} < :high"
-    query = (f"SELECT {', '.join(selected + sums)} FROM {family.calls_source(in_range)}"
-             f"{', ' + joins if joins else ''} "
-             f"WHERE {in_range} AND {family.sql(family.where, 'calls', 'calls')} <more>"
-             + (f" GROUP BY {', '.join(str(i + 1) for i in range(len(by)))}" if by else ""))
+    where = family.sql(family.where, "calls", "calls")
+    group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(by)))}" if by else ""
+
+    def summed_from_calls(rows: str, indexed: str = "") -> list[tuple[Any, ...]]:
+        source = family.calls_source(rows, indexed)
+        return _decoded(conn.execute(
+            f"SELECT {', '.join(selected + sums)} FROM {source}{', ' + joins if joins else ''} "
+            f"WHERE {rows} AND {where}{group}", params), len(by))
+
     raw: list[tuple[Any, ...]] = []
+    column = f"calls.{span.column}"
     # one index range per stretch of the span the clean days leave out
-    for low, high in span.gaps(days):
-        raw += _decoded(conn.execute(query.replace("<more>", ""),
-                                     {**params, "low": low, "high": high}), len(by))
+    for i, (low, high) in enumerate(span.gaps(days)):
+        params[f"low{i}"], params[f"high{i}"] = low, high
+        raw += summed_from_calls(f"{column} >= :low{i} AND {column} < :high{i}")
     # with dirty offered days: the calls offered on them among those of the clean days
-    for day in sorted(span.dirty_offered) if days else ():
-        raw += _decoded(conn.execute(
-            query.replace("FROM calls", f"FROM calls INDEXED BY {OFFERED_INDEX}", 1).replace(
-                "<more>", "AND calls.offered_at >= :o_low AND calls.offered_at < :o_high "
-                          f"AND substr(calls.{span.column}, 1, 10) IN ({marks})"),
-            {**params, "low": span.start, "high": span.end, "o_low": day_start(day),
-             "o_high": day_start(_next(day))}), len(by))
+    for i, day in enumerate(sorted(span.dirty_offered) if days else ()):
+        params[f"o_low{i}"], params[f"o_high{i}"] = day_start(day), day_start(_next(day))
+        raw += summed_from_calls(
+            f"calls.offered_at >= :o_low{i} AND calls.offered_at < :o_high{i} "
+            f"AND {column} >= :start AND {column} < :end "
+            f"AND substr({column}, 1, 10) IN ({marks})", OFFERED_INDEX)
     return rolled, raw
 
 

@@ -49,9 +49,7 @@ def _nullable(expression: str) -> str:
 
 #: one row per duration metric of a call (joined with each call: SQLite has no LATERAL)
 _USAGE_METRICS = "(SELECT 'bot' AS metric UNION ALL SELECT 'call' UNION ALL SELECT 'ring') AS m"
-_USAGE_MS = ("(CASE m.metric WHEN 'bot' THEN " + MS % ("bot_ended_at", "bot_answered_at")
-             + " WHEN 'call' THEN " + MS % ("ended_at", "bot_answered_at")
-             + " ELSE " + RING + " END)")
+_USAGE_MS = "(CASE m.metric WHEN 'bot' THEN {bot_ms} WHEN 'call' THEN {call_ms} ELSE {ring_ms} END)"
 _DURATION_KINDS = "(SELECT 'bot' AS kind UNION ALL SELECT 'wait') AS k"
 _DURATION_MS = f"(CASE k.kind WHEN 'bot' THEN {BOT_MS} ELSE {WAIT_MS} END)"
 _MODULES = ("json_each(CASE WHEN json_valid({c}.modules) THEN {c}.modules ELSE '{{}}' END) "
@@ -87,12 +85,14 @@ class Family:
                   for name, expr in self.derived}
         return template.format(c=row, **fields)
 
-    def calls_source(self, where: str) -> str:
-        """FROM `calls` (the rows where `where` holds), with the derived values as columns."""
+    def calls_source(self, where: str, index: str = "") -> str:
+        """FROM `calls` (the rows where `where` holds, through `index` if given), with the
+        derived values as columns."""
+        table = f"calls INDEXED BY {index}" if index else "calls"
         if not self.derived:
-            return "calls"
+            return table
         columns = ", ".join(f"{expr.format(c='calls')} AS {name}" for name, expr in self.derived)
-        return f"(SELECT calls.*, {columns} FROM calls WHERE {where} LIMIT -1) AS calls"
+        return f"(SELECT calls.*, {columns} FROM {table} WHERE {where} LIMIT -1) AS calls"
 
     def key_names(self) -> list[str]:
         return [name for name, _ in self.keys]
@@ -220,7 +220,9 @@ USAGE = Family(
     values=(("n", "1"), ("whole", f"{_USAGE_MS} % 1000 = 0"), ("ms", _USAGE_MS)),
     reads=("offered_at", "ended_at", "outcome", "bot_answered_at", "bot_ended_at"),
     where=f"({_USAGE_MS} IS NOT NULL OR m.metric = 'ring')",
-    joins=(_USAGE_METRICS,))
+    joins=(_USAGE_METRICS,),
+    derived=(("bot_ms", MS % ("bot_ended_at", "bot_answered_at")),
+             ("call_ms", MS % ("ended_at", "bot_answered_at")), ("ring_ms", RING)))
 
 #: the satisfaction ratings as stored, per outcome
 CSAT = Family(
