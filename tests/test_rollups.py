@@ -193,3 +193,30 @@ def test_a_report_from_the_rollups_equals_the_calls_worked_out(tmp_path: Path, n
     assert totals["csat"]["distribution"] == want["distribution"]
     assert want["within_24h"] > 0 and want["offered"] > 0  # the case has something to count
     store.close()
+
+
+@pytest.mark.parametrize("column, value", [
+    ("modules", "null"), ("modules", "[1, 2]"), ("modules", '{"asr": null}'),
+    ("modules", '{"asr": ["1e999", "s"]}'), ("modules", "{not json"), ("charges", '"text"'),
+    ("charges", "[[null, null, null]]"), ("csat", "garbage"), ("csat", '{"score": "4"}'),
+    ("offered_at", "yesterday"), ("bot_answered_at", "2026-13-45T99:00:00Z"),
+    ("caller_number", ""), ("cost", "lots"), ("plan_id", None), ("outcome", "weird")])
+def test_a_damaged_row_never_stops_a_write_and_the_rollups_stay_exact(
+        tmp_path: Path, column: str, value: str | None) -> None:
+    """Rows edited by hand into values botmeter never writes: the edit, later saves and a
+    delete all go through, and the roll-ups still equal the calls summed afresh."""
+    rnd = random.Random(column + str(value))
+    series = PlanBook.load(ROOT / "config" / "plans").series("combined")
+    calls = numbered(random_calls(rnd, 60), rnd, 5)
+    store = CallStore(tmp_path / "calls.db")
+    store.save(calls[:40], rate_calls(calls[:40], series))
+    conn = store.db.conn
+    conn.execute(f"UPDATE calls SET {column} = ? WHERE rowid % 4 = 0", (value,))
+    conn.commit()
+    store.save(calls[30:], {})
+    assert store.count() == 60
+    deleted = conn.execute("DELETE FROM calls WHERE rowid % 8 = 0").rowcount
+    conn.commit()
+    assert deleted > 0 and store.count() == 60 - deleted
+    assert_rollups_match(conn)
+    store.close()

@@ -9,8 +9,8 @@ one call row. The same expressions give the table's rows (triggers), fill it fro
 does not cover whole days), so the three can never disagree.
 
 Every value is a whole number (counts, milliseconds, millionths), so adding a row and
-subtracting it again leaves exactly nothing. Keys that may be NULL are stored as an empty
-blob (UNIQUE treats NULLs as distinct) and read back as None.
+subtracting it again leaves exactly nothing. A NULL key is stored as an empty blob (UNIQUE
+treats NULLs as distinct) and read back as None.
 """
 
 from __future__ import annotations
@@ -43,19 +43,15 @@ ENDED_DAY = "substr({c}.ended_at, 1, 10)"
 NONE = "x''"  # a NULL key as stored
 
 
-def _nullable(expression: str) -> str:
-    return f"ifnull({expression}, {NONE})"
-
-
 #: one row per duration metric of a call (joined with each call: SQLite has no LATERAL)
 _USAGE_METRICS = "(SELECT 'bot' AS metric UNION ALL SELECT 'call' UNION ALL SELECT 'ring') AS m"
 _USAGE_MS = "(CASE m.metric WHEN 'bot' THEN {bot_ms} WHEN 'call' THEN {call_ms} ELSE {ring_ms} END)"
 _DURATION_KINDS = "(SELECT 'bot' AS kind UNION ALL SELECT 'wait') AS k"
 _DURATION_MS = f"(CASE k.kind WHEN 'bot' THEN {BOT_MS} ELSE {WAIT_MS} END)"
-_MODULES = ("json_each(CASE WHEN json_valid({c}.modules) THEN {c}.modules ELSE '{{}}' END) "
-            "AS usage")
-_LINES = ("json_each(CASE WHEN json_valid({c}.charges) THEN {c}.charges ELSE '[]' END) "
-          "AS line")
+_MODULES = ("json_each(CASE WHEN json_valid({c}.modules) AND json_type({c}.modules) = 'object' "
+            "THEN {c}.modules ELSE '{{}}' END) AS usage")
+_LINES = ("json_each(CASE WHEN json_valid({c}.charges) AND json_type({c}.charges) = 'array' "
+          "THEN {c}.charges ELSE '[]' END) AS line")
 _QUANTITY = "json_extract(usage.value, '$[0]')"
 
 
@@ -102,7 +98,9 @@ class Family:
 
     def select(self, row: str, sign: int = 1, alias: str | None = None) -> str:
         """SELECT list: the keys and (sign x) values of call row `row`."""
-        keys = [f"{self.sql(expr, row, alias)} AS {name}" for name, expr in self.keys]
+        # a key is never NULL, whatever a hand edit stored: a trigger must never fail a write
+        keys = [f"ifnull({self.sql(expr, row, alias)}, {NONE}) AS {name}"
+                for name, expr in self.keys]
         values = [f"{'-' if sign < 0 else ''}coalesce({self.sql(expr, row, alias)}, 0) AS {name}"
                   for name, expr in self.values]
         return ", ".join(keys + values)
@@ -186,9 +184,9 @@ _DAYS = (("offered_day", OFFERED_DAY), ("ended_day", ENDED_DAY))
 #: calls per 15-minute slot: every count and sum of the report's rows, totals and charts
 SLOTS = Family(
     "rollup_slots",
-    keys=(("slot", SLOT), _OUTCOME, ("plan_id", _nullable("{c}.plan_id")),
-          ("dialed_number", _nullable("{c}.dialed_number")),
-          ("transfer_target", _nullable("{c}.transfer_target"))),
+    keys=(("slot", SLOT), _OUTCOME, ("plan_id", "{c}.plan_id"),
+          ("dialed_number", "{c}.dialed_number"),
+          ("transfer_target", "{c}.transfer_target")),
     values=(("calls", "1"),
             ("bot_answered", "{c}.bot_answered_at IS NOT NULL"),
             ("transfer_answered",
@@ -237,7 +235,7 @@ CSAT = Family(
 MODULES = Family(
     "rollup_modules",
     keys=(*_DAYS, _OUTCOME, ("module", "usage.key"),
-          ("unit", _nullable("json_extract(usage.value, '$[1]')"))),
+          ("unit", "json_extract(usage.value, '$[1]')")),
     values=(("n", "1"),
             ("micro", MICRO.format(q=_QUANTITY)),
             ("ok_micro", f"CASE WHEN {QUANTITY_OK.format(q=_QUANTITY)} THEN "
@@ -273,7 +271,7 @@ COST = Family(
 METERED = Family(
     "rollup_metered",
     keys=(("ended_day", ENDED_DAY), ("plan_id", "{c}.plan_id"),
-          ("charge", _nullable("json_extract(line.value, '$[0]')"))),
+          ("charge", "json_extract(line.value, '$[0]')")),
     values=(("n", "1"), ("metered", MICRO.format(q="json_extract(line.value, '$[1]')"))),
     reads=("ended_at", "plan_id", "charges"),
     where="{c}.plan_id IS NOT NULL AND {c}.charges IS NOT NULL",
