@@ -642,7 +642,10 @@ def demo(count: int, speed: float, concurrency: int, db: str | None) -> None:
     sys.exit(0 if ok else 1)
 
 
-from . import sync_cli  # noqa: E402,F401 -- registers `botmeter sync` on main
+from . import (  # noqa: E402 -- each registers its commands on main
+    db_cli,  # noqa: F401 -- `botmeter db`
+    sync_cli,  # noqa: F401 -- `botmeter sync`
+)
 
 if __name__ == "__main__":  # pragma: no cover
     # `python -m botmeter.cli`: run the module proper, on whose group every command registers

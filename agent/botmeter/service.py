@@ -21,6 +21,7 @@ from .reports.budget import BudgetWatch
 from .rerating import RerateWorker
 from .runtime import loop_name
 from .storage.rated_saver import RatedSaver
+from .storage.retention import RetentionWorker, retention_policy
 from .storage.spill import spill_path
 from .storage.store import CallStore
 from .storage.writer import RecordWriter
@@ -69,7 +70,7 @@ class AgentService:
         self.clock = clock
         self.stop_timeout = stop_timeout
         path = self.store_path = store_path or config.store_path()
-        factory = store_factory or (lambda: CallStore(path))
+        factory = self.store_factory = store_factory or (lambda: CallStore(path))
         book = load_plan_book(config)
         series = None if book is None else active_series(config, book)
         uplink = uplink_settings(config, book)
@@ -84,6 +85,9 @@ class AgentService:
         self.budget: BudgetWatch | None = None
         if series is not None and config.budget is not None:
             self.budget = BudgetWatch(factory, series, config.budget.amount, clock=clock)
+        #: with [store] keep_months: old calls purged daily on a thread of its own
+        policy = retention_policy(config, series)
+        self.retention = RetentionWorker(factory, policy, clock=clock) if policy else None
         self.writer = RecordWriter(factory, saver=self.saver, on_error=self._write_failed,
                                    on_saved=on_saved, spill=spill_path(path))
         self.recorder = Recorder(config.tracking_rules(), self.writer.submit,
@@ -123,6 +127,8 @@ class AgentService:
             self.uplink.start()
         if self.budget is not None:
             self.budget.start()
+        if self.retention is not None:
+            self.retention.start()
         client = asyncio.create_task(self.client.run(), name="ami")
         sweeper = asyncio.create_task(self._sweep(), name="sweeper")
         try:
