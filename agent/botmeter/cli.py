@@ -295,6 +295,7 @@ def run(ctx: Context, stop_timeout: float) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, service.stop)
+        loop.add_signal_handler(signal.SIGHUP, service.reload)
         await service.run()
 
     try:

@@ -17,6 +17,7 @@ from .pbx.ami_client import AmiClient, AmiSettings
 from .plans import active_series, load_plan_book
 from .rating.periods import period_of
 from .recorder import Recorder
+from .reload import Reloader
 from .reports.budget import BudgetWatch
 from .rerating import RerateWorker
 from .runtime import loop_name
@@ -98,6 +99,7 @@ class AgentService:
             host=agi.host, port=agi.port, allow=agi.allow, on_signal=self.recorder.handle,
             clock=clock) if agi.enabled else None
         self._stop = asyncio.Event()
+        self.reloader = Reloader(self)
 
     def _late(self, period: str) -> None:
         if self.rerater is not None:
@@ -148,6 +150,15 @@ class AgentService:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def reload(self) -> None:
+        """SIGHUP: read the configuration and plan files again, keeping the calls in progress
+        (`botmeter.reload`). Call on the event loop."""
+        self.reloader.request()
+
     def _start_storage(self) -> None:
         """Open the database in the writer's (and re-rater's) thread; the re-rater opens the
         current period, whose calls are rated as they are stored from then on."""
@@ -187,10 +198,12 @@ class AgentService:
         self.writer.close(deadline)
         if self.rerater is not None:
             self.rerater.close(deadline)
+        left = max(0.0, min(1.0, deadline - time.monotonic()))
+        if self.uplink is not None and not self.uplink.stop(timeout=left):
+            log.info("uplink request still out at stop: it is sent again at the next start")
 
     async def _sweep(self) -> None:
-        idle = self.config.calls.idle_timeout_seconds
-        while True:
-            await asyncio.sleep(min(60.0, idle / 4))
-            self.recorder.expire(self.clock(), idle)
+        while True:  # the idle timeout as configured now (a reload may change it)
+            await asyncio.sleep(min(60.0, self.config.calls.idle_timeout_seconds / 4))
+            self.recorder.expire(self.clock(), self.config.calls.idle_timeout_seconds)
 

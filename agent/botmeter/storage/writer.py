@@ -71,6 +71,10 @@ class RecordWriter:
     def rejected(self) -> int:
         return self._guard.rejected
 
+    def use_saver(self, saver: SaveBatch | None) -> None:
+        """Store with `saver` from the next batch on (a reload that added or removed plans)."""
+        self._guard.use(saver)
+
     def start(self) -> None:
         """Open the database in the writer's thread (raising what opening it raises) and start."""
         self._drain.start()
