@@ -262,13 +262,14 @@ def main(click_ctx: click.Context, config_path: str | None, log_level: str, log_
 
 
 @main.command()
-@click.option("--stop-timeout", default=20.0, show_default=True, type=FiniteRange(1, 3600),
+@click.option("--stop-timeout", default=4.0, show_default=True, type=FiniteRange(1, 3600),
               help="Seconds a stop may take to store every finished call (and finish "
-                   "re-rating); what is not stored by then is spilled (keep it below the "
-                   "unit's TimeoutStopSec).")
+                   "re-rating); what is not stored by then is spilled. The default keeps "
+                   "the whole stop within 5 s (keep it below the unit's TimeoutStopSec).")
 @click.pass_obj
 def run(ctx: Context, stop_timeout: float) -> None:
-    """Attach to Asterisk over AMI and record calls until stopped (SIGTERM/SIGINT).
+    """Attach to Asterisk over AMI and record calls until stopped (SIGTERM/SIGINT);
+    SIGHUP reloads the configuration and plan files, keeping the calls in progress.
 
     Exit code 3: some calls could not be stored before the stop and were spilled to
     <db>.spill.jsonl (the next start stores them); 4: some could not even be spilled.

@@ -32,9 +32,9 @@ from .uplink.settings import uplink_settings
 
 log = structlog.get_logger(__name__)
 
-#: seconds a stop may take to store (or spill) every finished call and finish re-rating;
-#: below the systemd unit's TimeoutStopSec (30)
-STOP_TIMEOUT = 20.0
+#: seconds a stop may take to store (or spill) every finished call and finish re-rating: with
+#: the process's own exit, a SIGTERM ends within 5 s (below the unit's TimeoutStopSec)
+STOP_TIMEOUT = 4.0
 #: a period that begins this long after the agent started holds no call stored before: it is
 #: opened empty rather than re-rated (the margin covers a PBX clock ahead of the agent's)
 FRESH_PERIOD_MARGIN = 3600.0
@@ -191,10 +191,9 @@ class AgentService:
         running then is abandoned: the calls are stored, their period is re-rated later)."""
         if deadline is None:
             deadline = time.monotonic() + self.stop_timeout
-        if self.budget is not None:
-            self.budget.stop()
-        if self.uplink is not None and not self.uplink.stop(timeout=1.0):
-            log.info("uplink request still out at stop: it is sent again at the next start")
+        for job in (self.budget, self.retention):
+            if job is not None:
+                job.stop(timeout=0)  # a check or purge in progress ends at its next step
         self.writer.close(deadline)
         if self.rerater is not None:
             self.rerater.close(deadline)
