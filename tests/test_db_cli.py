@@ -177,7 +177,7 @@ def _digest(path: Path) -> str:
 
 # -- stats -------------------------------------------------------------------------------
 
-def _outbox_row(conn: sqlite3.Connection, bucket: str, end: str, state: str,
+def outbox_row(conn: sqlite3.Connection, bucket: str, end: str, state: str,
                 revision: int = 1) -> None:
     conn.execute(
         "INSERT INTO uplink_outbox (agent_id, plan_id, bucket_start, bucket_end, revision, "
@@ -203,7 +203,7 @@ def test_stats_match_a_hand_built_database_and_change_nothing(tmp_path: Path,
     conn = store.db.conn
     for n, state in enumerate(["pending", "pending", "delivered", "delivered", "delivered",
                                "parked"]):
-        _outbox_row(conn, f"2026-11-20T{n:02d}:00:00Z", f"2026-11-20T{n:02d}:59:59Z", state)
+        outbox_row(conn, f"2026-11-20T{n:02d}:00:00Z", f"2026-11-20T{n:02d}:59:59Z", state)
     oldest = make_call("sep", end_ms=local_ms(2026, 9, 15, 12)).offered_at
     store.close()
     before = (_digest(db), db.stat().st_mtime_ns)
@@ -273,10 +273,10 @@ def test_purge_deletes_old_months_but_keeps_those_with_undelivered_summaries(
     start, end = period_bounds(months[4], SHANGHAI)
     from botmeter.uplink.buckets import iso_z
 
-    _outbox_row(store.db.conn, iso_z(start + 3600), iso_z(start + 7200), "pending")
-    _outbox_row(store.db.conn, iso_z(start + 3600), iso_z(start + 7200), "delivered", 2)
+    outbox_row(store.db.conn, iso_z(start + 3600), iso_z(start + 7200), "pending")
+    outbox_row(store.db.conn, iso_z(start + 3600), iso_z(start + 7200), "delivered", 2)
     start3, _ = period_bounds(months[3], SHANGHAI)
-    _outbox_row(store.db.conn, iso_z(start3), iso_z(start3 + 3600), "delivered")
+    outbox_row(store.db.conn, iso_z(start3), iso_z(start3 + 3600), "delivered")
     store.close()
     config.write_text(config.read_text().replace("[store]\n", "[store]\nkeep_months = 2\n"))
 

@@ -30,7 +30,7 @@ from botmeter.uplink import outbox
 from botmeter.uplink.buckets import iso_z
 
 from .helpers import eventually
-from .test_db_cli import _outbox_row, month_calls
+from .test_db_cli import month_calls, outbox_row
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 KOLKATA = ZoneInfo("Asia/Kolkata")  # UTC+5:30: an hour bucket straddles its month's end
@@ -59,9 +59,9 @@ def test_only_undelivered_summaries_hold_a_month(store: CallStore) -> None:
     policy = RetentionPolicy(1, SHANGHAI)
     start, _ = period_bounds("2026-08", SHANGHAI)
     for state, revision in (("delivered", 1), ("superseded", 2), ("delivered", 3)):
-        _outbox_row(conn, iso_z(start), iso_z(start + 3600), state, revision)
+        outbox_row(conn, iso_z(start), iso_z(start + 3600), state, revision)
     assert why_held(conn, policy, "2026-08") is None
-    _outbox_row(conn, iso_z(start), iso_z(start + 3600), "parked", 4)
+    outbox_row(conn, iso_z(start), iso_z(start + 3600), "parked", 4)
     assert "not delivered" in (why_held(conn, policy, "2026-08") or "")
     assert why_held(conn, policy, "2026-07") is None
 
@@ -69,7 +69,7 @@ def test_only_undelivered_summaries_hold_a_month(store: CallStore) -> None:
 def test_an_hour_bucket_across_the_month_end_holds_both_months(store: CallStore) -> None:
     policy = RetentionPolicy(1, KOLKATA)
     _, end = period_bounds("2026-08", KOLKATA)  # 2026-08-31 18:30 UTC
-    _outbox_row(store.db.conn, iso_z(end - 1800), iso_z(end + 1800), "pending")
+    outbox_row(store.db.conn, iso_z(end - 1800), iso_z(end + 1800), "pending")
     assert why_held(store.db.conn, policy, "2026-08") is not None
     assert why_held(store.db.conn, policy, "2026-09") is not None
     assert why_held(store.db.conn, policy, "2026-07") is None
@@ -95,7 +95,7 @@ def test_purge_deletes_in_chunks_and_a_month_held_meanwhile_stays(store: CallSto
     assert [(m.period, m.calls, m.held) for m in plan.months] == [("2026-07", 25, None),
                                                                   ("2026-08", 25, None)]
     start, _ = period_bounds("2026-08", SHANGHAI)
-    _outbox_row(conn, iso_z(start), iso_z(start + 3600), "pending")  # queued since the plan
+    outbox_row(conn, iso_z(start), iso_z(start + 3600), "pending")  # queued since the plan
     assert purge(conn, plan, policy, chunk=7) == {"2026-07": 25}
     assert conn.execute("SELECT count(*) FROM calls").fetchone() == (30,)
 

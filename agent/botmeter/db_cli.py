@@ -49,20 +49,30 @@ def _zone(ctx: Context) -> tzinfo:
 
 
 @contextmanager
-def _readonly(path: Path) -> Iterator[tuple[sqlite3.Connection, int]]:
-    """The database opened read-only, closed after use; one line and exit 2 when it is
-    missing or not botmeter's, exit 1 when it cannot be read."""
-    import sqlite3
-
-    from .storage.readonly import ForeignDatabase, open_readonly
-    from .storage.store import NoDatabase, StoreError, database_problem
+def _refuse_bad_database() -> Iterator[None]:
+    """A database that is missing or not botmeter's: one line, exit 2; one that cannot be
+    read: one line, exit 1."""
+    from .storage.readonly import ForeignDatabase
+    from .storage.store import NoDatabase, StoreError
 
     try:
-        conn, version = open_readonly(path)
+        yield
     except (NoDatabase, ForeignDatabase) as exc:
         fail("database error", exc.path, exc.reason, USAGE)
     except StoreError as exc:
         fail("database error", exc.path, exc.reason, FAILURE)
+
+
+@contextmanager
+def _readonly(path: Path) -> Iterator[tuple[sqlite3.Connection, int]]:
+    """The database opened read-only (see `_refuse_bad_database`), closed after use."""
+    import sqlite3
+
+    from .storage.readonly import open_readonly
+    from .storage.store import database_problem
+
+    with _refuse_bad_database():
+        conn, version = open_readonly(path)
     try:
         yield conn, version
     except sqlite3.Error as exc:
@@ -87,21 +97,16 @@ def db_backup(ctx: Context, target: Path, force: bool, db: str | None) -> None:
     """Copy the database to FILE while the agent keeps recording: consistent as of the
     moment the copy starts, checked with PRAGMA integrity_check, mode 0600."""
     from .storage.backup import BackupFailed, BadTarget, backup
-    from .storage.readonly import ForeignDatabase
-    from .storage.store import NoDatabase, StoreError
 
     source = _source(ctx, db)
-    try:
-        with _progress("copying") as progress:
-            result = backup(source, target, force=force, progress=progress)
-    except BadTarget as exc:
-        fail("backup error", exc.path, exc.reason, USAGE)
-    except (NoDatabase, ForeignDatabase) as exc:
-        fail("database error", exc.path, exc.reason, USAGE)
-    except BackupFailed as exc:
-        fail("backup error", exc.path, exc.reason, FAILURE)
-    except StoreError as exc:
-        fail("database error", exc.path, exc.reason, FAILURE)
+    with _refuse_bad_database():
+        try:
+            with _progress("copying") as progress:
+                result = backup(source, target, force=force, progress=progress)
+        except BadTarget as exc:
+            fail("backup error", exc.path, exc.reason, USAGE)
+        except BackupFailed as exc:
+            fail("backup error", exc.path, exc.reason, FAILURE)
     click.echo(f"backed up {result.calls:,} calls (schema {result.schema_version}, "
                f"{_mib(result.bytes)}) to {result.path}; integrity check ok")
 
