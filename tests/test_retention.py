@@ -22,6 +22,7 @@ from botmeter.storage.retention import (
     first_kept,
     plan_purge,
     purge,
+    purge_old_calls,
     retention_policy,
     why_held,
 )
@@ -134,3 +135,23 @@ async def test_the_running_agent_purges_old_calls_at_start(tmp_path: Path, write
         conn.close()
     assert [i for i in ids if i.startswith("old")] == []
     assert len([i for i in ids if i.startswith("prev")]) == 3 and len(ids) == 4
+
+
+def test_a_call_stored_into_a_purged_month_is_never_summarised_again(store: CallStore) -> None:
+    from botmeter.rating import PlanBook
+    from botmeter.uplink.summarizer import refresh
+
+    from .rating_support import PLANS_DIR, make_call
+
+    series = PlanBook.load(PLANS_DIR).series("per-minute")
+    conn = store.db.conn
+    store.save(month_calls("2026-07", 5, "jul") + month_calls("2026-09", 5, "sep"))
+    assert len(refresh(store, [series], "a", "hour", 300, NOW)) == 2  # one bucket a month
+    conn.execute("UPDATE uplink_outbox SET state = 'delivered', attempts = 1")
+    assert purge_old_calls(store, RetentionPolicy(3, SHANGHAI), NOW) == {"2026-07": 5}
+    jul, sep = (period_bounds(p, SHANGHAI)[0] + 86400 for p in ("2026-07", "2026-09"))
+    store.save([make_call("late-jul", end_ms=round(jul * 1000))])
+    assert refresh(store, [series], "a", "hour", 300, NOW) == []
+    store.save([make_call("late-sep", end_ms=round(sep * 1000))])  # a kept month: summarised
+    assert [q["bucket_start"] for q in refresh(store, [series], "a", "hour", 300, NOW)] == [
+        iso_z(sep)]

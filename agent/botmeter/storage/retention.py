@@ -14,7 +14,9 @@ zone (UTC without `[plans]`). Never purged:
 
 Calls are deleted in chunks of `PURGE_CHUNK`, each its own short transaction, so the writer
 waits for one chunk at most. The file does not shrink by itself: `botmeter db vacuum` does
-that.
+that. Each purged month is recorded (`uplink_state` "purged", with its first chunk), and the
+uplink never summarises it again: a call stored into it later (a replay of an old capture)
+would otherwise send the vendor revisions that count only what is left of the month.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ def purge(conn: sqlite3.Connection, plan: PurgePlan, policy: RetentionPolicy, *,
             with outbox.write_transaction(conn):
                 if why_held(conn, policy, month.period) is not None:
                     break
+                record_purged(conn, *period_bounds(month.period, policy.timezone))
                 gone = conn.execute(
                     "DELETE FROM calls WHERE rowid IN (SELECT rowid FROM calls WHERE "
                     "ended_at >= ? AND ended_at < ? LIMIT ?)", (start, end, chunk)).rowcount
@@ -150,6 +153,26 @@ def why_held(conn: sqlite3.Connection, policy: RetentionPolicy, period: str) -> 
 
 def _at_least(value: object, edge: float) -> bool:
     return isinstance(value, int | float) and value >= edge
+
+
+#: `uplink_state` name of the purged spans: [[start, end], ...] as UTC epochs
+PURGED_STATE = "purged"
+
+
+def record_purged(conn: sqlite3.Connection, start: float, end: float) -> None:
+    """Remember that the calls ending in [start, end) are being purged (in the caller's write
+    transaction)."""
+    spans = purged_spans(conn)
+    if (start, end) not in spans:
+        outbox.set_state(conn, PURGED_STATE, [list(s) for s in sorted({*spans, (start, end)})])
+
+
+def purged_spans(conn: sqlite3.Connection) -> list[tuple[float, float]]:
+    """The [start, end) spans whose calls were purged (an older layout: none)."""
+    if not has_table(conn, "uplink_state"):
+        return []
+    spans = outbox.get_state(conn, PURGED_STATE, [])
+    return [(float(a), float(b)) for a, b in spans] if isinstance(spans, list) else []
 
 
 def has_table(conn: sqlite3.Connection, name: str) -> bool:
