@@ -39,7 +39,8 @@ from botmeter.tracking.record import OUTCOMES, CallRecord, ModuleUsage
 
 from .helpers import eventually, eventually_sync
 
-STOP_TIMEOUT = 5.0
+#: the stop's contract (issue 13): within 5 s with `run`'s default --stop-timeout, spilling too
+STOP_SECONDS = 5.0
 
 
 def record(call_id: str, offered: float = 1_795_000_000.0, **modules: str) -> CallRecord:
@@ -238,8 +239,7 @@ class _Output:
 
 def _run(config: Path) -> tuple[subprocess.Popen[bytes], _Output]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "botmeter.cli", "--config", str(config), "--log-json", "run",
-         "--stop-timeout", str(STOP_TIMEOUT)],
+        [sys.executable, "-m", "botmeter.cli", "--config", str(config), "--log-json", "run"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     return proc, _Output(proc)
 
@@ -281,7 +281,7 @@ async def test_sigterm_while_the_database_is_locked_spills_and_the_next_start_st
                 holder.execute("ROLLBACK")
                 holder.close()
         text = "\n".join(output.lines)
-        assert took < STOP_TIMEOUT + 1.5, text  # within the stop timeout (and systemd's)
+        assert took < STOP_SECONDS, text  # the default stop, spilling included
         assert proc.returncode == EXIT_NOT_STORED, text
         assert "Traceback" not in text
         [spilled] = [e for e in output.logs()

@@ -268,13 +268,14 @@ def main(click_ctx: click.Context, config_path: str | None, log_level: str | Non
 
 
 @main.command()
-@click.option("--stop-timeout", default=20.0, show_default=True, type=FiniteRange(1, 3600),
+@click.option("--stop-timeout", default=4.0, show_default=True, type=FiniteRange(1, 3600),
               help="Seconds a stop may take to store every finished call (and finish "
-                   "re-rating); what is not stored by then is spilled (keep it below the "
-                   "unit's TimeoutStopSec).")
+                   "re-rating); what is not stored by then is spilled. The default keeps "
+                   "the whole stop within 5 s (keep it below the unit's TimeoutStopSec).")
 @click.pass_obj
 def run(ctx: Context, stop_timeout: float) -> None:
-    """Attach to Asterisk over AMI and record calls until stopped (SIGTERM/SIGINT).
+    """Attach to Asterisk over AMI and record calls until stopped (SIGTERM/SIGINT);
+    SIGHUP reloads the configuration and plan files, keeping the calls in progress.
 
     Exit code 3: some calls could not be stored before the stop and were spilled to
     <db>.spill.jsonl (the next start stores them); 4: some could not even be spilled.
@@ -301,6 +302,7 @@ def run(ctx: Context, stop_timeout: float) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, service.stop)
+        loop.add_signal_handler(signal.SIGHUP, service.reload)
         await service.run()
 
     try:
@@ -648,8 +650,11 @@ def demo(count: int, speed: float, concurrency: int, db: str | None) -> None:
     sys.exit(0 if ok else 1)
 
 
-# registered on main: `botmeter sync`, `botmeter doctor` and `check-config`
-from . import doctor_cli, sync_cli  # noqa: E402,F401
+from . import (  # noqa: E402 -- each registers its commands on main
+    db_cli,  # noqa: F401 -- `botmeter db`
+    doctor_cli,  # noqa: F401 -- `botmeter doctor` and `check-config`
+    sync_cli,  # noqa: F401 -- `botmeter sync`
+)
 
 if __name__ == "__main__":  # pragma: no cover
     # `python -m botmeter.cli`: run the module proper, on whose group every command registers

@@ -288,10 +288,13 @@ class PlansSection(_Section):
 
 
 class StoreSection(_Section):
-    """The SQLite file; created 0600, or 0640 owned by `group` when one is given."""
+    """The SQLite file; created 0600, or 0640 owned by `group` when one is given.
+    `keep_months`: calls are kept this many full months before the current one (default:
+    forever); older ones are purged (`botmeter.storage.retention`)."""
 
     path: Annotated[str, Field(min_length=1)] = "/var/lib/botmeter/botmeter.db"
     group: Annotated[str, Field(min_length=1)] | None = None
+    keep_months: Annotated[int, Field(ge=1, le=1200)] | None = None
 
     @field_validator("group")
     @classmethod

@@ -84,7 +84,6 @@ class RerateWorker:
     def __init__(self, store_factory: Callable[[], CallStore], saver: RatedSaver) -> None:
         self._factory = store_factory
         self._saver = saver
-        self._series = saver.series
         self._store: CallStore | None = None
         self._store_lock = threading.Lock()
         self._cancelled = threading.Event()
@@ -165,7 +164,8 @@ class RerateWorker:
         assert store is not None
         try:
             with gc_paused(), store.bulk_mode():
-                stored, rater, charges = rate_stored(store, self._series, period)
+                series = self._saver.series  # the plan in force now (a reload may change it)
+                stored, rater, charges = rate_stored(store, series, period)
                 self._check()
                 caught_up = self._saver.reopen(period, rater, charges)
                 if caught_up is None:  # a call came in before the calls just read: again
@@ -189,5 +189,5 @@ class RerateWorker:
                       error=str(exc))
         else:
             self.rerated.append(period)
-            log.info("period re-rated", period=period, plan=self._series.plan_id, calls=count,
+            log.info("period re-rated", period=period, plan=series.plan_id, calls=count,
                      changed=changed, caught_up=len(caught_up))

@@ -19,10 +19,12 @@ from .pbx.ami_client import AmiClient, AmiSettings
 from .plans import active_series, load_plan_book
 from .rating.periods import period_of
 from .recorder import Recorder
+from .reload import Reloader
 from .reports.budget import BudgetWatch
 from .rerating import RerateWorker
 from .runtime import loop_name
 from .storage.rated_saver import RatedSaver
+from .storage.retention import RetentionWorker, retention_policy
 from .storage.spill import spill_path
 from .storage.store import CallStore
 from .storage.writer import RecordWriter
@@ -33,9 +35,9 @@ from .uplink.settings import uplink_settings
 
 log = structlog.get_logger(__name__)
 
-#: seconds a stop may take to store (or spill) every finished call and finish re-rating;
-#: below the systemd unit's TimeoutStopSec (30)
-STOP_TIMEOUT = 20.0
+#: seconds a stop may take to store (or spill) every finished call and finish re-rating: with
+#: the process's own exit, a SIGTERM ends within 5 s (below the unit's TimeoutStopSec)
+STOP_TIMEOUT = 4.0
 #: a period that begins this long after the agent started holds no call stored before: it is
 #: opened empty rather than re-rated (the margin covers a PBX clock ahead of the agent's)
 FRESH_PERIOD_MARGIN = 3600.0
@@ -72,7 +74,7 @@ class AgentService:
         self.clock = clock
         self.stop_timeout = stop_timeout
         path = self.store_path = store_path or config.store_path()
-        factory = store_factory or (lambda: CallStore(path))
+        factory = self.store_factory = store_factory or (lambda: CallStore(path))
         book = load_plan_book(config)
         series = None if book is None else active_series(config, book)
         uplink = uplink_settings(config, book)
@@ -87,6 +89,9 @@ class AgentService:
         self.budget: BudgetWatch | None = None
         if series is not None and config.budget is not None:
             self.budget = BudgetWatch(factory, series, config.budget.amount, clock=clock)
+        #: with [store] keep_months: old calls purged daily on a thread of its own
+        policy = retention_policy(config, series)
+        self.retention = RetentionWorker(factory, policy, clock=clock) if policy else None
         self.writer = RecordWriter(factory, saver=self.saver, on_error=self._write_failed,
                                    on_saved=on_saved, spill=spill_path(path))
         self.recorder = Recorder(config.tracking_rules(), self.writer.submit,
@@ -100,6 +105,7 @@ class AgentService:
             self.client, self.recorder, self.writer, self.fastagi, path,
             uplink_enabled=self.uplink is not None)) if config.http.enabled else None
         self._stop = asyncio.Event()
+        self.reloader = Reloader(self)
 
     def _late(self, period: str) -> None:
         if self.rerater is not None:
@@ -137,6 +143,8 @@ class AgentService:
             self.uplink.start()
         if self.budget is not None:
             self.budget.start()
+        if self.retention is not None:
+            self.retention.start()
         client = asyncio.create_task(self.client.run(), name="ami")
         sweeper = asyncio.create_task(self._sweep(), name="sweeper")
         self.supervisor = Supervisor.for_service(self, client)  # systemd: READY=1, watchdog
@@ -158,6 +166,15 @@ class AgentService:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def reload(self) -> None:
+        """SIGHUP: read the configuration and plan files again, keeping the calls in progress
+        (`botmeter.reload`). Call on the event loop."""
+        self.reloader.request()
 
     def _start_storage(self) -> None:
         """Open the database in the writer's (and re-rater's) thread; the re-rater opens the
@@ -193,17 +210,18 @@ class AgentService:
         running then is abandoned: the calls are stored, their period is re-rated later)."""
         if deadline is None:
             deadline = time.monotonic() + self.stop_timeout
-        if self.budget is not None:
-            self.budget.stop()
-        if self.uplink is not None and not self.uplink.stop(timeout=1.0):
-            log.info("uplink request still out at stop: it is sent again at the next start")
+        for job in (self.budget, self.retention):
+            if job is not None:
+                job.stop(timeout=0)  # a check or purge in progress ends at its next step
         self.writer.close(deadline)
         if self.rerater is not None:
             self.rerater.close(deadline)
+        left = max(0.0, min(1.0, deadline - time.monotonic()))
+        if self.uplink is not None and not self.uplink.stop(timeout=left):
+            log.info("uplink request still out at stop: it is sent again at the next start")
 
     async def _sweep(self) -> None:
-        idle = self.config.calls.idle_timeout_seconds
-        while True:
-            await asyncio.sleep(min(60.0, idle / 4))
-            self.recorder.expire(self.clock(), idle)
+        while True:  # the idle timeout as configured now (a reload may change it)
+            await asyncio.sleep(min(60.0, self.config.calls.idle_timeout_seconds / 4))
+            self.recorder.expire(self.clock(), self.config.calls.idle_timeout_seconds)
 

@@ -446,6 +446,11 @@ class FastAgiServer:
         """The counters as a dict (for logs and tests)."""
         return asdict(self.stats)
 
+    def set_allow(self, allow: Iterable[Network | str] | str) -> None:
+        """Allow these peers from the next connection on (a reload)."""
+        self.allow = parse_networks(allow)
+        self._allowed_cache.clear()
+
     def allowed(self, host: str) -> bool:
         """Whether a peer address is in `allow` (IPv4-mapped IPv6 addresses count as IPv4)."""
         known = self._allowed_cache.get(host)

@@ -26,6 +26,13 @@ def parse_period(period: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+def shift_period(period: str, months: int) -> str:
+    """The period `months` after `period` (before it, when negative)."""
+    year, month = parse_period(period)
+    index = year * 12 + month - 1 + months
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
 def period_bounds(period: str, tz: tzinfo) -> tuple[float, float]:
     """[start, end) of a period as UTC epoch seconds: local midnights of the 1st."""
     year, month = parse_period(period)

@@ -5,13 +5,13 @@ and `budget threshold reached` is logged once per threshold (0.8, 1.0) and month
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
 
 import structlog
 
+from ..periodic import PeriodicJob
 from ..rating import PlanSeries, period_of
 from ..storage.store import CallStore
 from ..tracking.record import iso_utc
@@ -60,30 +60,15 @@ class BudgetWatch:
     def __init__(self, store_factory: Callable[[], CallStore], series: PlanSeries,
                  monthly: Decimal, *, clock: Callable[[], float] = time.time,
                  interval: float = CHECK_INTERVAL) -> None:
-        self._factory, self.series, self.monthly = store_factory, series, monthly
-        self._clock, self._interval = clock, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="botmeter-budget", daemon=True)
+        self.series, self.monthly, self._clock = series, monthly, clock
+        self._job = PeriodicJob("botmeter-budget", store_factory, self._check,
+                                interval=interval, failure="budget check failed")
 
     def start(self) -> None:
-        self._thread.start()
+        self._job.start()
 
     def stop(self, timeout: float = 1.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        self._job.stop(timeout)
 
-    def _run(self) -> None:
-        store: CallStore | None = None
-        try:
-            while not self._stop.is_set():
-                try:
-                    if store is None:
-                        store = self._factory()
-                    check_budget(store, self.series, self.monthly, self._clock())
-                except Exception as exc:  # the next check tries again
-                    log.error("budget check failed", error=str(exc))
-                self._stop.wait(self._interval)
-        finally:
-            if store is not None:
-                store.close()
+    def _check(self, store: CallStore) -> None:
+        check_budget(store, self.series, self.monthly, self._clock())

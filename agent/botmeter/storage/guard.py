@@ -61,6 +61,10 @@ class GuardedSaver:
         self.stored = 0
         self.rejected = 0
 
+    def use(self, save: SaveBatch | None) -> None:
+        """Save with `save` from the next batch on (None: unrated, `store.save`)."""
+        self._save = save or _plain_save
+
     def __call__(self, store: CallStore, batch: list[CallRecord]) -> None:
         """Store `batch`; StoreUnavailable (with the calls not stored) if the database is."""
         pending = [batch]  # a stack: the earliest part on top

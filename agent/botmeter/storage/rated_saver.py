@@ -102,12 +102,28 @@ class RatedSaver:
             self._make_late(period, newly_late)
         self._notify(newly_late)
 
+    def use(self, series: PlanSeries, *, fresh_after: float | None = None) -> None:
+        """Rate under `series` from the next batch on (a reload changed the plan): every
+        period is forgotten, so each is re-rated from the store when its next call comes
+        (the caller asks for the current one at once). A re-rate under the old plan that is
+        handed back afterwards is refused (`reopen`)."""
+        with self.lock:
+            self.series = series
+            self._period_of = PeriodFinder(series.timezone)
+            self._fresh_after = fresh_after
+            self._raters.clear()
+            self._late.clear()
+            self._unsaved.clear()
+
     def reopen(self, period: str, rater: Rater, covered: Container[str]) -> dict[str, CallCharge] | None:
         """Hand back a period re-rated from the store: `rater` has rated its calls, `covered`
         are their call ids. Calls of the period stored since the re-rate read it are rated
         now; returns their ratings (for the caller to store), or None if the period must be
-        re-rated again (one of them came before the re-rated calls, or too many came)."""
+        re-rated again (one of them came before the re-rated calls, too many came, or the
+        plan changed meanwhile)."""
         with self.lock:
+            if rater.series is not self.series:
+                return None
             waiting = self._late.get(period, [])
             if waiting is None:
                 self._late[period] = []

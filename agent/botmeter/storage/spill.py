@@ -98,7 +98,7 @@ def append_spill(path: Path, records: Iterable[CallRecord]) -> int:
         finally:
             os.close(fd)
         if created:
-            _sync_dir(path.parent)
+            sync_dir(path.parent)
         return len(lines)
 
 
@@ -150,7 +150,7 @@ def clear_spill(path: Path, contents: SpillContents) -> None:
             os.replace(fresh, path)
     finally:
         os.close(fd)
-    _sync_dir(path.parent)
+    sync_dir(path.parent)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -167,7 +167,8 @@ def _still_at(fd: int, path: Path) -> bool:
         return False
 
 
-def _sync_dir(directory: Path) -> None:
+def sync_dir(directory: Path) -> None:
+    """Make a file's creation, renaming or removal in `directory` durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

@@ -84,6 +84,10 @@ class RecordWriter:
         """Whether the writer's thread is alive (it ends only at close, or on a bug)."""
         return self._drain.alive
 
+    def use_saver(self, saver: SaveBatch | None) -> None:
+        """Store with `saver` from the next batch on (a reload that added or removed plans)."""
+        self._guard.use(saver)
+
     def start(self) -> None:
         """Open the database in the writer's thread (raising what opening it raises) and start."""
         self._drain.start()

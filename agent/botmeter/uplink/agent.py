@@ -69,6 +69,8 @@ class UplinkWorker:
         self.store_factory = store_factory
         self.clock = clock
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._next: UplinkSettings | None = None
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self.ticks = 0
 
@@ -79,9 +81,15 @@ class UplinkWorker:
         """Ask the thread to end; True when it did within `timeout` (a request still out is
         abandoned: its lease lapses with this process and the next start sends it again)."""
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def reconfigure(self, settings: UplinkSettings) -> None:
+        """Go on with these settings (a reload): from the next tick, which comes at once."""
+        self._next = settings
+        self._wake.set()
 
     def _run(self) -> None:
         try:
@@ -97,6 +105,7 @@ class UplinkWorker:
             return
         try:
             while not self._stop.is_set():
+                uplink = self._reconfigured(uplink, store)
                 wait = self.settings.interval
                 try:
                     report = uplink.tick()
@@ -109,7 +118,22 @@ class UplinkWorker:
                 except Exception as exc:
                     log.error("uplink tick failed; trying again", error=str(exc),
                               error_type=type(exc).__name__, retry_in=wait)
-                self._stop.wait(wait)
+                self._wake.wait(wait)
+                self._wake.clear()
         finally:
             uplink.close()
             store.close()
+
+    def _reconfigured(self, uplink: Uplink, store: CallStore) -> Uplink:
+        """The uplink with the settings `reconfigure` gave, if any (else as it was)."""
+        settings, self._next = self._next, None
+        if settings is None:
+            return uplink
+        try:
+            fresh = Uplink(settings, store, clock=self.clock)
+        except ConfigError as exc:  # checked by the reload already: the old settings stay
+            log.error("uplink settings not changed", error=str(exc))
+            return uplink
+        uplink.close()
+        self.settings = settings
+        return fresh

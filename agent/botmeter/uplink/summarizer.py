@@ -4,7 +4,8 @@ Each run looks at what changed since the last one: buckets that have closed sinc
 closes `close_delay` seconds after it ends) and calls stored since (by rowid: a call stored
 again gets a new one, and the trigger `calls_moved` keeps the end it had before). A call that lands in a closed bucket can change the amounts of every
 later call of its period (allowances, tiers), so the rest of that period's closed buckets are
-summarised again too; only those whose content changed get a new revision.
+summarised again too; only those whose content changed get a new revision. A month whose
+calls were purged (`storage.retention`) is never summarised again.
 
 The calls are read in one snapshot and rated outside any write lock; the revisions and the
 watermarks are then written in one short transaction, which checks that no other process moved
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from ..rating import CallCharge, PlanSeries, rate_calls
 from ..rating.periods import period_bounds, period_of
 from ..storage.columns import EPOCH_SECONDS
+from ..storage.retention import purged_spans
 from ..storage.store import CallStore
 from ..tracking.record import CallRecord
 from . import outbox
@@ -56,6 +58,8 @@ def refresh(store: CallStore, plans: Sequence[PlanSeries], agent_id: str, kind: 
             moved_top = conn.execute("SELECT max(id) FROM uplink_moved").fetchone()[0]
             new_ends.extend(row[0] for row in conn.execute(  # where calls stored again were
                 f"SELECT {EPOCH_SECONDS.format('ended_at')} FROM uplink_moved"))
+            purged = purged_spans(conn)
+            new_ends = [e for e in new_ends if not any(a <= e < b for a, b in purged)]
             first = conn.execute(
                 f"SELECT {EPOCH_SECONDS.format('min(ended_at)')} FROM calls").fetchone()[0]
             work = {s.plan_id: _dirty(s, marks, new_ends, first, kind, close_delay, now)
