@@ -103,7 +103,7 @@ class AgentService:
             clock=clock) if agi.enabled else None
         self.health = HealthEndpoint(config.http.listen, AgentProbe(
             self.client, self.recorder, self.writer, self.fastagi, path,
-            uplink_enabled=self.uplink is not None)) if config.http.enabled else None
+            uplink_on=lambda: self.uplink is not None)) if config.http.enabled else None
         self._stop = asyncio.Event()
         self.reloader = Reloader(self)
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -70,7 +71,8 @@ class AgentProbe:
     writer: RecordWriter
     fastagi: FastAgiServer | None
     store_path: Path
-    uplink_enabled: bool = False
+    #: whether the agent has an uplink now (a reload may add or remove it)
+    uplink_on: Callable[[], bool] = lambda: False
 
     def counters(self, disk: DiskReading | None = None) -> Snapshot:
         """The in-memory part (call on the event loop), with `disk` as read by `read_disk`."""
@@ -97,14 +99,14 @@ class AgentProbe:
             writer_busy_seconds=None if busy is None else time.monotonic() - busy,
             writer_failing=writer.failing,
             fastagi=self.fastagi.counters() if self.fastagi is not None else None,
-            uplink_enabled=self.uplink_enabled,
+            uplink_enabled=self.uplink_on(),
             disk=disk or DiskReading(),
         )
 
     def read_disk(self) -> DiskReading:
         """The database's size, whether this process may write it, and the uplink's outbox
         (blocking: run it on a thread)."""
-        return read_disk(self.store_path, uplink=self.uplink_enabled)
+        return read_disk(self.store_path, uplink=self.uplink_on())
 
 
 def read_disk(path: Path, *, uplink: bool) -> DiskReading:
