@@ -200,9 +200,10 @@ def test_a_report_from_the_rollups_equals_the_calls_worked_out(tmp_path: Path, n
     ("modules", '{"asr": ["1e999", "s"]}'), ("modules", "{not json"), ("charges", '"text"'),
     ("charges", "[[null, null, null]]"), ("csat", "garbage"), ("csat", '{"score": "4"}'),
     ("offered_at", "yesterday"), ("bot_answered_at", "2026-13-45T99:00:00Z"),
-    ("caller_number", ""), ("cost", "lots"), ("plan_id", None), ("outcome", "weird")])
+    ("caller_number", ""), ("cost", "lots"), ("cost", "1e300"), ("bot_seconds", 1e300),
+    ("plan_id", None), ("outcome", "weird")])
 def test_a_damaged_row_never_stops_a_write_and_the_rollups_stay_exact(
-        tmp_path: Path, column: str, value: str | None) -> None:
+        tmp_path: Path, column: str, value: str | float | None) -> None:
     """Rows edited by hand into values botmeter never writes: the edit, later saves and a
     delete all go through, and the roll-ups still equal the calls summed afresh."""
     rnd = random.Random(column + str(value))

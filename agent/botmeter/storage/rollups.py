@@ -22,15 +22,18 @@ from dataclasses import dataclass
 MS = "CAST(round((julianday({c}.%s) - julianday({c}.%s)) * 86400000) AS INTEGER)"
 RING = ("max(0, CAST(round((julianday(coalesce({c}.bot_answered_at, {c}.ended_at)) "
         "- julianday({c}.offered_at)) * 86400000) AS INTEGER))")
-#: a decimal text in whole millionths
-MICRO = "CAST(round({q} * 1000000) AS INTEGER)"
-#: the quantity is plain decimal text of at most 15 characters and 6 decimals, so its
-#: millionths are exact (reports/plan_usage.py explains)
-QUANTITY_OK = ("typeof({q}) = 'text' AND length({q}) <= 15 AND {q} GLOB '[0-9]*' "
+#: a decimal text in whole millionths; beyond a billion (never written by botmeter: a hand
+#: edit) nothing, so that every sum stays a whole number SQLite adds exactly
+MICRO = "(CASE WHEN abs({q}) < 1e9 THEN CAST(round({q} * 1000000) AS INTEGER) END)"
+#: the quantity is plain decimal text of at most 15 characters and 6 decimals, below a
+#: billion, so its millionths are exact (reports/plan_usage.py explains)
+QUANTITY_OK = ("typeof({q}) = 'text' AND length({q}) <= 15 AND abs({q}) < 1e9 "
+               "AND {q} GLOB '[0-9]*' "
                "AND NOT {q} GLOB '*[^0-9.]*' AND {q} NOT LIKE '%.%.%' "
                "AND (instr({q}, '.') = 0 OR length({q}) - instr({q}, '.') <= 6)")
 #: a stored bot_seconds / human wait in whole milliseconds, as the report's percentiles read
-BOT_MS = "CAST(round({c}.bot_seconds * 1000) AS INTEGER)"
+SECONDS_MS = "(CASE WHEN abs({c}.%s) < 1e9 THEN CAST(round({c}.%s * 1000) AS INTEGER) END)"
+BOT_MS = SECONDS_MS % ("bot_seconds", "bot_seconds")
 WAIT_MS = MS % ("human_answered_at", "transferred_at")
 BOT_TIMED = "{c}.bot_answered_at IS NOT NULL AND {c}.bot_seconds IS NOT NULL"
 WAITED = ("{c}.outcome = 'transferred' AND {c}.human_answered_at IS NOT NULL "
@@ -195,9 +198,9 @@ SLOTS = Family(
              + " END"),
             ("bot_ms", "CASE WHEN {c}.bot_answered_at IS NOT NULL THEN "
              + BOT_MS + " END"),
-            ("human_ms", "CAST(round({c}.human_seconds * 1000) AS INTEGER)"),
+            ("human_ms", SECONDS_MS % ("human_seconds", "human_seconds")),
             ("abandoned_ring_ms", "CASE WHEN {c}.outcome = 'abandoned' "
-             "THEN CAST(round({c}.ring_seconds * 1000) AS INTEGER) END"),
+             f"THEN {SECONDS_MS % ('ring_seconds', 'ring_seconds')} END"),
             ("bot_timed", BOT_TIMED)),
     reads=("offered_at", "outcome", "plan_id", "dialed_number", "transfer_target",
            "bot_answered_at", "human_answered_at", "cost", "bot_seconds", "human_seconds",
