@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 import sys
 
 import click
@@ -46,6 +43,10 @@ def sim(listen: str, username: str, secret_file: str, count: int, every: float,
 
 async def _serve(host: str, port: int, username: str, secret: str, count: int, every: float,
                  agi_port: int) -> None:
+    import asyncio  # here, not at import: `botmeter --help` stays light
+    import contextlib
+    import signal
+
     from .sim.pbx import SimulatedPBX
     from .sim.scenarios import mixed_calls
 

@@ -1,6 +1,6 @@
 """Benchmark issue 12: a month's report over 1,000,000 stored calls.
 
-Run by hand: python tests/bench/bench_report.py [--calls 1000000] [--plan combined]
+Run by hand: python tests/bench/bench_report.py [--calls 1000000] [--plan combined] [--write-cost]
 Builds a month of calls in a temporary SQLite file (bench_rating.make_calls, rated under the
 plan, with callers repeating and a third of the answered calls rated by the caller), then
 times build_report + JSON and, when `botmeter.reports.render` is importable, the table and
@@ -35,6 +35,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--calls", type=int, default=1_000_000)
     ap.add_argument("--plan", default="combined")
+    ap.add_argument("--write-cost", action="store_true",
+                    help="also time storing 50,000 calls with and without the roll-ups")
     ap.add_argument("--keep", type=Path, metavar="PATH",
                     help="the bench database: reused when it exists (its calls are not "
                          "rebuilt, --calls is ignored), else built there and kept")
@@ -42,6 +44,8 @@ def main() -> None:
     book = PlanBook.load(ROOT / "config" / "plans")
     series = book.series(args.plan)
     rnd = random.Random(12)
+    if args.write_cost:
+        write_cost(series, rnd)
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep if args.keep is not None else Path(tmp) / "bench.db"
         if not path.exists():
@@ -49,6 +53,33 @@ def main() -> None:
         else:
             print(f"reusing {path} ({path.stat().st_size / 1e6:.0f} MB)")
         run(path, book, series)
+
+
+def write_cost(series: PlanSeries, rnd: random.Random, count: int = 50_000) -> None:
+    """Store `count` calls with the roll-ups' triggers and without them (dropped), in one run."""
+    calls = [c._replace(caller_number=f"139{rnd.randrange(20_000):08d}")
+             for c in make_calls(count, modules=True)]
+    charges = rate_calls(calls, series)
+    took = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("without roll-ups", "with roll-ups"):
+            store = CallStore(Path(tmp) / f"{kind}.db")
+            if kind == "without roll-ups":
+                for (name,) in store.db.conn.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                        "AND name LIKE 'rollup%'").fetchall():
+                    store.db.conn.execute(f"DROP TRIGGER {name}")
+            start = time.perf_counter()
+            for i in range(0, count, 500):  # the live writer's batches are small
+                chunk = calls[i:i + 500]
+                store.save(chunk, {c.call_id: charges[c.call_id] for c in chunk
+                                   if c.call_id in charges})
+            took[kind] = time.perf_counter() - start
+            store.close()
+    base, rolled = took["without roll-ups"], took["with roll-ups"]
+    print(f"storing {count:,} calls in batches of 500: {base:.2f} s without the roll-ups' "
+          f"triggers ({count / base:,.0f} calls/s), {rolled:.2f} s with them "
+          f"({count / rolled:,.0f} calls/s): {rolled / base:.1f}x")
 
 
 def build(path: Path, count: int, series: PlanSeries, rnd: random.Random) -> None:
