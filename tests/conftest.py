@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+from botmeter.uplink.receiver import Receiver
+
+from .uplink_support import KEY, T0, TOKEN, Clock
 
 # CI runs the same examples every time (a red CI must be reproducible); developers explore.
 settings.register_profile("ci", derandomize=True, deadline=None)
@@ -106,3 +110,19 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item,
     if item.get_closest_marker("both_loops") is not None:
         return LOOPS
     return {"asyncio": asyncio.new_event_loop}
+
+
+# -- the uplink's tests (test_uplink.py, test_uplink_hostile.py; others define their own) --------
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The agent's and the vendor's clock, at the start of the first bucket."""
+    return Clock(T0)
+
+
+@pytest.fixture
+def receiver(tmp_path: Path, clock: Clock) -> Iterator[Receiver]:
+    """The reference receiver on loopback, on `clock`."""
+    with Receiver(tmp_path / "vendor.db", TOKEN, KEY.encode(), clock=clock) as r:
+        yield r

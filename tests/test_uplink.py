@@ -38,17 +38,6 @@ from .uplink_support import (
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock(T0)
-
-
-@pytest.fixture
-def receiver(tmp_path: Path, clock: Clock) -> Iterator[Receiver]:
-    with Receiver(tmp_path / "vendor.db", TOKEN, KEY.encode(), clock=clock) as r:
-        yield r
-
-
-@pytest.fixture
 def site(tmp_path: Path, receiver: Receiver, clock: Clock) -> Iterator[Site]:
     s = open_site(tmp_path / "agent", receiver, clock, plans=("per-minute", "bundle-5000"))
     yield s

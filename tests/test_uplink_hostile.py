@@ -9,7 +9,6 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,17 +22,6 @@ from botmeter.uplink.status import sync_status
 from .rating_support import make_call
 from .test_uplink_cli import agent, botmeter
 from .uplink_support import AGENT, HOUR, KEY, T0, TOKEN, Clock, Site, hourly_calls, open_site
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(T0)
-
-
-@pytest.fixture
-def receiver(tmp_path: Path, clock: Clock) -> Iterator[Receiver]:
-    with Receiver(tmp_path / "vendor.db", TOKEN, KEY.encode(), clock=clock) as r:
-        yield r
 
 
 def after_close(hours: float) -> float:
