@@ -18,6 +18,7 @@ from typing import Any
 
 from ..rating import NoStatement, PlanSeries, Statement, period_bounds
 from ..rating.statement import fee_lines
+from ..storage import rollups
 from ..storage.rollup_query import Range, day_start, totals
 from ..storage.rollups import COST, METERED
 from ..tracking.record import iso_utc
@@ -27,11 +28,6 @@ MICRO = 6
 #: a stored rating line's metered quantity (charges: [[charge, metered, amount], ...])
 METERED_LINE = "json_extract(line.value, '$[1]')"
 BUDGET_WARNING, BUDGET_OVER = Decimal("0.8"), Decimal(1)
-
-
-def micro_sum(column: str = "cost") -> str:
-    """SQL: the exact sum of a decimal text column, in millionths (an integer)."""
-    return f"CAST(round({column} * 1000000) AS INTEGER)"
 
 
 def from_micro(value: int | None) -> Decimal:
@@ -165,7 +161,7 @@ def _reached(conn: sqlite3.Connection, series: PlanSeries, charge: str, month: R
     (reached,) = conn.execute(f"""
         SELECT min(CASE WHEN running >= :allowance THEN ended_at END) FROM (
             SELECT ended_at,
-                   sum({micro_sum(METERED_LINE)}) OVER (ORDER BY ended_at, call_id) AS running
+                   sum({rollups.MICRO.format(q=METERED_LINE)}) OVER (ORDER BY ended_at, call_id) AS running
             FROM calls, json_each(CASE WHEN json_valid(calls.charges) THEN calls.charges
                                        ELSE '[]' END) AS line
             WHERE ended_at >= :start AND ended_at < :end AND plan_id = :plan

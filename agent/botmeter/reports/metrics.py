@@ -1,10 +1,10 @@
 """`botmeter report`'s numbers: one JSON-ready dict (the keys of docs/reports.md).
 
-Counts come from SQL aggregates over the offered_at index: one GROUP BY over UTC slots that
-never straddle a local hour (`Window.slot_width`) gives every count and sum per slot, and
+Everything is read from the roll-ups (storage/rollups.py; docs/reports.md#how-it-is-computed):
+one GROUP BY over the window's 15-minute UTC slots gives every count and sum per slot, and
 the totals, days, weeks, hours, weekdays, the heat map and the daily chart are folded from
-those few hundred slot rows in Python. Percentiles read the sorted bot_seconds column once.
-The SLA clauses and plan advice reuse the rating's statement and `compare_plans`.
+those slot rows in Python. Percentiles come from `durations.py`; the SLA clauses and plan
+advice from `plan_usage.py` and the rating's statement and `compare_totals`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ..storage.rollups import CSAT, MODULES, SLOTS
 from ..storage.store import CallStore
 from ..tracking.record import CSAT_SCALE, OUTCOMES
 from .durations import Durations
-from .forecast import budget_status, cost_to_date, forecast, from_micro, micro_sum
+from .forecast import budget_status, cost_to_date, forecast, from_micro
 from .plan_usage import period_usages
 from .repeat import repeat_callers
 from .window import WEEKDAYS, Window, iso_week, slot_epoch
@@ -38,21 +38,8 @@ BY = ("day", "week", "hour", "weekday", "outcome", "dialed_number", "transfer_ta
 #: bot_seconds histogram edges; the last bucket is open
 HISTOGRAM_EDGES = (0, 15, 30, 60, 90, 120, 180, 300, 600)
 
-#: per group: counts, then sums (cost and durations in whole millionths / milliseconds)
-_AGGREGATES = f"""count(*),
-    coalesce(sum(bot_answered_at IS NOT NULL), 0),
-    coalesce(sum(outcome = 'handled'), 0),
-    coalesce(sum(outcome = 'transferred'), 0),
-    coalesce(sum(outcome = 'abandoned'), 0),
-    coalesce(sum(outcome = 'failed'), 0),
-    coalesce(sum(outcome = 'transferred' AND human_answered_at IS NOT NULL), 0),
-    coalesce(sum(CASE WHEN plan_id = :plan THEN {micro_sum()} END), 0),
-    coalesce(sum(CASE WHEN bot_answered_at IS NOT NULL
-                 THEN CAST(round(bot_seconds * 1000) AS INTEGER) END), 0),
-    coalesce(sum(CAST(round(human_seconds * 1000) AS INTEGER)), 0),
-    coalesce(sum(CASE WHEN outcome = 'abandoned'
-                 THEN CAST(round(ring_seconds * 1000) AS INTEGER) END), 0)"""
-#: the same, from the roll-up of 15-minute slots (storage/rollups.py)
+#: per group of rows of the slots roll-up (storage/rollups.py): counts, then sums (cost and
+#: durations in whole millionths / milliseconds), in the order of _FIELDS
 _SLOT_SUMS = """coalesce(sum(calls), 0), coalesce(sum(bot_answered), 0),
     coalesce(sum(CASE WHEN outcome = 'handled' THEN calls END), 0),
     coalesce(sum(CASE WHEN outcome = 'transferred' THEN calls END), 0),
@@ -61,7 +48,6 @@ _SLOT_SUMS = """coalesce(sum(calls), 0), coalesce(sum(bot_answered), 0),
     coalesce(sum(transfer_answered), 0),
     coalesce(sum(CASE WHEN plan_id = :plan THEN cost END), 0),
     coalesce(sum(bot_ms), 0), coalesce(sum(human_ms), 0), coalesce(sum(abandoned_ring_ms), 0)"""
-_IN_WINDOW = "offered_at >= :start AND offered_at < :end"
 _FIELDS = ("offered", "bot_answered", "handled", "transferred", "abandoned", "failed",
            "transfer_answered", "cost", "bot_ms", "human_ms", "abandoned_ring_ms")
 
@@ -110,13 +96,24 @@ class _Report:
         active = pricing.active
         self.period = period_of(window.start, active.timezone) if active else None
         self.params = {"start": window.start_text, "end": window.end_text,
-                       "plan": active.plan_id if active else None}
+                       "plan": active.plan_id if active else None,
+                       # the window in the roll-up's slots (`2026-11-26T07:45`)
+                       "first": window.start_text[:16], "last": window.end_text[:16]}
         self.money = self._money()
-        self.calls = calls_source(self.conn, window)
         self.span = Range("offered_at", window.start_text, window.end_text)
-        #: the window in the roll-up's slots (`2026-11-26T07:45`)
-        self.slot_params = {**self.params, "first": window.start_text[:16],
-                            "last": window.end_text[:16]}
+        self.slot_rows = self._slot_rows()
+
+    def _slot_rows(self) -> str:
+        """FROM: the window's rows of the slots roll-up, or, when its 15-minute slots would
+        straddle a local hour (no zone in use today), the same rows summed from the calls in
+        UTC slots that never do (`Window.slot_width`)."""
+        window = self.window
+        if window.aligned(ROLLUP_SLOT_MINUTES):
+            return f"(SELECT * FROM {SLOTS.table} WHERE slot >= :first AND slot < :last) AS s"
+        _, prefix = window.slot_width()
+        rows = SLOTS.select("calls", keys={"slot": f"substr(calls.offered_at, 1, {prefix})"})
+        return (f"(SELECT {rows} FROM calls WHERE offered_at >= :start "
+                "AND offered_at < :end) AS s")
 
     def _money(self) -> Decimal | None:
         active = self.pricing.active
@@ -135,19 +132,10 @@ class _Report:
     # -- counts by slot -------------------------------------------------------------------
 
     def slots(self) -> list[tuple[float, list[int]]]:
-        """(UTC epoch of the slot's start, its counts) per UTC slot holding calls: the
-        15-minute slots of the roll-up when each lies in one local hour (every zone in use
-        today), else slots read from the calls."""
-        if self.window.aligned(ROLLUP_SLOT_MINUTES):
-            rows = self.conn.execute(
-                f"SELECT slot, {_SLOT_SUMS} FROM {SLOTS.table} WHERE slot >= :first "
-                "AND slot < :last GROUP BY slot HAVING sum(calls) <> 0",
-                self.slot_params).fetchall()
-            return [(slot_epoch(row[0]), list(row[1:])) for row in rows]
-        _, prefix = self.window.slot_width()
+        """(UTC epoch of the slot's start, its counts) per UTC slot holding calls."""
         rows = self.conn.execute(
-            f"SELECT substr(offered_at, 1, {prefix}) AS slot, {_AGGREGATES} FROM {self.calls} "
-            f"WHERE {_IN_WINDOW} GROUP BY slot", self.params).fetchall()
+            f"SELECT slot, {_SLOT_SUMS} FROM {self.slot_rows} GROUP BY slot "
+            "HAVING sum(calls) <> 0", self.params).fetchall()
         return [(slot_epoch(row[0]), list(row[1:])) for row in rows]
 
     def row(self, key: Any, counts: Counts) -> dict[str, Any]:
@@ -191,7 +179,7 @@ class _Report:
                          for c in clauses]
         report["plans"] = self.plan_rows(comparison)
         report["forecast"], report["budget"] = self.forecast_and_budget(statement)
-        report["repeat_callers"] = repeat_callers(self.conn, window, self.calls)
+        report["repeat_callers"] = repeat_callers(self.conn, window)
         report["rows"] = self.rows(days, hours)
         report["charts"] = {
             "daily": [{"date": day.isoformat(), "handled": c.handled,
@@ -281,7 +269,7 @@ class _Report:
             return None, None
         if all(s.plan_id != active.plan_id for s in plans):
             plans.append(active)
-        usages = period_usages(self.conn, plans, period, self.calls)
+        usages = period_usages(self.conn, plans, period)
         comparison = compare_totals(
             [period_total(s, period, usages[s.plan_id]) for s in plans], period,
             active=active.plan_id, low=Decimal(1), high=Decimal(1))
@@ -327,12 +315,9 @@ class _Report:
                 weekdays[WEEKDAYS[day.weekday()]].add(c.values)
             return [self.row(key, c) for key, c in weekdays.items()]
         groups: dict[Any, Counts] = {o: Counts() for o in OUTCOMES} if by == "outcome" else {}
-        if self.window.aligned(ROLLUP_SLOT_MINUTES):
-            query = (f"SELECT {by}, {_SLOT_SUMS} FROM {SLOTS.table} WHERE slot >= :first "
-                     "AND slot < :last GROUP BY 1 HAVING sum(calls) <> 0")
-        else:
-            query = f"SELECT {by}, {_AGGREGATES} FROM {self.calls} WHERE {_IN_WINDOW} GROUP BY 1"
-        for key, *values in self.conn.execute(query, self.slot_params):
+        for key, *values in self.conn.execute(
+                f"SELECT {by}, {_SLOT_SUMS} FROM {self.slot_rows} GROUP BY 1 "
+                "HAVING sum(calls) <> 0", self.params):
             key = None if isinstance(key, bytes) else key  # the roll-up's NULL
             groups.setdefault(key, Counts()).add(values)
         if by == "outcome":
@@ -340,17 +325,6 @@ class _Report:
         ordered = sorted(groups.items(), key=lambda item: (-item[1].offered, item[0] is None,
                                                            item[0] or ""))
         return [self.row(key, c) for key, c in ordered]
-
-
-def calls_source(conn: sqlite3.Connection, window: Window) -> str:
-    """`calls`, or `calls NOT INDEXED` when the window holds over a quarter of the table: a
-    sequential scan of the table then beats an index range whose every row is a random
-    rowid lookup (a month of a database holding a month or two: 40x faster)."""
-    in_window = conn.execute(
-        "SELECT count(*) FROM calls WHERE offered_at >= ? AND offered_at < ?",
-        (window.start_text, window.end_text)).fetchone()[0]  # the index alone: fast
-    total = conn.execute("SELECT count(*) FROM calls").fetchone()[0]
-    return "calls NOT INDEXED" if in_window * 4 > total else "calls"
 
 
 def _has_statement(series: PlanSeries, period: str) -> bool:

@@ -77,8 +77,8 @@ class Sums:
     used: list[tuple[int, int, str, str, Decimal, int]] = field(default_factory=list)
 
 
-def period_usages(conn: sqlite3.Connection, plans: Sequence[PlanSeries], period: str,
-                  source: str = "calls") -> dict[str, PeriodUsage]:
+def period_usages(conn: sqlite3.Connection, plans: Sequence[PlanSeries],
+                  period: str) -> dict[str, PeriodUsage]:
     """Each plan's PeriodUsage of `period` (every plan must have a statement for it), by plan
     id. RatingError for a module quantity the rating would refuse."""
     bounds: dict[str, tuple[str, str]] = {}
@@ -103,7 +103,7 @@ def period_usages(conn: sqlite3.Connection, plans: Sequence[PlanSeries], period:
     if _whole_seconds(times, slas):
         sums = _rolled_sums(conn, edges, starts, times, slas, bool(modules))
     else:
-        sums = _raw_sums(conn, edges, starts, times, slas, modules, source)
+        sums = _raw_sums(conn, edges, starts, times, slas, modules)
     return {series.plan_id: _usage(series, period, bounds[series.plan_id], edges, starts,
                                    sums, times, slas)
             for series in plans}
@@ -157,7 +157,7 @@ def _rolled_sums(conn: sqlite3.Connection, edges: list[str], starts: list[str],
     if modules:
         rows = bucketed(MODULES, ("offered_day", "ended_day", "outcome", "module", "unit"))
         if any(bad for *_, bad in rows):
-            sums.used = _module_usage(conn, "calls", keys["offered_day"][1], keys["ended_day"][1],
+            sums.used = _module_usage(conn, keys["offered_day"][1], keys["ended_day"][1],
                                       "calls.ended_at >= :first AND calls.ended_at < :last",
                                       {"first": edges[0], "last": edges[-1]})
         else:
@@ -199,8 +199,7 @@ def _metered_seconds(spec: TimeSpec, second: int, n: int, whole: int, ms: int) -
 
 
 def _raw_sums(conn: sqlite3.Connection, edges: list[str], starts: list[str],
-              times: list[TimeSpec], slas: list[SlaSpec], modules: list[str],
-              source: str) -> Sums:
+              times: list[TimeSpec], slas: list[SlaSpec], modules: list[str]) -> Sums:
     """Sums of the period's calls read one by one (meters or SLA thresholds in fractions of
     a second)."""
     params: dict[str, Any] = {"first": edges[0], "last": edges[-1]}
@@ -214,7 +213,7 @@ def _raw_sums(conn: sqlite3.Connection, edges: list[str], starts: list[str],
     where = "ended_at >= :first AND ended_at < :last"
     groups = conn.execute(
         f"SELECT {ob}, {eb}, outcome, csat, count(*){''.join(', ' + s for s in sums)} "
-        f"FROM (SELECT * FROM {source} WHERE {where} LIMIT -1) "
+        f"FROM (SELECT * FROM calls WHERE {where} LIMIT -1) "
         "GROUP BY 1, 2, 3, 4", params).fetchall()
     out = Sums()
     for o, e, outcome, csat, count, *values in groups:
@@ -229,7 +228,7 @@ def _raw_sums(conn: sqlite3.Connection, edges: list[str], starts: list[str],
         if csat is not None:
             out.csat.append((o, e, csat, count))
     if modules:
-        out.used = _module_usage(conn, source, ob, eb, where, params)
+        out.used = _module_usage(conn, ob, eb, where, params)
     return out
 
 
@@ -239,9 +238,9 @@ def _raw_sums(conn: sqlite3.Connection, edges: list[str], starts: list[str],
 _QUANTITY = """
     SELECT {ob} AS o, {eb} AS e, outcome, usage.key AS module,
            json_extract(usage.value, '$[0]') AS q
-    FROM {source}, json_each(CASE WHEN json_valid(calls.modules) THEN calls.modules ELSE '{{}}' END) AS usage
+    FROM calls, json_each(CASE WHEN json_valid(calls.modules) THEN calls.modules ELSE '{{}}' END) AS usage
     WHERE {where} AND calls.modules IS NOT NULL"""
-def _module_usage(conn: sqlite3.Connection, source: str, ob: str, eb: str, where: str,
+def _module_usage(conn: sqlite3.Connection, ob: str, eb: str, where: str,
                   params: dict[str, Any]) -> list[tuple[int, int, str, str, Decimal, int]]:
     """(offered bucket, ended bucket, outcome, module, quantity, calls): summed exactly in
     SQL when every quantity is plain decimal text with at most 6 decimals (as `quantity` x 1

@@ -13,29 +13,24 @@ TOP = 10
 #: (caller_number, offered_at, call_id): storage/schema.py, since version 8
 CALLER_INDEX = "calls_caller_offered"
 
-_TOP = """
-SELECT caller_number, count(*) AS calls FROM calls
+#: each number's calls in offered order, from the index alone: no sort, no table row
+_TOP = f"""
+SELECT caller_number, count(*) AS calls FROM calls INDEXED BY {CALLER_INDEX}
 WHERE offered_at >= :start AND offered_at < :end
   AND caller_number IS NOT NULL AND caller_number <> ''
 GROUP BY caller_number HAVING count(*) > 1
 ORDER BY calls DESC, caller_number LIMIT :top"""
 
 
-def repeat_callers(conn: sqlite3.Connection, window: Window, source: str = "calls",
-                   ) -> dict[str, Any]:
+def repeat_callers(conn: sqlite3.Connection, window: Window) -> dict[str, Any]:
     """`repeat_callers`: within_24h / within_7d count the calls whose number called before,
     in the window, at most 24 h / 7 days earlier (a repeat within 24 h is also one within
     7 days); `top`: up to 10 numbers with more than one call, most calls first (ties by
     number)."""
     classes = repeat_classes(conn, window.start_text, window.end_text)
     params = {"start": window.start_text, "end": window.end_text, "top": TOP}
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
-                    (CALLER_INDEX,)).fetchone():
-        # each number's calls in offered order, from the index alone: no sort, no table row
-        source = f"calls INDEXED BY {CALLER_INDEX}"
     top = [{"caller_number": number, "calls": calls}
-           for number, calls in conn.execute(_TOP.replace("FROM calls", f"FROM {source}"),
-                                             params)]
+           for number, calls in conn.execute(_TOP, params)]
     return {"within_24h": classes[1], "within_7d": classes[1] + classes[2], "top": top}
 
 

@@ -15,7 +15,9 @@ treats NULLs as distinct) and read back as None.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 #: whole milliseconds between two stored ISO times of row {c} (NULL when either is NULL):
 #: the rating reads its time meters this way (reports/plan_usage.py)
@@ -99,14 +101,17 @@ class Family:
     def value_names(self) -> list[str]:
         return [name for name, _ in self.values]
 
-    def select(self, row: str, sign: int = 1, alias: str | None = None) -> str:
-        """SELECT list: the keys and (sign x) values of call row `row`."""
+    def select(self, row: str, sign: int = 1, alias: str | None = None,
+               keys: Mapping[str, str] | None = None) -> str:
+        """SELECT list: the keys and (sign x) values of call row `row`; `keys` may give
+        other SQL for some keys."""
         # a key is never NULL, whatever a hand edit stored: a trigger must never fail a write
-        keys = [f"ifnull({self.sql(expr, row, alias)}, {NONE}) AS {name}"
-                for name, expr in self.keys]
+        chosen = [(name, (keys or {}).get(name) or self.sql(expr, row, alias))
+                  for name, expr in self.keys]
+        selected = [f"ifnull({expr}, {NONE}) AS {name}" for name, expr in chosen]
         values = [f"{'-' if sign < 0 else ''}coalesce({self.sql(expr, row, alias)}, 0) AS {name}"
                   for name, expr in self.values]
-        return ", ".join(keys + values)
+        return ", ".join(selected + values)
 
     def joined(self, row: str) -> str:
         return ", ".join(j.format(c=row) for j in self.joins)
@@ -341,23 +346,18 @@ DURATION_INDEXES = {
 }
 
 
-def create_rollups(execute: object) -> None:
-    """Create the roll-up tables, triggers and indexes, filled from the stored calls."""
-    run = execute  # a Connection.execute or sqlite_utils Database.execute
+def create_rollups(run: Callable[..., Any]) -> None:
+    """Create the roll-up tables, triggers and indexes, filled from the stored calls; `run`
+    executes one statement (a Connection's or sqlite-utils Database's `execute`)."""
     for statement in _REPLACING_SQL:
-        run(statement)  # type: ignore[operator]
+        run(statement)
     for family in FAMILIES:
-        exists = _exists(run, family.table)
+        exists = run("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                     (family.table,)).fetchone() is not None
         for statement in family.create():
-            run(statement)  # type: ignore[operator]
+            run(statement)
         if not exists:
-            run(family.fill())  # type: ignore[operator]
+            run(family.fill())
     for name, expression, where in DURATION_INDEXES.values():
-        run(f"CREATE INDEX IF NOT EXISTS {name} ON calls ({expression}, offered_at) "  # type: ignore[operator]
+        run(f"CREATE INDEX IF NOT EXISTS {name} ON calls ({expression}, offered_at) "
             f"WHERE {where}")
-
-
-def _exists(run: object, table: str) -> bool:
-    cursor = run("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",  # type: ignore[operator]
-                 (table,))
-    return cursor.fetchone() is not None
