@@ -176,9 +176,14 @@ def test_a_report_from_the_rollups_equals_the_calls_worked_out(tmp_path: Path, n
     calls += [c._replace(call_id=f"x{c.call_id}", offered_at=c.offered_at + rnd.choice(
         (3600, 86_400, 86_400.001, 7 * 86_400, 7 * 86_400 + 0.001)),
         ended_at=c.ended_at + 8 * 86_400) for c in calls[:300] if c.caller_number]
+    window = WINDOWS[name]()
+    # calls on the window's very edges, inside and out
+    calls += [c._replace(call_id=f"edge{i}", offered_at=moment, ended_at=moment + 60)
+              for i, (c, moment) in enumerate(zip(calls, (
+                  window.start - 0.001, window.start, window.start + 1, window.end - 1,
+                  window.end - 0.001, window.end), strict=False))]
     store = CallStore(tmp_path / "calls.db")
     store.save(calls, {})
-    window = WINDOWS[name]()
     report = build_report(store, window)
     want = reference(calls, window)
     totals = report["totals"]

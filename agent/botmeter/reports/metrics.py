@@ -104,11 +104,13 @@ class _Report:
         self.slot_rows = self._slot_rows()
 
     def _slot_rows(self) -> str:
-        """FROM: the window's rows of the slots roll-up, or, when its 15-minute slots would
-        straddle a local hour (no zone in use today), the same rows summed from the calls in
-        UTC slots that never do (`Window.slot_width`)."""
-        window = self.window
-        if window.aligned(ROLLUP_SLOT_MINUTES):
+        """FROM: the window's rows of the slots roll-up, or, when the window does not start
+        and end on its 15-minute slots or they would straddle a local hour (no zone in use
+        today), the same rows summed from the calls in UTC slots that never do
+        (`Window.slot_width`)."""
+        window, width = self.window, ROLLUP_SLOT_MINUTES * 60
+        if window.start % width == 0 and window.end % width == 0 \
+                and window.aligned(ROLLUP_SLOT_MINUTES):
             return f"(SELECT * FROM {SLOTS.table} WHERE slot >= :first AND slot < :last) AS s"
         _, prefix = window.slot_width()
         rows = SLOTS.select("calls", keys={"slot": f"substr(calls.offered_at, 1, {prefix})"})
