@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
 from itertools import chain
@@ -19,7 +19,7 @@ from typing import Any
 from ..rating import NoStatement, PlanSeries, Statement, period_bounds
 from ..rating.statement import fee_lines
 from ..storage import rollups
-from ..storage.rollup_query import Range, day_start, totals
+from ..storage.rollup_query import Range, day_start, next_day, totals
 from ..storage.rollups import COST, METERED
 from ..tracking.record import iso_utc
 
@@ -157,7 +157,7 @@ def _reached(conn: sqlite3.Connection, series: PlanSeries, charge: str, month: R
     """The end of the first call of a UTC day of the month (in rating order) whose running
     total of the charge's metered quantity reaches `allowance_micro`."""
     start = max(month.start, day_start(day))
-    end = min(month.end, day_start((date.fromisoformat(day) + timedelta(days=1)).isoformat()))
+    end = min(month.end, day_start(next_day(day)))
     (reached,) = conn.execute(f"""
         SELECT min(CASE WHEN running >= :allowance THEN ended_at END) FROM (
             SELECT ended_at,

@@ -50,7 +50,7 @@ class Range:
         for day in days:
             if day_start(day) > cursor:
                 stretches.append((cursor, day_start(day)))
-            cursor = day_start(_next(day))
+            cursor = day_start(next_day(day))
         if cursor < self.end:
             stretches.append((cursor, self.end))
         return stretches
@@ -119,7 +119,7 @@ def totals(conn: sqlite3.Connection, family: Family, by: Sequence[str], span: Ra
         raw += summed_from_calls(f"{column} >= :low{i} AND {column} < :high{i}")
     # with dirty offered days: the calls offered on them among those of the clean days
     for i, day in enumerate(sorted(span.dirty_offered) if days else ()):
-        params[f"o_low{i}"], params[f"o_high{i}"] = day_start(day), day_start(_next(day))
+        params[f"o_low{i}"], params[f"o_high{i}"] = day_start(day), day_start(next_day(day))
         raw += summed_from_calls(
             f"calls.offered_at >= :o_low{i} AND calls.offered_at < :o_high{i} "
             f"AND {column} >= :start AND {column} < :end "
@@ -127,7 +127,8 @@ def totals(conn: sqlite3.Connection, family: Family, by: Sequence[str], span: Ra
     return rolled, raw
 
 
-def _next(day: str) -> str:
+def next_day(day: str) -> str:
+    """The UTC day after `day` (`2026-11-30` -> `2026-12-01`)."""
     return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
 
 
