@@ -33,11 +33,14 @@ class Recorder:
         """One event in; the calls it finishes out to the sink."""
         self.events += 1
         for record in self.tracker.feed(event):
-            self.records += 1
-            self._sink(record)
+            self.deliver(record)
 
     def expire(self, now: float, idle_seconds: float) -> None:
         """Close the calls that saw no event for `idle_seconds` (at their last event)."""
         for record in self.tracker.expire(now, idle_seconds):
-            self.records += 1
-            self._sink(record)
+            self.deliver(record)
+
+    def deliver(self, record: CallRecord) -> None:
+        """A finished call out to the sink (also one rebuilt from Asterisk's records)."""
+        self.records += 1
+        self._sink(record)

@@ -19,6 +19,11 @@ from .pbx.ami_client import AmiClient, AmiSettings
 from .plans import active_series, load_plan_book
 from .rating.periods import period_of
 from .recorder import Recorder
+from .recovery.checkpoint import Unstored
+from .recovery.gate import EventGate
+from .recovery.heal import Healer
+from .recovery.keeper import CheckpointKeeper
+from .recovery.sources import recovery_feeds
 from .reload import Reloader
 from .reports.budget import BudgetWatch
 from .rerating import RerateWorker
@@ -92,20 +97,40 @@ class AgentService:
         #: with [store] keep_months: old calls purged daily on a thread of its own
         policy = retention_policy(config, series)
         self.retention = RetentionWorker(factory, policy, clock=clock) if policy else None
+        #: finished calls not stored yet: the recovery checkpoint stays before their start
+        self.unstored = Unstored()
+        self._on_saved = on_saved
         self.writer = RecordWriter(factory, saver=self.saver, on_error=self._write_failed,
-                                   on_saved=on_saved, spill=spill_path(path))
-        self.recorder = Recorder(config.tracking_rules(), self.writer.submit,
+                                   on_saved=self._saved, spill=spill_path(path),
+                                   on_rejected=lambda record: self.unstored.done((record,)))
+        self.recorder = Recorder(config.tracking_rules(), self._submit,
                                  max_in_progress=config.calls.max_in_progress)
-        self.client = AmiClient(ami_settings(config), self.recorder.handle, clock=clock)
+        #: live events enter tracking here; held while a gap is healed from CEL or CDRs
+        self.gate = EventGate(self.recorder.handle)
+        cel, cdr = recovery_feeds(config)
+        self.healer = Healer(self.recorder, self.gate, factory, cel=cel, cdr=cdr, clock=clock)
+        self.checkpoints = CheckpointKeeper(self.recorder.tracker, self.unstored, self.gate,
+                                            factory)
+        self.client = AmiClient(ami_settings(config), self.gate.ami, clock=clock,
+                                hooks=self.healer)
         agi = config.agi
         self.fastagi = FastAgiServer(
-            host=agi.host, port=agi.port, allow=agi.allow, on_signal=self.recorder.handle,
+            host=agi.host, port=agi.port, allow=agi.allow, on_signal=self.gate.signal,
             clock=clock) if agi.enabled else None
         self.health = HealthEndpoint(config.http.listen, AgentProbe(
             self.client, self.recorder, self.writer, self.fastagi, path,
             uplink_on=lambda: self.uplink is not None)) if config.http.enabled else None
         self._stop = asyncio.Event()
         self.reloader = Reloader(self)
+
+    def _submit(self, record: CallRecord) -> None:
+        self.unstored.add(record)
+        self.writer.submit(record)
+
+    def _saved(self, records: list[CallRecord]) -> None:
+        self.unstored.done(records)
+        if self._on_saved is not None:
+            self._on_saved(records)
 
     def _late(self, period: str) -> None:
         if self.rerater is not None:
@@ -147,6 +172,7 @@ class AgentService:
             self.retention.start()
         client = asyncio.create_task(self.client.run(), name="ami")
         sweeper = asyncio.create_task(self._sweep(), name="sweeper")
+        keeper = asyncio.create_task(self.checkpoints.run(), name="checkpoint")
         self.supervisor = Supervisor.for_service(self, client)  # systemd: READY=1, watchdog
         self.supervisor.start()
         try:
@@ -154,9 +180,10 @@ class AgentService:
         finally:
             self.supervisor.stop()
             deadline = time.monotonic() + self.stop_timeout  # the one deadline of the stop
-            await self._stop_sources(deadline, client, sweeper)
+            await self._stop_sources(deadline, client, sweeper, keeper)
             self.recorder.tracker.end_of_input()
-            await asyncio.to_thread(self._close_storage, deadline)
+            checkpoint = self.checkpoints.value()
+            await asyncio.to_thread(self._close_storage, deadline, checkpoint)
             log.info("botmeter stopped", recorded=self.recorder.records,
                      in_progress=self.recorder.tracker.active_calls,
                      rejected=self.writer.rejected, spilled=self.writer.spilled,
@@ -204,7 +231,8 @@ class AgentService:
                 task.cancel()
             log.warning("sources not closed by the stop deadline; storing calls anyway")
 
-    def _close_storage(self, deadline: float | None = None) -> None:
+    def _close_storage(self, deadline: float | None = None,
+                       checkpoint: float | None = None) -> None:
         """Store every finished call (spill what cannot be stored by `deadline`, a
         `time.monotonic()`), then let re-rating finish by the same deadline (a re-rate still
         running then is abandoned: the calls are stored, their period is re-rated later)."""
@@ -214,6 +242,9 @@ class AgentService:
             if job is not None:
                 job.stop(timeout=0)  # a check or purge in progress ends at its next step
         self.writer.close(deadline)
+        if checkpoint is not None:  # taken before the writer closed: before every call not stored
+            self.checkpoints.write(checkpoint)
+        self.checkpoints.close()
         if self.rerater is not None:
             self.rerater.close(deadline)
         left = max(0.0, min(1.0, deadline - time.monotonic()))

@@ -9,6 +9,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -61,13 +62,31 @@ def login_action(settings: AmiSettings, challenge: str | None) -> dict[str, str]
     return login
 
 
+class AttachHooks(Protocol):
+    """What heals a gap at each attach (`botmeter.recovery.heal.Healer`)."""
+
+    def hold(self) -> None:
+        """Connected, not logged in yet: hold the events to come."""
+
+    async def attached(self) -> None:
+        """Logged in: heal the gap, then let the held events through."""
+
+    def release(self) -> None:
+        """The session ended before it was healed: let the held events through."""
+
+
 class AmiClient:
-    """Feeds typed events to `on_event`; never gives up on Asterisk until `stop()`."""
+    """Feeds typed events to `on_event`; never gives up on Asterisk until `stop()`.
+
+    With `hooks`, each session's events are held from connect until `hooks.attached()` has
+    healed the gap since the last one."""
 
     def __init__(self, settings: AmiSettings, on_event: Callable[[PbxEvent], None], *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 hooks: AttachHooks | None = None) -> None:
         self.settings = settings
         self._on_event = on_event
+        self._hooks = hooks
         self._clock = clock
         self._stopping = asyncio.Event()
         self._protocol: BotmeterAmiProtocol | None = None
@@ -135,10 +154,19 @@ class AmiClient:
             s.connect_timeout,
         )
         self._protocol = protocol
-        await self._login(protocol)
-        backoff.up()
-        self.sessions += 1
-        log.info("ami attached", host=s.host, port=s.port, banner=protocol.parser.banner)
+        hooks = self._hooks
+        if hooks is not None:
+            hooks.hold()
+        try:
+            await self._login(protocol)
+            backoff.up()
+            self.sessions += 1
+            log.info("ami attached", host=s.host, port=s.port, banner=protocol.parser.banner)
+            if hooks is not None:
+                await hooks.attached()
+        finally:
+            if hooks is not None:
+                hooks.release()
         self._on_event(SnapshotStarted(round(self._clock(), 3)))
         await self._action(protocol, {"Action": "CoreShowChannels"})
         self.last_error = None

@@ -55,9 +55,11 @@ class GuardedSaver:
     """Saves batches with `save`, splitting a batch a record spoils; counts what it did."""
 
     def __init__(self, save: SaveBatch | None = None, *,
-                 on_saved: Callable[[list[CallRecord]], None] | None = None) -> None:
+                 on_saved: Callable[[list[CallRecord]], None] | None = None,
+                 on_rejected: Callable[[CallRecord], None] | None = None) -> None:
         self._save = save or _plain_save
         self._on_saved = on_saved
+        self._on_rejected = on_rejected
         self.stored = 0
         self.rejected = 0
 
@@ -110,6 +112,8 @@ class GuardedSaver:
             log.error("call refused by the store; set aside in table rejected",
                       call_id=call_id, reason=reason, db=str(store.path))
         self.rejected += 1
+        if self._on_rejected is not None:
+            self._on_rejected(record)
 
 
 def _call_id(record: object) -> str | None:

@@ -1,6 +1,6 @@
 """The SQLite layout and its migrations, tracked by `PRAGMA user_version`.
 
-The layout (version 9):
+The layout (version 10):
 
 - table `calls`: one row per call. Its columns are the record's fields (`storage/columns.py`,
   derived from `tracking.record.FIELDS`) plus `charges`, `rated_at` and `recorded_at`; module
@@ -17,12 +17,15 @@ The layout (version 9):
 - tables `rollup_*` (version 9): the calls summed per UTC day or 15-minute slot, kept by
   triggers on `calls` (`botmeter.storage.rollups`), and two expression indexes of the
   durations the report's percentiles read.
+- table `recovery_state` (version 10): the agent's checkpoint for healing gaps from Asterisk's
+  own records (`botmeter.recovery.checkpoint`): JSON values by name. Version 10 also adds the
+  calls' `joined_late` column.
 - table `budget_alerts`: the budget warnings the running agent logged, one row per (period,
   threshold), so that each is given once per month, across restarts.
 
 A new database is created at the latest version with sqlite-utils. An older one is brought up
 to date step by step: versions 1 to 3 by the SQL they shipped with (kept as it was), then
-`_to_version_4` to `_to_version_8`, then the roll-ups (version 9). Migrating takes the write lock first and reads the version again under it,
+`_to_version_4` to `_to_version_8`, then the roll-ups (version 9) and `_to_version_10`. Migrating takes the write lock first and reads the version again under it,
 so two processes opening a new or old database at once migrate it once.
 """
 
@@ -98,7 +101,7 @@ LEGACY_MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 REJECTED_COLUMNS: dict[str, type] = {"id": int, "call_id": str, "record": str, "reason": str,
                                      "rejected_at": str}
@@ -116,6 +119,8 @@ UPLINK_OUTBOX_NOT_NULL = ("agent_id", "plan_id", "bucket_start", "bucket_end", "
 UPLINK_STATE_COLUMNS: dict[str, type] = {"name": str, "value": str}
 #: the budget warnings the running agent gave: one row per (period, threshold), so each is
 #: logged once per month, across restarts (`botmeter.reports.budget`)
+#: the agent's recovery bookkeeping, as JSON values by name (its checkpoint)
+RECOVERY_STATE_COLUMNS: dict[str, type] = {"name": str, "value": str}
 BUDGET_ALERTS_COLUMNS: dict[str, type] = {"period": str, "threshold": str, "amount": str,
                                           "budget": str, "alerted_at": str}
 
@@ -175,7 +180,9 @@ def migrate(db: sqlite_utils.Database) -> int:
                 _to_version_7(db)
             if version < 8:
                 _to_version_8(db)
-            create_rollups(db.execute)
+            if version < 9:
+                create_rollups(db.execute)
+            _to_version_10(db)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -197,6 +204,7 @@ def create_layout(db: sqlite_utils.Database) -> None:
                                 not_null=("record", "reason", "rejected_at"))
     _create_uplink_tables(db)
     _create_budget_alerts(db)
+    _create_recovery_state(db)
     _create_indexes(db)
     db.create_view("call_modules", CALL_MODULES_VIEW)
     create_rollups(db.execute)
@@ -234,6 +242,19 @@ def _create_indexes(db: sqlite_utils.Database) -> None:
         if db.table(table).exists():
             db.table(table).create_index(columns, index_name=name, if_not_exists=True,
                                          unique=name in UNIQUE_INDEXES)
+
+
+def _create_recovery_state(db: sqlite_utils.Database) -> None:
+    db.table("recovery_state").create(RECOVERY_STATE_COLUMNS, pk="name", not_null=("value",),
+                                      if_not_exists=True)
+
+
+def _to_version_10(db: sqlite_utils.Database) -> None:
+    """Version 9 -> 10: whether the agent joined a call late (older calls: no), and the
+    recovery checkpoint's table."""
+    if "joined_late" not in db["calls"].columns_dict:
+        db.execute("ALTER TABLE calls ADD COLUMN joined_late INTEGER NOT NULL DEFAULT 0")
+    _create_recovery_state(db)
 
 
 def _to_version_8(db: sqlite_utils.Database) -> None:

@@ -288,6 +288,16 @@ class CallStore:
                 found[row.pop("call_id")] = row
         return found
 
+    def stored_ids(self, call_ids: Iterable[str]) -> set[str]:
+        """Which of these calls are stored."""
+        found: set[str] = set()
+        ids = list(call_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            sql = f"SELECT call_id FROM calls WHERE call_id IN ({', '.join('?' * len(chunk))})"
+            found.update(row[0] for row in self.db.execute(sql, chunk))
+        return found
+
     def count(self) -> int:
         return self._calls.count
 

@@ -48,13 +48,14 @@ class RecordWriter:
                  saver: SaveBatch | None = None, max_batch: int = 1000,
                  on_error: Callable[[BaseException, int], None] | None = None,
                  on_saved: Callable[[list[CallRecord]], None] | None = None,
-                 spill: Path | None = None, backoff: Backoff | None = None) -> None:
+                 spill: Path | None = None, backoff: Backoff | None = None,
+                 on_rejected: Callable[[CallRecord], None] | None = None) -> None:
         self._factory = store_factory
         self._store: CallStore | None = None
         self._on_error = on_error
         self._on_saved = on_saved
         self._spill = spill
-        self._guard = GuardedSaver(saver, on_saved=self._stored)
+        self._guard = GuardedSaver(saver, on_saved=self._stored, on_rejected=on_rejected)
         self._drain: DrainThread[CallRecord] = DrainThread(
             "botmeter-writer", self._handle, max_batch=max_batch, setup=self._open,
             first=self._recover, teardown=self._close_store)

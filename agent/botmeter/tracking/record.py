@@ -119,6 +119,7 @@ FIELDS: tuple[Field, ...] = (
     Field("currency", Kind.TEXT, _P, True),
     Field("csat", Kind.CSAT, _R, True),
     Field("source", Kind.TEXT, _R, False),
+    Field("joined_late", Kind.BOOLEAN, _R, False),
 )
 
 
@@ -147,6 +148,9 @@ class CallRecord(NamedTuple):
     modules: Mapping[str, ModuleUsage] = _NO_MODULES
     csat: Csat | None = None
     source: str = "ami"
+    #: the agent first saw this call in progress (listed by Asterisk after a restart or a
+    #: reconnect, with no record of its start): its times before then are not known
+    joined_late: bool = False
 
     @property
     def transfer_answered(self) -> bool | None:

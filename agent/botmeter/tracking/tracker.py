@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeVar, cast
@@ -68,6 +68,9 @@ REPORTS_PER_SWEEP = 50
 ANSWERS_MAX = 10_000
 ANSWER_SECONDS = 3600.0
 
+#: applications that hand a caller to people (a call seen first in one was handed off)
+HANDOFF_APPLICATIONS = frozenset({"queue", "dial"})
+
 _CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]{8}(;\d)?$")
 
 
@@ -123,6 +126,10 @@ class _Call:
     modules: dict[str, tuple[Decimal, str]] = field(default_factory=dict)  # module -> (total, unit)
     #: the caller's rating, with the tracker's count of csat signals when it came (the last wins)
     csat: tuple[int, Csat] | None = None
+    #: where its history came from: "ami", or the recovery source ("cel") that gave any of it
+    source: str = "ami"
+    #: first seen in progress by a reconnect snapshot, its beginning unknown
+    joined_late: bool = False
 
     @property
     def in_bot(self) -> bool:
@@ -146,7 +153,10 @@ class CallTracker:
         if min(max_in_progress, pending_per_call, pending_max) < 1:
             raise ValueError("tracking limits must be >= 1")
         self.rules = rules
+        #: the source of the events fed now: stamped on every call they touch (a recovery
+        #: sets it to "cel" while it feeds Asterisk's own records, then back)
         self.source = source
+        self._default_source = source
         self.max_in_progress = max_in_progress
         self.pending_per_call = pending_per_call
         self.pending_max = pending_max
@@ -197,6 +207,14 @@ class CallTracker:
     def active_calls(self) -> int:
         return len(self._live)
 
+    def is_live(self, linkedid: str) -> bool:
+        """Whether a call in progress has this linkedid (now or before)."""
+        return linkedid in self._calls
+
+    def oldest_offered(self) -> float | None:
+        """When the earliest call in progress was offered (None: no call in progress)."""
+        return min((call.offered_at for call in self._live), default=None)
+
     @property
     def pending_signals(self) -> int:
         """Signals held for calls not seen yet."""
@@ -230,6 +248,27 @@ class CallTracker:
         self._flush_reports()
         return tuple(records)
 
+    def forget(self, linkedids: Iterable[str]) -> int:
+        """Drop the calls in progress that have any of `linkedids`, with no record, and what
+        is remembered of their hung-up channels: their whole history is about to be fed again
+        (from Asterisk's CEL, after a gap). Returns how many calls were dropped."""
+        calls = {call for lid in linkedids if (call := self._calls.get(lid)) is not None}
+        ids = {call.call_id for call in calls}
+        for call in calls:
+            for chan in list(call.live.values()):
+                if chan.bridge:
+                    self._leave_bridge(chan)
+                self._channels.pop(chan.uniqueid, None)
+            call.live.clear()
+            for lid in call.lids:
+                if self._calls.get(lid) is call:
+                    del self._calls[lid]
+            self._live.pop(call, None)
+        if ids:
+            for uid in [u for u, cid in self._gone.items() if cid in ids]:
+                del self._gone[uid]
+        return len(calls)
+
     def end_of_input(self) -> None:
         """No more events will come (a replay's end, the agent's stop): signals still held for
         a call never seen are dropped and reported, and so is what the rate limit held back."""
@@ -262,6 +301,8 @@ class CallTracker:
             chan.seen_epoch = self._epoch
             mine = chan.call
             mine.last_ts = max(mine.last_ts, ev.ts)
+            if self.source != self._default_source:
+                mine.source = self.source
             if mine.bot_left_at is not None and ev.ts - mine.bot_left_at > self.rules.rejoin_seconds:
                 self._leave_bot(mine, mine.bot_left_at)  # the bot did not come back in time
             return chan
@@ -270,6 +311,8 @@ class CallTracker:
         call = self._calls.get(ev.linkedid)
         if call is None:
             call = self._new_call(ev.linkedid, ev.ts)
+        elif self.source != self._default_source:
+            call.source = self.source
         chan = _Channel(ev.uniqueid, ev.linkedid, name, call, seen_epoch=self._epoch)
         self._channels[ev.uniqueid] = chan
         call.live[ev.uniqueid] = chan
@@ -277,7 +320,8 @@ class CallTracker:
         return chan
 
     def _new_call(self, linkedid: str, ts: float) -> _Call:
-        call = _Call(call_id=linkedid, linkedid=linkedid, offered_at=ts, last_ts=ts, lids=[linkedid])
+        call = _Call(call_id=linkedid, linkedid=linkedid, offered_at=ts, last_ts=ts, lids=[linkedid],
+                     source=self.source)
         self._calls[linkedid] = call
         self._live[call] = None
         if len(self._live) > self.max_in_progress:
@@ -335,6 +379,9 @@ class CallTracker:
         if fold.csat is not None and (keep.csat is None or fold.csat[0] > keep.csat[0]):
             keep.csat = fold.csat  # the later rating
         keep.transfer_target = keep.transfer_target or fold.transfer_target
+        if fold.source != self._default_source:
+            keep.source = fold.source
+        keep.joined_late = keep.joined_late and fold.joined_late
         for module, (qty, unit) in fold.modules.items():
             self._add_usage(keep, Usage(module, qty, unit))
 
@@ -394,7 +441,8 @@ class CallTracker:
             hangup_cause=call.hangup_cause,
             modules={m: ModuleUsage(q, u) for m, (q, u) in call.modules.items()},
             csat=None if call.csat is None else call.csat[1],
-            source=self.source,
+            source=call.source,
+            joined_late=call.joined_late,
         )
 
     # -- bot and handoff ---------------------------------------------------------
@@ -763,25 +811,54 @@ class CallTracker:
 
     def _snapshot(self, ev: ChannelSnapshot) -> tuple[CallRecord, ...]:
         known = ev.uniqueid in self._channels
+        new_call = not known and bool(ev.linkedid) and ev.linkedid not in self._calls
         chan = self._channel(ev, ev.channel)  # type: ignore[arg-type]
         if chan is None:
             return NO_RECORDS
+        call = chan.call
         chan.name = ev.channel or chan.name
         if not known:
-            chan.call.offered_at = min(chan.call.offered_at, ev.ts - ev.duration_seconds)
+            call.offered_at = min(call.offered_at, ev.ts - ev.duration_seconds)
             chan.caller_number, chan.caller_name = ev.caller_number, ev.caller_name
+        if new_call:
+            call.joined_late = True
         self._at_dialplan(chan, ev.ts, ev.context, ev.exten, ev.application, ev.app_data)
+        if call.joined_late and call.caller is None and ev.uniqueid == ev.linkedid:
+            self._join_late(call, chan, ev)
         if ev.bridge_id and chan.bridge != ev.bridge_id:
             self._bridge_entered(BridgeEntered(ev.ts, ev.uniqueid, ev.linkedid, ev.channel, ev.bridge_id))
         return NO_RECORDS
 
+    def _join_late(self, call: _Call, chan: _Channel, ev: ChannelSnapshot) -> None:
+        """A call first seen in progress, its first channel past the inbound context: with the
+        bot (a bot step), or already handed off by it (in Queue or Dial). It was offered to
+        the bot when it began; the bot's time counts from now, as nothing says when it
+        answered."""
+        handing_off = ev.application.lower() in HANDOFF_APPLICATIONS
+        if not handing_off and not self.rules.is_bot_step(ev.context, ev.application, ev.app_data):
+            return
+        call.caller = chan
+        if handing_off:
+            self._answer(call, ev.ts, "signal")
+            target = ev.app_data.split(",", 1)[0]
+            self._handoff(call, ev.ts, target if ev.application.lower() == "queue" else
+                          _CHANNEL_SUFFIX.sub("", target))
+        else:
+            self._at_dialplan(chan, ev.ts, ev.context, ev.exten, ev.application, ev.app_data)
+
     def _snapshot_complete(self, ev: SnapshotComplete) -> tuple[CallRecord, ...]:
-        """Channels not confirmed since the snapshot began hung up while we were away."""
+        """Channels not confirmed since the snapshot began hung up while we were away: their
+        calls end now (the hangup's time is not known)."""
         records: list[CallRecord] = []
         gone = [c for c in self._channels.values() if c.seen_epoch < self._epoch]
         for chan in gone:
             if chan.uniqueid in self._channels:
-                records.extend(self._hung_up(ChannelHungUp(ev.ts, chan.uniqueid, "", chan.name, None)))
+                ended = self._hung_up(ChannelHungUp(ev.ts, chan.uniqueid, "", chan.name, None))
+                for record in ended:
+                    self._report("call closed at reconnect: its channels were gone when the "
+                                 "agent attached again; it ends then, as its hangup was not seen",
+                                 {"call_id": record.call_id, "linkedid": record.linkedid})
+                records.extend(ended)
         return tuple(records)
 
 

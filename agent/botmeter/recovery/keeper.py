@@ -1,0 +1,70 @@
+"""Keeps the recovery checkpoint in the database as the agent runs, and at its stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from ..storage.store import CallStore
+from ..tracking.tracker import CallTracker
+from .checkpoint import Unstored, low_water, write_checkpoint
+from .gate import EventGate
+
+log = structlog.get_logger(__name__)
+
+#: seconds between two checkpoint writes (when it moved)
+INTERVAL_SECONDS = 2.0
+
+
+class CheckpointKeeper:
+    """Writes `low_water(...)` to `recovery_state` when it moved, from the event loop (the
+    tracker's thread) through a worker thread with a connection of its own. Not while the
+    gate holds events: the tracker is being rebuilt then."""
+
+    def __init__(self, tracker: CallTracker, unstored: Unstored, gate: EventGate,
+                 store_factory: Callable[[], CallStore]) -> None:
+        self._tracker = tracker
+        self._unstored = unstored
+        self._gate = gate
+        self._factory = store_factory
+        self._store: CallStore | None = None
+        self.written: float | None = None
+        self.failures = 0
+
+    def value(self) -> float | None:
+        """The checkpoint now (on the event loop), or None while the gate holds events."""
+        if self._gate.holding:
+            return None
+        return low_water(self._tracker, self._unstored)
+
+    async def run(self, interval: float = INTERVAL_SECONDS) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            value = self.value()
+            if value is not None and value != self.written:
+                await asyncio.to_thread(self.write, value)
+
+    def write(self, value: float) -> bool:
+        """Store `value` (in a worker thread); False if the database refused (logged once per
+        run of failures; the next write tries again)."""
+        try:
+            if self._store is None:
+                self._store = self._factory()
+            write_checkpoint(self._store.db.conn, value)
+        except Exception as exc:
+            self.failures += 1
+            if self.failures == 1:
+                log.warning("recovery checkpoint not stored; trying again", error=str(exc))
+            return False
+        if self.failures:
+            log.info("recovery checkpoint stored again", after_failures=self.failures)
+            self.failures = 0
+        self.written = value
+        return True
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
