@@ -171,8 +171,16 @@ class SnapshotComplete:
     ts: float
 
 
+@dataclass(frozen=True, slots=True)
+class PbxReady:
+    """`FullyBooted`: Asterisk is up; it sends this at once after every login, stamped with
+    its own clock (what the agent heals a gap up to)."""
+
+    ts: float
+
+
 PbxEvent = (ChannelEvent | DestAnswered | BotSignal | ChannelSnapshot | SnapshotStarted
-            | SnapshotComplete)
+            | SnapshotComplete | PbxReady)
 
 
 def _caller_id(value: str) -> str:
@@ -311,7 +319,8 @@ _CHANNEL_EVENTS: dict[str, Callable[[Headers, float, str, str], ChannelEvent]] =
 #: event names worth parsing at all; everything else is skipped unparsed
 TRACKED_EVENTS: frozenset[bytes] = frozenset(
     n.encode() for n in (*_CHANNEL_EVENTS, "Hangup", "UserEvent", "BlindTransfer",
-                         "AttendedTransfer", "CoreShowChannel", "CoreShowChannelsComplete")
+                         "AttendedTransfer", "CoreShowChannel", "CoreShowChannelsComplete",
+                         "FullyBooted")
 )
 
 
@@ -366,6 +375,8 @@ def from_ami(h: Headers, now: float, on_bad_value: BadValue | None = None) -> Pb
         )
     if name == "CoreShowChannelsComplete":
         return SnapshotComplete(_ts(h, now, bad))
+    if name == "FullyBooted":
+        return PbxReady(_ts(h, now, bad))
     return None
 
 

@@ -102,25 +102,25 @@ class Healer:
         self.gate.hold()
 
     async def attached(self) -> None:
-        """Logged in: heal the gap up to the first event Asterisk sent (on its clock; at most
-        `settle_seconds` are waited for one), then let the held events through."""
+        """Logged in: heal the gap up to the first event Asterisk sent (`FullyBooted`, on its
+        own clock; at most `settle_seconds` are waited for one), then let the held events
+        through."""
         if self._cel is None and self._cdr is None:
             self.gate.release()
             return
         deadline = time.monotonic() + self._settle
         while self.gate.first_ami_ts is None and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        first = self.gate.first_ami_ts
-        until = round(first if first is not None else self._clock(), 6)
+        until = self.gate.first_ami_ts
         try:
             result = await self._heal(until)
         except Exception as exc:  # never stops the session: the snapshot still picks calls up
             log.error("healing the gap failed; calls in it may be missing or joined late",
                       error=f"{type(exc).__name__}: {exc}")
-            result = HealResult("", None, until)
+            result = HealResult("", None, until or self._clock())
             self.gate.release()
         else:
-            dropped = self.gate.release(until if result.source == "cel" else None)
+            dropped = self.gate.release(result.until if result.source == "cel" else None)
             result = replace(result, dropped_live=dropped)
         self.recorder.tracker.source = "ami"
         self.last = result
@@ -134,9 +134,16 @@ class Healer:
 
     # -- healing -----------------------------------------------------------------------
 
-    async def _heal(self, until: float) -> HealResult:
-        if self._cel is None and self._cdr is None:
-            return HealResult("", None, until)
+    async def _heal(self, first_ts: float | None) -> HealResult:
+        """Heal up to `first_ts`, the first live event's time on Asterisk's clock (None: none
+        came; then up to the newest CEL row, as nothing since reached AMI, else now)."""
+        cel = await asyncio.to_thread(self._cel) if self._cel is not None else None
+        if first_ts is not None:
+            until = first_ts
+        else:
+            latest = await asyncio.to_thread(cel.latest_time) if cel is not None else None
+            until = latest + 1e-6 if latest is not None else self._clock()
+        until = round(until, 6)
         checkpoint = await asyncio.to_thread(self._checkpoint)
         if checkpoint is None:
             log.info("no recovery checkpoint yet (first start): nothing to heal")
@@ -149,8 +156,10 @@ class Healer:
             since = until - MAX_GAP_SECONDS
         if since >= until:
             return HealResult("", since, until)
-        if self._cel is not None:
-            result = await self._from_cel(self._cel, since, until)
+        if cel is not None:
+            if first_ts is not None:
+                await asyncio.to_thread(self._wait_for_rows, cel, until)
+            result = await self._from_cel(cel, since, until)
         else:
             assert self._cdr is not None
             result = await self._from_cdr(self._cdr, since, until)
@@ -166,10 +175,7 @@ class Healer:
         finally:
             store.close()
 
-    async def _from_cel(self, opener: Callable[[], CelFeed], since: float,
-                        until: float) -> HealResult:
-        feed = await asyncio.to_thread(opener)
-        await asyncio.to_thread(self._wait_for_rows, feed, until)
+    async def _from_cel(self, feed: CelFeed, since: float, until: float) -> HealResult:
         tracker = self.recorder.tracker
         tracker.source = "cel"
         seen: set[str] = set()
