@@ -70,6 +70,7 @@ PRIVILEGES = {
     "AgentComplete": "agent,all",
     "AgentRingNoAnswer": "agent,all",
     "Shutdown": "system,all",
+    "FullyBooted": "system,all",
     "AGIExecStart": "agi,all",
     "AGIExecEnd": "agi,all",
 }
