@@ -108,7 +108,8 @@ class AgentService:
         #: live events enter tracking here; held while a gap is healed from CEL or CDRs
         self.gate = EventGate(self.recorder.handle)
         cel, cdr = recovery_feeds(config)
-        self.healer = Healer(self.recorder, self.gate, factory, cel=cel, cdr=cdr, clock=clock)
+        self.healer = Healer(self.recorder, self.gate, factory, cel=cel, cdr=cdr, clock=clock,
+                             backlog=self.writer.queued)
         self.checkpoints = CheckpointKeeper(self.recorder.tracker, self.unstored, self.gate,
                                             factory)
         self.client = AmiClient(ami_settings(config), self.gate.ami, clock=clock,

@@ -38,6 +38,10 @@ MAX_GAP_SECONDS = 24 * 3600.0
 SETTLE_SECONDS = 2.0
 #: events fed to the tracker per turn of the event loop
 CHUNK = 2000
+#: rebuilt calls handed to the writer at a time; while its queue holds more than
+#: `MAX_BACKLOG` calls, healing waits (a long gap never floods memory)
+DELIVER_BATCH = 1000
+MAX_BACKLOG = 5000
 
 
 class CelFeed(Protocol):
@@ -79,7 +83,8 @@ class Healer:
                  cel: Callable[[], CelFeed] | None = None,
                  cdr: Callable[[], CdrFeed] | None = None,
                  clock: Callable[[], float] = time.time,
-                 settle_seconds: float = SETTLE_SECONDS) -> None:
+                 settle_seconds: float = SETTLE_SECONDS,
+                 backlog: Callable[[], int] = lambda: 0) -> None:
         self.recorder = recorder
         self.gate = gate
         self._store_factory = store_factory
@@ -87,6 +92,7 @@ class Healer:
         self._cdr = cdr
         self._clock = clock
         self._settle = settle_seconds
+        self._backlog = backlog
         self.last: HealResult | None = None
         self.heals = 0
 
@@ -179,7 +185,7 @@ class Healer:
         tracker = self.recorder.tracker
         tracker.source = "cel"
         seen: set[str] = set()
-        resumed = 0
+        resumed = recorded = already = 0
         finished: list[CallRecord] = []
         chunks = _chunks(feed.events(since, until), CHUNK)
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
@@ -189,9 +195,12 @@ class Healer:
                     seen.add(lid)
                     resumed += tracker.forget((lid,))
                 finished.extend(tracker.feed(event))
+            if len(finished) >= DELIVER_BATCH:
+                handed, stored = await self._deliver(finished)
+                recorded, already, finished = recorded + handed, already + stored, []
         tracker.source = "ami"
-        recorded, stored = await self._deliver(finished)
-        return HealResult("cel", since, until, recorded, stored, resumed)
+        handed, stored = await self._deliver(finished)
+        return HealResult("cel", since, until, recorded + handed, already + stored, resumed)
 
     def _wait_for_rows(self, feed: CelFeed, until: float) -> None:
         """Asterisk writes CEL rows a moment after the fact: wait (a little) until it has
@@ -221,6 +230,8 @@ class Healer:
         fresh = [r for r in records if r.call_id not in stored]
         for record in fresh:
             self.recorder.deliver(record)
+        while self._backlog() > MAX_BACKLOG:
+            await asyncio.sleep(0.05)
         return len(fresh), len(records) - len(fresh)
 
     def _stored(self, call_ids: list[str]) -> set[str]:
