@@ -150,19 +150,22 @@ def test_the_checkpoint_is_the_earliest_start_not_stored(tmp_path: Path) -> None
     assert read_checkpoint(store.db.conn) is None
 
 
-def test_the_gate_holds_and_drops_only_ami_events_the_healing_fed() -> None:
+def test_the_gate_holds_and_drops_only_what_the_healing_fed() -> None:
     seen: list[PbxEvent] = []
     gate = EventGate(seen.append)
-    a, b, c = SnapshotStarted(10.0), SnapshotStarted(20.0), SnapshotStarted(5.0)
+    a, b, c = SnapshotStarted(10.0), SnapshotStarted(20.0), SnapshotStarted(25.0)
     gate.ami(a)
     assert seen == [a]
     gate.hold()
+    gate.signal(SnapshotStarted(3.0))  # a FastAGI signal from before the cut: CEL had it
     gate.ami(b)
-    gate.signal(c)  # a bot signal (FastAGI): never in Asterisk's records
+    gate.signal(c)
     gate.ami(SnapshotStarted(4.0))
     assert seen == [a] and gate.first_ami_ts == 20.0
-    assert gate.release(cutoff=15.0) == 1
+    assert gate.release(cutoff=15.0) == 2
     assert seen == [a, b, c]
+    gate.ami(SnapshotStarted(1.0))  # passing again, whatever its time
+    assert len(seen) == 4
 
 
 def test_forget_drops_a_call_in_progress_so_it_can_be_fed_again() -> None:

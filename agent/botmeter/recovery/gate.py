@@ -16,14 +16,15 @@ MAX_HELD = 500_000
 
 
 class EventGate:
-    """Events from AMI (`ami`) and the bot (`signal`) pass to `handle`, except between
-    `hold()` and `release(cutoff)`: then they wait, and the AMI events older than `cutoff`
-    (the moment Asterisk's own records were read up to) are dropped, as the healing fed
-    them already. `first_ami_ts`: the time of the first AMI event held, on Asterisk's clock."""
+    """Events from AMI (`ami`) and the bot (`signal`, FastAGI) pass to `handle`, except
+    between `hold()` and `release(cutoff)`: then they wait, and those older than `cutoff` (the
+    moment Asterisk's own records were read up to) are dropped, as the healing fed them
+    already (CEL has the bot's FastAGI calls too). `first_ami_ts`: the time of the first AMI
+    event held, on Asterisk's clock."""
 
     def __init__(self, handle: Callable[[PbxEvent], None], *, max_held: int = MAX_HELD) -> None:
         self._handle = handle
-        self._held: list[tuple[PbxEvent, bool]] | None = None
+        self._held: list[PbxEvent] | None = None
         self._max_held = max_held
         self.first_ami_ts: float | None = None
         self.dropped = 0
@@ -31,17 +32,14 @@ class EventGate:
     def ami(self, event: PbxEvent) -> None:
         if self._held is not None and self.first_ami_ts is None:
             self.first_ami_ts = event.ts
-        self._take(event, True)
+        self.signal(event)
 
     def signal(self, event: PbxEvent) -> None:
-        self._take(event, False)
-
-    def _take(self, event: PbxEvent, from_ami: bool) -> None:
         held = self._held
         if held is None:
             self._handle(event)
         elif len(held) < self._max_held:
-            held.append((event, from_ami))
+            held.append(event)
         else:
             self.dropped += 1
             if self.dropped == 1:
@@ -58,12 +56,12 @@ class EventGate:
             self.first_ami_ts = None
 
     def release(self, cutoff: float | None = None) -> int:
-        """Pass on what was held (the AMI events from `cutoff` on, if given) and stop holding;
-        returns how many held AMI events were older than the cutoff and dropped."""
+        """Pass on what was held (from `cutoff` on, if given) and stop holding; returns how
+        many held events were older than the cutoff and dropped."""
         held, self._held = self._held or [], None
         older = 0
-        for event, from_ami in held:
-            if from_ami and cutoff is not None and event.ts < cutoff:
+        for event in held:
+            if cutoff is not None and event.ts < cutoff:
                 older += 1
                 continue
             self._handle(event)
