@@ -288,6 +288,18 @@ class CallStore:
                 found[row.pop("call_id")] = row
         return found
 
+    def stored_call_ids(self, call_ids: Iterable[str]) -> set[str]:
+        """Which of these calls are stored."""
+        ids = list(call_ids)
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            rows = self.db.conn.execute(
+                f"SELECT call_id FROM calls WHERE call_id IN ({', '.join('?' * len(chunk))})",
+                chunk)
+            found.update(row[0] for row in rows)
+        return found
+
     def count(self) -> int:
         return self._calls.count
 
