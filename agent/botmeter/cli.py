@@ -651,6 +651,7 @@ def demo(count: int, speed: float, concurrency: int, db: str | None) -> None:
 
 
 from . import (  # noqa: E402 -- each registers its commands on main
+    backfill_cli,  # noqa: F401 -- `botmeter backfill`
     db_cli,  # noqa: F401 -- `botmeter db`
     doctor_cli,  # noqa: F401 -- `botmeter doctor` and `check-config`
     sim_cli,  # noqa: F401 -- `botmeter sim`

@@ -9,7 +9,7 @@ import stat
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -497,6 +497,17 @@ class LogSection(_Section):
         return self.json_ if isinstance(self.json_, bool) else None
 
 
+class RecoverySection(_Section):
+    """Asterisk's own records of its calls, read when AMI missed some (docs/recovery.md):
+    the CEL file (`cel_sqlite3_custom`'s SQLite, or a CEL CSV) and, without CEL, the CDR
+    file (`cdr_db`: `cdr_sqlite3_custom`'s SQLite; `cdr_csv`: `cdr_csv`'s Master.csv).
+    An empty path: not used. Relative paths are taken relative to the config file."""
+
+    cel_db: str = ""
+    cdr_db: str = ""
+    cdr_csv: str = ""
+
+
 class Config(_Section):
     agent: AgentSection
     ami: AmiSection
@@ -510,6 +521,7 @@ class Config(_Section):
     report: ReportSection = ReportSection()
     budget: BudgetSection | None = None
     log: LogSection = LogSection()
+    recovery: RecoverySection = RecoverySection()
     source_path: str = Field(default="<memory>", exclude=True)
 
     @property
@@ -517,8 +529,12 @@ class Config(_Section):
         return Path(self.source_path).parent
 
     def store_path(self) -> Path:
-        path = Path(self.store.path)
-        return path if path.is_absolute() else self.base_dir / path
+        return self.config_relative(self.store.path)
+
+    def config_relative(self, path: str) -> Path:
+        """A path from the config: as given if absolute, else relative to the config file."""
+        given = Path(path)
+        return given if given.is_absolute() else self.base_dir / given
 
     def plans_dir(self) -> Path | None:
         if self.plans is None:
@@ -535,6 +551,22 @@ class Config(_Section):
             bot_channels=self.bot.channels,
             rejoin_seconds=self.bot.rejoin_seconds,
         )
+
+
+class RecoverySources(NamedTuple):
+    """Where Asterisk's records are: the CEL file and the CDR file (None: not configured)."""
+
+    cel: Path | None
+    cdr: Path | None
+
+
+def recovery_sources(config: Config) -> RecoverySources:
+    """The `[recovery]` files, resolved like `[store] path`; the CDR SQLite file is preferred
+    to Master.csv when both are given (it holds each CDR's linkedid)."""
+    section = config.recovery
+    cdr = section.cdr_db or section.cdr_csv
+    return RecoverySources(config.config_relative(section.cel_db) if section.cel_db else None,
+                           config.config_relative(cdr) if cdr else None)
 
 
 def _first_error(path: str, exc: ValidationError) -> ConfigError:

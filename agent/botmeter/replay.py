@@ -18,19 +18,13 @@ from .backoff import Backoff
 from .pbx.stream import AmiEventDecoder
 from .rating import PlanSeries
 from .recorder import Recorder
-from .rerating import rerate_period
-from .storage.guard import GuardedSaver, StoreUnavailable
-from .storage.rated_saver import RatedSaver
+from .storage.offline_saver import OfflineSaver
 from .storage.store import CallStore
 from .storage.writer import load_spill
-from .tracking.record import CallRecord
 from .tracking.rules import TrackingRules
 from .tracking.tracker import MAX_IN_PROGRESS
 
 log = structlog.get_logger(__name__)
-
-#: waits between attempts to store a batch the database refuses: 0.25-0.5 s, then doubling
-RETRY_MIN, RETRY_MAX = 0.5, 4.0
 
 
 def with_crlf(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -57,35 +51,16 @@ def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
     periods are re-rated once, at the end. StoreUnavailable if the database refuses writes
     `attempts` times in a row (the calls stored so far stay stored).
     """
-    rated = RatedSaver(series, keep_late_calls=False) if series is not None else None
-    saver = GuardedSaver(rated)
-    retry = backoff or Backoff(RETRY_MIN, RETRY_MAX)
-    pending: list[CallRecord] = []
-
-    def store_batch(records: list[CallRecord]) -> bool:
-        _save_retrying(saver, store, records, attempts, retry)
-        return True
-
-    def sink(record: CallRecord) -> None:
-        pending.append(record)
-        if len(pending) >= batch:
-            store_batch(pending)
-            pending.clear()
-
-    recovered = load_spill(store, spill, store_batch) if spill is not None else 0
-    recorder = Recorder(rules, sink, source="ami", max_in_progress=max_in_progress)
+    saver = OfflineSaver(store, series, batch=batch, attempts=attempts, backoff=backoff)
+    recovered = load_spill(store, spill, saver.store_batch) if spill is not None else 0
+    recorder = Recorder(rules, saver.add, source="ami", max_in_progress=max_in_progress)
     decoder = AmiEventDecoder(capture=True)
     now = time.time()
     for chunk in with_crlf(chunks):
         for event in decoder.feed(chunk, now):
             recorder.handle(event)
     recorder.tracker.end_of_input()
-    store_batch(pending)
-    late: list[str] = []
-    if rated is not None:
-        late = rated.late
-        for period in late:
-            rerate_period(store, rated.series, period)
+    late = saver.finish()
     stats = decoder.parser.stats
     return {
         "events": recorder.events,
@@ -103,20 +78,3 @@ def replay(chunks: Iterable[bytes], rules: TrackingRules, store: CallStore, *,
         "calls_evicted": recorder.tracker.evicted_calls,
         "signals_dropped": recorder.tracker.dropped_signals,
     }
-
-
-def _save_retrying(saver: GuardedSaver, store: CallStore, records: list[CallRecord],
-                   attempts: int, backoff: Backoff) -> None:
-    """`saver(store, records)`, retried with backoff while the database is unavailable."""
-    for attempt in range(1, attempts + 1):
-        try:
-            saver(store, records)
-        except StoreUnavailable as exc:
-            if attempt == attempts:
-                raise
-            records = exc.remaining
-            log.warning("storing calls failed; retrying", error=str(exc), calls=len(records))
-            backoff.wait()
-        else:
-            backoff.reset()
-            return

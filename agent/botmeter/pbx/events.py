@@ -183,7 +183,8 @@ PbxEvent = (ChannelEvent | DestAnswered | BotSignal | ChannelSnapshot | Snapshot
             | SnapshotComplete | PbxReady)
 
 
-def _caller_id(value: str) -> str:
+def caller_id_text(value: str) -> str:
+    """A caller id number or name as recorded: Asterisk's `<unknown>` is ""."""
     return "" if value == "<unknown>" else value
 
 
@@ -251,7 +252,7 @@ def _duration(h: Headers, bad: BadValue) -> float:
 def _new_channel(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
     return ChannelCreated(
         ts, uid, lid, h.get("Channel", ""), h.get("Context", ""), h.get("Exten", ""),
-        _caller_id(h.get("CallerIDNum", "")), _caller_id(h.get("CallerIDName", "")),
+        caller_id_text(h.get("CallerIDNum", "")), caller_id_text(h.get("CallerIDName", "")),
     )
 
 
@@ -265,7 +266,7 @@ def _new_exten(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
 
 def _new_callerid(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
     return CallerIdChanged(
-        ts, uid, lid, _caller_id(h.get("CallerIDNum", "")), _caller_id(h.get("CallerIDName", ""))
+        ts, uid, lid, caller_id_text(h.get("CallerIDNum", "")), caller_id_text(h.get("CallerIDName", ""))
     )
 
 
@@ -370,7 +371,7 @@ def from_ami(h: Headers, now: float, on_bad_value: BadValue | None = None) -> Pb
             _ts(h, now, bad), uid, h.get("Linkedid", ""), h.get("Channel", ""),
             h.get("Context", ""), h.get("Exten", ""), h.get("Application", ""),
             h.get("ApplicationData", ""),
-            _caller_id(h.get("CallerIDNum", "")), _caller_id(h.get("CallerIDName", "")),
+            caller_id_text(h.get("CallerIDNum", "")), caller_id_text(h.get("CallerIDName", "")),
             _duration(h, bad), h.get("BridgeId", ""),
         )
     if name == "CoreShowChannelsComplete":

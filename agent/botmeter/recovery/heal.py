@@ -237,7 +237,7 @@ class Healer:
     def _stored(self, call_ids: list[str]) -> set[str]:
         store = self._store_factory()
         try:
-            return store.stored_ids(call_ids)
+            return store.stored_call_ids(call_ids)
         finally:
             store.close()
 

@@ -288,14 +288,16 @@ class CallStore:
                 found[row.pop("call_id")] = row
         return found
 
-    def stored_ids(self, call_ids: Iterable[str]) -> set[str]:
+    def stored_call_ids(self, call_ids: Iterable[str]) -> set[str]:
         """Which of these calls are stored."""
-        found: set[str] = set()
         ids = list(call_ids)
+        found: set[str] = set()
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            sql = f"SELECT call_id FROM calls WHERE call_id IN ({', '.join('?' * len(chunk))})"
-            found.update(row[0] for row in self.db.execute(sql, chunk))
+            rows = self.db.conn.execute(
+                f"SELECT call_id FROM calls WHERE call_id IN ({', '.join('?' * len(chunk))})",
+                chunk)
+            found.update(row[0] for row in rows)
         return found
 
     def count(self) -> int:

@@ -74,6 +74,12 @@ HANDOFF_APPLICATIONS = frozenset({"queue", "dial"})
 _CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]{8}(;\d)?$")
 
 
+def channel_family(channel: str) -> str:
+    """A channel's name without its sequence suffix (`Local/agent1@human-agents-00000024;1`
+    -> `Local/agent1@human-agents`): the transfer target a dialled channel stands for."""
+    return _CHANNEL_SUFFIX.sub("", channel)
+
+
 @dataclass(slots=True, eq=False)
 class _Channel:
     uniqueid: str
