@@ -22,6 +22,7 @@ from botmeter.sim.pbx import SimulatedPBX
 from botmeter.sim.scenarios import ScriptedCall
 
 from .helpers import eventually
+from .recovery_support import lab_master_db
 
 SECRET = "doctor-s3cret"
 #: what README's manager.conf example grants botmeter
@@ -92,7 +93,8 @@ def a_pbx(**options: object) -> SimulatedPBX:
 
 async def test_good_credentials_give_all_ok_and_exit_0_from_the_cli(tmp_path):
     async with a_pbx() as pbx:
-        config = write_doctor_config(tmp_path, pbx.port)
+        config = write_doctor_config(
+            tmp_path, pbx.port, extra=f'[recovery]\ncel_db = "{lab_master_db(tmp_path)}"\n')
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "botmeter.cli", "--config", str(config), "doctor", "--watch",
             "5", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -106,7 +108,7 @@ async def test_good_credentials_give_all_ok_and_exit_0_from_the_cli(tmp_path):
     for check in ("config", "secret ami.secret_file", "plans", "database", "fastagi port",
                   "http port", "ami reachable", "ami login", "ami write", "clock skew",
                   "ami read call", "ami read agent", "ami read user", "ami read dialplan",
-                  "timestampevents"):
+                  "timestampevents", "recovery"):
         assert check in checks, (check, lines)
 
 
@@ -216,7 +218,9 @@ def test_check_config_is_offline_and_refuses_a_readable_secret_file(tmp_path):
     config = write_doctor_config(tmp_path, 1)  # port 1: nothing is asked over the network
     good = run_cli("--config", str(config), "check-config")
     assert good.returncode == 0, good.stdout + good.stderr
-    assert [line.split()[0] for line in good.stdout.splitlines()] == ["OK"] * 4
+    # no [recovery]: the site runs on AMI alone, a warning (calls in a gap are lost)
+    assert [line.split()[0] for line in good.stdout.splitlines()] == ["OK"] * 4 + ["WARN"]
+    assert "recovery: AMI only" in good.stdout
     (tmp_path / "ami.secret").chmod(0o644)
     bad = run_cli("--config", str(config), "check-config")
     assert bad.returncode == 1

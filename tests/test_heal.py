@@ -51,6 +51,9 @@ class ListFeed:
     def events(self, since: float, until: float) -> Iterator[PbxEvent]:
         return (ev for ev in self._events if since <= ev.ts < until)
 
+    def close(self) -> None:
+        self.closed = True
+
 
 def _without_source(record: CallRecord) -> CallRecord:
     return record._replace(source="ami")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from ..config import Config, ConfigError
 from .findings import Finding, fail
 from .offline import check_config, check_database, check_listen, check_plans, check_secrets
+from .recovery import check_recovery
 
 Say = Callable[[Finding], None]
 
@@ -22,6 +23,7 @@ def offline(config_path: str | None, say: Say) -> Config | None:
         say(each)
     say(check_plans(config))
     say(check_database(config))
+    say(check_recovery(config))
     return config
 
 

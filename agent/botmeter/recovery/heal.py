@@ -53,6 +53,8 @@ class CelFeed(Protocol):
 
     def events(self, since: float, until: float) -> Iterator[PbxEvent]: ...
 
+    def close(self) -> None: ...
+
 
 class CdrFeed(Protocol):
     """Asterisk's CDRs as call records (`botmeter.recovery.sources`)."""
@@ -60,6 +62,8 @@ class CdrFeed(Protocol):
     name: str
 
     def records(self, since: float, until: float) -> Iterator[CallRecord]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,13 @@ class Healer:
         """Heal up to `first_ts`, the first live event's time on Asterisk's clock (None: none
         came; then up to the newest CEL row, as nothing since reached AMI, else now)."""
         cel = await asyncio.to_thread(self._cel) if self._cel is not None else None
+        try:
+            return await self._heal_from(cel, first_ts)
+        finally:
+            if cel is not None:
+                await asyncio.to_thread(cel.close)
+
+    async def _heal_from(self, cel: CelFeed | None, first_ts: float | None) -> HealResult:
         if first_ts is not None:
             until = first_ts
         else:
@@ -215,7 +226,11 @@ class Healer:
     async def _from_cdr(self, opener: Callable[[], CdrFeed], since: float,
                         until: float) -> HealResult:
         def read() -> list[CallRecord]:
-            return list(opener().records(since, until))
+            source = opener()
+            try:
+                return list(source.records(since, until))
+            finally:
+                source.close()
 
         tracker = self.recorder.tracker
         records = [r for r in await asyncio.to_thread(read) if not tracker.is_live(r.call_id)]
