@@ -24,8 +24,11 @@ def check_recovery(config: Config, now: float | None = None) -> Finding:
     now = time.time() if now is None else now
     if sources.cel is not None:
         try:
-            with open_cel(sources.cel) as cel:
+            cel = open_cel(sources.cel)
+            try:
                 latest = cel.latest_time()
+            finally:
+                cel.close()
         except SourceError as exc:
             return fail(CHECK, f"CEL mode, but {exc}", _read_fix(sources.cel.name))
         age = "no rows yet" if latest is None else f"newest row {_age(now - latest)} ago"
