@@ -70,7 +70,6 @@ PRIVILEGES = {
     "AgentComplete": "agent,all",
     "AgentRingNoAnswer": "agent,all",
     "Shutdown": "system,all",
-    "FullyBooted": "system,all",
     "AGIExecStart": "agi,all",
     "AGIExecEnd": "agi,all",
 }

@@ -565,10 +565,6 @@ class SimulatedPBX:
             client.user = self.users[_header(message, "Username") or ""]
             client.events = (_header(message, "Events") or "on").lower() != "off"
             reply("Success", ("Message", "Authentication accepted"))
-            if client.events and client.user.may_read(PRIVILEGES["FullyBooted"]):
-                # as Asterisk does at once after a login (to users with the system class)
-                client.send(frame([("Event", "FullyBooted"), ("Privilege", PRIVILEGES["FullyBooted"]),
-                                   *self._stamp(self.now()), ("Status", "Fully Booted")]))
         elif action == "logoff":
             reply("Goodbye", ("Message", "Thanks for all the fish."))
             return False
