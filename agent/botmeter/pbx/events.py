@@ -171,16 +171,8 @@ class SnapshotComplete:
     ts: float
 
 
-@dataclass(frozen=True, slots=True)
-class PbxReady:
-    """`FullyBooted`: Asterisk is up; it sends this at once after every login, stamped with
-    its own clock (what the agent heals a gap up to)."""
-
-    ts: float
-
-
 PbxEvent = (ChannelEvent | DestAnswered | BotSignal | ChannelSnapshot | SnapshotStarted
-            | SnapshotComplete | PbxReady)
+            | SnapshotComplete)
 
 
 def caller_id_text(value: str) -> str:
@@ -320,8 +312,7 @@ _CHANNEL_EVENTS: dict[str, Callable[[Headers, float, str, str], ChannelEvent]] =
 #: event names worth parsing at all; everything else is skipped unparsed
 TRACKED_EVENTS: frozenset[bytes] = frozenset(
     n.encode() for n in (*_CHANNEL_EVENTS, "Hangup", "UserEvent", "BlindTransfer",
-                         "AttendedTransfer", "CoreShowChannel", "CoreShowChannelsComplete",
-                         "FullyBooted")
+                         "AttendedTransfer", "CoreShowChannel", "CoreShowChannelsComplete")
 )
 
 
@@ -376,8 +367,6 @@ def from_ami(h: Headers, now: float, on_bad_value: BadValue | None = None) -> Pb
         )
     if name == "CoreShowChannelsComplete":
         return SnapshotComplete(_ts(h, now, bad))
-    if name == "FullyBooted":
-        return PbxReady(_ts(h, now, bad))
     return None
 
 

@@ -112,9 +112,8 @@ class Healer:
         self.gate.hold()
 
     async def attached(self) -> None:
-        """Logged in: heal the gap up to the first event Asterisk sent (`FullyBooted`, on its
-        own clock; at most `settle_seconds` are waited for one), then let the held events
-        through."""
+        """Logged in: heal the gap up to the first event Asterisk sent (on its own clock; at
+        most `settle_seconds` are waited for one), then let the held events through."""
         if self._cel is None and self._cdr is None:
             self.gate.release()
             return
