@@ -443,8 +443,12 @@ def test_the_simulators_cel_alone_gives_the_records_of_its_ami(tmp_path: Path) -
     cel_module = pytest.importorskip("botmeter.recovery.cel")
     source = pytest.importorskip("botmeter.recovery.cel_source")
     rebuild = pytest.importorskip("botmeter.recovery.rebuild").rebuild
-    calls = (mixed_calls(24) + mixed_calls(8, seed=3, signal_via="fastagi") + ari_calls(8)
-             + [ScriptedCall("13600000003", "Drop", "handled", 1, 4, caller_hangs_up=True)])
+    # a dialplan bot's calls; not a rating sent after the caller's hangup with no dialplan
+    # step (AMI shows it late, CEL has no row for it), nor an ARI bot's (its user events and
+    # hold music are not CEL events)
+    calls = [call for call in mixed_calls(24) + mixed_calls(8, seed=3, signal_via="fastagi")
+             if call.survey != "caller_gone"]
+    calls.append(ScriptedCall("13600000003", "Drop", "handled", 1, 4, caller_hangs_up=True))
     events = timeline(calls)
     records = PbxRecords(cel_db=tmp_path / "cel.db")
     tracker = CallTracker(SIM_RULES)
