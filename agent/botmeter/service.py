@@ -11,10 +11,12 @@ from pathlib import Path
 
 import structlog
 
+from .backpressure import BackPressure
 from .bot.fastagi import FastAgiServer
 from .config import Config
 from .health.endpoint import HealthEndpoint
 from .health.snapshot import AgentProbe
+from .health.verdict import Limits
 from .pbx.ami_client import AmiClient, AmiSettings
 from .plans import active_series, load_plan_book
 from .rating.periods import period_of
@@ -74,7 +76,8 @@ class AgentService:
         self.clock = clock
         self.stop_timeout = stop_timeout
         path = self.store_path = store_path or config.store_path()
-        factory = self.store_factory = store_factory or (lambda: CallStore(path))
+        factory = self.store_factory = store_factory or (
+            lambda: CallStore(path, group=config.store.group))
         book = load_plan_book(config)
         series = None if book is None else active_series(config, book)
         uplink = uplink_settings(config, book)
@@ -92,28 +95,27 @@ class AgentService:
         #: with [store] keep_months: old calls purged daily on a thread of its own
         policy = retention_policy(config, series)
         self.retention = RetentionWorker(factory, policy, clock=clock) if policy else None
-        self.writer = RecordWriter(factory, saver=self.saver, on_error=self._write_failed,
-                                   on_saved=on_saved, spill=spill_path(path))
-        self.recorder = Recorder(config.tracking_rules(), self.writer.submit,
+        self.writer = RecordWriter(factory, saver=self.saver, on_saved=on_saved,
+                                   spill=spill_path(path))
+        self.recorder = Recorder(config.tracking_rules(), lambda call: self.pressure.submit(call),
                                  max_in_progress=config.calls.max_in_progress)
         self.client = AmiClient(ami_settings(config), self.recorder.handle, clock=clock)
+        #: finished calls to the writer; AMI paused while [store] max_queued of them wait
+        self.pressure = BackPressure(self.writer, [self.client], config.store.max_queued)
         agi = config.agi
         self.fastagi = FastAgiServer(
             host=agi.host, port=agi.port, allow=agi.allow, on_signal=self.recorder.handle,
             clock=clock) if agi.enabled else None
         self.health = HealthEndpoint(config.http.listen, AgentProbe(
             self.client, self.recorder, self.writer, self.fastagi, path,
-            uplink_on=lambda: self.uplink is not None)) if config.http.enabled else None
+            uplink_on=lambda: self.uplink is not None),
+            Limits(max_queue=config.store.max_queued)) if config.http.enabled else None
         self._stop = asyncio.Event()
         self.reloader = Reloader(self)
 
     def _late(self, period: str) -> None:
         if self.rerater is not None:
             self.rerater.submit(period)
-
-    @staticmethod
-    def _write_failed(exc: BaseException, count: int) -> None:
-        log.error("storing calls failed; retrying", error=str(exc), calls=count)
 
     async def run(self) -> None:
         try:
@@ -153,6 +155,7 @@ class AgentService:
             await self._stop.wait()
         finally:
             self.supervisor.stop()
+            self.pressure.close()
             deadline = time.monotonic() + self.stop_timeout  # the one deadline of the stop
             await self._stop_sources(deadline, client, sweeper)
             self.recorder.tracker.end_of_input()
