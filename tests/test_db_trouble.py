@@ -38,6 +38,7 @@ from botmeter.demo import demo_config
 from botmeter.doctor.findings import FAIL, OK
 from botmeter.doctor.storing import check_storing
 from botmeter.health.verdict import problems
+from botmeter.pbx.ami_client import AmiClient, AmiSettings
 from botmeter.service import AgentService
 from botmeter.sim.pbx import SimulatedPBX
 from botmeter.sim.scenarios import ScriptedCall, mixed_calls
@@ -47,6 +48,7 @@ from botmeter.storage.trouble import Notice, TroubleWatch, classify
 from botmeter.storage.writer import RecordWriter
 
 from .helpers import eventually, eventually_sync
+from .test_sdnotify import FakeSystemd, _agent_under_systemd
 from .test_spill import STOP_SECONDS, _run, _stop, record
 
 SECRET = "trouble-secret"
@@ -293,6 +295,29 @@ def test_a_deleted_file_is_recreated_while_idle(tmp_path):
         writer.close()
 
 
+async def test_the_watchdog_is_fed_while_the_database_is_locked_and_the_status_says_why(
+        tmp_path, monkeypatch):
+    db = tmp_path / "calls.db"
+    fake = FakeSystemd()
+    try:
+        async with _agent_under_systemd(monkeypatch, fake, db) as (pbx, service):
+            await eventually(lambda: fake.seen("READY"))
+            holder = Holder(db)
+            try:
+                await pbx.play([ScriptedCall("13900000002", "", "handled", 1.0, 2.0)])
+                await eventually(lambda: fake.seen("STATUS", "storing calls failing (locked)"),
+                                 timeout=15)
+                pings = service.supervisor.pings
+                await eventually(lambda: service.supervisor.pings >= pings + 3)
+                assert service.writer.failing is not None  # still locked: pinged all the same
+                assert not fake.seen("STATUS", "unhealthy")
+            finally:
+                holder.release()
+            await eventually(lambda: service.writer.saved == 1, timeout=15)
+    finally:
+        fake.close()
+
+
 # -- back-pressure ----------------------------------------------------------------------------
 
 def test_sources_pause_at_the_bound_and_resume_below_half_of_it():
@@ -355,6 +380,24 @@ async def test_a_session_lost_while_paused_is_reconnected_once_reading_resumes(t
             await eventually(lambda: service.writer.saved == stored + len(later), timeout=20)
     assert set(numbers(later)) <= set(callers(db))
     assert events(logs, "ami detached") and events(logs, "ami attached")[1:]
+
+
+async def test_no_session_is_opened_while_reading_is_paused(tmp_path):
+    async with SimulatedPBX(speed=50, secret=SECRET) as pbx:
+        client = AmiClient(AmiSettings("127.0.0.1", pbx.port, "botmeter", SECRET),
+                           lambda event: None)
+        client.pause_reading()  # e.g. the calls closed by a reconnect's snapshot filled it
+        with structlog.testing.capture_logs() as logs:
+            running = asyncio.create_task(client.run())
+            try:
+                await eventually(lambda: events(logs, "ami session waits until reading resumes "
+                                                      "(calls waiting to be stored)"))
+                assert pbx.clients == 0 and not client.connected.is_set()
+                client.resume_reading()
+                await eventually(lambda: client.connected.is_set() and pbx.clients == 1)
+            finally:
+                await client.stop()
+                await running
 
 
 # -- start and stop with the database unavailable ---------------------------------------------
