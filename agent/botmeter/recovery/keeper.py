@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import structlog
 
+from ..storage.reopen import at_path
 from ..storage.store import CallStore
 from ..tracking.tracker import CallTracker
 from .checkpoint import Unstored, low_water, write_checkpoint
@@ -50,8 +51,7 @@ class CheckpointKeeper:
         """Store `value` (in a worker thread); False if the database refused (logged once per
         run of failures; the next write tries again)."""
         try:
-            if self._store is None:
-                self._store = self._factory()
+            self._store = at_path(self._store, self._factory)  # a new file after a delete
             write_checkpoint(self._store.db.conn, value)
         except Exception as exc:
             self.failures += 1
