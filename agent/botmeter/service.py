@@ -247,8 +247,9 @@ class AgentService:
                 job.stop(timeout=0)  # a check or purge in progress ends at its next step
         self.writer.close(deadline)
         if checkpoint is not None:  # taken before the writer closed: before every call not stored
-            self.checkpoints.write(checkpoint)
-        self.checkpoints.close()
+            self.checkpoints.write(checkpoint, min(1.0, max(0.0, deadline - time.monotonic())),
+                                   last=True)
+        self.checkpoints.close(max(0.0, deadline - time.monotonic()))
         if self.rerater is not None:
             self.rerater.close(deadline)
         left = max(0.0, min(1.0, deadline - time.monotonic()))
