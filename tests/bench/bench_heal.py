@@ -34,7 +34,7 @@ from botmeter.recovery.gate import EventGate  # noqa: E402
 from botmeter.recovery.heal import Healer  # noqa: E402
 from botmeter.recovery.sources import CelFile  # noqa: E402
 from botmeter.sim import SimulatedPBX, mixed_calls  # noqa: E402
-from botmeter.sim.scenarios import ARI_MEDIA_CHANNELS, ARI_APP  # noqa: E402
+from botmeter.sim.scenarios import ARI_APP, ARI_MEDIA_CHANNELS  # noqa: E402
 from botmeter.storage.store import CallStore  # noqa: E402
 from botmeter.tracking.record import CallRecord  # noqa: E402
 from botmeter.tracking.rules import TrackingRules  # noqa: E402
