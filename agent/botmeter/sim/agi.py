@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from botmeter.sim.channels import APP_MARKER
 from botmeter.sim.events import AGI_MARKER, FASTAGI_MARKER, SimEvent
 
 log = logging.getLogger(__name__)
@@ -271,6 +272,10 @@ class AgiChannel:
             if parsed is None:
                 return -1
             event, fields = parsed
+            # EXEC runs the application on the channel: no dialplan step (no Newexten on AMI),
+            # but the channel's snapshot, and so CEL, shows it
+            self.emit(APP_MARKER, [*self.request.snapshot, ("Application", "UserEvent"),
+                                   ("AppData", data)])
             self.emit("UserEvent", [*self.request.snapshot, ("UserEvent", event), *fields])
             return 0
         if name in _HARMLESS_APPS:

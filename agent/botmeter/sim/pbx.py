@@ -14,6 +14,12 @@ blocks play(): nothing else is emitted until it ends, and the virtual clock
 stands still at the step's scheduled time meanwhile (an AGI takes no virtual
 time), so later events keep their scheduled stamps and `now()` during a
 session is that step's time.
+
+Like Asterisk, the PBX keeps its own records of the calls when asked: CEL into
+a SQLite file (`cel_db`), CDRs into a SQLite file (`cdr_db`) and/or a Master.csv
+(`cdr_csv`), derived from what it emits (`botmeter.sim.records`). `truth`
+appends what a correct record of each call says as it ends (`botmeter.sim.truth`).
+`restart()` restarts it as `core restart now` does.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -53,7 +60,9 @@ from botmeter.sim.events import (
     ids_needed,
     is_marker,
 )
+from botmeter.sim.records import Commit, PbxRecords
 from botmeter.sim.scenarios import ScriptedCall
+from botmeter.sim.truth import TruthFile, replayed_truth, scripted_truth
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +85,8 @@ Reply = Callable[..., None]
 ALL_CLASSES = "all"
 #: the write classes either of which lets a user send CoreShowChannels (Asterisk's manager.c)
 CORESHOWCHANNELS_CLASSES = frozenset({"system", "reporting"})
+#: the hangup cause of a channel Asterisk hangs up at shutdown (it sets none: CEL shows 0)
+SHUTDOWN_CAUSE = 0
 
 
 def classes(text: str) -> frozenset[str]:
@@ -144,6 +155,20 @@ class _LiveChannel:
     application: str = ""
     data: str = ""
     bridge: str = ""
+    bridge_headers: list[tuple[str, str]] = field(default_factory=list)  # its BridgeEnter's
+
+
+@dataclass(slots=True, eq=False)
+class _Playing:
+    """One call in progress: what play() scheduled, and what its truth needs."""
+
+    call: ScriptedCall
+    call_id: str  # its linkedid: the uniqueid of its first channel
+    offered_at: float
+    remaining: int  # its events not emitted yet
+    group: set[_Playing]  # the calls in progress of the play() that placed it
+    history: list[tuple[float, SimEvent]] | None  # what it emitted (kept for a truth file)
+    cut: bool = False  # a restart ended it
 
 
 class SimulatedPBX:
@@ -163,7 +188,10 @@ class SimulatedPBX:
                  agi_port: int | None = None,
                  agi_command: Sequence[str] = DEFAULT_AGI_COMMAND,
                  agi_timeout: float = AGI_TIMEOUT, read: str = ALL_CLASSES,
-                 write: str = ALL_CLASSES, timestamp_events: bool = True) -> None:
+                 write: str = ALL_CLASSES, timestamp_events: bool = True,
+                 cel_db: Path | None = None, cdr_db: Path | None = None,
+                 cdr_csv: Path | None = None, records_commit: Commit = "step",
+                 truth: Path | None = None) -> None:
         if not speed > 0:
             raise ValueError("speed must be > 0")
         if not agi_command or isinstance(agi_command, str):
@@ -205,6 +233,16 @@ class SimulatedPBX:
         self._uniqueids = 0
         self._locals = 0
         self._sips = 0
+        self.cel_db, self.cdr_db, self.cdr_csv = cel_db, cdr_db, cdr_csv
+        self.records_commit: Commit = records_commit
+        self.truth_path = truth
+        self.records: PbxRecords | None = None  # opened by start() when a file is asked for
+        self._truth: TruthFile | None = None
+        self._playing: dict[_Playing, None] = {}  # calls in progress, oldest first
+        self._owner: dict[str, _Playing] = {}  # live channel uniqueid -> its call
+        self._down = False  # restarting: the listener is closed, no call is placed
+        self.restarts = 0
+        self.calls_missed = 0  # calls due while the PBX was down, never placed
 
     def add_user(self, username: str, secret: str, *, read: str = ALL_CLASSES,
                  write: str = ALL_CLASSES) -> None:
@@ -217,9 +255,16 @@ class SimulatedPBX:
         """Listen; `port` is the bound port afterwards."""
         if self._server is not None:
             raise RuntimeError("already started")
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self._requested_port, limit=MAX_LINE
-        )
+        try:
+            if self.cel_db or self.cdr_db or self.cdr_csv:
+                self.records = PbxRecords(cel_db=self.cel_db, cdr_db=self.cdr_db,
+                                          cdr_csv=self.cdr_csv, commit=self.records_commit)
+            if self.truth_path is not None:
+                self._truth = TruthFile(self.truth_path)
+            self._server = await self._listen(self._requested_port)
+        except BaseException:
+            self._close_files()
+            raise
         self._port = self._server.sockets[0].getsockname()[1]
         self._wall0 = asyncio.get_running_loop().time()
         if self.epoch is None:
@@ -228,28 +273,102 @@ class SimulatedPBX:
 
     async def stop(self) -> None:
         """Send `Event: Shutdown` to the clients, close them and the server."""
-        if self._server is None or self._closed:
+        if self._port is None or self._closed:
             return
         self._closed = True
         self._stopping.set()
         self._resumed.set()  # wake play() loops waiting for an AGI session to end
+        await self._shut_down(restart=False)
+        self._close_files()
+
+    def _close_files(self) -> None:
+        if self.records is not None:
+            self.records.close()
+        if self._truth is not None:
+            self._truth.close()
+
+    async def _listen(self, port: int) -> asyncio.Server:
+        return await asyncio.start_server(self._serve, self.host, port, limit=MAX_LINE)
+
+    async def _shut_down(self, *, restart: bool) -> None:
+        """`Event: Shutdown` to the clients that may read it; close them and the listener."""
         shutdown = frame([("Event", "Shutdown"), ("Privilege", "system,all"),
                           *self._stamp(self.now()), ("Shutdown", "Cleanly"),
-                          ("Restart", "False")])
+                          ("Restart", "True" if restart else "False")])
         clients = list(self._clients)
         self._clients.clear()
         for client in clients:
             if client.authenticated and client.user and client.user.may_read("system,all"):
                 client.send(shutdown)
             client.writer.close()
-        self._server.close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         if self._handlers:
             _, pending = await asyncio.wait(self._handlers, timeout=1.0)
             if pending:  # clients that do not read: cut them off
                 for client in clients:
                     client.writer.transport.abort()
                 await asyncio.wait(pending, timeout=1.0)
-        await self._server.wait_closed()
+        if server is not None:
+            await server.wait_closed()
+
+    async def restart(self, down_seconds: float = 0.0, *, hangups_on_ami: bool = False) -> None:
+        """Restart like `core restart now`: every channel in progress is hung up (cause 0, as
+        Asterisk sets none at shutdown; their CEL and CDRs are written and their calls end,
+        cut), clients get `Event: Shutdown` (`Restart: True`) and are closed, connections are
+        refused for `down_seconds` (wall time), then it listens again on the same port.
+
+        By default the hangups never reach AMI (the agent sees Shutdown, then nothing: calls
+        in progress must be closed from CEL); `hangups_on_ami` sends them first, as a real
+        Asterisk does while it waits for its channels to die before the Shutdown event.
+        Calls due while it is down are not placed (`calls_missed`). Uniqueids restart their
+        sequence at 0, with a later time before the dot, so none repeats; channel names
+        restart their numbering too. A restart waits for an AGI session in progress to end.
+        """
+        if self._server is None or self._closed or self._down:
+            raise RuntimeError("restart() needs a running PBX")
+        if not 0 <= down_seconds < math.inf:
+            raise ValueError("down_seconds must be >= 0")
+        async with self._agi_lock:
+            self._down = True
+            stamp = self.now()
+            if hangups_on_ami:
+                self._hang_up_all(stamp)
+            await self._shut_down(restart=True)
+            if not hangups_on_ami:
+                self._hang_up_all(stamp)
+        self.restarts += 1
+        log.info("simulated PBX restarting: down for %g s", down_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), down_seconds)
+        self._new_ids(stamp)
+        if not self._closed:
+            self._server = await self._listen(self.port)
+        self._down = False
+
+    def _hang_up_all(self, stamp: float) -> None:
+        """Hang up every live channel (out of its bridge first); end their calls, cut."""
+        for uniqueid, live in list(self._channels.items()):
+            playing = self._owner.get(uniqueid)
+            if live.bridge:
+                self._emit(stamp, SimEvent(0.0, "BridgeLeave", (*live.bridge_headers,
+                                                                 *live.snapshot)), playing)
+            self._emit(stamp, SimEvent(0.0, "Hangup", (*live.snapshot, (
+                "Cause", str(SHUTDOWN_CAUSE)), ("Cause-txt", "Unknown"))), playing)
+        if self.records is not None:
+            self.records.flush()
+        for playing in list(self._playing):
+            playing.cut = True
+            playing.group.discard(playing)
+            self._ended(playing)
+
+    def _new_ids(self, stamp: float) -> None:
+        """After a restart: sequences from 0, the clock at least a second past `stamp`."""
+        ahead = math.floor(stamp) + 1 - self.now()
+        if ahead > 0:
+            self._wall0 -= ahead / self.speed
+        self._uniqueids = self._locals = self._sips = 0
 
     async def __aenter__(self) -> SimulatedPBX:
         await self.start()
@@ -270,6 +389,11 @@ class SimulatedPBX:
         """`agi://host:port` of the FastAGI server, as the dialplan names it."""
         host = f"[{self.agi_host}]" if ":" in self.agi_host else self.agi_host
         return f"agi://{host}:{self.agi_port if self.agi_port is not None else FASTAGI_PORT}"
+
+    @property
+    def down(self) -> bool:
+        """Restarting: connections are refused and no call is placed."""
+        return self._down
 
     @property
     def clients(self) -> int:
@@ -302,7 +426,7 @@ class SimulatedPBX:
         and still start no faster than `rate`).
         ValueError if a call signals by "fastagi" and `agi_port` is None.
         """
-        if self._server is None:
+        if self._port is None:
             raise RuntimeError("start() the PBX first")
         if self.agi_port is None and any(c.signal_via == "fastagi" for c in calls):
             raise ValueError("calls signal by FastAGI but the PBX has no agi_port")
@@ -317,14 +441,16 @@ class SimulatedPBX:
         else:
             starts = [base + index / rate for index in range(len(calls))]
         waiting = deque(sorted(range(len(calls)), key=lambda index: (starts[index], index)))
-        heap: list[tuple[float, int, SimEvent, list[int]]] = []
+        heap: list[tuple[float, int, SimEvent, _Playing]] = []
         order = itertools.count()
-        active = 0
+        active: set[_Playing] = set()
         current = base  # virtual time of the last step: keeps delayed starts deterministic
         gap = 0.0 if rate is None else 1.0 / rate
         last_start = -math.inf
         while not self._closed:
-            can_start = waiting and (concurrency is None or active < concurrency)
+            while heap and heap[0][3].cut:  # what a restart cut short never happens
+                heapq.heappop(heap)
+            can_start = waiting and (concurrency is None or len(active) < concurrency)
             next_start = (max(starts[waiting[0]], current, last_start + gap)
                           if can_start else math.inf)
             next_event = heap[0][0] if heap else math.inf
@@ -335,22 +461,51 @@ class SimulatedPBX:
             if next_start <= next_event:
                 last_start = current
                 call = calls[waiting.popleft()]
+                if self._down:
+                    self.calls_missed += 1
+                    continue
                 events = call_events(call, self._reserve_ids(call, current), agi_url=agi_url)
-                remaining = [len(events)]
+                playing = self._place(call, current, events, active)
                 for event in events:
-                    heapq.heappush(heap, (current + event.offset, next(order), event, remaining))
-                active += 1
+                    heapq.heappush(heap, (current + event.offset, next(order), event, playing))
                 continue
             # emit every event due now (same virtual time) in one go
             while heap and heap[0][0] <= current and not self._closed:
-                stamp, _, event, remaining = heapq.heappop(heap)
+                stamp, _, event, playing = heapq.heappop(heap)
+                if playing.cut:
+                    continue
                 if is_marker(event):
-                    await self._run_agi(stamp, event)  # blocks like the AGI application
+                    await self._run_agi(stamp, event, playing)  # blocks like the AGI app
                 else:
-                    self._emit(stamp, event)
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    active -= 1
+                    self._emit(stamp, event, playing)
+                playing.remaining -= 1
+                if playing.remaining == 0 and not playing.cut:
+                    active.discard(playing)
+                    self._ended(playing)
+            if self.records is not None:
+                self.records.flush(idle=False)
+
+    def _place(self, call: ScriptedCall, start: float, events: list[SimEvent],
+               group: set[_Playing]) -> _Playing:
+        """A call starts: keep it among the calls in progress."""
+        call_id = dict(events[0].headers).get("Linkedid", "") if events else ""
+        playing = _Playing(call, call_id, start, len(events), group,
+                           [] if self._truth is not None else None)
+        group.add(playing)
+        self._playing[playing] = None
+        return playing
+
+    def _ended(self, playing: _Playing) -> None:
+        """A call is over: its truth line, if a truth file is kept."""
+        self._playing.pop(playing, None)
+        if self._truth is None:
+            return
+        if playing.cut:
+            line = replayed_truth(playing.history or (), playing.call_id)
+        else:
+            line = scripted_truth(playing.call, playing.call_id, playing.offered_at)
+        if line is not None:
+            self._truth.write(line)
 
     def _reserve_ids(self, call: ScriptedCall, start: float) -> CallIds:
         uniqueids, locals_, sips = ids_needed(call)
@@ -374,6 +529,8 @@ class SimulatedPBX:
             delay = self._wall0 + (virtual - self.epoch) / self.speed - loop.time()
             if delay <= 0:
                 break
+            if self.records is not None:
+                self.records.flush()  # all that is due is out: its rows too
             with contextlib.suppress(TimeoutError):  # wake early when the PBX stops
                 await asyncio.wait_for(self._stopping.wait(), delay)
             slept = True
@@ -382,7 +539,7 @@ class SimulatedPBX:
 
     # ---- AGI ----------------------------------------------------------------
 
-    async def _run_agi(self, stamp: float, marker: SimEvent) -> None:
+    async def _run_agi(self, stamp: float, marker: SimEvent, playing: _Playing) -> None:
         """Run the AGI session of `marker` (scheduled at `stamp`) to its end.
 
         Its events are stamped `stamp`; the clock stands still meanwhile.
@@ -391,9 +548,11 @@ class SimulatedPBX:
             if self._closed:
                 return
             request = AgiRequest.from_marker(marker)
+            if playing.history is not None:
+                playing.history.append((stamp, marker))
 
             def emit(name: str, headers: list[tuple[str, str]]) -> None:
-                self._emit(stamp, SimEvent(marker.offset, name, tuple(headers)))
+                self._emit(stamp, SimEvent(marker.offset, name, tuple(headers)), playing)
 
             self._hold(stamp)
             self.agi_sessions += 1
@@ -438,6 +597,8 @@ class SimulatedPBX:
                     request.app_data, why)
 
     def _hold(self, stamp: float) -> None:
+        if self.records is not None:
+            self.records.flush()
         self._held = stamp
         self._resumed.clear()
 
@@ -448,8 +609,16 @@ class SimulatedPBX:
         self._held = None
         self._resumed.set()
 
-    def _emit(self, stamp: float, event: SimEvent) -> None:
-        self._track(stamp, event)
+    def _emit(self, stamp: float, event: SimEvent, playing: _Playing | None = None) -> None:
+        """One event happens: to the PBX's records, its call's history and (unless a
+        marker) the AMI clients that may read it."""
+        if self.records is not None:
+            self.records.event(stamp, event.name, dict(event.headers))
+        if playing is not None and playing.history is not None:
+            playing.history.append((stamp, event))
+        if is_marker(event):
+            return
+        self._track(stamp, event, playing)
         privilege = PRIVILEGES.get(event.name, DEFAULT_PRIVILEGE)
         receivers = [c for c in self._clients if c.authenticated and c.events
                      and c.user is not None and c.user.may_read(privilege)]
@@ -468,25 +637,29 @@ class SimulatedPBX:
         """The `Timestamp` header, when timestampevents is on."""
         return [("Timestamp", f"{stamp:.6f}")] if self.timestamp_events else []
 
-    def _track(self, stamp: float, event: SimEvent) -> None:
-        """Keep the live-channel table (for CoreShowChannels) up to date."""
+    def _track(self, stamp: float, event: SimEvent, playing: _Playing | None) -> None:
+        """Keep the live-channel table (for CoreShowChannels and restarts) up to date."""
         headers = dict(event.headers)
         uniqueid = headers.get("Uniqueid")
         if uniqueid is None or "Channel" not in headers:
             return
         if event.name == "Hangup":
             self._channels.pop(uniqueid, None)
+            self._owner.pop(uniqueid, None)
             return
         live = self._channels.get(uniqueid)
         if live is None:
             if event.name != "Newchannel":
                 return
             live = self._channels[uniqueid] = _LiveChannel(created=stamp)
+            if playing is not None:
+                self._owner[uniqueid] = playing
         live.snapshot = [(key, headers[key]) for key in SNAPSHOT_KEYS]
         if event.name == "Newexten":
             live.application, live.data = headers["Application"], headers["AppData"]
         elif event.name == "BridgeEnter":
             live.bridge = headers["BridgeUniqueid"]
+            live.bridge_headers = [(k, v) for k, v in event.headers if k.startswith("Bridge")]
         elif event.name == "BridgeLeave":
             live.bridge = ""
 
