@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from botmeter.config import Config, HttpSection
 from botmeter.demo import demo_config
+from botmeter.health.verdict import problems
 from botmeter.service import AgentService, ServiceError
 from botmeter.sim.pbx import SimulatedPBX
 from botmeter.sim.scenarios import ScriptedCall, mixed_calls
@@ -110,6 +111,8 @@ async def test_healthz_names_the_database_while_storing_calls_fails(tmp_path):
         try:
             await pbx.play([ScriptedCall("13900000001", "", "handled", 1.0, 2.0)])
             await eventually(lambda: service.writer.failing is not None, timeout=15)
+            probe = service.health.probe  # failing for a few seconds fails the health
+            await eventually(lambda: "database" in problems(probe.counters()), timeout=15)
             async with httpx.AsyncClient(base_url=url) as http:
                 answer = await http.get("/healthz")
             assert answer.status_code == 503

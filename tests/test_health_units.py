@@ -41,7 +41,8 @@ def test_a_healthy_snapshot_has_no_problem():
     ({"disk": DiskReading(writable="/var/lib/botmeter is not writable by this user")},
      "database", "not writable"),
     ({"writer_alive": False}, "writer", "stopped"),
-    ({"writer_queue": 10_001}, "writer", "falling behind"),
+    ({"writer_queue": 20_000}, "writer", "falling behind"),
+    ({"ami_reading_paused": True}, "writer", "AMI is not read"),
     ({"writer_busy_seconds": 31.0}, "writer", "no commit lately"),
 ])
 def test_each_problem_names_its_component(change, component, words):

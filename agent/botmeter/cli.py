@@ -281,22 +281,32 @@ def run(ctx: Context, stop_timeout: float) -> None:
     <db>.spill.jsonl (the next start stores them); 4: some could not even be spilled.
     """
     import asyncio
+    import contextlib
     import signal
+    import sqlite3
 
     from . import runtime
     from .service import AgentService, ServiceError
+    from .storage.startup import open_at_start
     from .storage.store import StoreError
 
     config = ctx.config()
-    with opened_store(ctx, None, create=True):
-        pass  # a store that cannot be created or read stops the agent here, in one line
-    with refuse_bad_files():
-        service = AgentService(config, stop_timeout=stop_timeout)
-    if service.uplink is not None:  # a change that would count calls twice stops it here
-        from .uplink.identity import check_identity
+    try:  # a database no retry mends stops the agent here, in one line; one locked does not
+        store = open_at_start(config.store_path(), config.store.group)
+    except StoreError as exc:
+        fail("database error", exc.path, exc.reason, FAILURE)
+    try:
+        with refuse_bad_files():
+            service = AgentService(config, stop_timeout=stop_timeout)
+        if service.uplink is not None and store is not None:  # would it count calls twice?
+            from .uplink.identity import check_identity
 
-        with opened_store(ctx, None, create=True) as store, refuse_bad_files():
-            check_identity(store.db.conn, service.uplink.settings, config.source_path)
+            # unreadable now: the uplink checks again once it opens the database
+            with refuse_bad_files(), contextlib.suppress(sqlite3.Error):
+                check_identity(store.db.conn, service.uplink.settings, config.source_path)
+    finally:
+        if store is not None:
+            store.close()
 
     async def _main() -> None:
         loop = asyncio.get_running_loop()

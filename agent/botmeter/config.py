@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from . import ENV_VAR
+from .backpressure import MAX_QUEUED
 from .logs import redact_secret
 from .tracking.rules import MAX_IN_PROGRESS, TrackingRules
 
@@ -290,11 +291,14 @@ class PlansSection(_Section):
 class StoreSection(_Section):
     """The SQLite file; created 0600, or 0640 owned by `group` when one is given.
     `keep_months`: calls are kept this many full months before the current one (default:
-    forever); older ones are purged (`botmeter.storage.retention`)."""
+    forever); older ones are purged (`botmeter.storage.retention`). `max_queued`: finished
+    calls waiting to be stored (the database refusing writes) beyond which AMI is no longer
+    read until half of them are stored (`botmeter.backpressure`)."""
 
     path: Annotated[str, Field(min_length=1)] = "/var/lib/botmeter/botmeter.db"
     group: Annotated[str, Field(min_length=1)] | None = None
     keep_months: Annotated[int, Field(ge=1, le=1200)] | None = None
+    max_queued: Annotated[int, Field(ge=2, le=10_000_000)] = MAX_QUEUED
 
     @field_validator("group")
     @classmethod

@@ -29,20 +29,24 @@ class DrainThread(Generic[T]):
 
     Hooks, all run in the thread: `setup` first (an exception it raises is raised again by
     `start()`, and the thread ends), then `first` (e.g. loading leftovers of a previous run;
-    `start()` does not wait for it), `teardown` last, whatever happened. An exception from
+    `start()` does not wait for it), `idle` whenever `idle_every` seconds pass without an item
+    (e.g. a periodic check), `teardown` last, whatever happened. An exception from
     `handle` or `first` ends the thread with one log line; the owner's `close` deals with
     what is left.
     """
 
     def __init__(self, name: str, handle: Callable[[list[T]], bool | None], *,
                  max_batch: int = 1000, setup: Hook | None = None, first: Hook | None = None,
-                 teardown: Hook | None = None) -> None:
+                 teardown: Hook | None = None, idle: Hook | None = None,
+                 idle_every: float = 5.0) -> None:
         self.name = name
         self._handle = handle
         self._max_batch = max_batch
         self._setup = setup
         self._first = first
         self._teardown = teardown
+        self._idle = idle
+        self._idle_every = idle_every
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._ready = threading.Event()
@@ -150,7 +154,7 @@ class DrainThread(Generic[T]):
 
     def _next_batch(self) -> tuple[list[T], bool]:
         """Wait for an item, then take what else is queued; (batch, whether a stop came)."""
-        item = self._queue.get()
+        item = self._wait_for_item()
         if item is _STOP:
             return [], True
         batch: list[T] = [item]  # type: ignore[list-item]
@@ -163,3 +167,13 @@ class DrainThread(Generic[T]):
                 return batch, True
             batch.append(item)  # type: ignore[arg-type]
         return batch, False
+
+    def _wait_for_item(self) -> object:
+        """The next item; while none comes, `idle()` every `idle_every` seconds."""
+        if self._idle is None:
+            return self._queue.get()
+        while True:
+            try:
+                return self._queue.get(timeout=self._idle_every)
+            except queue.Empty:
+                self._idle()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import structlog
 
+from .storage.reopen import at_path
 from .storage.store import CallStore
 
 log = structlog.get_logger(__name__)
@@ -16,7 +17,7 @@ log = structlog.get_logger(__name__)
 class PeriodicJob:
     """Runs `job(store)` at `start()` and then every `interval` seconds (or at once after
     `wake()`), on a daemon thread. The connection is opened by `store_factory` at the first
-    run; a run that fails is logged (`failure`, the error) and tried again at the next."""
+    run (and again if the database's file was deleted or replaced); a run that fails is logged (`failure`, the error) and tried again at the next."""
 
     def __init__(self, name: str, store_factory: Callable[[], CallStore],
                  job: Callable[[CallStore], object], *, interval: float, failure: str) -> None:
@@ -52,8 +53,7 @@ class PeriodicJob:
             while not self._stop.is_set():
                 self._wake.clear()
                 try:
-                    if store is None:
-                        store = self._factory()
+                    store = at_path(store, self._factory)
                     self._job(store)
                 except Exception as exc:  # the next run tries again
                     log.error(self._failure, error=str(exc), error_type=type(exc).__name__)

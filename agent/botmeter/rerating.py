@@ -22,6 +22,7 @@ from .rating import PlanSeries, Rater
 from .rating.compiled import CallCharge
 from .rating.periods import period_bounds
 from .storage.rated_saver import RatedSaver, logged_rater
+from .storage.reopen import at_path
 from .storage.store import CallStore, StoredPeriod, gc_paused
 
 log = structlog.get_logger(__name__)
@@ -88,13 +89,14 @@ class RerateWorker:
         self._store_lock = threading.Lock()
         self._cancelled = threading.Event()
         self._drain: DrainThread[str] = DrainThread(
-            "botmeter-rerate", self._handle, setup=self._open, teardown=self._close_store)
+            "botmeter-rerate", self._handle, teardown=self._close_store)
         self.current: str | None = None
         self.rerated: list[str] = []  # periods re-rated, in order
         self.abandoned: list[str] = []  # periods left at the stop
 
     def start(self) -> None:
-        """Open the database in the worker's thread (raising what opening it raises) and start."""
+        """Start the thread; it opens the database at its first re-rate (a database that
+        cannot be opened then is a re-rate that failed: its period's next call asks again)."""
         self._drain.start()
 
     def submit(self, period: str) -> None:
@@ -125,8 +127,14 @@ class RerateWorker:
 
     # -- the thread ----------------------------------------------------------------------
 
-    def _open(self) -> None:
-        self._store = self._factory()
+    def _open(self) -> CallStore:
+        """The database at the path (opened anew if its file was deleted or replaced)."""
+        with self._store_lock:
+            store, self._store = self._store, None
+        store = at_path(store, self._factory)
+        with self._store_lock:
+            self._store = store
+        return store
 
     def _close_store(self) -> None:
         with self._store_lock:
@@ -160,9 +168,8 @@ class RerateWorker:
             raise Abandoned
 
     def _rerate(self, period: str) -> None:
-        store = self._store
-        assert store is not None
         try:
+            store = self._open()
             with gc_paused(), store.bulk_mode():
                 series = self._saver.series  # the plan in force now (a reload may change it)
                 stored, rater, charges = rate_stored(store, series, period)

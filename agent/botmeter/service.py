@@ -11,10 +11,12 @@ from pathlib import Path
 
 import structlog
 
+from .backpressure import BackPressure
 from .bot.fastagi import FastAgiServer
 from .config import Config
 from .health.endpoint import HealthEndpoint
 from .health.snapshot import AgentProbe
+from .health.verdict import Limits
 from .pbx.ami_client import AmiClient, AmiSettings
 from .plans import active_series, load_plan_book
 from .rating.periods import period_of
@@ -79,7 +81,8 @@ class AgentService:
         self.clock = clock
         self.stop_timeout = stop_timeout
         path = self.store_path = store_path or config.store_path()
-        factory = self.store_factory = store_factory or (lambda: CallStore(path))
+        factory = self.store_factory = store_factory or (
+            lambda: CallStore(path, group=config.store.group))
         book = load_plan_book(config)
         series = None if book is None else active_series(config, book)
         uplink = uplink_settings(config, book)
@@ -100,8 +103,7 @@ class AgentService:
         #: finished calls not stored yet: the recovery checkpoint stays before their start
         self.unstored = Unstored()
         self._on_saved = on_saved
-        self.writer = RecordWriter(factory, saver=self.saver, on_error=self._write_failed,
-                                   on_saved=self._saved, spill=spill_path(path),
+        self.writer = RecordWriter(factory, saver=self.saver, on_saved=self._saved, spill=spill_path(path),
                                    on_rejected=lambda record: self.unstored.done((record,)))
         self.recorder = Recorder(config.tracking_rules(), self._submit,
                                  max_in_progress=config.calls.max_in_progress)
@@ -114,19 +116,22 @@ class AgentService:
                                             factory)
         self.client = AmiClient(ami_settings(config), self.gate.ami, clock=clock,
                                 hooks=self.healer)
+        #: finished calls to the writer; AMI paused while [store] max_queued of them wait
+        self.pressure = BackPressure(self.writer, [self.client], config.store.max_queued)
         agi = config.agi
         self.fastagi = FastAgiServer(
             host=agi.host, port=agi.port, allow=agi.allow, on_signal=self.gate.signal,
             clock=clock) if agi.enabled else None
         self.health = HealthEndpoint(config.http.listen, AgentProbe(
             self.client, self.recorder, self.writer, self.fastagi, path,
-            uplink_on=lambda: self.uplink is not None)) if config.http.enabled else None
+            uplink_on=lambda: self.uplink is not None),
+            Limits(max_queue=config.store.max_queued)) if config.http.enabled else None
         self._stop = asyncio.Event()
         self.reloader = Reloader(self)
 
     def _submit(self, record: CallRecord) -> None:
         self.unstored.add(record)
-        self.writer.submit(record)
+        self.pressure.submit(record)
 
     def _saved(self, records: list[CallRecord]) -> None:
         self.unstored.done(records)
@@ -136,10 +141,6 @@ class AgentService:
     def _late(self, period: str) -> None:
         if self.rerater is not None:
             self.rerater.submit(period)
-
-    @staticmethod
-    def _write_failed(exc: BaseException, count: int) -> None:
-        log.error("storing calls failed; retrying", error=str(exc), calls=count)
 
     async def run(self) -> None:
         try:
@@ -180,6 +181,7 @@ class AgentService:
             await self._stop.wait()
         finally:
             self.supervisor.stop()
+            self.pressure.close()
             deadline = time.monotonic() + self.stop_timeout  # the one deadline of the stop
             await self._stop_sources(deadline, client, sweeper, keeper)
             self.recorder.tracker.end_of_input()

@@ -4,7 +4,9 @@ event loop while it is healthy, STOPPING=1 at stop.
 
 Health is what a restart would mend: the AMI client's task has not ended (connected, or
 reconnecting on its backoff: Asterisk being down is no reason to restart) and the writer's
-thread is alive and not stuck in one attempt to store. The pings come from a task on the
+thread is alive and not stuck in one attempt to store. Database trouble (locked, disk full,
+the file deleted) is not: a restart would not mend it and would lose the calls waiting in
+memory, so the writer retries, the status line says so, and the pings go on. The pings come from a task on the
 event loop, so a blocked loop stops them too, and systemd restarts the agent
 (`WatchdogSec=`).
 """
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from .sdnotify import Notifier, watchdog_interval
+from .storage.trouble import Trouble
 
 if TYPE_CHECKING:
     from .service import AgentService
@@ -46,6 +49,8 @@ class AgentState:
     calls_in_progress: int
     writer_running: bool
     writer_busy_seconds: float | None  # how long the store attempt under way has taken
+    #: database trouble (locked, disk full...: not a problem for the watchdog), in words
+    storing: str | None = None
 
 
 def problems(state: AgentState) -> list[str]:
@@ -71,6 +76,8 @@ def status_line(state: AgentState) -> str:
         line = f"AMI down at {state.ami} ({state.ami_error}), reconnecting; {in_progress}"
     else:
         line = f"connecting to AMI at {state.ami}; {in_progress}"
+    if state.storing is not None:
+        line = f"{line}; {state.storing}"
     found = problems(state)
     return f"unhealthy: {'; '.join(found)} (watchdog pings stopped); {line}" if found else line
 
@@ -78,7 +85,8 @@ def status_line(state: AgentState) -> str:
 def agent_state(service: AgentService, ami_task: asyncio.Task[None]) -> AgentState:
     """Read the running agent's parts (on its event loop)."""
     settings = service.client.settings
-    started = service.writer.attempt_started
+    writer = service.writer
+    started = writer.attempt_started
     return AgentState(
         ami=f"{settings.host}:{settings.port}",
         ami_connected=service.client.connected.is_set(),
@@ -87,7 +95,19 @@ def agent_state(service: AgentService, ami_task: asyncio.Task[None]) -> AgentSta
         calls_in_progress=service.recorder.tracker.active_calls,
         writer_running=service.writer.running,
         writer_busy_seconds=None if started is None else time.monotonic() - started,
+        storing=storing_trouble(writer.trouble.current, writer.queued(),
+                                service.client.reading_paused),
     )
+
+
+def storing_trouble(trouble: Trouble | None, waiting: int, paused: bool) -> str | None:
+    """Database trouble for the status line: `storing calls failing (locked) for 42 s, 310
+    calls waiting, AMI reading paused`; None while storing works."""
+    if trouble is None:
+        return None
+    line = (f"storing calls failing ({trouble.kind}) for {trouble.seconds(time.monotonic()):.0f}"
+            f" s, {waiting} call{'' if waiting == 1 else 's'} waiting")
+    return f"{line}, AMI reading paused" if paused else line
 
 
 class Supervisor:

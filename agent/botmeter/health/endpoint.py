@@ -18,7 +18,7 @@ class HealthEndpoint:
         self.listen = listen
         self.probe = probe
         self.limits = limits
-        self.metrics = AgentMetrics()
+        self.metrics = AgentMetrics(limits)
         probe.writer.on_commit = self.metrics.observe_commit
         host, port = split_listen(listen)
         self.http = HttpServer(host, port, {"/healthz": self.healthz, "/metrics": self.scrape})

@@ -13,9 +13,10 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..storage.trouble import KINDS
 from ..tracking.record import OUTCOMES
 from .snapshot import Snapshot
-from .verdict import problems
+from .verdict import COMPONENTS, DEFAULT_LIMITS, Limits, problems
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: seconds: a commit of one call takes milliseconds; a locked or slow disk, seconds
@@ -32,12 +33,12 @@ FASTAGI_COUNTERS = {
 class AgentMetrics:
     """A private registry: the snapshot's families plus the writer's commit histogram."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.commit_seconds = Histogram(
             "botmeter_writer_commit_seconds", "Seconds to store one batch of calls (one commit).",
             buckets=COMMIT_BUCKETS, registry=self.registry)
-        self._snapshot = _SnapshotCollector()
+        self._snapshot = _SnapshotCollector(limits)
         self.registry.register(self._snapshot)
 
     def observe_commit(self, seconds: float, calls: int) -> None:
@@ -54,7 +55,8 @@ class AgentMetrics:
 
 
 class _SnapshotCollector(Collector):
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
         self.current: Snapshot | None = None
 
     def describe(self) -> list[Metric]:
@@ -62,7 +64,7 @@ class _SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         if self.current is not None:
-            yield from families(self.current)
+            yield from families(self.current, self.limits)
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -80,10 +82,14 @@ def _labelled(family: CounterMetricFamily | GaugeMetricFamily,
     return family
 
 
-def families(snap: Snapshot) -> Iterator[Metric]:
+def families(snap: Snapshot, limits: Limits = DEFAULT_LIMITS) -> Iterator[Metric]:
     """The snapshot as metric families (pure)."""
-    yield _gauge("botmeter_healthy", "1 when /healthz answers 200, else 0.",
-                 0 if problems(snap) else 1)
+    found = problems(snap, limits)
+    yield _gauge("botmeter_healthy", "1 when /healthz answers 200, else 0.", 0 if found else 1)
+    yield _labelled(GaugeMetricFamily(
+        "botmeter_health_problem", "1 for each part that fails /healthz now (its reason is "
+        "in /healthz), else 0.", labels=["component"]),
+        {component: int(component in found) for component in COMPONENTS})
     yield _gauge("botmeter_ami_connected", "1 while logged in to Asterisk's AMI, else 0.",
                  1 if snap.ami_connected else 0)
     yield _labelled(CounterMetricFamily("botmeter_ami_events", "AMI events received, by type.",
@@ -110,6 +116,16 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         "at stop, or lost (only in the log).", labels=["reason"]),
         {"rejected": snap.calls_rejected, "spilled": snap.calls_spilled, "lost": snap.calls_lost})
     yield _gauge("botmeter_writer_queue_depth", "Calls waiting to be stored.", snap.writer_queue)
+    yield _gauge("botmeter_writer_queue_bound", "Calls waiting to be stored from which AMI is no "
+                 "longer read ([store] max_queued).", limits.max_queue)
+    yield _gauge("botmeter_ami_reading_paused", "1 while AMI is not read because the calls "
+                 "waiting to be stored reached their bound, else 0.", int(snap.ami_reading_paused))
+    yield _labelled(GaugeMetricFamily(
+        "botmeter_database_trouble", "1 for the kind of trouble storing calls meets now "
+        "(all 0 while it works).", labels=["kind"]),
+        {kind: int(kind == snap.database_trouble) for kind in KINDS})
+    yield _gauge("botmeter_database_failing_seconds", "Seconds storing calls has been failing "
+                 "(0 while it works).", snap.writer_failing_seconds or 0.0)
     if snap.fastagi is not None:
         for key, doc in FASTAGI_COUNTERS.items():
             yield _counter(f"botmeter_fastagi_{key}", doc, snap.fastagi[key])

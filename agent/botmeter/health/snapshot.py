@@ -60,6 +60,9 @@ class Snapshot:
     fastagi: dict[str, int] | None
     uplink_enabled: bool
     disk: DiskReading = field(default_factory=DiskReading)
+    writer_failing_seconds: float | None = None  # since storing began to fail
+    database_trouble: str | None = None  # its kind (storage.trouble.KINDS)
+    ami_reading_paused: bool = False  # back-pressure: the writer's backlog reached its bound
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class AgentProbe:
         """The in-memory part (call on the event loop), with `disk` as read by `read_disk`."""
         client, writer = self.client, self.writer
         busy = writer.busy_since
+        trouble = writer.trouble.current
+        now = time.monotonic()
         settings = client.settings
         return Snapshot(
             ami_target=f"{settings.host}:{settings.port}",
@@ -96,8 +101,11 @@ class AgentProbe:
             calls_lost=writer.lost,
             writer_alive=writer.alive,
             writer_queue=writer.queued(),
-            writer_busy_seconds=None if busy is None else time.monotonic() - busy,
+            writer_busy_seconds=None if busy is None else now - busy,
             writer_failing=writer.failing,
+            writer_failing_seconds=None if trouble is None else trouble.seconds(now),
+            database_trouble=None if trouble is None else trouble.kind,
+            ami_reading_paused=client.reading_paused,
             fastagi=self.fastagi.counters() if self.fastagi is not None else None,
             uplink_enabled=self.uplink_on(),
             disk=disk or DiskReading(),

@@ -98,11 +98,61 @@ class AmiClient:
         self.bad_values = BadValues()  # over all sessions
         self.traffic = AmiTraffic()  # over all sessions
         self.reconnects = 0
+        #: back-pressure: the socket is not read, nor a new session opened, while True
+        self.reading_paused = False
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def pause_reading(self) -> None:
+        """Stop reading Asterisk's events (the writer's backlog is at its bound): the socket
+        is left unread, no ping is sent, and no new session starts until `resume_reading()`.
+        Asterisk may drop a session left unread this long (its `writetimeout`): that is
+        noticed once reading resumes, and the client reconnects."""
+        if self.reading_paused:
+            return
+        self.reading_paused = True
+        self._flowing.clear()
+        if self.connected.is_set():
+            self._set_reading(False)
+
+    def resume_reading(self) -> None:
+        """Read again (the events Asterisk sent meanwhile come first)."""
+        if not self.reading_paused:
+            return
+        self.reading_paused = False
+        self._flowing.set()
+        self._set_reading(True)
+
+    def _set_reading(self, on: bool) -> None:
+        transport = None if self._protocol is None else self._protocol.transport
+        if transport is None or transport.is_closing():
+            return
+        if on and not transport.is_reading():
+            transport.resume_reading()
+        elif not on and transport.is_reading():
+            transport.pause_reading()
+
+    async def _until_flowing(self) -> None:
+        """While reading is paused, wait (or for the stop) before opening a session."""
+        if self._flowing.is_set():
+            return
+        log.info("ami session waits until reading resumes (calls waiting to be stored)",
+                 host=self.settings.host, port=self.settings.port)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        flowing = asyncio.ensure_future(self._flowing.wait())
+        try:
+            await asyncio.wait({stopping, flowing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            flowing.cancel()
 
     async def run(self) -> None:
         s = self.settings
         backoff = Backoff(s.reconnect_min, s.reconnect_max, stable_after=s.stable_after)
         while not self._stopping.is_set():
+            await self._until_flowing()
+            if self._stopping.is_set():
+                break
             try:
                 await self._session(backoff)
             except AmiLoginError as exc:
@@ -171,6 +221,8 @@ class AmiClient:
         await self._action(protocol, {"Action": "CoreShowChannels"})
         self.last_error = None
         self.connected.set()
+        if self.reading_paused:  # paused while logging in
+            self._set_reading(False)
         await self._watch(protocol)
 
     async def _action(self, protocol: BotmeterAmiProtocol, action: dict[str, str]):
@@ -196,6 +248,8 @@ class AmiClient:
             done, _ = await asyncio.wait({protocol.lost}, timeout=s.ping_interval)
             if done or self._stopping.is_set():
                 break
+            if self.reading_paused:  # no answer could be read: ping once reading resumes
+                continue
             try:
                 await asyncio.wait_for(protocol.send({"Action": "Ping"}), s.ping_timeout)
             except (TimeoutError, ConnectionError):

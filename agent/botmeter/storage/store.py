@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -22,6 +23,7 @@ import sqlite_utils
 from ..rating.compiled import CallCharge
 from ..tracking.record import CSAT_SCALE, CallRecord, iso_utc
 from .columns import RATING_COLUMNS, call_row, decode_rows, select_list
+from .file_identity import OpenedFiles
 from .schema import SchemaError, migrate
 
 
@@ -81,11 +83,23 @@ _VALID_CSAT = (f"json_valid(csat) AND json_type(csat, '$.score') = 'integer' AND
 
 
 class StoreError(Exception):
-    """The database cannot be created, opened or read: names the file and the reason."""
+    """The database cannot be created, opened or read: names the file and the reason.
+
+    `permanent`: no retry can mend it (the path is a folder or cannot be made, the file is not
+    a botmeter database, is damaged or is newer): `botmeter run` exits rather than waits.
+    Otherwise (locked, disk full, not writable now) the running agent keeps trying."""
+
+    permanent = False
 
     def __init__(self, path: str | Path, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path, self.reason = str(path), reason
+
+
+class UnusableDatabase(StoreError):
+    """The path cannot hold botmeter's database, whatever is retried."""
+
+    permanent = True
 
 
 class NoDatabase(StoreError):
@@ -94,6 +108,8 @@ class NoDatabase(StoreError):
 
 class DatabaseTooNew(StoreError, SchemaError):
     """The database was written by a newer botmeter."""
+
+    permanent = True
 
 
 #: a new database's mode: only its owner reads calls (caller numbers are personal data);
@@ -116,7 +132,7 @@ def _refuse_foreign(conn: sqlite3.Connection, path: str | Path, create: bool) ->
         return  # a botmeter layout (or a newer one, which migrate() refuses)
     if tables:
         shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
-        raise StoreError(path, f"not a botmeter database (it holds {shown}): left as it is; "
+        raise UnusableDatabase(path, f"not a botmeter database (it holds {shown}): left as it is; "
                                "give the path of botmeter's database")
     if not create:
         raise NoDatabase(path, "an empty file, not a botmeter database (nothing recorded yet, "
@@ -138,7 +154,7 @@ class CallStore:
         try:
             if not memory:
                 if self.path.is_dir():
-                    raise StoreError(path, "is a folder, not a database file")
+                    raise UnusableDatabase(path, "is a folder, not a database file")
                 if not create and not self.path.exists():
                     raise NoDatabase(path, "no database here (nothing recorded yet, or a "
                                            "mistyped path?)")
@@ -163,17 +179,37 @@ class CallStore:
         except SchemaError as exc:
             raise DatabaseTooNew(path, str(exc)) from None
         except sqlite3.Error as exc:
-            raise StoreError(path, database_problem(exc)) from None
+            error = UnusableDatabase if damaged(exc) else StoreError
+            raise error(path, database_problem(exc)) from None
         except OSError as exc:
             raise StoreError(path, f"cannot {'create' if create else 'open'} it: "
                                    f"{exc.strerror or exc}") from None
         if not memory:
             _match_sidecars(self.path)
+        #: the files opened (None: in memory), to tell when the path no longer leads to them
+        self.opened = None if memory else OpenedFiles.of(self.path)
         self.db = db
         self._calls = db.table("calls")
 
     def close(self) -> None:
         self.db.conn.close()
+
+    def file_change(self) -> str | None:
+        """How the path stopped leading to the file opened ("deleted", "replaced by another
+        file"); None while it still does (and for a database in memory)."""
+        return None if self.opened is None else self.opened.change()
+
+    def release(self) -> None:
+        """Close a database whose file was deleted or replaced (`file_change()`): its last
+        commits checkpointed into it where it still exists, its -wal and -shm files removed from
+        the path, so that the database created or found there next starts clean."""
+        with contextlib.suppress(sqlite3.Error):
+            self.set_busy_timeout(0)
+            self.db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        with contextlib.suppress(sqlite3.Error):
+            self.close()
+        if self.opened is not None:
+            self.opened.discard_sidecars()
 
     def set_busy_timeout(self, seconds: float) -> None:
         """How long a write waits for another connection's lock before failing."""
@@ -336,11 +372,16 @@ class CallStore:
         return self._read(sql, params)
 
 
+def damaged(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is not a database, or a damaged one."""
+    return isinstance(exc, sqlite3.DatabaseError) and str(exc) in (
+        "file is not a database", "database disk image is malformed")
+
+
 def database_problem(exc: sqlite3.Error) -> str:
     """What an SQLite error means for the file, in words."""
     text = str(exc)
-    if isinstance(exc, sqlite3.DatabaseError) and text in (
-            "file is not a database", "database disk image is malformed"):
+    if damaged(exc):
         return f"not a botmeter database, or damaged ({text})"
     return text
 
@@ -356,9 +397,10 @@ def _make_folder(path: Path) -> None:
     except (FileExistsError, NotADirectoryError):
         blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()),
                        path.parent)
-        raise StoreError(path, f"cannot create its folder: {blocker} is not a folder") from None
+        raise UnusableDatabase(path, f"cannot create its folder: {blocker} is not a folder"
+                               ) from None
     except OSError as exc:
-        raise StoreError(path, f"cannot create its folder {exc.filename or path.parent}: "
+        raise UnusableDatabase(path, f"cannot create its folder {exc.filename or path.parent}: "
                                f"{exc.strerror or exc}") from None
 
 
@@ -377,7 +419,7 @@ def _create_private(path: Path, group: str | None) -> None:
                 os.fchown(fd, -1, gid)
             except OSError as exc:
                 os.unlink(path)
-                raise StoreError(path, f"cannot give it to group {group}: "
+                raise UnusableDatabase(path, f"cannot give it to group {group}: "
                                        f"{exc.strerror or exc}") from None
         os.fchmod(fd, PRIVATE_MODE if gid is None else GROUP_MODE)
     finally:
@@ -392,7 +434,7 @@ def _group_id(path: Path, group: str | None) -> int | None:
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
-        raise StoreError(path, f"no group {group!r} on this system") from None
+        raise UnusableDatabase(path, f"no group {group!r} on this system") from None
 
 
 def _match_sidecars(path: Path) -> None:

@@ -1,7 +1,7 @@
 """A background writer, so storing calls never stalls event handling.
 
-While running, a batch the database cannot take (locked, disk full) is retried with backoff
-and never dropped; a record the database refuses is set aside in `rejected` (see `guard`).
+While running, a batch the database cannot take (locked, disk full, its file deleted) is
+retried with backoff and never dropped; a record the database refuses is set aside in `rejected` (see `guard`).
 With a rating saver (`storage.rated_saver`) each call is stored with its amount, in the same
 transaction. On `close(deadline)`, calls that cannot be stored by the deadline go to the
 spill file next to the database, which the next start stores before anything else.
@@ -9,6 +9,7 @@ spill file next to the database, which the next start stores before anything els
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -21,8 +22,10 @@ from ..backoff import Backoff
 from ..drain import DrainThread
 from ..tracking.record import CallRecord
 from .guard import GuardedSaver, SaveBatch, StoreUnavailable, describe_record
+from .reopen import at_path
 from .spill import UnreadableLine, append_spill, clear_spill, encode_record, read_spill
-from .store import BUSY_TIMEOUT, CallStore
+from .store import BUSY_TIMEOUT, CallStore, StoreError
+from .trouble import Notice, TroubleWatch, classify, describe
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +35,11 @@ SPILL_RESERVE = 1.0
 DEFAULT_CLOSE_SECONDS = 20.0
 #: the retry schedule while the database refuses writes: 0.1-0.2 s doubling to 2.5-5 s
 RETRY_MIN, RETRY_MAX = 0.2, 5.0
+#: seconds between checks, while no call comes, that the database file is still there
+FILE_CHECK_SECONDS = 5.0
+#: what opening the database may raise that a retry may mend (while running, a permanent
+#: StoreError too: the calls wait for someone to put the right file back)
+OPEN_TROUBLE = (StoreError, sqlite3.Error, OSError, MemoryError)
 
 
 class RecordWriter:
@@ -42,6 +50,13 @@ class RecordWriter:
     previous run spilled there. Counters: `saved`, `rejected` (set aside), `spilled` (to the
     spill file at close), `lost` (not even spilled: their records are in the log),
     `recovered` (from the spill file).
+
+    Database trouble never ends the thread: a database that cannot be opened (but for the
+    errors no retry mends, which `start()` raises) or that refuses a batch is tried again with
+    backoff, one log line when the trouble starts, a reminder a minute, one when it clears
+    (`trouble` is the episode under way). Before each batch, and every `check_every` seconds
+    while idle, the writer checks that the path still leads to the file it has open: a file
+    deleted or replaced is logged and the database at the path opened (created) instead.
     """
 
     def __init__(self, store_factory: Callable[[], CallStore], *,
@@ -49,7 +64,8 @@ class RecordWriter:
                  on_error: Callable[[BaseException, int], None] | None = None,
                  on_saved: Callable[[list[CallRecord]], None] | None = None,
                  spill: Path | None = None, backoff: Backoff | None = None,
-                 on_rejected: Callable[[CallRecord], None] | None = None) -> None:
+                 on_rejected: Callable[[CallRecord], None] | None = None,
+                 check_every: float = FILE_CHECK_SECONDS) -> None:
         self._factory = store_factory
         self._store: CallStore | None = None
         self._on_error = on_error
@@ -58,12 +74,18 @@ class RecordWriter:
         self._guard = GuardedSaver(saver, on_saved=self._stored, on_rejected=on_rejected)
         self._drain: DrainThread[CallRecord] = DrainThread(
             "botmeter-writer", self._handle, max_batch=max_batch, setup=self._open,
-            first=self._recover, teardown=self._close_store)
+            first=self._first, teardown=self._close_store, idle=self._check_file,
+            idle_every=check_every)
         self._backoff = backoff or Backoff(RETRY_MIN, RETRY_MAX, sleep=self._drain.pause)
         self._lock = threading.Lock()
         self._inflight: list[CallRecord] = []  # taken from the queue, not stored yet
         self._inflight_spilled = False  # ...and read from the spill file (already in it)
         self._closed = False
+        #: the database's path, for the log (known once opened, or from the error opening it)
+        self.db: str | None = None
+        #: the database trouble under way (None: storing works)
+        self.trouble = TroubleWatch()
+        self._last_attempt = 0.0  # seconds the last successful attempt took
         #: time.monotonic() when the store attempt under way began (None between attempts)
         self.attempt_started: float | None = None
         self.saved = 0
@@ -90,7 +112,8 @@ class RecordWriter:
         self._guard.use(saver)
 
     def start(self) -> None:
-        """Open the database in the writer's thread (raising what opening it raises) and start."""
+        """Start the thread; it opens the database. StoreError if no retry can mend what
+        opening it says (`StoreError.permanent`); any other trouble is retried."""
         self._drain.start()
 
     def submit(self, record: CallRecord) -> None:
@@ -130,18 +153,31 @@ class RecordWriter:
     # -- the thread ----------------------------------------------------------------------
 
     def _open(self) -> None:
-        self._store = self._factory()
+        """The first attempt to open the database: what no retry mends is raised (to
+        `start()`), other trouble is noted and retried by `_first`."""
+        began = time.monotonic()
+        try:
+            self._current_store()
+        except OPEN_TROUBLE as exc:
+            if isinstance(exc, StoreError) and exc.permanent:
+                raise
+            self._failed(exc, began)
+
+    def _first(self) -> None:
+        """Wait until the database opens (retrying), then store the calls a previous run
+        spilled."""
+        if self._retry(lambda _store: None):
+            self._working_again(0)
+            self._recover()
 
     def _close_store(self) -> None:
         if self._store is not None:
             self._store.close()
 
     def _handle(self, batch: list[CallRecord]) -> bool:
-        assert self._store is not None
-        return self._save(self._store, batch)
+        return self._save(batch)
 
-    def _save(self, store: CallStore, batch: list[CallRecord], *,
-              from_spill: bool = False) -> bool:
+    def _save(self, batch: list[CallRecord], *, from_spill: bool = False) -> bool:
         """Save the batch, retrying with backoff while the database is unavailable; False if
         close() ran out of time first (the calls not stored stay in `_inflight`)."""
         with self._lock:
@@ -153,36 +189,99 @@ class RecordWriter:
                 self._spill_out(batch)
             return False
         self.busy_since = time.monotonic()
+        if not self._retry(self._store_inflight):
+            return False
+        with self._lock:
+            self._inflight = []
+        self._committed(self._last_attempt, len(batch))
+        self._working_again(len(batch))
+        return True
+
+    def _store_inflight(self, store: CallStore) -> None:
+        """Store the batch in flight; on StoreUnavailable it keeps the calls not stored."""
+        try:
+            self._guard(store, self._inflight)
+        except StoreUnavailable as exc:
+            with self._lock:
+                if not self._closed:
+                    self._inflight = exc.remaining
+            raise
+
+    def _retry(self, attempt: Callable[[CallStore], None]) -> bool:
+        """`attempt(store)` until it succeeds, on the database at the path (opened, or opened
+        anew when its file was deleted or replaced), trouble retried with backoff; False if
+        the stop's deadline comes first."""
         while True:
             left = self._drain.time_left()
-            if left is not None:
-                if left <= 0 or self._closed:
-                    return False
-                store.set_busy_timeout(min(BUSY_TIMEOUT, left))
-            started = self.attempt_started = time.monotonic()
+            if left is not None and (left <= 0 or self._closed):
+                return False
+            began = self.attempt_started = time.monotonic()
             try:
-                self._guard(store, batch)
+                store = self._current_store()
+                if left is not None:
+                    store.set_busy_timeout(min(BUSY_TIMEOUT, left))
+                attempt(store)
             except StoreUnavailable as exc:
-                self.attempt_started = None
-                self.failing = str(exc.cause) or type(exc.cause).__name__
-                batch = exc.remaining
-                with self._lock:
-                    if self._closed:
-                        return False
-                    self._inflight = batch
-                if self._on_error is not None:
-                    self._on_error(exc.cause, len(batch))
-                self._backoff.wait(self._drain.time_left())  # a stop cuts one wait short
+                self._failed(exc.cause, began)
+            except OPEN_TROUBLE as exc:
+                self._failed(exc, began)
             else:
                 self.attempt_started = None
-                self._committed(time.monotonic() - started, len(batch))
+                self._last_attempt = time.monotonic() - began
                 self._backoff.reset()
-                with self._lock:
-                    self._inflight = []
                 return True
+            self._backoff.wait(self._drain.time_left())  # a stop cuts one wait short
+
+    def _current_store(self) -> CallStore:
+        """The open database while its path still leads to it; else (never opened, or its
+        file deleted or replaced: logged) the database at the path, opened or created."""
+        store, self._store = self._store, None  # None until one is open
+        self._store = at_path(store, self._factory, calls_waiting=self.queued())
+        self.db = str(self._store.path)
+        return self._store
+
+    def _check_file(self) -> None:
+        """While idle: the database's file still there (else a new one at the path), or the
+        database that could not be opened tried again."""
+        if self._store is not None and self._store.file_change() is None:
+            return
+        began = time.monotonic()
+        try:
+            self._current_store()
+        except OPEN_TROUBLE as exc:
+            self._failed(exc, began)
+        else:
+            self._working_again(0)
+
+    def _failed(self, exc: BaseException, began: float) -> None:
+        """An attempt that began at `began` failed: noted for health, logged when the trouble
+        starts, changes, or has lasted another minute."""
+        self.attempt_started = None
+        self.db = getattr(exc, "path", None) or self.db
+        error = describe(exc)
+        self.failing = error
+        notice = self.trouble.failed(classify(exc), error, began, time.monotonic())
+        trouble = self.trouble.current
+        if notice is not None and trouble is not None:
+            event = ("storing calls failed; retrying" if notice is Notice.STARTED
+                     else "storing calls still failing; retrying")
+            log.error(event, db=self.db, trouble=trouble.kind, error=error,
+                      calls_waiting=self.queued(),
+                      failing_seconds=round(trouble.seconds(time.monotonic()), 1))
+        if self._on_error is not None:
+            self._on_error(exc, len(self._inflight))
+
+    def _working_again(self, calls: int) -> None:
+        """An attempt succeeded: the end of the trouble, if there was any, logged."""
+        self.failing = None
+        ended = self.trouble.cleared()
+        if ended is not None:
+            log.info("storing calls works again", db=self.db, trouble=ended.kind,
+                     failed_seconds=round(ended.seconds(time.monotonic()), 1),
+                     calls_stored=calls, calls_waiting=self.queued())
 
     def _committed(self, seconds: float, calls: int) -> None:
-        self.failing = self.busy_since = None
+        self.busy_since = None
         if self.on_commit is not None:
             self.on_commit(seconds, calls)
 
@@ -200,7 +299,7 @@ class RecordWriter:
             return
         try:
             self.recovered = load_spill(
-                store, path, lambda records: self._save(store, records, from_spill=True))
+                store, path, lambda records: self._save(records, from_spill=True))
         except OSError as exc:
             log.error("spill file unusable; its calls stay in it", spill_file=str(path),
                       error=str(exc))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import structlog
 
 from ..config import ConfigError
+from ..storage.reopen import at_path
 from ..storage.store import CallStore
 from .delivery import Report, Sender
 from .http import Poster
@@ -92,20 +93,13 @@ class UplinkWorker:
         self._wake.set()
 
     def _run(self) -> None:
-        try:
-            store = self.store_factory()
-        except Exception as exc:  # the writer reports the database; here, say what stops
-            log.error("uplink stopped: cannot open the database", error=str(exc))
-            return
-        try:
-            uplink = Uplink(self.settings, store, clock=self.clock)
-        except ConfigError as exc:
-            log.error("uplink stopped", error=str(exc))
-            store.close()
+        uplink = self._open()
+        if uplink is None:
             return
         try:
             while not self._stop.is_set():
-                uplink = self._reconfigured(uplink, store)
+                uplink = self._current(uplink)
+                uplink = self._reconfigured(uplink, uplink.store)
                 wait = self.settings.interval
                 try:
                     report = uplink.tick()
@@ -122,7 +116,42 @@ class UplinkWorker:
                 self._wake.clear()
         finally:
             uplink.close()
-            store.close()
+            uplink.store.close()
+
+    def _open(self) -> Uplink | None:
+        """The uplink on its own connection; while the database cannot be opened (the writer
+        reports why) tried again every interval; None at the stop, or when the settings
+        are refused (logged: the uplink stops, recording goes on)."""
+        while not self._stop.is_set():
+            try:
+                store = self.store_factory()
+            except Exception as exc:
+                log.warning("uplink waits for the database", error=str(exc),
+                            retry_in=self.settings.interval)
+                self._wake.wait(self.settings.interval)
+                self._wake.clear()
+                continue
+            try:
+                return Uplink(self.settings, store, clock=self.clock)
+            except ConfigError as exc:
+                log.error("uplink stopped", error=str(exc))
+                store.close()
+                return None
+        return None
+
+    def _current(self, uplink: Uplink) -> Uplink:
+        """`uplink`, or one on the database now at the path if its file was deleted or
+        replaced (kept as it is if that cannot be opened now: the next tick tries again)."""
+        if uplink.store.file_change() is None:
+            return uplink
+        try:
+            store = at_path(uplink.store, self.store_factory)
+            fresh = Uplink(self.settings, store, clock=self.clock)
+        except Exception as exc:
+            log.warning("uplink waits for the database", error=str(exc))
+            return uplink
+        uplink.close()
+        return fresh
 
     def _reconfigured(self, uplink: Uplink, store: CallStore) -> Uplink:
         """The uplink with the settings `reconfigure` gave, if any (else as it was)."""
