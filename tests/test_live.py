@@ -43,6 +43,16 @@ async def test_every_scripted_call_is_recorded_once_with_its_outcome_and_times(t
         assert mismatches(call, by_number.get(call.caller_number)) == [], call
 
 
+async def test_a_caller_who_hangs_up_on_the_bot_is_handled_with_the_bot_time(tmp_path):
+    calls = [ScriptedCall("13900020001", "王五", "handled", 1.0, 4.5, caller_hangs_up=True),
+             ScriptedCall("13900020002", "Bob", "handled", 2.0, 3.0, via="sip",
+                          caller_hangs_up=True)]
+    records = await record_scripted_calls(calls, tmp_path / "live.db", speed=60, concurrency=2)
+    by_number = {r.caller_number: r for r in records}
+    for call in calls:
+        assert mismatches(call, by_number.get(call.caller_number)) == [], call
+
+
 async def test_connection_cut_mid_call_and_restored_keeps_every_call_once(tmp_path):
     db = tmp_path / "cut.db"
     long_calls = [

@@ -238,6 +238,10 @@ CASES = {
                                         survey="after_human"),
     "csat-caller-gone": ScriptedCall("13900010015", "周杰", "handled", 1.0, 3.0,
                                      csat=(("3", ""),), survey="caller_gone"),
+    "caller-drop-local": ScriptedCall("13900010016", "王五", "handled", 1.0, 4.5,
+                                      caller_hangs_up=True),
+    "caller-drop-sip": ScriptedCall("13900010017", "Bob", "handled", 2.0, 3.0, via="sip",
+                                    caller_hangs_up=True),
 }
 
 
@@ -303,6 +307,7 @@ def test_mixed_calls_are_deterministic_and_cover_everything() -> None:
     {"outcome": "handled", "ring_seconds": 1, "human_seconds": 2},
     {"outcome": "handled", "ring_seconds": -1},
     {"outcome": "nope", "ring_seconds": 1},
+    {"outcome": "failed", "ring_seconds": 1, "bot_seconds": 2, "caller_hangs_up": True},
 ])
 def test_scripted_call_rejects_nonsense(kwargs: dict) -> None:
     with pytest.raises(ValueError):

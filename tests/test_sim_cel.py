@@ -21,15 +21,19 @@ from pathlib import Path
 
 import pytest
 
+from botmeter.demo import demo_config
 from botmeter.pbx.ami_frames import parse_frame
+from botmeter.service import AgentService
 from botmeter.sim import CallIds, ScriptedCall, SimulatedPBX, call_events, mixed_calls
 from botmeter.sim.cdr import CDR_COLUMNS, CdrLog, CdrRow
 from botmeter.sim.cel import CEL_COLUMNS, CelLog, CelRow
 from botmeter.sim.channels import ChannelCache
-from botmeter.sim.events import is_marker
-from botmeter.sim.records import Commit, SqliteTable
+from botmeter.sim.events import SimEvent, ids_needed, is_marker
+from botmeter.sim.records import Commit, PbxRecords, SqliteTable
 from botmeter.sim.scenarios import ari_calls
-from botmeter.sim.truth import scripted_truth
+from botmeter.sim.truth import SIM_RULES, scripted_truth, typed_event
+from botmeter.tracking.record import CallRecord
+from botmeter.tracking.tracker import CallTracker
 
 from .helpers import eventually
 from .test_sim import logged_in
@@ -167,6 +171,8 @@ def sim_call(call: ScriptedCall) -> list[CelRow]:
 #: the lab's calls (by caller number, lab-cel.expected.json) and the scripted call of each kind
 KINDS = {
     "handled": ("13942420001", ScriptedCall("139", "A", "handled", 1, 3)),
+    "caller_drop": ("13942420000", ScriptedCall("139", "A", "handled", 1, 4.5,
+                                                caller_hangs_up=True)),
     "quiet_handled": ("13942420011", ScriptedCall("139", "A", "handled", 1, 3, signals=False)),
     "sip_handled": ("13942420005", ScriptedCall("139", "A", "handled", 1, 5, via="sip")),
     "abandon_ring": ("13942420002", ScriptedCall("139", "A", "abandoned", 2)),
@@ -326,14 +332,14 @@ async def test_a_restart_cuts_the_calls_in_progress_like_core_restart_now(
         again = await logged_in(pbx)  # listening again, on the same port
         await again.close()
         await play
-        missed = pbx.calls_missed
+        missed, placed = pbx.calls_missed, pbx.calls_placed
     cel = table(files["cel.db"], "cel")
     cut = [row for row in cel if row["eventtype"] == "HANGUP"
            and json.loads(str(row["eventextra"]))["hangupcause"] == 0
            and row["uniqueid"] in before]
     assert cut, "the channels up at the restart are hung up in CEL"
     truth = truth_lines(files["truth.jsonl"])
-    assert len(truth) == len(calls) - missed
+    assert len(truth) == placed == len(calls) - missed
     cut_calls = [line for line in truth if line["cut"]]
     assert cut_calls and all(line["hangup_cause"] == 0 for line in cut_calls)
     ends = Counter(row["linkedid"] for row in cel if row["eventtype"] == "LINKEDID_END")
@@ -372,3 +378,95 @@ async def test_a_restart_can_show_the_hangups_on_ami_first(files: dict[str, Path
         assert live <= seen
         await restart
         await play
+
+
+async def test_an_agent_that_sees_every_event_of_a_restart_records_the_truth(
+        files: dict[str, Path]) -> None:
+    """With the restart's hangups on AMI the agent misses nothing, so its records are the
+    truth file, cut calls included: the truth of a cut call is what the tracker makes of it."""
+    before, after = mixed_calls(12, seed=5), mixed_calls(12, seed=6)
+    pbx = recording_pbx(files, speed=40)
+    db = files["cel.db"].with_name("agent.db")
+    saved: dict[str, CallRecord] = {}
+    async with pbx:
+        service = AgentService(demo_config(pbx.port, pbx.secret, db), store_path=db,
+                               clock=pbx.now,
+                               on_saved=lambda records: saved.update(
+                                   (r.call_id, r) for r in records))
+        running = asyncio.create_task(service.run())
+        try:
+            connected = service.client.connected
+            await asyncio.wait_for(connected.wait(), 10)
+            play = asyncio.create_task(pbx.play(before, rate=4))
+            await eventually(lambda: pbx.calls_placed == len(before), 10)
+            await pbx.restart(0.2, hangups_on_ami=True)
+            await play
+            await asyncio.wait_for(connected.wait(), 10)  # back before more calls come
+            await pbx.play(after)
+            truth = truth_lines(files["truth.jsonl"])
+            await eventually(lambda: len(saved) >= len(truth), 20)
+        finally:
+            service.stop()
+            await running
+    assert any(line["cut"] for line in truth)
+    assert len(truth) == pbx.calls_placed == len(before) + len(after)
+    assert set(saved) == {line["call_id"] for line in truth}
+    for line in truth:
+        got = saved[str(line["call_id"])].to_json()
+        for key in ("outcome", "transfer_answered", "hangup_cause", "dialed_number"):
+            assert got[key] == line[key], (key, line)
+        for key in ("ring_seconds", "bot_seconds", "human_seconds", "total_seconds"):
+            want = line[key]
+            assert (got[key] is None) == (want is None), (key, line)
+            assert want is None or abs(got[key] - float(want)) < 0.01, (key, line)
+        assert {m: float(u["quantity"]) for m, u in got["modules"].items()} == {
+            m: float(u["quantity"]) for m, u in line["modules"].items()}
+
+
+# ---- the recovery's CEL reader, when it is there ----------------------------------------------
+
+
+def timeline(calls: list[ScriptedCall], gap: float = 2.0) -> list[tuple[float, SimEvent]]:
+    """The events of `calls` started `gap` seconds apart, merged in time order (as play())."""
+    merged: list[tuple[float, int, int, SimEvent]] = []
+    bases = [0, 0, 0]
+    for seq, call in enumerate(calls):
+        ids = CallIds(seq=seq, start=EPOCH + seq * gap, uniqueid_base=bases[0],
+                      local_base=bases[1], sip_base=bases[2], bridge_id=f"bridge-{seq}")
+        bases = [b + n for b, n in zip(bases, ids_needed(call), strict=True)]
+        events = call_events(call, ids, agi_url="agi://127.0.0.1:4573")
+        merged.extend((ids.start + e.offset, seq, n, e) for n, e in enumerate(events))
+    return [(stamp, event) for stamp, _, _, event in sorted(merged, key=lambda m: m[:3])]
+
+
+def test_the_simulators_cel_alone_gives_the_records_of_its_ami(tmp_path: Path) -> None:
+    cel_module = pytest.importorskip("botmeter.recovery.cel")
+    source = pytest.importorskip("botmeter.recovery.cel_source")
+    rebuild = pytest.importorskip("botmeter.recovery.rebuild").rebuild
+    # a dialplan bot's calls; not a rating sent after the caller's hangup with no dialplan
+    # step (AMI shows it late, CEL has no row for it), nor an ARI bot's (its user events and
+    # hold music are not CEL events)
+    calls = [call for call in mixed_calls(24) + mixed_calls(8, seed=3, signal_via="fastagi")
+             if call.survey != "caller_gone"]
+    calls.append(ScriptedCall("13600000003", "Drop", "handled", 1, 4, caller_hangs_up=True))
+    events = timeline(calls)
+    records = PbxRecords(cel_db=tmp_path / "cel.db")
+    tracker = CallTracker(SIM_RULES)
+    from_ami: dict[str, dict[str, object]] = {}
+    for stamp, event in events:
+        if not is_marker(event):
+            records.event(stamp, event.name, dict(event.headers))
+        typed = typed_event(stamp, event)
+        for record in tracker.feed(typed) if typed is not None else ():
+            from_ami[record.call_id] = record.to_json()
+    records.close()
+    with source.open_cel(tmp_path / "cel.db") as cel:
+        rebuilt, _ = rebuild(cel_module.cel_events(cel.rows(0.0)), SIM_RULES, source="cel")
+    from_cel = {record.call_id: record.to_json() for record in rebuilt}
+    assert len(from_ami) == len(calls)
+    assert from_cel.keys() == from_ami.keys()
+    for call_id, want in from_ami.items():
+        got = from_cel[call_id]
+        assert got["source"] == "cel"
+        assert {k: v for k, v in got.items() if k != "source"} == {
+            k: v for k, v in want.items() if k != "source"}, call_id

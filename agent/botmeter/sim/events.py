@@ -327,6 +327,10 @@ class _Script:
             return
         self.enter_bot(caller)
         self.t = call.ring_seconds + call.bot_seconds
+        if call.caller_hangs_up:  # mid-bot: from the phone (Local), or a SIP BYE (no cause)
+            self.caller_leaves(caller, phone, None if phone is None else 16)
+            self.end_caller(caller, None, 16)
+            return
         if call.outcome == "failed":
             self.bot_fails(caller, phone)
             return
@@ -381,7 +385,9 @@ class _Script:
         self.exten(caller, 5, "Ringing")
         self.exten(caller, 6, "Wait", fmt_seconds(call.ring_seconds))
         if phone is not None:
-            patience = call.ring_seconds if call.outcome == "abandoned" else 60
+            patience = 60.0
+            if call.outcome == "abandoned" or call.caller_hangs_up:
+                patience = call.ring_seconds + call.bot_seconds
             self.exten(phone, 2, "Wait", fmt_seconds(patience))
         return caller, phone
 

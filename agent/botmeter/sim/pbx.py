@@ -168,6 +168,7 @@ class _Playing:
     remaining: int  # its events not emitted yet
     group: set[_Playing]  # the calls in progress of the play() that placed it
     history: list[tuple[float, SimEvent]] | None  # what it emitted (kept for a truth file)
+    started: bool = False  # its first events are out
     cut: bool = False  # a restart ended it
 
 
@@ -242,7 +243,10 @@ class SimulatedPBX:
         self._owner: dict[str, _Playing] = {}  # live channel uniqueid -> its call
         self._down = False  # restarting: the listener is closed, no call is placed
         self.restarts = 0
-        self.calls_missed = 0  # calls due while the PBX was down, never placed
+        self.calls_placed = 0  # calls whose first events are out
+        #: calls never placed: due while the PBX was down, or cut by a restart before their
+        #: first event
+        self.calls_missed = 0
 
     def add_user(self, username: str, secret: str, *, read: str = ALL_CLASSES,
                  write: str = ALL_CLASSES) -> None:
@@ -322,7 +326,8 @@ class SimulatedPBX:
         By default the hangups never reach AMI (the agent sees Shutdown, then nothing: calls
         in progress must be closed from CEL); `hangups_on_ami` sends them first, as a real
         Asterisk does while it waits for its channels to die before the Shutdown event.
-        Calls due while it is down are not placed (`calls_missed`). Uniqueids restart their
+        Calls due while it is down (or cut before their first event) are not placed
+        (`calls_missed`; `calls_placed` counts the others). Uniqueids restart their
         sequence at 0, with a later time before the dot, so none repeats; channel names
         restart their numbering too. A restart waits for an AGI session in progress to end.
         """
@@ -361,7 +366,11 @@ class SimulatedPBX:
         for playing in list(self._playing):
             playing.cut = True
             playing.group.discard(playing)
-            self._ended(playing)
+            if playing.started:
+                self._ended(playing)
+            else:
+                self._playing.pop(playing)
+                self.calls_missed += 1
 
     def _new_ids(self, stamp: float) -> None:
         """After a restart: sequences from 0, the clock at least a second past `stamp`."""
@@ -614,8 +623,12 @@ class SimulatedPBX:
         marker) the AMI clients that may read it."""
         if self.records is not None:
             self.records.event(stamp, event.name, dict(event.headers))
-        if playing is not None and playing.history is not None:
-            playing.history.append((stamp, event))
+        if playing is not None:
+            if not playing.started:
+                playing.started = True
+                self.calls_placed += 1
+            if playing.history is not None:
+                playing.history.append((stamp, event))
         if is_marker(event):
             return
         self._track(stamp, event, playing)

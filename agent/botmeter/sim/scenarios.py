@@ -66,6 +66,9 @@ class ScriptedCall:
     #: (may be malformed, to be refused; a Scale of "" is left out), sent `survey`'s way
     csat: tuple[tuple[str, str], ...] = ()
     survey: Survey = "bot"
+    #: the caller hangs up while the bot talks, `bot_seconds` after it answered (the lab's
+    #: `caller_drop`): handled, and the bot never gets to send its signals
+    caller_hangs_up: bool = False
 
     def __post_init__(self) -> None:
         if self.outcome not in ("handled", "transferred", "abandoned", "failed"):
@@ -97,6 +100,9 @@ class ScriptedCall:
                 raise ValueError("caller id and dialed number must be single-line")
         if not self.dialed_number:
             raise ValueError("dialed_number must not be empty")
+        if self.caller_hangs_up and (self.outcome != "handled" or self.bot != "dialplan"
+                                     or self.csat):
+            raise ValueError("caller_hangs_up is for a dialplan bot's handled call, no csat")
         if self.survey not in SURVEYS:
             raise ValueError(f"survey must be one of {', '.join(SURVEYS)}")
         if self.csat:
@@ -130,7 +136,7 @@ def expected_record(call: ScriptedCall) -> dict[str, Any]:
         if call.handoff == "warm" and human is None and not call.hangs_up_on_hold:
             total += WARM_RETURN_SECONDS  # back with the bot, which then ends the call
     modules: dict[str, dict[str, Any]] = {}
-    if call.signals and call.outcome in ("handled", "transferred"):
+    if call.signals and not call.caller_hangs_up and call.outcome in ("handled", "transferred"):
         modules = {
             "asr": {"quantity": call.bot_seconds, "unit": "seconds"},
             "nlu": {"quantity": NLU_REQUESTS, "unit": "requests"},
