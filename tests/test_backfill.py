@@ -121,3 +121,18 @@ def test_help_lists_backfill_and_stays_light() -> None:
     assert "backfill" in output
     output, modules = imported_by("from botmeter.cli import main", "main(['backfill', '--help'])")
     assert "--cel" in output and loaded(modules, (*HEAVY_FOR_HELP, "botmeter.recovery")) == []
+
+
+def test_recovery_paths_resolve_like_the_store_path(tmp_path: Path) -> None:
+    from botmeter.config import ConfigError, parse_config, recovery_sources
+
+    base = {"agent": {"id": "a"}, "ami": {"username": "u", "secret": "s"},
+            "calls": {"inbound_contexts": ["from-pstn"]}, "bot": {"contexts": ["voicebot"]}}
+    where = str(tmp_path / "botmeter.toml")
+    assert recovery_sources(parse_config(base, where)) == (None, None)
+    config = parse_config({**base, "recovery": {"cel_db": "asterisk/master.db",
+                                                "cdr_csv": "/var/log/asterisk/cdr-csv/Master.csv",
+                                                "cdr_db": "cdr.db"}}, where)
+    assert recovery_sources(config) == (tmp_path / "asterisk/master.db", tmp_path / "cdr.db")
+    with pytest.raises(ConfigError, match="recovery.cel: unknown key"):
+        parse_config({**base, "recovery": {"cel": "x"}}, where)

@@ -184,3 +184,16 @@ def test_a_dial_to_the_bots_channel_is_the_bot_not_a_handoff() -> None:
 
 def test_cdrs_of_a_call_not_offered_give_no_record() -> None:
     assert cdr_record([cdr(0, 30, 1, dcontext="from-internal")], RULES) is None
+
+
+def test_the_bots_media_and_local_channels_are_no_handoff() -> None:
+    caller = cdr(0, 30, 1, channel="Local/s@caller-00000001;1", lastapp="Stasis",
+                 lastdata="voicebot", disposition="ANSWERED")
+    own_half = cdr(0, 30, 0, channel="Local/s@caller-00000001;2", dcontext="caller")
+    media = cdr(2, 29, 2, channel="UnicastRTP/127.0.0.1:4000-0x7f", dcontext="default")
+    bot = cdr(1, 29, 1, channel="PJSIP/voicebot-00000003", dcontext="default")
+    record = cdr_record([caller, own_half, media, bot], RULES)
+    assert record is not None and (record.outcome, record.bot_seconds) == ("handled", 29)
+    person = cdr(20, 30, 22, channel="PJSIP/agent7-00000004", dcontext="from-internal")
+    warm = cdr_record([caller, own_half, media, bot, person], RULES)
+    assert warm is not None and (warm.outcome, warm.bot_seconds) == ("transferred", 19)

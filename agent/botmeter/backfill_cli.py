@@ -127,8 +127,8 @@ def _open(kind: str, path: Path, bad: BadRows) -> CelSource | CdrSource:
 
 def _calls(source: CelSource | CdrSource, since: float, until: float, config: Config,
            bad: BadRows) -> tuple[list[CallRecord], int]:
-    """The calls offered in [since, until) that the file holds, and how many of those had
-    not ended by the end of what was read (CEL: its rows up to `MAX_CALL_SECONDS` after)."""
+    """The calls offered in [since, until) that the file holds, and how many calls were still
+    in progress at the end of what was read (CEL: its rows up to `MAX_CALL_SECONDS` after)."""
     from .recovery.cdr import CdrSource
     from .recovery.cel import cel_events
     from .recovery.rebuild import MAX_CALL_SECONDS, rebuild

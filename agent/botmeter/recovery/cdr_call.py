@@ -9,8 +9,9 @@ so a CDR record is the best reading of that, and says so (`source = "cdr"`):
 - the bot answered when the caller's channel was answered (a CDR does not show where the call
   went between its answer and a handoff; botmeter meters the calls its bot is offered);
 - a handoff is a caller CDR whose last application is `Queue` or `Dial` (to no `[bot]
-  channels` channel), or a leg of the call other than the caller's own channels; it started
-  when the first such leg did (else at that CDR's start);
+  channels` channel), or a leg of the call other than the caller's own channels, the bot's
+  (`[bot]` channels and contexts) and media channels; it started when the first such leg did
+  (else at that CDR's start);
 - the human answered when the leg the caller was connected to (`ANSWERED`, to a person's
   channel) answered;
 - the hangup cause is the caller's `Hangup(<cause>)` (`Hangup()`: 16), else unknown;
@@ -91,9 +92,8 @@ def cdr_record(rows: Sequence[CdrRow], rules: TrackingRules) -> CallRecord | Non
         return None
     first, last = caller[0], caller[-1]
     stem = local_stem(first.channel)
-    legs = sorted((r for r in rows if local_stem(r.channel) != stem
-                   and not rules.is_bot_channel(r.channel) and r.dcontext not in rules.bot_contexts),
-                  key=_order)
+    legs = sorted((r for r in rows if local_stem(r.channel) != stem and rules.is_person(r.channel)
+                   and r.dcontext not in rules.bot_contexts), key=_order)
     offered_at = first.start
     ended_at = max(r.end for r in rows)
     answers = [r.answer for r in caller if r.answer is not None]

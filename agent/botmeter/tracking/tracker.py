@@ -528,7 +528,7 @@ class CallTracker:
     def _dial_started(self, ev: DialStarted) -> tuple[CallRecord, ...]:
         chan = self._channel(ev)
         if chan is not None and not self.rules.is_bot_channel(ev.dest_channel):
-            self._handoff(chan.call, ev.ts, _CHANNEL_SUFFIX.sub("", ev.dest_channel))
+            self._handoff(chan.call, ev.ts, channel_family(ev.dest_channel))
         return NO_RECORDS
 
     def _dial_ended(self, ev: DialEnded) -> tuple[CallRecord, ...]:
@@ -614,7 +614,7 @@ class CallTracker:
             if call.transferred_at is not None:
                 person = people[0]
                 if call.transfer_target is None:
-                    call.transfer_target = _CHANNEL_SUFFIX.sub("", person.name) or None
+                    call.transfer_target = channel_family(person.name) or None
                 answered = self._answers.pop(person.uniqueid, ts)
                 self._human_answered(call, max(answered, call.transferred_at))
 
