@@ -140,6 +140,7 @@ async def _serve(host: str, port: int, username: str, secret: str, agi_port: int
         while not stop.is_set() and (plan.rounds == 0 or round_ < plan.rounds):
             round_ += 1
             if plan.count:
+                before = pbx.calls_placed, pbx.calls_missed
                 play = asyncio.ensure_future(
                     pbx.play(mixed_calls(plan.count, seed=round_), rate=plan.rate))
                 await asyncio.wait([play, asyncio.ensure_future(stop.wait())],
@@ -149,6 +150,10 @@ async def _serve(host: str, port: int, username: str, secret: str, agi_port: int
                     break
                 if play.exception() is not None:
                     click.echo(f"round {round_}: {play.exception()}", err=True)
+                else:
+                    click.echo(f"round {round_} over: {pbx.calls_placed - before[0]} calls "
+                               f"placed, {pbx.calls_missed - before[1]} not placed while down",
+                               err=True)
             if plan.rounds and round_ >= plan.rounds:
                 break
             with contextlib.suppress(TimeoutError):
