@@ -103,7 +103,8 @@ class AgentService:
         #: finished calls not stored yet: the recovery checkpoint stays before their start
         self.unstored = Unstored()
         self._on_saved = on_saved
-        self.writer = RecordWriter(factory, saver=self.saver, on_saved=self._saved, spill=spill_path(path),
+        self.writer = RecordWriter(factory, saver=self.saver, on_saved=self._saved,
+                                   spill=spill_path(path),
                                    on_rejected=lambda record: self.unstored.done((record,)))
         self.recorder = Recorder(config.tracking_rules(), self._submit,
                                  max_in_progress=config.calls.max_in_progress)
@@ -246,8 +247,9 @@ class AgentService:
                 job.stop(timeout=0)  # a check or purge in progress ends at its next step
         self.writer.close(deadline)
         if checkpoint is not None:  # taken before the writer closed: before every call not stored
-            self.checkpoints.write(checkpoint)
-        self.checkpoints.close()
+            self.checkpoints.write(checkpoint, min(1.0, max(0.0, deadline - time.monotonic())),
+                                   last=True)
+        self.checkpoints.close(max(0.0, deadline - time.monotonic()))
         if self.rerater is not None:
             self.rerater.close(deadline)
         left = max(0.0, min(1.0, deadline - time.monotonic()))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from ..config import Config, ConfigError
 from .findings import Finding, fail
 from .offline import check_config, check_database, check_listen, check_plans, check_secrets
 from .recovery import check_recovery
+from .storing import check_storing
 
 Say = Callable[[Finding], None]
 
@@ -37,6 +39,9 @@ def doctor(config_path: str | None, say: Say, *, watch: float) -> None:
         say(check_listen("fastagi port", "agi", config.agi.listen, asked))
     if config.http.enabled:
         say(check_listen("http port", "http", config.http.listen, asked))
+    health = agent_health(config)
+    if isinstance(health, dict):
+        say(check_storing(health))
     for finding in _ami(config, watch):
         say(finding)
     if config.uplink.enabled:
@@ -75,20 +80,27 @@ def _agent_answers(config: Config) -> Callable[[], bool | None]:
     """Whether the running agent answers on its [http] listen (None: it has none to ask)."""
 
     def ask() -> bool | None:
-        if not config.http.enabled:
-            return None
-        import httpx
-
-        from ..config import split_listen
-
-        host, port = split_listen(config.http.listen)
-        if port == 0:
-            return None
-        url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/healthz"
-        try:
-            answer = httpx.get(url, timeout=2.0, trust_env=False)
-            return "ami" in answer.json()
-        except (httpx.HTTPError, json.JSONDecodeError, TypeError, ValueError):
-            return False
+        health = agent_health(config)
+        return health if health is None or health is False else True
 
     return ask
+
+
+def agent_health(config: Config) -> dict[str, Any] | bool | None:
+    """The running agent's /healthz document; False when nothing answers there, None when
+    there is nothing to ask (no [http] listen, or any free port)."""
+    if not config.http.enabled:
+        return None
+    import httpx
+
+    from ..config import split_listen
+
+    host, port = split_listen(config.http.listen)
+    if port == 0:
+        return None
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/healthz"
+    try:
+        document = httpx.get(url, timeout=2.0, trust_env=False).json()
+    except (httpx.HTTPError, json.JSONDecodeError, TypeError, ValueError):
+        return False
+    return document if isinstance(document, dict) and "ami" in document else False

@@ -12,6 +12,7 @@ tracker, SQLite) ever sees NaN, infinity or an integer it cannot hold.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -180,6 +181,19 @@ def caller_id_text(value: str) -> str:
     return "" if value == "<unknown>" else value
 
 
+#: printable characters AMI escapes in caller ids (Asterisk's `ast_escape_c`); escaped control
+#: characters are left as written, so a name stays one line
+_C_ESCAPED = re.compile(r"\\([\\'\"?])")
+
+
+def ami_caller_id(value: str) -> str:
+    """A caller id header of AMI as recorded: AMI escapes it C-style (`O\\'Brien`, `\\?`);
+    CEL and CDRs do not, so the same name reads the same from all three."""
+    if "\\" in value:
+        value = _C_ESCAPED.sub(r"\1", value)
+    return caller_id_text(value)
+
+
 #: timestamps outside [2000-01-01, 2100-01-01) UTC are not believed
 MIN_TIMESTAMP = 946_684_800.0
 MAX_TIMESTAMP = 4_102_444_800.0
@@ -244,7 +258,7 @@ def _duration(h: Headers, bad: BadValue) -> float:
 def _new_channel(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
     return ChannelCreated(
         ts, uid, lid, h.get("Channel", ""), h.get("Context", ""), h.get("Exten", ""),
-        caller_id_text(h.get("CallerIDNum", "")), caller_id_text(h.get("CallerIDName", "")),
+        ami_caller_id(h.get("CallerIDNum", "")), ami_caller_id(h.get("CallerIDName", "")),
     )
 
 
@@ -258,7 +272,7 @@ def _new_exten(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
 
 def _new_callerid(h: Headers, ts: float, uid: str, lid: str) -> ChannelEvent:
     return CallerIdChanged(
-        ts, uid, lid, caller_id_text(h.get("CallerIDNum", "")), caller_id_text(h.get("CallerIDName", ""))
+        ts, uid, lid, ami_caller_id(h.get("CallerIDNum", "")), ami_caller_id(h.get("CallerIDName", ""))
     )
 
 
@@ -362,7 +376,7 @@ def from_ami(h: Headers, now: float, on_bad_value: BadValue | None = None) -> Pb
             _ts(h, now, bad), uid, h.get("Linkedid", ""), h.get("Channel", ""),
             h.get("Context", ""), h.get("Exten", ""), h.get("Application", ""),
             h.get("ApplicationData", ""),
-            caller_id_text(h.get("CallerIDNum", "")), caller_id_text(h.get("CallerIDName", "")),
+            ami_caller_id(h.get("CallerIDNum", "")), ami_caller_id(h.get("CallerIDName", "")),
             _duration(h, bad), h.get("BridgeId", ""),
         )
     if name == "CoreShowChannelsComplete":

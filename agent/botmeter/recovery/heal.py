@@ -24,7 +24,7 @@ from ..pbx.events import PbxEvent
 from ..recorder import Recorder
 from ..storage.store import CallStore
 from ..tracking.record import CallRecord, iso_utc
-from .checkpoint import read_checkpoint
+from .checkpoint import read_checkpoint, write_checkpoint
 from .gate import EventGate
 
 log = structlog.get_logger(__name__)
@@ -160,9 +160,10 @@ class Healer:
             latest = await asyncio.to_thread(cel.latest_time) if cel is not None else None
             until = latest + 1e-6 if latest is not None else self._clock()
         until = round(until, 6)
-        checkpoint = await asyncio.to_thread(self._checkpoint)
+        checkpoint = await asyncio.to_thread(self._checkpoint, until)
         if checkpoint is None:
-            log.info("no recovery checkpoint yet (first start): nothing to heal")
+            log.info("no recovery checkpoint yet (first start): nothing to heal; gaps from now "
+                     "on are")
             return HealResult("", None, until)
         since = checkpoint - MARGIN_SECONDS
         if until - since > MAX_GAP_SECONDS:
@@ -184,10 +185,15 @@ class Healer:
                  resumed=result.resumed)
         return result
 
-    def _checkpoint(self) -> float | None:
+    def _checkpoint(self, until: float) -> float | None:
+        """The stored checkpoint; if there is none (a new database), `until` is stored as the
+        first one, so that a crash before the agent writes its own is healed too."""
         store = self._store_factory()
         try:
-            return read_checkpoint(store.db.conn)
+            found = read_checkpoint(store.db.conn)
+            if found is None:
+                write_checkpoint(store.db.conn, until)
+            return found
         finally:
             store.close()
 

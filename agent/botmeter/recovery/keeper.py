@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 
 import structlog
 
-from ..storage.store import CallStore
+from ..storage.reopen import at_path
+from ..storage.store import BUSY_TIMEOUT, CallStore
 from ..tracking.tracker import CallTracker
 from .checkpoint import Unstored, low_water, write_checkpoint
 from .gate import EventGate
@@ -30,6 +32,7 @@ class CheckpointKeeper:
         self._gate = gate
         self._factory = store_factory
         self._store: CallStore | None = None
+        self._lock = threading.Lock()  # one write at a time (the loop's and the stop's)
         self.written: float | None = None
         self.failures = 0
 
@@ -46,25 +49,39 @@ class CheckpointKeeper:
             if value is not None and value != self.written:
                 await asyncio.to_thread(self.write, value)
 
-    def write(self, value: float) -> bool:
-        """Store `value` (in a worker thread); False if the database refused (logged once per
-        run of failures; the next write tries again)."""
+    def write(self, value: float, timeout: float = BUSY_TIMEOUT, *, last: bool = False) -> bool:
+        """Store `value` (in a worker thread), waiting at most about `timeout` seconds for the
+        database; False if it refused (logged once per run of failures; the next write tries
+        again). An older checkpoint left in place only makes the next healing read more.
+        `last` (at the stop): only through a connection already open, as opening a database
+        in trouble can take longer than a stop may."""
+        if not self._lock.acquire(timeout=max(0.0, timeout)):
+            return False
         try:
-            if self._store is None:
-                self._store = self._factory()
+            if last and self._store is None:
+                return False
+            self._store = at_path(self._store, self._factory)  # a new file after a delete
+            self._store.set_busy_timeout(timeout)
             write_checkpoint(self._store.db.conn, value)
         except Exception as exc:
             self.failures += 1
             if self.failures == 1:
                 log.warning("recovery checkpoint not stored; trying again", error=str(exc))
             return False
+        finally:
+            self._lock.release()
         if self.failures:
             log.info("recovery checkpoint stored again", after_failures=self.failures)
             self.failures = 0
         self.written = value
         return True
 
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+    def close(self, timeout: float = BUSY_TIMEOUT) -> None:
+        if not self._lock.acquire(timeout=max(0.0, timeout)):
+            return  # a write still waits for the database: its thread ends with the process
+        try:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+        finally:
+            self._lock.release()

@@ -15,7 +15,7 @@ Local ;1 writes nothing of its own). Times are kept exact; the tables get whole 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from botmeter.sim.channels import Bridged, Dial, Message, Snapshot, Update
@@ -103,8 +103,9 @@ def callerid_merge(name: str, number: str) -> str:
     return f'"{escaped}" <{number}>'
 
 
-def _micros(stamp: float) -> int:
-    return round(stamp * 1_000_000)
+def _whole_seconds(start: float, end: float) -> int:
+    """Whole seconds between two times, as cdr.c counts them (milliseconds, truncated)."""
+    return (round(end * 1_000_000) - round(start * 1_000_000)) // 1000 // 1000
 
 
 @dataclass(slots=True, eq=False)
@@ -155,8 +156,8 @@ class _Record:
     def row(self) -> CdrRow:
         a, b = self.party_a, self.party_b
         end = self.end if self.end is not None else self.lastevent
-        duration = (_micros(end) - _micros(self.start)) // 1000 // 1000
-        billsec = 0 if self.answer is None else (_micros(end) - _micros(self.answer)) // 1000 // 1000
+        duration = _whole_seconds(self.start, end)
+        billsec = 0 if self.answer is None else _whole_seconds(self.answer, end)
         userfield = (f"{self.userfield};{b.userfield}" if b is not None and b.userfield
                      else self.userfield)
         return CdrRow(callerid_merge(a.cid_name, a.cid_num), a.cid_num, self.exten,
@@ -166,18 +167,11 @@ class _Record:
                       self.sequence, userfield)
 
 
-@dataclass(slots=True)
-class _Bridge:
-    technology: str
-    members: list[str] = field(default_factory=list)  # uniqueids, in order of entry
-
-
 class CdrLog:
     """Feed channel messages in order (`handle`); get the CDRs written at each hangup."""
 
     def __init__(self) -> None:
         self._chains: dict[str, list[_Record]] = {}
-        self._bridges: dict[str, _Bridge] = {}
         self._as_party_b: dict[str, dict[_Record, None]] = {}  # channel name -> its records
         self._sequence = 0
 
@@ -319,20 +313,14 @@ class CdrLog:
     # ---- bridges ----------------------------------------------------------------------------
 
     def _bridged(self, bridged: Bridged) -> None:
-        bridge = self._bridges.setdefault(bridged.bridge_id, _Bridge(bridged.technology))
-        uniqueid = bridged.channel.uniqueid
         if bridged.entered:
-            if uniqueid not in bridge.members:
-                bridge.members.append(uniqueid)
-            self._enter(bridged, bridge)
+            # the bridge's channels in the order they entered, the one entering last
+            self._enter(bridged, [*(o.uniqueid for o in bridged.others),
+                                  bridged.channel.uniqueid])
         else:
-            if uniqueid in bridge.members:
-                bridge.members.remove(uniqueid)
             self._leave(bridged)
-        if not bridge.members:
-            del self._bridges[bridged.bridge_id]
 
-    def _enter(self, bridged: Bridged, bridge: _Bridge) -> None:
+    def _enter(self, bridged: Bridged, bridge: list[str]) -> None:
         """handle_standard_bridge_enter_message."""
         chain = self._chains.get(bridged.channel.uniqueid)
         if chain is None:
@@ -355,12 +343,12 @@ class CdrLog:
                 return
             self._append(chain, bridged.stamp)
 
-    def _enter_record(self, rec: _Record, bridge_id: str, bridge: _Bridge) -> bool:
+    def _enter_record(self, rec: _Record, bridge_id: str, bridge: list[str]) -> bool:
         """A Single or Dial record enters: True when it is alone or found its party B."""
         rec.bridge = bridge_id
         single = rec.state is _State.SINGLE
         rec.state = _State.BRIDGED
-        if len(bridge.members) == 1:
+        if len(bridge) == 1:
             return True
         if not single and rec.party_b is None:
             return False
@@ -376,13 +364,13 @@ class CdrLog:
                 return True
         return False
 
-    def _in_bridge(self, bridge: _Bridge, bridge_id: str) -> list[_Record]:
-        return [cand for member in bridge.members for cand in self._chains.get(member, ())
+    def _in_bridge(self, bridge: list[str], bridge_id: str) -> list[_Record]:
+        return [cand for member in bridge for cand in self._chains.get(member, ())
                 if cand.state is _State.BRIDGED and cand.bridge == bridge_id]
 
-    def _pairings(self, rec: _Record, bridge: _Bridge) -> None:
+    def _pairings(self, rec: _Record, bridge: list[str]) -> None:
         """handle_bridge_pairings: pair the entering record with everyone in the bridge."""
-        for member in bridge.members:
+        for member in bridge:
             for cand in self._chains.get(member, ()):
                 if cand.bridge != rec.bridge:
                     continue

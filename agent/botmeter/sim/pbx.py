@@ -493,6 +493,8 @@ class SimulatedPBX:
                     self._ended(playing)
             if self.records is not None:
                 self.records.flush(idle=False)
+        if self.records is not None:
+            self.records.flush()  # the last calls' last rows: nothing else is due to commit them
 
     def _place(self, call: ScriptedCall, start: float, events: list[SimEvent],
                group: set[_Playing]) -> _Playing:

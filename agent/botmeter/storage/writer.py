@@ -64,8 +64,8 @@ class RecordWriter:
                  on_error: Callable[[BaseException, int], None] | None = None,
                  on_saved: Callable[[list[CallRecord]], None] | None = None,
                  spill: Path | None = None, backoff: Backoff | None = None,
-                 on_rejected: Callable[[CallRecord], None] | None = None,
-                 check_every: float = FILE_CHECK_SECONDS) -> None:
+                 check_every: float = FILE_CHECK_SECONDS,
+                 on_rejected: Callable[[CallRecord], None] | None = None) -> None:
         self._factory = store_factory
         self._store: CallStore | None = None
         self._on_error = on_error
