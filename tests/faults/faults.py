@@ -153,7 +153,7 @@ async def flap_receiver(t: Targets, p: Profile, over: asyncio.Event,
     while True:
         up, down = p.flap_every, p.flap_every / 2
         to_hour = None if t.hour_ends_at is None else t.hour_ends_at - time.monotonic()
-        if to_hour is not None and 0 < to_hour <= up + down:
+        if to_hour is not None and 0 < to_hour <= 2 * (up + down):  # stopping takes a while
             up, down = max(0.0, to_hour - 0.5), 2 * p.flap_every
             across = ", down when the hour ended"
         if await _wait(over, up):

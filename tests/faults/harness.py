@@ -37,6 +37,8 @@ from .site import PLANS, Site, free_port, make_site
 
 #: what `botmeter sim` says when its round's calls have all ended
 ROUND_OVER = "round 1 over"
+#: what the agent logs when it has logged in to AMI
+ATTACHED = '"ami attached"'
 HOUR = 3600.0
 #: about how long the processes take to start
 STARTUP_SECONDS = 2.0
@@ -142,6 +144,8 @@ async def run_fault(fault: str, profile: Profile, root: Path, *, seed: int) -> R
     try:
         for process in processes:
             process.start()
+        # the calls begin when the agent has logged in (`--wait-login`), and so do the faults
+        await eventually(lambda: ATTACHED in agent.output(), timeout=60, interval=0.1)
         over = asyncio.Event()
         targets = Targets(agent, sim, site.db, proxy, receiver,
                           hour_ends_at=time.monotonic() + to_next_hour(now - site.clock_behind))
