@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from botmeter.sim.scenarios import expected_record, mixed_calls
+
 from .procs import Process
 from .proxy import CuttingProxy
 
@@ -23,12 +25,11 @@ FAULTS = ("kill", "cut", "restart", "lock", "flap")
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """The load (one round of `calls` at `rate` calls per virtual second, the PBX clock at
-    `speed`) and the pace of the faults, in wall seconds."""
+    """The load (one round of `calls` at `rate` calls per second) and the pace of the faults,
+    in seconds. The PBX's clock runs at the agent's pace: they are on one host."""
 
     calls: int
     rate: float
-    speed: float
     kill_every: float  # the agent is SIGKILLed this often ...
     kill_pause: float  # ... and restarted after up to this long
     cut_every: float
@@ -49,9 +50,9 @@ class Profile:
         }[fault]
 
 
-REDUCED = Profile(calls=80, rate=20, speed=1, kill_every=2, kill_pause=1, cut_every=3,
+REDUCED = Profile(calls=80, rate=20, kill_every=2, kill_pause=1, cut_every=3,
                   restart_down=1, lock_seconds=5, flap_every=2, settle=60)
-FULL = Profile(calls=2000, rate=20, speed=1, kill_every=4, kill_pause=2, cut_every=10,
+FULL = Profile(calls=2000, rate=20, kill_every=4, kill_pause=2, cut_every=10,
                restart_down=5, lock_seconds=30, flap_every=4, settle=300)
 
 
@@ -112,7 +113,7 @@ async def cut_ami(t: Targets, p: Profile, over: asyncio.Event,
 async def restart_pbx(t: Targets, p: Profile, over: asyncio.Event,
                      rng: random.Random) -> Struck:
     """SIGUSR1 to the simulated PBX (a `core restart now`) halfway through placing the calls."""
-    if await _wait(over, p.calls / p.rate / p.speed / 2):
+    if await _wait(over, p.calls / p.rate / 2):
         return Struck(0, "the load was over before the restart")
     t.sim.signal(signal.SIGUSR1)
     return Struck(1, f"PBX restarted, down {p.restart_down:g} s")
@@ -180,9 +181,6 @@ INJECTORS: dict[str, Injector] = {CLEAN: no_fault, "kill": kill_agent, "cut": cu
 
 
 def load_seconds(p: Profile) -> float:
-    """Wall seconds from the first call placed to the last one's end, from the script."""
-    from botmeter.sim.scenarios import expected_record, mixed_calls
-
+    """Seconds from the first call placed to the last one's end, from the script."""
     calls = mixed_calls(p.calls, seed=1)  # `botmeter sim`'s first round
-    return max(i / p.rate + expected_record(c)["total_seconds"]
-               for i, c in enumerate(calls)) / p.speed
+    return max(i / p.rate + expected_record(c)["total_seconds"] for i, c in enumerate(calls))

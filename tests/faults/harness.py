@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from .site import PLANS, Site, free_port, make_site
 
 #: what `botmeter sim` says when its round's calls have all ended
 ROUND_OVER = "round 1 over"
+_ROUND_COUNTS = re.compile(ROUND_OVER + r": (\d+) calls placed, (\d+) not placed")
 #: what the agent logs when it has logged in to AMI
 ATTACHED = '"ami attached"'
 HOUR = 3600.0
@@ -51,7 +53,8 @@ class RunResult:
     fault: str
     root: Path
     did: Struck  # what the fault did
-    placed: str  # what the PBX said of its calls (placed, not placed while down)
+    placed: int  # calls the PBX placed ...
+    not_placed: int  # ... and those due while it was down
     verdict: Verdict
     totals: dict[str, Decimal]  # plan -> the statement total of the agent's database
     truth_totals: dict[str, Decimal]  # plan -> the statement total of the truth's records
@@ -71,8 +74,9 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return (self.verdict.ok and self.totals_equal and self.totals == self.truth_totals
-                and self.uplink_equal is not False and self.agent_exit == 0)
+        return (self.verdict.ok and self.caught_up and self.totals_equal
+                and self.totals == self.truth_totals and self.uplink_equal is not False
+                and self.agent_exit == 0)
 
     def problems(self) -> list[str]:
         """Why the run is not right, one line each (empty when it is)."""
@@ -90,14 +94,22 @@ class RunResult:
         return lines
 
 
+def round_counts(sim_output: str) -> tuple[int, int]:
+    """(calls placed, calls due while the PBX was down) of the first round."""
+    found = _ROUND_COUNTS.search(sim_output)
+    if found is None:
+        raise RuntimeError(f"botmeter sim did not say how its round went:\n{sim_output[-2000:]}")
+    return int(found.group(1)), int(found.group(2))
+
+
 def to_next_hour(clock: float) -> float:
     """Seconds from `clock` to the next full hour."""
     return HOUR - clock % HOUR
 
 
 def clock_behind(fault: str, profile: Profile, now: float) -> float:
-    """How far the run's site clock is set back: for the uplink's run, so far that the hour
-    now under way began halfway through the load (0 for the others)."""
+    """How far the run's site clock is set back: for the uplink's run, so far that on it an
+    hour ends about halfway through the load (0 for the others)."""
     if fault != "flap":
         return 0.0
     return now % HOUR + STARTUP_SECONDS + load_seconds(profile) / 2
@@ -136,7 +148,7 @@ async def run_fault(fault: str, profile: Profile, root: Path, *, seed: int) -> R
                      clock_behind=clock_behind(fault, profile, now), now=now)
     agent = Process("agent", agent_argv(site), root / "agent.log", root)
     sim = Process("sim", sim_argv(site, port=sim_port, calls=profile.calls, rate=profile.rate,
-                                  speed=profile.speed, down=profile.restart_down),
+                                  down=profile.restart_down),
                   root / "sim.log", root)
     receiver = (Process("receiver", receiver_argv(site), root / "receiver.log", root)
                 if site.uplink_port is not None else None)
@@ -148,7 +160,8 @@ async def run_fault(fault: str, profile: Profile, root: Path, *, seed: int) -> R
         await eventually(lambda: ATTACHED in agent.output(), timeout=60, interval=0.1)
         over = asyncio.Event()
         targets = Targets(agent, sim, site.db, proxy, receiver,
-                          hour_ends_at=time.monotonic() + to_next_hour(now - site.clock_behind))
+                          hour_ends_at=time.monotonic() + to_next_hour(
+                              time.time() - site.clock_behind))
         injecting = asyncio.ensure_future(INJECTORS[fault](
             targets, profile, over, random.Random(seed)))
         await eventually(lambda: ROUND_OVER in sim.output() or not sim.running,
@@ -168,9 +181,8 @@ async def run_fault(fault: str, profile: Profile, root: Path, *, seed: int) -> R
         for other in (sim, receiver):
             if other is not None:
                 await other.stop()
-        placed = next((line.split(": ", 1)[-1] for line in sim.output().splitlines()
-                       if line.startswith(ROUND_OVER)), "?")
-        return await _judged(fault, site, did, placed, caught_up, agent_exit, began, uplink)
+        return await _judged(fault, site, did, round_counts(sim.output()), caught_up,
+                             agent_exit, began, uplink)
     finally:
         for process in processes:
             process.kill()
@@ -178,7 +190,7 @@ async def run_fault(fault: str, profile: Profile, root: Path, *, seed: int) -> R
             await proxy.close()
 
 
-async def _judged(fault: str, site: Site, did: Struck, placed: str, caught_up: bool,
+async def _judged(fault: str, site: Site, did: Struck, placed: tuple[int, int], caught_up: bool,
                   agent_exit: int | None, began: float, uplink: UplinkCheck | None) -> RunResult:
     records: list[dict[str, Any]] = json.loads(await cli_json(
         site, "calls", "--format", "json", "--db", str(site.db)))
@@ -196,7 +208,7 @@ async def _judged(fault: str, site: Site, did: Struck, placed: str, caught_up: b
         totals[plan] = sum([await _billed(site, plan, period) for period in billed[plan]],
                            Decimal(0))
     return RunResult(
-        fault=fault, root=site.root, did=did, placed=placed, verdict=judge(truth, records), totals=totals,
+        fault=fault, root=site.root, did=did, placed=placed[0], not_placed=placed[1], verdict=judge(truth, records), totals=totals,
         truth_totals=truth_totals, caught_up=caught_up, agent_exit=agent_exit,
         seconds=round(time.monotonic() - began, 1),
         sources=dict(Counter(r["source"] for r in records)),

@@ -100,13 +100,12 @@ def agent_argv(site: Site) -> list[str]:
                          clock_behind=site.clock_behind)
 
 
-def sim_argv(site: Site, *, port: int, calls: int, rate: float, speed: float,
-             down: float) -> list[str]:
+def sim_argv(site: Site, *, port: int, calls: int, rate: float, down: float) -> list[str]:
     """One round of `calls`, from the agent's first login on; then the PBX stays up (its next
     round is a day away)."""
     return botmeter_argv(
         "sim", "--listen", f"127.0.0.1:{port}", "--secret-file", str(site.ami_secret),
-        "--calls", str(calls), "--rate", f"{rate:g}", "--speed", f"{speed:g}",
+        "--calls", str(calls), "--rate", f"{rate:g}",
         "--rounds", "0", "--every", "86400", "--wait-login", "--agi-port", str(site.agi_port),
         "--cel-db", str(site.cel), "--truth", str(site.truth), "--down", f"{down:g}",
         clock_behind=site.clock_behind)

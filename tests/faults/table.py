@@ -32,8 +32,8 @@ def row(result: RunResult) -> tuple[str, ...]:
 
 def render(results: Sequence[RunResult], profile: Profile, *, width: int = 200) -> str:
     """The table and a line per run on what its fault did and anything wrong."""
-    table = Table(title=f"botmeter fault runs: {profile.calls} calls at {profile.rate:g} calls/s"
-                        f" (PBX clock x{profile.speed:g})")
+    table = Table(title=f"botmeter fault runs: {profile.calls} calls at {profile.rate:g} calls/s "
+                        "per run")
     for name in COLUMNS:
         table.add_column(name, justify="left" if name == "fault" else "right")
     for result in results:
@@ -42,14 +42,16 @@ def render(results: Sequence[RunResult], profile: Profile, *, width: int = 200) 
                       highlight=False)
     with console.capture() as captured:
         console.print(table)
-        console.print(f"statement totals: {' / '.join(PLANS)} (CNY), every period of the run; "
-                      "clean total: the clean run's (same script), for 'restart' its truth "
-                      "file's records rated")
+        console.print(f"statement total: `botmeter bill` under {' / '.join(PLANS)} (CNY), every "
+                      "period of the run. clean total: the clean run's (the same script); for "
+                      "the clean run itself and for 'restart' (which changes the calls) the "
+                      "statement of the truth file's records, rated by botmeter's rating")
         for result in results:
             mark = "ok" if result.ok else "WRONG"
             sources = ", ".join(f"{n} {s}" for s, n in sorted(result.sources.items()))
             console.print(f"{result.fault} [{mark}]: {profile.describe(result.fault)}; did: "
-                          f"{result.did.detail}; PBX: {result.placed}; records by source: "
+                          f"{result.did.detail}; PBX: {result.placed} calls placed, "
+                          f"{result.not_placed} due while down; records by source: "
                           f"{sources or 'none'}; joined late: "
                           f"{result.joined_late}; exit at SIGTERM: {result.agent_exit}; "
                           f"files: {result.root}")
