@@ -28,6 +28,7 @@ class _Plan:
     down: float
     files: dict[str, Path | None]
     commit: str
+    wait_login: bool = False
 
 
 def _file(_ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
@@ -70,12 +71,14 @@ def _file(_ctx: click.Context, param: click.Parameter, value: str | None) -> Pat
                    "or together whenever the PBX has caught up (step).")
 @click.option("--truth", callback=_file,
               help="Append one JSON line per call as it ends: what a correct record says.")
+@click.option("--wait-login", is_flag=True,
+              help="Play the first round only once an AMI client has logged in.")
 @click.option("--down", default=5.0, show_default=True, type=FiniteRange(min=0, max=3600),
               help="Seconds the PBX stays down when SIGUSR1 restarts it.")
 def sim(listen: str, username: str, secret_file: str, count: int, every: float,
         rate: float | None, rounds: int, speed: float, agi_port: int, cel_db: Path | None,
         cdr_db: Path | None, cdr_csv: Path | None, commit: str, truth: Path | None,
-        down: float) -> None:
+        down: float, wait_login: bool) -> None:
     """Serve the simulated PBX's AMI and play rounds of scripted calls until SIGINT/SIGTERM
     (or `--rounds`); SIGUSR1 restarts the PBX like `core restart now`."""
     from . import runtime
@@ -91,7 +94,7 @@ def sim(listen: str, username: str, secret_file: str, count: int, every: float,
     if not secret:
         fail("empty --secret-file", secret_file, "the secret is its first line", USAGE)
     files = dict(zip(_FILES, (cel_db, cdr_db, cdr_csv, truth), strict=True))
-    plan = _Plan(count, every, rate, rounds, speed, down, files, commit)
+    plan = _Plan(count, every, rate, rounds, speed, down, files, commit, wait_login)
     runtime.run(_serve(host.strip("[]"), int(port), username, secret, agi_port, plan))
     sys.exit(0)
 
@@ -137,9 +140,13 @@ async def _serve(host: str, port: int, username: str, secret: str, agi_port: int
                f"{plan.count} calls every {plan.every:g} s ({pace}); Ctrl-C stops it", err=True)
     round_ = 0
     try:
+        while plan.wait_login and not stop.is_set() and not pbx.clients:
+            with contextlib.suppress(TimeoutError):  # a look every 50 ms for a logged-in client
+                await asyncio.wait_for(stop.wait(), 0.05)
         while not stop.is_set() and (plan.rounds == 0 or round_ < plan.rounds):
             round_ += 1
             if plan.count:
+                before = pbx.calls_placed, pbx.calls_missed
                 play = asyncio.ensure_future(
                     pbx.play(mixed_calls(plan.count, seed=round_), rate=plan.rate))
                 await asyncio.wait([play, asyncio.ensure_future(stop.wait())],
@@ -149,6 +156,10 @@ async def _serve(host: str, port: int, username: str, secret: str, agi_port: int
                     break
                 if play.exception() is not None:
                     click.echo(f"round {round_}: {play.exception()}", err=True)
+                else:
+                    click.echo(f"round {round_} over: {pbx.calls_placed - before[0]} calls "
+                               f"placed, {pbx.calls_missed - before[1]} not placed while down",
+                               err=True)
             if plan.rounds and round_ >= plan.rounds:
                 break
             with contextlib.suppress(TimeoutError):
