@@ -158,7 +158,7 @@ class Healer:
             until = first_ts
         else:
             latest = await asyncio.to_thread(cel.latest_time) if cel is not None else None
-            until = latest + 1e-6 if latest is not None else self._clock()
+            until = after_ms(latest) if latest is not None else self._clock()
         until = round(until, 6)
         checkpoint = await asyncio.to_thread(self._checkpoint, until)
         if checkpoint is None:
@@ -206,6 +206,8 @@ class Healer:
         chunks = _chunks(feed.events(since, until), CHUNK)
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
             for event in chunk:
+                if event.ts >= until:  # a row a little before the cut: AMI gives its event
+                    continue
                 lid = getattr(event, "linkedid", "")
                 if lid and lid not in seen:
                     seen.add(lid)
@@ -260,6 +262,12 @@ class Healer:
             return store.stored_call_ids(call_ids)
         finally:
             store.close()
+
+
+def after_ms(ts: float) -> float:
+    """The first millisecond after `ts`: events carry their time to the millisecond (AMI's
+    `Timestamp` and CEL's `eventtime` both), so a cut there has every event of `ts` before it."""
+    return round(round(ts, 3) + 0.001, 3)
 
 
 def _chunks(events: Iterable[PbxEvent], size: int) -> Iterator[list[PbxEvent]]:
