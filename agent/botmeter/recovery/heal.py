@@ -24,7 +24,7 @@ from ..pbx.events import PbxEvent
 from ..recorder import Recorder
 from ..storage.store import CallStore
 from ..tracking.record import CallRecord, iso_utc
-from .checkpoint import read_checkpoint, write_checkpoint
+from .checkpoint import CheckpointUnusable, read_checkpoint, write_checkpoint
 from .gate import EventGate
 
 log = structlog.get_logger(__name__)
@@ -187,12 +187,21 @@ class Healer:
 
     def _checkpoint(self, until: float) -> float | None:
         """The stored checkpoint; if there is none (a new database), `until` is stored as the
-        first one, so that a crash before the agent writes its own is healed too."""
+        first one, so that a crash before the agent writes its own is healed too. One that
+        says nothing of where the gap began (no time, or one after `until` on Asterisk's
+        clock: edited, damaged, or that clock went back) heals the longest gap healing
+        covers, with a warning: calls already stored are not stored again."""
         store = self._store_factory()
         try:
-            found = read_checkpoint(store.db.conn)
+            try:
+                found = read_checkpoint(store.db.conn)
+            except CheckpointUnusable as exc:
+                return _longest_gap(until, str(exc))
             if found is None:
                 write_checkpoint(store.db.conn, until)
+            elif found - MARGIN_SECONDS > until:
+                return _longest_gap(until, f"{iso_utc(found)} is after the attach moment "
+                                           f"{iso_utc(until)} on Asterisk's clock")
             return found
         finally:
             store.close()
@@ -262,6 +271,16 @@ class Healer:
             return store.stored_call_ids(call_ids)
         finally:
             store.close()
+
+
+def _longest_gap(until: float, reason: str) -> float:
+    """The checkpoint to heal from when the stored one is unusable: `MAX_GAP_SECONDS` before
+    `until` (logged)."""
+    since = until - MAX_GAP_SECONDS
+    log.warning("recovery checkpoint unusable: healing the longest gap healing covers; run "
+                "botmeter backfill for calls before it", reason=reason,
+                healed_from=iso_utc(since))
+    return since + MARGIN_SECONDS
 
 
 def after_ms(ts: float) -> float:
