@@ -99,6 +99,9 @@ class Healer:
         self._backlog = backlog
         self.last: HealResult | None = None
         self.heals = 0
+        #: the last heal failed: the checkpoint must stay where it was (`CheckpointKeeper`),
+        #: so that the next attach, or a restart, heals that gap again
+        self.unhealed = False
 
     @property
     def mode(self) -> str:
@@ -124,11 +127,14 @@ class Healer:
         try:
             result = await self._heal(until)
         except Exception as exc:  # never stops the session: the snapshot still picks calls up
-            log.error("healing the gap failed; calls in it may be missing or joined late",
+            self.unhealed = True
+            log.error("healing the gap failed; calls in it may be missing or joined late until "
+                      "a later attach heals it (the checkpoint stays where it was)",
                       error=f"{type(exc).__name__}: {exc}")
             result = HealResult("", None, until or self._clock())
             self.gate.release()
         else:
+            self.unhealed = False
             dropped = self.gate.release(result.until if result.source == "cel" else None)
             result = replace(result, dropped_live=dropped)
         self.recorder.tracker.source = "ami"
@@ -213,19 +219,21 @@ class Healer:
         resumed = recorded = already = 0
         finished: list[CallRecord] = []
         chunks = _chunks(feed.events(since, until), CHUNK)
-        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-            for event in chunk:
-                if event.ts >= until:  # a row a little before the cut: AMI gives its event
-                    continue
-                lid = getattr(event, "linkedid", "")
-                if lid and lid not in seen:
-                    seen.add(lid)
-                    resumed += tracker.forget((lid,))
-                finished.extend(tracker.feed(event))
-            if len(finished) >= DELIVER_BATCH:
-                handed, stored = await self._deliver(finished)
-                recorded, already, finished = recorded + handed, already + stored, []
-        tracker.source = "ami"
+        try:
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                for event in chunk:
+                    if event.ts >= until:  # a row a little before the cut: AMI gives its event
+                        continue
+                    lid = getattr(event, "linkedid", "")
+                    if lid and lid not in seen:
+                        seen.add(lid)
+                        resumed += tracker.forget((lid,))
+                    finished.extend(tracker.feed(event))
+                if len(finished) >= DELIVER_BATCH:
+                    handed, stored = await self._deliver(finished)
+                    recorded, already, finished = recorded + handed, already + stored, []
+        finally:
+            tracker.source = "ami"
         handed, stored = await self._deliver(finished)
         return HealResult("cel", since, until, recorded + handed, already + stored, resumed)
 
