@@ -232,6 +232,9 @@ class Healer:
                 if len(finished) >= DELIVER_BATCH:
                     handed, stored = await self._deliver(finished)
                     recorded, already, finished = recorded + handed, already + stored, []
+        except Exception:
+            await self._deliver(finished)  # the calls rebuilt whole before the failure
+            raise
         finally:
             tracker.source = "ami"
         handed, stored = await self._deliver(finished)
