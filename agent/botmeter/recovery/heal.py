@@ -216,6 +216,7 @@ class Healer:
         tracker = self.recorder.tracker
         tracker.source = "cel"
         seen: set[str] = set()
+        ended: set[str] = set()  # calls this tracker finished: their records are written
         resumed = recorded = already = 0
         finished: list[CallRecord] = []
         chunks = _chunks(feed.events(since, until), CHUNK)
@@ -228,7 +229,10 @@ class Healer:
                     if lid and lid not in seen:
                         seen.add(lid)
                         resumed += tracker.forget((lid,))
-                    finished.extend(tracker.feed(event))
+                        if tracker.has_ended(lid):
+                            ended.add(lid)
+                    if lid not in ended:
+                        finished.extend(tracker.feed(event))
                 if len(finished) >= DELIVER_BATCH:
                     handed, stored = await self._deliver(finished)
                     recorded, already, finished = recorded + handed, already + stored, []
