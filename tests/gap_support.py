@@ -33,6 +33,8 @@ TOLERANCE = 0.35
 CDR_TOLERANCE = 2.0
 #: uniqueid counters of calls written here: far above the simulated PBX's own
 OFFLINE_UNIQUEIDS = 10**6
+#: calls the healing harness stores at a time
+WRITER_BATCH = 200
 
 
 @dataclass
@@ -173,11 +175,22 @@ class Healing:
 
     def __post_init__(self) -> None:
         self.store = CallStore(self.db)
-        self.recorder = Recorder(SIM_RULES, lambda record: self.store.save([record]))
+        self.finished: list[CallRecord] = []  # stored in batches, as the writer does
+        self.recorder = Recorder(SIM_RULES, self._finished)
         self.gate = EventGate(self.recorder.handle)
         self.healer = Healer(self.recorder, self.gate, lambda: CallStore(self.db), cel=self.cel,
                              cdr=self.cdr, clock=self.clock, settle_seconds=0,
                              backlog=self.backlog)
+
+    def _finished(self, record: CallRecord) -> None:
+        self.finished.append(record)
+        if len(self.finished) >= WRITER_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Store the finished calls not stored yet."""
+        self.store.save(self.finished)
+        self.finished.clear()
 
     def attach(self, live: Sequence[PbxEvent] = ()) -> None:
         """An AMI session opens and `live` comes in (held) while it logs in: heal, then pass
@@ -189,7 +202,10 @@ class Healing:
                 self.gate.ami(event)
             await self.healer.attached()
 
-        asyncio.run(attached())
+        try:
+            asyncio.run(attached())
+        finally:
+            self.flush()
 
     def close(self) -> None:
         self.store.close()

@@ -14,7 +14,10 @@ wall clock; SIGKILL needs a real `botmeter run` subprocess.
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import sqlite3
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +29,16 @@ from botmeter.recovery.heal import DELIVER_BATCH
 from botmeter.recovery.sources import CelFile
 from botmeter.sim.scenarios import ScriptedCall, mixed_calls
 
-from .gap_support import Healing, live_events, show, stored, timeline, write_records, wrong_calls
+from .gap_support import (
+    Gap,
+    Healing,
+    live_events,
+    show,
+    stored,
+    timeline,
+    write_records,
+    wrong_calls,
+)
 
 #: a moment on Asterisk's clock the offline gaps start at (2027-01-15 08:00 UTC)
 T0 = 1_800_000_000.0
@@ -212,14 +224,33 @@ def _zero_a_leaf_page(db: Path, at: float) -> None:
         file.write(bytes(size))
 
 
+#: a long gap: more calls than the healer hands the writer at a time
+BIG_GAP_CALLS = DELIVER_BATCH + 400
+#: bytes the heal of the long gap may allocate at its peak (tracemalloc)
+HEAL_MEMORY = 10 * 2**20
+
+
+@pytest.fixture(scope="module")
+def big_gap(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Gap]:
+    """CEL of `BIG_GAP_CALLS` calls, ten a second from T0 (some 90,000 rows), written once;
+    tests take a copy (`_copy`)."""
+    cel = tmp_path_factory.mktemp("big") / "cel.db"
+    events, gap = timeline(mixed_calls(BIG_GAP_CALLS), T0, 0.1)
+    write_records(events, cel_db=cel)
+    return cel, gap
+
+
+def _copy(source: Path, to: Path) -> Path:
+    shutil.copyfile(source, to)
+    return to
+
+
 def test_a_file_damaged_while_a_heal_reads_it_keeps_every_call_rebuilt_before(
-        tmp_path: Path) -> None:
+        tmp_path: Path, big_gap: tuple[Path, Gap]) -> None:
     """The CEL file is damaged while a long heal reads it, after its first batch of calls
     went to the writer, further on: the heal fails in one line, and every call it had rebuilt
     whole up to then is stored, not only those of the batches handed over already."""
-    cel = tmp_path / "cel.db"
-    events, gap = timeline(mixed_calls(1400), T0, 0.25)
-    write_records(events, cel_db=cel)
+    cel, gap = _copy(big_gap[0], tmp_path / "cel.db"), big_gap[1]
     handed: list[int] = []
 
     def damage_ahead() -> int:  # the healer asks for the writer's queue after each batch
@@ -242,6 +273,44 @@ def test_a_file_damaged_while_a_heal_reads_it_keeps_every_call_rebuilt_before(
     assert handed and len(rebuilt) > handed[0] >= DELIVER_BATCH  # some after the first batch
     assert kept == rebuilt
     assert not wrong_calls({c: gap.truth[c] for c in rebuilt}, stored(healing.db))
+
+
+def test_a_long_gap_is_healed_in_bounded_memory_while_the_loop_serves_others(
+        tmp_path: Path, big_gap: tuple[Path, Gap]) -> None:
+    """A gap of over a thousand calls (70,000 CEL rows) is read a page at a time and handed
+    to the writer a batch at a time: the heal's memory stays a small fraction of the rows',
+    the event loop runs other tasks between pages (FastAGI, /healthz, the watchdog), and a
+    call that starts while it heals (its events held) is recorded after it."""
+    cel, gap = _copy(big_gap[0], tmp_path / "cel.db"), big_gap[1]
+    live, later = timeline([SIGNALLING], gap.last_end + 60, 1.0, base=5 * 10**6)
+    healing = Healing(tmp_path / "calls.db", cel=lambda: CelFile(cel))
+    write_checkpoint(healing.store.db.conn, T0 - 1)
+    ticks = 0
+
+    async def heal_beside_a_ticker() -> None:
+        nonlocal ticks
+        healing.healer.hold()
+        for event in live_events(live, 0):
+            healing.gate.ami(event)
+        healer = asyncio.create_task(healing.healer.attached())
+        while not healer.done():
+            ticks += 1
+            await asyncio.sleep(0.005)
+        await healer
+
+    tracemalloc.start()
+    try:
+        asyncio.run(heal_beside_a_ticker())
+        heal_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    healing.flush()
+    healing.close()
+    # the gap's events alone, read into one list, take some 15 MB (28,000 events from 90,000
+    # rows); the heal holds a page of rows, a chunk of events and a batch of calls: ~5 MB
+    assert heal_peak < HEAL_MEMORY, heal_peak
+    assert ticks > 1  # the loop ran other tasks while the heal read
+    assert not wrong_calls({**gap.truth, **later.truth}, stored(healing.db))
 
 
 def test_a_second_heal_over_calls_already_recorded_is_silent(tmp_path: Path) -> None:
