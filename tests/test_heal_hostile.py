@@ -27,18 +27,26 @@ from structlog.testing import capture_logs
 from botmeter.recovery.checkpoint import write_checkpoint
 from botmeter.recovery.heal import DELIVER_BATCH
 from botmeter.recovery.sources import CelFile
+from botmeter.sim.pbx import SimulatedPBX
 from botmeter.sim.scenarios import ScriptedCall, mixed_calls
+from botmeter.storage.store import CallStore
 
 from .gap_support import (
     Gap,
     Healing,
+    agent_config,
+    live_agent,
     live_events,
+    short_calls,
     show,
     stored,
     timeline,
+    truth_lines,
     write_records,
     wrong_calls,
 )
+from .helpers import eventually
+from .recovery_support import lab_master_db
 
 #: a moment on Asterisk's clock the offline gaps start at (2027-01-15 08:00 UTC)
 T0 = 1_800_000_000.0
@@ -333,3 +341,103 @@ def test_a_second_heal_over_calls_already_recorded_is_silent(tmp_path: Path) -> 
     assert healing.recorder.records == recorded
     assert [e for e in logs if e["log_level"] in ("warning", "error")] == []
     assert healing.recorder.tracker.dropped_signals == 0
+
+
+# -- a CEL file of another Asterisk ----------------------------------------------------------
+
+
+def test_a_stale_cel_file_of_another_pbx_gives_no_call_and_disturbs_none(tmp_path: Path) -> None:
+    """[recovery] cel_db names the lab's old master.db (another Asterisk, other days): the heal
+    finds nothing in its window, so no call of that PBX is recorded as ours, and the calls of
+    ours that run as the agent attaches come out whole from AMI."""
+    foreign = lab_master_db(tmp_path, "lab.db")
+    events, ours = timeline(mixed_calls(8), T0, 2.0)
+    healing = Healing(tmp_path / "calls.db", cel=lambda: CelFile(foreign))
+    write_checkpoint(healing.store.db.conn, T0 - 1)
+    with capture_logs() as logs:
+        healing.attach(live_events(events, T0))
+    healing.close()
+    assert not wrong_calls(ours.truth, stored(healing.db))
+    assert _events(logs, "error") == []
+
+
+@pytest.mark.xfail(strict=True, reason="nothing tells a CEL file of another Asterisk from this "
+                   "one's: its calls in the window are recorded as ours (see the report)")
+def test_the_cel_file_of_another_busy_pbx_is_not_taken_for_this_ones(tmp_path: Path) -> None:
+    """[recovery] cel_db names the CEL file of another Asterisk that takes calls at the same
+    hours (a copy from a sister site, a shared NFS path): none of its calls may be billed as
+    this PBX's. Ours ran in the gap too (in a CEL file botmeter is not given)."""
+    foreign = tmp_path / "sister.db"
+    write_records(timeline(mixed_calls(8, seed=99), T0, 2.0, base=7 * 10**6)[0], cel_db=foreign)
+    events, ours = timeline(mixed_calls(8), T0 + 30, 2.0)
+    healing = Healing(tmp_path / "calls.db", cel=lambda: CelFile(foreign))
+    write_checkpoint(healing.store.db.conn, T0 - 1)
+    healing.attach(live_events(events, T0 + 30))
+    healing.close()
+    assert {r.call_id for r in stored(healing.db)} <= set(ours.truth)
+
+
+# -- live: an agent in this process on the simulated PBX --------------------------------------
+
+#: virtual seconds per wall second of the simulated PBX in the live tests (the agent runs on
+#: the PBX's clock)
+SPEED = 10.0
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    return tmp_path / "cel.db", tmp_path / "calls.db", tmp_path / "truth.jsonl"
+
+
+def _checkpoint_now(db: Path, at: float) -> None:
+    """The database of an agent that recorded until `at` and died."""
+    store = CallStore(db)
+    write_checkpoint(store.db.conn, at)
+    store.close()
+
+
+async def _all_stored(db: Path, truth: Path, timeout: float = 20) -> None:
+    await eventually(lambda: len(stored(db)) >= len(truth_lines(truth)), timeout=timeout,
+                     interval=0.05)
+
+
+async def test_a_cel_file_missing_at_start_is_healed_once_it_is_back(tmp_path: Path) -> None:
+    """The agent starts while Asterisk's CEL file is not there for it (the share it reads it
+    through is not mounted yet): the heal fails in one line naming the file, live calls are
+    recorded, and the checkpoint stays put; once the file is there, the next attach heals the
+    gap. (Moving the file away under Asterisk would not do: SQLite refuses Asterisk's writes
+    to a moved file, so its rows would be lost at the source.)"""
+    asterisk, mount = tmp_path / "asterisk", tmp_path / "mnt"
+    asterisk.mkdir()
+    cel, db, truth = _files(asterisk)
+    seen = mount / cel.name
+    async with SimulatedPBX(speed=SPEED, cel_db=cel, truth=truth) as pbx:
+        _checkpoint_now(db, pbx.now())
+        in_gap = await _play(pbx, short_calls(6, seed=1))
+        live = asyncio.create_task(pbx.play(short_calls(12, seed=2), rate=2))
+        with capture_logs() as logs:
+            async with live_agent(pbx, agent_config(pbx, db, cel_db=seen), db) as agent:
+                assert agent.healer.unhealed and agent.checkpoints.value() is None
+                await eventually(lambda: pbx.calls_placed >= 12, timeout=10)
+                mount.symlink_to(asterisk)
+                pbx.drop_clients()  # calls still run: the next attach heals them too
+                await live
+                await eventually(lambda: agent.healer.heals >= 2 and not agent.healer.unhealed,
+                                 timeout=10)
+                await _all_stored(db, truth)
+    [error] = [e for e in logs if e["log_level"] == "error"]
+    assert error["event"].startswith("healing the gap failed")
+    assert f"{seen}: no such file" in error["error"]
+    records = stored(db)
+    # a call in progress across the failed heal is joined late (and stored, if it ended
+    # before the file came); every other call is exact
+    wrong = wrong_calls(truth_lines(truth), records, late_ok=True)
+    assert not wrong, show(wrong)
+    assert {r.call_id for r in records if r.source == "cel"} >= in_gap
+    assert pbx.records is not None and pbx.records.lost_rows == 0
+
+
+async def _play(pbx: SimulatedPBX, calls: list[ScriptedCall], rate: float = 2.0) -> set[str]:
+    """Play `calls` to their end; their call_ids (the truth lines they added)."""
+    before = set(truth_lines(pbx.truth_path)) if pbx.truth_path else set()
+    await pbx.play(calls, rate=rate)
+    return set(truth_lines(pbx.truth_path)) - before if pbx.truth_path else set()
