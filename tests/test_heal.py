@@ -15,7 +15,13 @@ import pytest
 from botmeter.pbx.events import ChannelSnapshot, PbxEvent, SnapshotComplete, SnapshotStarted
 from botmeter.pbx.stream import decode_capture
 from botmeter.recorder import Recorder
-from botmeter.recovery.checkpoint import Unstored, low_water, read_checkpoint, write_checkpoint
+from botmeter.recovery.checkpoint import (
+    CheckpointUnusable,
+    Unstored,
+    low_water,
+    read_checkpoint,
+    write_checkpoint,
+)
 from botmeter.recovery.gate import EventGate
 from botmeter.recovery.heal import Healer
 from botmeter.storage.store import CallStore
@@ -150,7 +156,8 @@ def test_the_checkpoint_is_the_earliest_start_not_stored(tmp_path: Path) -> None
     write_checkpoint(store.db.conn, 1795706735.25)
     assert read_checkpoint(store.db.conn) == 1795706735.25
     store.db.conn.execute("UPDATE recovery_state SET value = 'junk'")
-    assert read_checkpoint(store.db.conn) is None
+    with pytest.raises(CheckpointUnusable, match="'junk' is not a time"):
+        read_checkpoint(store.db.conn)
 
 
 def test_the_gate_holds_and_drops_only_what_the_healing_fed() -> None:

@@ -114,7 +114,7 @@ class AgentService:
         self.healer = Healer(self.recorder, self.gate, factory, cel=cel, cdr=cdr, clock=clock,
                              backlog=self.writer.queued)
         self.checkpoints = CheckpointKeeper(self.recorder.tracker, self.unstored, self.gate,
-                                            factory)
+                                            factory, pinned=lambda: self.healer.unhealed)
         self.client = AmiClient(ami_settings(config), self.gate.ami, clock=clock,
                                 hooks=self.healer)
         #: finished calls to the writer; AMI paused while [store] max_queued of them wait

@@ -14,6 +14,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 
+from ..pbx.events import MAX_TIMESTAMP, MIN_TIMESTAMP
 from ..tracking.record import CallRecord
 from ..tracking.tracker import CallTracker
 
@@ -58,16 +59,26 @@ def low_water(tracker: CallTracker, unstored: Unstored) -> float | None:
     return tracker.latest_ts or None
 
 
+class CheckpointUnusable(ValueError):
+    """The stored checkpoint is not a time botmeter writes (edited by hand, damaged): says
+    what is stored."""
+
+
 def read_checkpoint(conn: sqlite3.Connection) -> float | None:
-    """The stored checkpoint (None: none yet, or unreadable)."""
+    """The stored checkpoint (None: none yet). CheckpointUnusable if what is stored is not
+    a time in 2000..2100."""
     row = conn.execute("SELECT value FROM recovery_state WHERE name = ?", (CHECKPOINT,)).fetchone()
     if row is None:
         return None
+    stored = row[0]
     try:
-        value = json.loads(row[0])
-    except ValueError:
-        return None
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        value = stored if isinstance(stored, int | float) else json.loads(stored)
+    except (ValueError, TypeError):
+        value = None
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not MIN_TIMESTAMP <= value < MAX_TIMESTAMP):  # also NaN
+        raise CheckpointUnusable(f"{str(stored)[:40]!r} is not a time in 2000..2100")
+    return float(value)
 
 
 def write_checkpoint(conn: sqlite3.Connection, value: float) -> None:

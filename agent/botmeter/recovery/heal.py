@@ -24,7 +24,7 @@ from ..pbx.events import PbxEvent
 from ..recorder import Recorder
 from ..storage.store import CallStore
 from ..tracking.record import CallRecord, iso_utc
-from .checkpoint import read_checkpoint, write_checkpoint
+from .checkpoint import CheckpointUnusable, read_checkpoint, write_checkpoint
 from .gate import EventGate
 
 log = structlog.get_logger(__name__)
@@ -99,6 +99,9 @@ class Healer:
         self._backlog = backlog
         self.last: HealResult | None = None
         self.heals = 0
+        #: the last heal failed: the checkpoint must stay where it was (`CheckpointKeeper`),
+        #: so that the next attach, or a restart, heals that gap again
+        self.unhealed = False
 
     @property
     def mode(self) -> str:
@@ -124,11 +127,14 @@ class Healer:
         try:
             result = await self._heal(until)
         except Exception as exc:  # never stops the session: the snapshot still picks calls up
-            log.error("healing the gap failed; calls in it may be missing or joined late",
+            self.unhealed = True
+            log.error("healing the gap failed; calls in it may be missing or joined late until "
+                      "a later attach heals it (the checkpoint stays where it was)",
                       error=f"{type(exc).__name__}: {exc}")
             result = HealResult("", None, until or self._clock())
             self.gate.release()
         else:
+            self.unhealed = False
             dropped = self.gate.release(result.until if result.source == "cel" else None)
             result = replace(result, dropped_live=dropped)
         self.recorder.tracker.source = "ami"
@@ -158,7 +164,7 @@ class Healer:
             until = first_ts
         else:
             latest = await asyncio.to_thread(cel.latest_time) if cel is not None else None
-            until = latest + 1e-6 if latest is not None else self._clock()
+            until = after_ms(latest) if latest is not None else self._clock()
         until = round(until, 6)
         checkpoint = await asyncio.to_thread(self._checkpoint, until)
         if checkpoint is None:
@@ -187,12 +193,21 @@ class Healer:
 
     def _checkpoint(self, until: float) -> float | None:
         """The stored checkpoint; if there is none (a new database), `until` is stored as the
-        first one, so that a crash before the agent writes its own is healed too."""
+        first one, so that a crash before the agent writes its own is healed too. One that
+        says nothing of where the gap began (no time, or one after `until` on Asterisk's
+        clock: edited, damaged, or that clock went back) heals the longest gap healing
+        covers, with a warning: calls already stored are not stored again."""
         store = self._store_factory()
         try:
-            found = read_checkpoint(store.db.conn)
+            try:
+                found = read_checkpoint(store.db.conn)
+            except CheckpointUnusable as exc:
+                return _longest_gap(until, str(exc))
             if found is None:
                 write_checkpoint(store.db.conn, until)
+            elif found - MARGIN_SECONDS > until:
+                return _longest_gap(until, f"{iso_utc(found)} is after the attach moment "
+                                           f"{iso_utc(until)} on Asterisk's clock")
             return found
         finally:
             store.close()
@@ -201,20 +216,31 @@ class Healer:
         tracker = self.recorder.tracker
         tracker.source = "cel"
         seen: set[str] = set()
+        ended: set[str] = set()  # calls this tracker finished: their records are written
         resumed = recorded = already = 0
         finished: list[CallRecord] = []
         chunks = _chunks(feed.events(since, until), CHUNK)
-        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-            for event in chunk:
-                lid = getattr(event, "linkedid", "")
-                if lid and lid not in seen:
-                    seen.add(lid)
-                    resumed += tracker.forget((lid,))
-                finished.extend(tracker.feed(event))
-            if len(finished) >= DELIVER_BATCH:
-                handed, stored = await self._deliver(finished)
-                recorded, already, finished = recorded + handed, already + stored, []
-        tracker.source = "ami"
+        try:
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                for event in chunk:
+                    if event.ts >= until:  # a row a little before the cut: AMI gives its event
+                        continue
+                    lid = getattr(event, "linkedid", "")
+                    if lid and lid not in seen:
+                        seen.add(lid)
+                        resumed += tracker.forget((lid,))
+                        if tracker.has_ended(lid):
+                            ended.add(lid)
+                    if lid not in ended:
+                        finished.extend(tracker.feed(event))
+                if len(finished) >= DELIVER_BATCH:
+                    handed, stored = await self._deliver(finished)
+                    recorded, already, finished = recorded + handed, already + stored, []
+        except Exception:
+            await self._deliver(finished)  # the calls rebuilt whole before the failure
+            raise
+        finally:
+            tracker.source = "ami"
         handed, stored = await self._deliver(finished)
         return HealResult("cel", since, until, recorded + handed, already + stored, resumed)
 
@@ -260,6 +286,22 @@ class Healer:
             return store.stored_call_ids(call_ids)
         finally:
             store.close()
+
+
+def _longest_gap(until: float, reason: str) -> float:
+    """The checkpoint to heal from when the stored one is unusable: `MAX_GAP_SECONDS` before
+    `until` (logged)."""
+    since = until - MAX_GAP_SECONDS
+    log.warning("recovery checkpoint unusable: healing the longest gap healing covers; run "
+                "botmeter backfill for calls before it", reason=reason,
+                healed_from=iso_utc(since))
+    return since + MARGIN_SECONDS
+
+
+def after_ms(ts: float) -> float:
+    """The first millisecond after `ts`: events carry their time to the millisecond (AMI's
+    `Timestamp` and CEL's `eventtime` both), so a cut there has every event of `ts` before it."""
+    return round(round(ts, 3) + 0.001, 3)
 
 
 def _chunks(events: Iterable[PbxEvent], size: int) -> Iterator[list[PbxEvent]]:

@@ -23,13 +23,16 @@ INTERVAL_SECONDS = 2.0
 class CheckpointKeeper:
     """Writes `low_water(...)` to `recovery_state` when it moved, from the event loop (the
     tracker's thread) through a worker thread with a connection of its own. Not while the
-    gate holds events: the tracker is being rebuilt then."""
+    gate holds events (the tracker is being rebuilt then), nor while `pinned()` (the last
+    heal failed: the gap since the stored checkpoint is still to be healed)."""
 
     def __init__(self, tracker: CallTracker, unstored: Unstored, gate: EventGate,
-                 store_factory: Callable[[], CallStore]) -> None:
+                 store_factory: Callable[[], CallStore], *,
+                 pinned: Callable[[], bool] = lambda: False) -> None:
         self._tracker = tracker
         self._unstored = unstored
         self._gate = gate
+        self._pinned = pinned
         self._factory = store_factory
         self._store: CallStore | None = None
         self._lock = threading.Lock()  # one write at a time (the loop's and the stop's)
@@ -37,8 +40,9 @@ class CheckpointKeeper:
         self.failures = 0
 
     def value(self) -> float | None:
-        """The checkpoint now (on the event loop), or None while the gate holds events."""
-        if self._gate.holding:
+        """The checkpoint now (on the event loop), or None while the gate holds events or
+        the checkpoint is pinned."""
+        if self._gate.holding or self._pinned():
             return None
         return low_water(self._tracker, self._unstored)
 

@@ -217,6 +217,10 @@ class CallTracker:
         """Whether a call in progress has this linkedid (now or before)."""
         return linkedid in self._calls
 
+    def has_ended(self, linkedid: str) -> bool:
+        """Whether a call this tracker finished had this linkedid (the last `GONE_MEMORY`)."""
+        return linkedid in self._ended
+
     def oldest_offered(self) -> float | None:
         """When the earliest call in progress was offered (None: no call in progress)."""
         return min((call.offered_at for call in self._live), default=None)
