@@ -259,9 +259,15 @@ class CallTracker:
         return tuple(records)
 
     def forget(self, linkedids: Iterable[str]) -> int:
-        """Drop the calls in progress that have any of `linkedids`, with no record, and what
-        is remembered of their hung-up channels: their whole history is about to be fed again
-        (from Asterisk's CEL, after a gap). Returns how many calls were dropped."""
+        """Drop the calls in progress that have any of `linkedids`, with no record, what is
+        remembered of their hung-up channels, and the bot signals held for them (a call not
+        seen yet): their whole history, signals included, is about to be fed again (from
+        Asterisk's CEL, after a gap). Returns how many calls were dropped."""
+        linkedids = list(linkedids)
+        for lid in linkedids:
+            held = self._pending.pop(lid, None)
+            if held is not None:
+                self._held -= len(held.signals)
         calls = {call for lid in linkedids if (call := self._calls.get(lid)) is not None}
         ids = {call.call_id for call in calls}
         for call in calls:
