@@ -181,6 +181,8 @@ class CallTracker:
         self._reports: dict[str, list[int]] = {}  # problem -> [seen, limit] since the last expire()
         self._closed: list[CallRecord] = []  # calls closed to make room, returned by feed()
         self._epoch = 0
+        #: the latest event's time on Asterisk's clock (`on_pbx_clock`): the recovery
+        #: checkpoint is compared with Asterisk's own records
         self.latest_ts = 0.0
         self.evicted_calls = 0
         self.dropped_signals = 0
@@ -235,7 +237,7 @@ class CallTracker:
         handler = self._handlers.get(type(event))
         if handler is None:
             return NO_RECORDS
-        if event.ts > self.latest_ts:
+        if event.ts > self.latest_ts and on_pbx_clock(event):
             self.latest_ts = event.ts
         records = handler(event)
         if self._closed:
@@ -876,6 +878,15 @@ class CallTracker:
                                  {"call_id": record.call_id, "linkedid": record.linkedid})
                 records.extend(ended)
         return tuple(records)
+
+
+def on_pbx_clock(event: PbxEvent) -> bool:
+    """Whether the event's time is Asterisk's (its `Timestamp`, a CEL row's time), not the
+    agent's: the agent stamps the start of a reconnect's snapshot, and the FastAGI signals
+    it receives, with its own clock."""
+    if isinstance(event, SnapshotStarted):
+        return False
+    return not (isinstance(event, BotSignal) and event.via == "fastagi")
 
 
 def _on(kind: type[E], handler: Callable[[E], Records]) -> tuple[type, Handler]:
