@@ -20,7 +20,7 @@ from botmeter.recovery.gate import EventGate
 from botmeter.recovery.heal import CdrFeed, CelFeed, Healer
 from botmeter.service import AgentService
 from botmeter.sim import CallIds, ScriptedCall, SimulatedPBX, call_events
-from botmeter.sim.events import SimEvent, ids_needed, is_marker
+from botmeter.sim.events import AGI_MARKER, SimEvent, ids_needed
 from botmeter.sim.records import PbxRecords
 from botmeter.sim.scenarios import mixed_calls
 from botmeter.sim.truth import SIM_RULES, scripted_truth, typed_event
@@ -53,8 +53,9 @@ Stamped = tuple[float, SimEvent]
 def timeline(calls: Sequence[ScriptedCall], start: float, spacing: float, *,
              base: int = OFFLINE_UNIQUEIDS) -> tuple[list[Stamped], Gap]:
     """The events of `calls` (one every `spacing` seconds from `start`) in the order the
-    simulated PBX emits them, and the truth of each call. UserEvent calls only (FastAGI and
-    AGI calls need a live PBX)."""
+    simulated PBX emits them, and the truth of each call. Calls signal by UserEvent or
+    FastAGI (its marker events stand for the FastAGI requests: `live_events` makes them the
+    signals the agent's FastAGI server hands on); the AGI script needs a live PBX."""
     merged: list[tuple[float, int, int, SimEvent]] = []
     counters = [base, base, base]
     gap = Gap(first=start)
@@ -63,7 +64,7 @@ def timeline(calls: Sequence[ScriptedCall], start: float, spacing: float, *,
                       local_base=counters[1], sip_base=counters[2], bridge_id=f"b-{base}-{seq}")
         counters = [c + n for c, n in zip(counters, ids_needed(call), strict=True)]
         events = call_events(call, ids)
-        assert not any(is_marker(e) for e in events), "UserEvent calls only"
+        assert not any(e.name == AGI_MARKER for e in events), "no AGI script calls"
         call_id = dict(events[0].headers)["Linkedid"]
         gap.truth[call_id] = scripted_truth(call, call_id, ids.start)
         gap.last_end = max(gap.last_end, ids.start + events[-1].offset)
@@ -93,7 +94,8 @@ def gap_records(calls: Sequence[ScriptedCall], start: float, spacing: float, *,
 
 
 def live_events(events: Sequence[Stamped], since: float) -> list[PbxEvent]:
-    """What AMI (and FastAGI) give of the events from `since` on: the typed events."""
+    """What AMI and FastAGI give of the events from `since` on: the typed events (a FastAGI
+    signal as its request reaches the agent, stamped when it was sent)."""
     typed = (typed_event(stamp, event) for stamp, event in events if stamp >= since)
     return [event for event in typed if event is not None]
 
@@ -246,10 +248,12 @@ def agent_config(pbx: SimulatedPBX, db: Path, *, cel_db: Path | None = None,
                  cdr_db: Path | None = None) -> Any:
     """The demo's configuration for `pbx`, recording into `db`, with [recovery] as given. An
     AMI request goes unanswered after 1 s (`ping_timeout` 0.5 s): a session cut while it logs
-    in, or while it heals, is given up sooner than the default's 10 s."""
+    in, or while it heals, is given up sooner than the default's 10 s; and reconnects come
+    within 0.2 s, so a storm packs many sessions into a few seconds."""
     config = demo_config(pbx.port, pbx.secret, db)
     recovery = RecoverySection(cel_db=str(cel_db or ""), cdr_db=str(cdr_db or ""))
-    ami = config.ami.model_copy(update={"ping_timeout": 0.5})
+    ami = config.ami.model_copy(update={"ping_timeout": 0.5, "reconnect_min": 0.05,
+                                        "reconnect_max": 0.2})
     return config.model_copy(update={"recovery": recovery, "ami": ami})
 
 

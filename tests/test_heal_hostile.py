@@ -19,11 +19,13 @@ import shutil
 import sqlite3
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
+from botmeter.pbx.events import BotSignal
 from botmeter.recovery.checkpoint import write_checkpoint
 from botmeter.recovery.heal import DELIVER_BATCH
 from botmeter.recovery.sources import CelFile
@@ -441,3 +443,71 @@ async def _play(pbx: SimulatedPBX, calls: list[ScriptedCall], rate: float = 2.0)
     before = set(truth_lines(pbx.truth_path)) if pbx.truth_path else set()
     await pbx.play(calls, rate=rate)
     return set(truth_lines(pbx.truth_path)) - before if pbx.truth_path else set()
+
+
+async def test_ami_cut_while_heals_run_and_a_reconnect_storm_record_every_call_once(
+        tmp_path: Path) -> None:
+    """AMI is cut again and again while calls run (half of them signalling over FastAGI), and
+    cut again while the heal of a new session holds the live events: every session heals
+    from CEL, FastAGI signals that come while a heal holds events are counted once, and every
+    call comes out once, exact. No warning is logged but the connection's own (and those of
+    the bad satisfaction scores the script sends on purpose)."""
+    cel, db, truth = _files(tmp_path)
+    calls = [c for pair in zip(short_calls(16, seed=3), short_calls(16, seed=4,
+                                                                  signal_via="fastagi"),
+                               strict=True) for c in pair]
+    async with SimulatedPBX(speed=SPEED, cel_db=cel, truth=truth) as pbx:
+        _checkpoint_now(db, pbx.now())
+        with capture_logs() as logs:
+            async with live_agent(pbx, agent_config(pbx, db, cel_db=cel), db) as agent:
+                assert agent.fastagi is not None
+                handed = agent.fastagi.on_signal
+                while_held: list[bool] = []  # per FastAGI signal: did a heal hold events?
+
+                def on_signal(signal: BotSignal) -> None:
+                    while_held.append(agent.gate.holding)
+                    handed(signal)
+
+                agent.fastagi.on_signal = on_signal
+                playing = asyncio.create_task(pbx.play(calls, rate=1))
+                cuts_in_heal = 0
+                while not playing.done():
+                    pbx.drop_clients()
+                    await eventually(lambda: agent.gate.holding, timeout=10)
+                    await asyncio.sleep(0.05)
+                    if agent.gate.holding:  # a heal holds events: cut it there
+                        cuts_in_heal += 1
+                        pbx.drop_clients()
+                    await eventually(agent.client.connected.is_set, timeout=10)
+                    await asyncio.sleep(0.2)
+                await _all_stored(db, truth)
+    wrong = wrong_calls(truth_lines(truth), stored(db))
+    assert not wrong, show(wrong)
+    assert cuts_in_heal >= 2 and any(while_held), (cuts_in_heal, while_held)
+    assert agent.healer.heals > cuts_in_heal
+    noise = [e for e in logs if e["log_level"] in ("warning", "error")  # the scripted bad
+             and not e["event"].startswith(("ami ", "malformed bot signal",  # csat scores
+                                            "fastagi bad signal refused"))]
+    assert noise == [], [str(e) for e in noise]
+
+
+def test_a_fastagi_signal_that_came_while_ami_was_away_is_counted_once(tmp_path: Path) -> None:
+    """AMI is away (a reconnect's backoff) while a call runs; its bot signals over FastAGI
+    still reach the agent, which holds them for a call it has not seen. The next attach
+    rebuilds the call from CEL, which has those FastAGI requests too: each signal counts once,
+    and the bot's answer is the dialplan's, not its first signal's."""
+    call = replace(SIGNALLING, signal_via="fastagi")
+    events, gap = timeline([call], T0, 1.0)
+    cel = tmp_path / "cel.db"
+    write_records(events, cel_db=cel)
+    healing = Healing(tmp_path / "calls.db", cel=lambda: CelFile(cel))
+    write_checkpoint(healing.store.db.conn, T0 - 1)
+    signals = [e for e in live_events(events, T0) if isinstance(e, BotSignal)]
+    handoff = max(e.ts for e in signals)  # the outcome signal, just before the queue
+    for signal in signals:  # no session: the gate passes them, the tracker holds them
+        healing.gate.signal(signal)
+    assert healing.recorder.tracker.pending_signals == len(signals)
+    healing.attach(live_events(events, handoff + 0.5))
+    healing.close()
+    wrong = wrong_calls(gap.truth, stored(healing.db))
+    assert not wrong, show(wrong)

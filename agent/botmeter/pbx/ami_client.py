@@ -74,6 +74,10 @@ class AttachHooks(Protocol):
     def release(self) -> None:
         """The session ended before it was healed: let the held events through."""
 
+    def detached(self) -> None:
+        """A session ended (or could not open): what comes meanwhile (the bot's FastAGI
+        signals) is for the next attach's heal to sort."""
+
 
 class AmiClient:
     """Feeds typed events to `on_event`; never gives up on Asterisk until `stop()`.
@@ -172,6 +176,8 @@ class AmiClient:
                     self._protocol.close()
                     self.traffic.session_ended(self._protocol.parser.stats)
                     self._protocol = None
+                if self._hooks is not None and not self._stopping.is_set():
+                    self._hooks.detached()
             attached = backoff.down()  # the schedule starts over only after a stable session
             if self._stopping.is_set():
                 break

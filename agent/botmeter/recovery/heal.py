@@ -141,10 +141,18 @@ class Healer:
         self.last = result
         self.heals += 1
 
+    def detached(self) -> None:
+        """AMI is away: with CEL, hold what still comes (the bot's FastAGI signals) for the
+        next attach, whose heal drops those CEL gives (they would count twice) and passes the
+        rest. Without, they pass as they come: nothing else will tell the tracker of them."""
+        if self._cel is not None:
+            self.gate.hold()
+
     def release(self) -> None:
-        """The session ended before it was healed: let held events through."""
-        if self.gate.holding:
-            self.recorder.tracker.source = "ami"
+        """The session ended before it was healed: without CEL, let the held events through;
+        with CEL they wait for the next attach's heal, as after any detach."""
+        self.recorder.tracker.source = "ami"
+        if self.gate.holding and self._cel is None:
             self.gate.release()
 
     # -- healing -----------------------------------------------------------------------

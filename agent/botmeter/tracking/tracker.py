@@ -181,6 +181,8 @@ class CallTracker:
         self._reports: dict[str, list[int]] = {}  # problem -> [seen, limit] since the last expire()
         self._closed: list[CallRecord] = []  # calls closed to make room, returned by feed()
         self._epoch = 0
+        #: the latest event's time on Asterisk's clock (`on_pbx_clock`): the recovery
+        #: checkpoint is compared with Asterisk's own records
         self.latest_ts = 0.0
         self.evicted_calls = 0
         self.dropped_signals = 0
@@ -235,7 +237,7 @@ class CallTracker:
         handler = self._handlers.get(type(event))
         if handler is None:
             return NO_RECORDS
-        if event.ts > self.latest_ts:
+        if event.ts > self.latest_ts and on_pbx_clock(event):
             self.latest_ts = event.ts
         records = handler(event)
         if self._closed:
@@ -259,9 +261,15 @@ class CallTracker:
         return tuple(records)
 
     def forget(self, linkedids: Iterable[str]) -> int:
-        """Drop the calls in progress that have any of `linkedids`, with no record, and what
-        is remembered of their hung-up channels: their whole history is about to be fed again
-        (from Asterisk's CEL, after a gap). Returns how many calls were dropped."""
+        """Drop the calls in progress that have any of `linkedids`, with no record, what is
+        remembered of their hung-up channels, and the bot signals held for them (a call not
+        seen yet): their whole history, signals included, is about to be fed again (from
+        Asterisk's CEL, after a gap). Returns how many calls were dropped."""
+        linkedids = list(linkedids)
+        for lid in linkedids:
+            held = self._pending.pop(lid, None)
+            if held is not None:
+                self._held -= len(held.signals)
         calls = {call for lid in linkedids if (call := self._calls.get(lid)) is not None}
         ids = {call.call_id for call in calls}
         for call in calls:
@@ -870,6 +878,15 @@ class CallTracker:
                                  {"call_id": record.call_id, "linkedid": record.linkedid})
                 records.extend(ended)
         return tuple(records)
+
+
+def on_pbx_clock(event: PbxEvent) -> bool:
+    """Whether the event's time is Asterisk's (its `Timestamp`, a CEL row's time), not the
+    agent's: the agent stamps the start of a reconnect's snapshot, and the FastAGI signals
+    it receives, with its own clock."""
+    if isinstance(event, SnapshotStarted):
+        return False
+    return not (isinstance(event, BotSignal) and event.via == "fastagi")
 
 
 def _on(kind: type[E], handler: Callable[[E], Records]) -> tuple[type, Handler]:
