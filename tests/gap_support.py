@@ -245,14 +245,14 @@ class Healing:
 
 
 def agent_config(pbx: SimulatedPBX, db: Path, *, cel_db: Path | None = None,
-                 cdr_db: Path | None = None) -> Any:
+                 cdr_db: Path | None = None, ping_timeout: float = 0.5) -> Any:
     """The demo's configuration for `pbx`, recording into `db`, with [recovery] as given. An
     AMI request goes unanswered after 1 s (`ping_timeout` 0.5 s): a session cut while it logs
     in, or while it heals, is given up sooner than the default's 10 s; and reconnects come
     within 0.2 s, so a storm packs many sessions into a few seconds."""
     config = demo_config(pbx.port, pbx.secret, db)
     recovery = RecoverySection(cel_db=str(cel_db or ""), cdr_db=str(cdr_db or ""))
-    ami = config.ami.model_copy(update={"ping_timeout": 0.5, "reconnect_min": 0.05,
+    ami = config.ami.model_copy(update={"ping_timeout": ping_timeout, "reconnect_min": 0.05,
                                         "reconnect_max": 0.2})
     return config.model_copy(update={"recovery": recovery, "ami": ami})
 

@@ -511,3 +511,24 @@ def test_a_fastagi_signal_that_came_while_ami_was_away_is_counted_once(tmp_path:
     healing.close()
     wrong = wrong_calls(gap.truth, stored(healing.db))
     assert not wrong, show(wrong)
+
+
+async def test_a_session_cut_while_it_heals_is_given_up_at_once(tmp_path: Path) -> None:
+    """AMI is cut while the new session's heal holds events (here: waits for Asterisk's first
+    event on a quiet PBX). The heal ends, and the session is given up then, not when its next
+    request (the channel list) times out: with a ping_timeout of a minute the agent would be
+    deaf for two. Calls placed after it are recorded from the next session."""
+    cel, db, truth = _files(tmp_path)
+    async with SimulatedPBX(speed=SPEED, cel_db=cel, truth=truth) as pbx:
+        _checkpoint_now(db, pbx.now())
+        config = agent_config(pbx, db, cel_db=cel, ping_timeout=60)
+        async with live_agent(pbx, config, db) as agent:
+            pbx.drop_clients()
+            await eventually(lambda: agent.client.sessions == 2, timeout=10)  # logged in
+            assert agent.gate.holding and agent.healer.heals == 1  # and healing
+            pbx.drop_clients()
+            await eventually(lambda: agent.client.sessions == 3 and
+                             agent.client.connected.is_set(), timeout=10)
+            await pbx.play(short_calls(4, seed=5), rate=2)
+            await _all_stored(db, truth)
+    assert not wrong_calls(truth_lines(truth), stored(db))

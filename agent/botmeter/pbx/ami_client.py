@@ -232,6 +232,8 @@ class AmiClient:
         await self._watch(protocol)
 
     async def _action(self, protocol: BotmeterAmiProtocol, action: dict[str, str]):
+        if protocol.lost.done():  # lost while the session logged in or healed: no reply will come
+            raise ConnectionError(f"AMI {protocol.lost.result()}")
         reply = await asyncio.wait_for(protocol.send(action), self.settings.ping_timeout * 2)
         return reply[0] if isinstance(reply, list) else reply
 

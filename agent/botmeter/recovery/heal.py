@@ -271,8 +271,9 @@ class Healer:
             finally:
                 source.close()
 
-        tracker = self.recorder.tracker
-        records = [r for r in await asyncio.to_thread(read) if not tracker.is_live(r.call_id)]
+        tracker = self.recorder.tracker  # calls it holds, or finished (handed to the writer)
+        records = [r for r in await asyncio.to_thread(read)
+                   if not (tracker.is_live(r.call_id) or tracker.has_ended(r.call_id))]
         recorded, stored = await self._deliver(records)
         return HealResult("cdr", since, until, recorded, stored)
 
