@@ -670,3 +670,29 @@ def test_a_call_first_seen_in_its_later_events_is_joined_late_and_with_the_bot()
                               "5"))
     [record] = tracker.feed(ChannelHungUp(104.0, "92.1", "92.1", "SIP/trunk-0003", 16))
     assert record.joined_late and record.outcome == "handled" and record.bot_seconds == 4.0
+
+
+async def test_without_recovery_the_calls_up_at_a_restart_join_late_never_abandoned(
+        tmp_path: Path) -> None:
+    """AMI only (no [recovery]): the agent starts (after a crash) while calls are up, ringing,
+    with the bot, queued, talking to a human. Each is picked up from the channel list and
+    marked joined late, with the outcome it has ('transferred' for one in the queue or with
+    the human, 'handled' with bot time for one with the bot), never 'abandoned' with no bot
+    time; the calls that ended while the agent was away are lost (no CEL nor CDR to tell)."""
+    db, truth = tmp_path / "calls.db", tmp_path / "truth.jsonl"
+    calls = [c for c in short_calls(24, seed=9) if c.survey == "bot"]  # see the CDR test
+    async with SimulatedPBX(speed=SPEED, truth=truth) as pbx:
+        playing = asyncio.create_task(pbx.play(calls, rate=1))
+        await eventually(lambda: pbx.calls_placed >= 12, timeout=10)
+        back = pbx.now()
+        async with live_agent(pbx, agent_config(pbx, db), db) as agent:
+            assert agent.healer.mode == "ami"
+            await playing
+            lines = {c: line for c, line in truth_lines(truth).items()
+                     if _epoch(line["ended_at"]) > back}
+            await eventually(lambda: len(stored(db)) >= len(lines), timeout=20, interval=0.05)
+    records = stored(db)
+    wrong = wrong_calls(lines, records, late_ok=True)
+    assert not wrong, show(wrong)
+    late = Counter(r.outcome for r in records if r.joined_late)
+    assert late["handled"] >= 1 and late["transferred"] >= 2, late
