@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import threading
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable
@@ -696,3 +697,23 @@ async def test_without_recovery_the_calls_up_at_a_restart_join_late_never_abando
     assert not wrong, show(wrong)
     late = Counter(r.outcome for r in records if r.joined_late)
     assert late["handled"] >= 1 and late["transferred"] >= 2, late
+
+
+def test_a_heal_waits_for_a_writer_that_holds_the_cel_file(tmp_path: Path) -> None:
+    """A writer holds Asterisk's CEL file (an exclusive transaction: a VACUUM, a backup tool,
+    Asterisk's own commit) as the heal starts reading: the heal waits for it (within its busy
+    timeout) and heals the gap, with no error."""
+    healing, truth = _gap_after_a_crash(tmp_path)
+    writer = sqlite3.connect(tmp_path / "cel.db", isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN EXCLUSIVE")
+    letting_go = threading.Timer(1.0, writer.execute, ("COMMIT",))
+    letting_go.start()
+    try:
+        with capture_logs() as logs:
+            healing.attach()
+    finally:
+        letting_go.join()
+        writer.close()
+    healing.close()
+    assert not letting_go.is_alive() and _events(logs, "error") == []
+    assert not wrong_calls(truth, stored(healing.db))
