@@ -45,6 +45,7 @@ from botmeter.sim.truth import SIM_RULES
 from botmeter.storage.store import CallStore
 from botmeter.tracking.tracker import CallTracker
 
+from .agent_process import Agent
 from .gap_support import (
     CDR_TOLERANCE,
     Gap,
@@ -717,3 +718,59 @@ def test_a_heal_waits_for_a_writer_that_holds_the_cel_file(tmp_path: Path) -> No
     healing.close()
     assert not letting_go.is_alive() and _events(logs, "error") == []
     assert not wrong_calls(truth, stored(healing.db))
+
+
+# -- SIGKILL: a real `botmeter run` -----------------------------------------------------------
+
+
+def _stored_count(db: Path) -> int:
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT count(*) FROM calls").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+async def test_sigkill_mid_heal_and_again_mid_call_records_every_call_once(
+        tmp_path: Path, write_config: Callable[..., Path], big_gap: tuple[Path, Gap]) -> None:
+    """`botmeter run` (a subprocess) comes back after a long gap (1,400 calls in CEL) while
+    live calls run, and is killed with SIGKILL: while it reads the gap; again once it stored
+    part of it (its checkpoint not moved: it heals the whole gap again, the calls stored keep
+    their rows); again with calls up; then started once more. Every call, of the gap and
+    live, is recorded once and exactly; no traceback."""
+    cel, gap = _copy(big_gap[0], tmp_path / "cel.db"), big_gap[1]
+    db, truth = tmp_path / "calls.db", tmp_path / "truth.jsonl"
+    _checkpoint_now(db, T0 - 1)  # the agent died just before the gap
+    async with SimulatedPBX(speed=SPEED, epoch=gap.last_end + 5, cel_db=cel, truth=truth) as pbx:
+        config = write_config(port=pbx.port, extra=f'\n[recovery]\ncel_db = "{cel}"\n')
+        playing = asyncio.create_task(pbx.play(short_calls(12, seed=10), rate=1))
+        agents = [Agent(config)]
+
+        async def kill_when(ready: Callable[[], object]) -> None:
+            await eventually(ready, timeout=30)
+            agents[-1].kill()
+            agents.append(Agent(config))
+
+        try:
+            await kill_when(lambda: agents[-1].said("ami attached"))  # the heal reads
+            assert not agents[0].said("gap healed")
+            await kill_when(lambda: _stored_count(db) >= DELIVER_BATCH)  # part of the gap
+            await eventually(lambda: agents[-1].said("gap healed"), timeout=30)
+            more = asyncio.create_task(pbx.play(short_calls(6, seed=11), rate=2))
+            await kill_when(lambda: pbx.records is not None and len(pbx.records.live()) >= 2)
+            await asyncio.gather(playing, more)
+            await eventually(lambda: _stored_count(db) >= len(gap.truth) + len(
+                truth_lines(truth)), timeout=30, interval=0.05)
+            code, _ = await agents[-1].stop()
+        finally:
+            for agent in agents:
+                agent.kill()
+    out = "".join(line for agent in agents for line in agent.lines)
+    assert code == 0 and "Traceback" not in out, out[-3000:]
+    wrong = wrong_calls({**gap.truth, **truth_lines(truth)}, stored(db))
+    assert not wrong, show(wrong)
+    healed = [line for agent in agents[2:] for line in agent.lines if "gap healed" in line]
+    assert healed and "already_stored=0 " not in healed[0], healed
