@@ -13,9 +13,9 @@ import pytest
 
 from botmeter.sim.pbx import SimulatedPBX
 from botmeter.sim.scenarios import ScriptedCall, expected_record
-from botmeter.storage.store import CallStore
 
 from .agent_process import Agent
+from .gap_support import stored
 from .helpers import eventually
 
 #: a transferred call: rings 1 s, Answer() 0.5 s, with the bot 4 s, the queue rings 1 s, the
@@ -31,16 +31,6 @@ POINTS = {
     "after the hangup, before storing": (HANGUP + 0.8, HANGUP + 1.5),
     "down for the whole call": (-0.5, HANGUP + 1.0),
 }
-
-
-def _calls(db: Path) -> list:
-    if not db.exists():
-        return []
-    store = CallStore(db, create=False)
-    try:
-        return store.calls()
-    finally:
-        store.close()
 
 
 def _checkpoint(db: Path) -> bool:
@@ -83,11 +73,11 @@ async def test_a_crash_at_any_point_of_a_call_records_it_once_as_scripted(
                 lock.execute("ROLLBACK")
                 lock.close()
                 lock = None
-                assert _calls(db) == []  # it died before storing the call
+                assert stored(db) == []  # it died before storing the call
             await at(restart_at)
             agent = Agent(config)
             await playing
-            await eventually(lambda: len(_calls(db)) >= 1, timeout=20)
+            await eventually(lambda: len(stored(db)) >= 1, timeout=20)
             code, _ = await agent.stop()
         finally:
             if lock is not None:
@@ -95,7 +85,7 @@ async def test_a_crash_at_any_point_of_a_call_records_it_once_as_scripted(
             agent.kill()
     out = "".join(agent.lines)
     assert code == 0, out
-    [record] = _calls(db)  # once
+    [record] = stored(db)  # once
     expected = expected_record(CALL)
     assert record.caller_number == CALL.caller_number and record.caller_name == CALL.caller_name
     assert record.outcome == expected["outcome"] and record.transfer_answered is True
