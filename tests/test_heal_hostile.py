@@ -36,7 +36,7 @@ from botmeter.pbx.events import (
     SnapshotComplete,
     SnapshotStarted,
 )
-from botmeter.recovery.checkpoint import write_checkpoint
+from botmeter.recovery.checkpoint import Unstored, low_water, write_checkpoint
 from botmeter.recovery.heal import DELIVER_BATCH
 from botmeter.recovery.sources import CdrFile, CelFile
 from botmeter.sim.pbx import SimulatedPBX
@@ -777,3 +777,17 @@ def test_a_call_up_through_an_outage_longer_than_the_idle_timeout_is_healed_whol
     healing.attach()  # AMI back after the call ended: the heal
     healing.close()
     assert not wrong_calls(gap.truth, stored(healing.db))
+
+
+def test_the_checkpoint_keeps_to_asterisks_clock() -> None:
+    """The agent stamps a reconnect's snapshot and a FastAGI signal's arrival with its own
+    clock; a checkpoint taken from them (an idle PBX) would lie after Asterisk's next attach
+    moment when the agent's clock is ahead, and the gap would be taken for no gap (or the
+    checkpoint for a tampered one). It keeps to Asterisk's times."""
+    tracker = CallTracker(SIM_RULES)
+    tracker.feed(DialplanStep(100.0, "93.1", "93.1", "SIP/trunk-0004", "from-pstn", "4000",
+                              "Ringing", ""))
+    tracker.feed(ChannelHungUp(101.0, "93.1", "93.1", "SIP/trunk-0004", 16))
+    tracker.feed(SnapshotStarted(160.0))  # the agent's clock, a minute ahead
+    tracker.feed(BotSignal(161.0, "93.1", "93.1", "usage", {}, via="fastagi"))
+    assert low_water(tracker, Unstored()) == 101.0
