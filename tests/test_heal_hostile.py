@@ -791,3 +791,18 @@ def test_the_checkpoint_keeps_to_asterisks_clock() -> None:
     tracker.feed(SnapshotStarted(160.0))  # the agent's clock, a minute ahead
     tracker.feed(BotSignal(161.0, "93.1", "93.1", "usage", {}, via="fastagi"))
     assert low_water(tracker, Unstored()) == 101.0
+
+
+def test_an_internal_call_found_at_a_restart_is_no_bot_call() -> None:
+    """A call between two phones (an internal context's Dial), found by the channel list after
+    a restart or first met in a later step, was never offered to the bot: no record."""
+    tracker = CallTracker(SIM_RULES)
+    tracker.feed(SnapshotStarted(100.0))
+    tracker.feed(ChannelSnapshot(100.0, "94.1", "94.1", "PJSIP/201-0001", "internal", "202",
+                                 "Dial", "PJSIP/202,30", "201", "Desk", 20.0, ""))
+    tracker.feed(SnapshotComplete(100.1))
+    tracker.feed(DialplanStep(101.0, "95.1", "95.1", "PJSIP/203-0002", "internal", "204",
+                              "Dial", "PJSIP/204,30"))
+    hung_up = [ChannelHungUp(110.0, uid, uid, name, 16)
+               for uid, name in (("94.1", "PJSIP/201-0001"), ("95.1", "PJSIP/203-0002"))]
+    assert [r for ev in hung_up for r in tracker.feed(ev)] == []

@@ -522,8 +522,9 @@ class CallTracker:
             if rules.is_inbound(context, exten):
                 call.caller = chan
                 call.dialed_number = exten or None
-            elif call.joined_late and chan.uniqueid == call.linkedid:
-                call.caller = chan  # its inbound steps were missed: its first channel is it
+            elif (call.joined_late and chan.uniqueid == call.linkedid
+                  and rules.is_bot_step(context, application, app_data)):
+                call.caller = chan  # with the bot, its inbound steps missed: it is the caller
         if chan is not call.caller:
             return
         with_bot = rules.is_bot_step(context, application, app_data)
@@ -857,11 +858,14 @@ class CallTracker:
 
     def _join_late(self, call: _Call, chan: _Channel, ev: ChannelSnapshot) -> None:
         """A call first seen in progress, its first channel with the bot (a bot step), or
-        already handed off by it (in Queue or Dial, in whatever context: the lab's dialplan
-        queues from its inbound context). It was offered to the bot when it began; the bot's
-        time counts from now, as nothing says when it answered."""
-        handing_off = ev.application.lower() in HANDOFF_APPLICATIONS
-        if not handing_off and not self.rules.is_bot_step(ev.context, ev.application, ev.app_data):
+        already handed off by it (in Queue or Dial, in the inbound context, as the lab's
+        dialplan queues, or in the bot's; in another, a Dial is an internal call's). It was
+        offered to the bot when it began; the bot's time counts from now, as nothing says
+        when it answered."""
+        rules = self.rules
+        offered = call.caller is chan or ev.context in rules.bot_contexts  # not an internal call
+        handing_off = offered and ev.application.lower() in HANDOFF_APPLICATIONS
+        if not handing_off and not rules.is_bot_step(ev.context, ev.application, ev.app_data):
             return
         call.caller = chan
         if handing_off:
