@@ -73,7 +73,7 @@ def _events(logs: list[dict], level: str) -> list[str]:
     return [entry["event"] for entry in logs if entry["log_level"] == level]
 
 
-# -- the cut between CEL and AMI -------------------------------------------------------------
+# -- the cut between CEL and AMI, and the checkpoint's clock -------------------------------
 
 #: a transferred call with usage signals: counted twice, its modules would double
 SIGNALLING = ScriptedCall("13800000001", "cut", "transferred", ring_seconds=1.0, bot_seconds=3.0,
@@ -101,8 +101,21 @@ def test_the_cut_splits_events_at_the_precision_ami_gives_them(tmp_path: Path,
         assert not wrong, f"cut at {cut:.6f}: {show(wrong)}"
 
 
-# -- the checkpoint, tampered with ---------------------------------------------------------------
+def test_the_checkpoint_keeps_to_asterisks_clock() -> None:
+    """The agent stamps a reconnect's snapshot and a FastAGI signal's arrival with its own
+    clock; a checkpoint taken from them (an idle PBX) would lie after Asterisk's next attach
+    moment when the agent's clock is ahead, and the gap would be taken for no gap (or the
+    checkpoint for a tampered one). It keeps to Asterisk's times."""
+    tracker = CallTracker(SIM_RULES)
+    tracker.feed(DialplanStep(100.0, "93.1", "93.1", "SIP/trunk-0004", "from-pstn", "4000",
+                              "Ringing", ""))
+    tracker.feed(ChannelHungUp(101.0, "93.1", "93.1", "SIP/trunk-0004", 16))
+    tracker.feed(SnapshotStarted(160.0))  # the agent's clock, a minute ahead
+    tracker.feed(BotSignal(161.0, "93.1", "93.1", "usage", {}, via="fastagi"))
+    assert low_water(tracker, Unstored()) == 101.0
 
+
+# -- the checkpoint, tampered with ---------------------------------------------------------
 
 def _gap_after_a_crash(tmp_path: Path, calls: int = 16) -> tuple[Healing, dict]:
     """`calls` calls in CEL after an agent died at T0 - 1 (checkpoint there); a new agent's
@@ -153,8 +166,7 @@ def test_a_checkpoint_long_ago_heals_the_last_day_and_says_so(tmp_path: Path,
                e.startswith("recovery checkpoint unusable") for e in _events(logs, "warning"))
 
 
-# -- the CEL file: missing, not Asterisk's, damaged, of rows that make no sense ---------------
-
+# -- the CEL file: missing, damaged, locked, long; rows that make no sense -----------------
 
 def _no_file(cel: Path) -> None:
     cel.unlink()
@@ -234,6 +246,26 @@ def test_rows_that_make_no_sense_are_skipped_by_name_and_the_other_calls_healed(
     skipped = [e for e in logs if e["event"] == "Asterisk record skipped"]
     assert len(skipped) >= 6 and all(str(cel) in e["where"] for e in skipped)
     assert _events(logs, "error") == []
+
+
+def test_a_heal_waits_for_a_writer_that_holds_the_cel_file(tmp_path: Path) -> None:
+    """A writer holds Asterisk's CEL file (an exclusive transaction: a VACUUM, a backup tool,
+    Asterisk's own commit) as the heal starts reading: the heal waits for it (within its busy
+    timeout) and heals the gap, with no error."""
+    healing, truth = _gap_after_a_crash(tmp_path)
+    writer = sqlite3.connect(tmp_path / "cel.db", isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN EXCLUSIVE")
+    letting_go = threading.Timer(1.0, writer.execute, ("COMMIT",))
+    letting_go.start()
+    try:
+        with capture_logs() as logs:
+            healing.attach()
+    finally:
+        letting_go.join()
+        writer.close()
+    healing.close()
+    assert not letting_go.is_alive() and _events(logs, "error") == []
+    assert not wrong_calls(truth, stored(healing.db))
 
 
 def _zero_a_leaf_page(db: Path, at: float) -> None:
@@ -360,8 +392,7 @@ def test_a_second_heal_over_calls_already_recorded_is_silent(tmp_path: Path) -> 
     assert healing.recorder.tracker.dropped_signals == 0
 
 
-# -- a CEL file of another Asterisk ----------------------------------------------------------
-
+# -- a CEL file of another Asterisk --------------------------------------------------------
 
 def test_a_stale_cel_file_of_another_pbx_gives_no_call_and_disturbs_none(tmp_path: Path) -> None:
     """[recovery] cel_db names the lab's old master.db (another Asterisk, other days): the heal
@@ -394,7 +425,52 @@ def test_the_cel_file_of_another_busy_pbx_is_not_taken_for_this_ones(tmp_path: P
     assert {r.call_id for r in stored(healing.db)} <= set(ours.truth)
 
 
-# -- live: an agent in this process on the simulated PBX --------------------------------------
+# -- AMI away: the bot's FastAGI signals, the idle sweep -----------------------------------
+
+def test_a_fastagi_signal_that_came_while_ami_was_away_is_counted_once(tmp_path: Path) -> None:
+    """AMI is away (a reconnect's backoff) while a call runs; its bot signals over FastAGI
+    still reach the agent, which holds them for a call it has not seen. The next attach
+    rebuilds the call from CEL, which has those FastAGI requests too: each signal counts once,
+    and the bot's answer is the dialplan's, not its first signal's."""
+    call = replace(SIGNALLING, signal_via="fastagi")
+    events, gap = timeline([call], T0, 1.0)
+    cel = tmp_path / "cel.db"
+    write_records(events, cel_db=cel)
+    healing = Healing(tmp_path / "calls.db", cel=lambda: CelFile(cel))
+    write_checkpoint(healing.store.db.conn, T0 - 1)
+    signals = [e for e in live_events(events, T0) if isinstance(e, BotSignal)]
+    handoff = max(e.ts for e in signals)  # the outcome signal, just before the queue
+    for signal in signals:  # no session: the gate passes them, the tracker holds them
+        healing.gate.signal(signal)
+    assert healing.recorder.tracker.pending_signals == len(signals)
+    healing.attach(live_events(events, handoff + 0.5))
+    healing.close()
+    wrong = wrong_calls(gap.truth, stored(healing.db))
+    assert not wrong, show(wrong)
+
+
+@pytest.mark.xfail(strict=True, reason="the idle sweep closes calls while AMI is away; a heal "
+                   "later skips them as recorded (see the report)")
+def test_a_call_up_through_an_outage_longer_than_the_idle_timeout_is_healed_whole(
+        tmp_path: Path) -> None:
+    """CEL mode, AMI away longer than `[calls] idle_timeout_seconds` (a network cut of some
+    minutes) while a call is up: the idle sweep closes it at its last event seen, though
+    CEL has the rest of it; the heal at the reconnect should give it whole."""
+    long_call = replace(SIGNALLING, bot_seconds=120.0)
+    events, gap = timeline([long_call], T0, 1.0)
+    cel = tmp_path / "cel.db"
+    write_records(events, cel_db=cel)
+    healing = Healing(tmp_path / "calls.db", cel=lambda: CelFile(cel))
+    write_checkpoint(healing.store.db.conn, T0 - 1)
+    healing.attach([e for e in live_events(events, T0) if e.ts < T0 + 5])  # AMI, then away
+    healing.recorder.expire(T0 + 5 + 61, 60)  # the sweep, a minute later
+    healing.flush()
+    healing.attach()  # AMI back after the call ended: the heal
+    healing.close()
+    assert not wrong_calls(gap.truth, stored(healing.db))
+
+
+# -- live: an agent in this process on the simulated PBX -----------------------------------
 
 #: virtual seconds per wall second of the simulated PBX in the live tests (the agent runs on
 #: the PBX's clock)
@@ -415,6 +491,17 @@ def _checkpoint_now(db: Path, at: float) -> None:
 async def _all_stored(db: Path, truth: Path, timeout: float = 20) -> None:
     await eventually(lambda: len(stored(db)) >= len(truth_lines(truth)), timeout=timeout,
                      interval=0.05)
+
+
+async def _play(pbx: SimulatedPBX, calls: list[ScriptedCall], rate: float = 2.0) -> set[str]:
+    """Play `calls` to their end; their call_ids (the truth lines they added)."""
+    before = set(truth_lines(pbx.truth_path)) if pbx.truth_path else set()
+    await pbx.play(calls, rate=rate)
+    return set(truth_lines(pbx.truth_path)) - before if pbx.truth_path else set()
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 async def test_a_cel_file_missing_at_start_is_healed_once_it_is_back(tmp_path: Path) -> None:
@@ -451,13 +538,6 @@ async def test_a_cel_file_missing_at_start_is_healed_once_it_is_back(tmp_path: P
     assert not wrong, show(wrong)
     assert {r.call_id for r in records if r.source == "cel"} >= in_gap
     assert pbx.records is not None and pbx.records.lost_rows == 0
-
-
-async def _play(pbx: SimulatedPBX, calls: list[ScriptedCall], rate: float = 2.0) -> set[str]:
-    """Play `calls` to their end; their call_ids (the truth lines they added)."""
-    before = set(truth_lines(pbx.truth_path)) if pbx.truth_path else set()
-    await pbx.play(calls, rate=rate)
-    return set(truth_lines(pbx.truth_path)) - before if pbx.truth_path else set()
 
 
 async def test_ami_cut_while_heals_run_and_a_reconnect_storm_record_every_call_once(
@@ -509,28 +589,6 @@ async def test_ami_cut_while_heals_run_and_a_reconnect_storm_record_every_call_o
     assert noise == [], [str(e) for e in noise]
 
 
-def test_a_fastagi_signal_that_came_while_ami_was_away_is_counted_once(tmp_path: Path) -> None:
-    """AMI is away (a reconnect's backoff) while a call runs; its bot signals over FastAGI
-    still reach the agent, which holds them for a call it has not seen. The next attach
-    rebuilds the call from CEL, which has those FastAGI requests too: each signal counts once,
-    and the bot's answer is the dialplan's, not its first signal's."""
-    call = replace(SIGNALLING, signal_via="fastagi")
-    events, gap = timeline([call], T0, 1.0)
-    cel = tmp_path / "cel.db"
-    write_records(events, cel_db=cel)
-    healing = Healing(tmp_path / "calls.db", cel=lambda: CelFile(cel))
-    write_checkpoint(healing.store.db.conn, T0 - 1)
-    signals = [e for e in live_events(events, T0) if isinstance(e, BotSignal)]
-    handoff = max(e.ts for e in signals)  # the outcome signal, just before the queue
-    for signal in signals:  # no session: the gate passes them, the tracker holds them
-        healing.gate.signal(signal)
-    assert healing.recorder.tracker.pending_signals == len(signals)
-    healing.attach(live_events(events, handoff + 0.5))
-    healing.close()
-    wrong = wrong_calls(gap.truth, stored(healing.db))
-    assert not wrong, show(wrong)
-
-
 @pytest.mark.parametrize("mode", ["cel", "ami"])
 async def test_a_pbx_restart_mid_call_closes_every_call_once(tmp_path: Path, mode: str) -> None:
     """Asterisk restarts (`core restart now`) with calls up: it hangs them up, writes their
@@ -566,12 +624,7 @@ async def test_a_pbx_restart_mid_call_closes_every_call_once(tmp_path: Path, mod
     assert closed == cut
 
 
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
-# -- without CEL: the CDR fallback and joined-late calls ------------------------------------
-
+# -- without CEL: the CDR fallback and joined-late calls -----------------------------------
 
 def _cdr_healing(tmp_path: Path, calls: list[ScriptedCall], start: float,
                  ) -> tuple[Healing, list[Stamped], Gap]:
@@ -656,6 +709,21 @@ def test_a_call_first_seen_in_its_later_events_is_joined_late_and_with_the_bot()
     assert record.joined_late and record.outcome == "handled" and record.bot_seconds == 4.0
 
 
+def test_an_internal_call_found_at_a_restart_is_no_bot_call() -> None:
+    """A call between two phones (an internal context's Dial), found by the channel list after
+    a restart or first met in a later step, was never offered to the bot: no record."""
+    tracker = CallTracker(SIM_RULES)
+    tracker.feed(SnapshotStarted(100.0))
+    tracker.feed(ChannelSnapshot(100.0, "94.1", "94.1", "PJSIP/201-0001", "internal", "202",
+                                 "Dial", "PJSIP/202,30", "201", "Desk", 20.0, ""))
+    tracker.feed(SnapshotComplete(100.1))
+    tracker.feed(DialplanStep(101.0, "95.1", "95.1", "PJSIP/203-0002", "internal", "204",
+                              "Dial", "PJSIP/204,30"))
+    hung_up = [ChannelHungUp(110.0, uid, uid, name, 16)
+               for uid, name in (("94.1", "PJSIP/201-0001"), ("95.1", "PJSIP/203-0002"))]
+    assert [r for ev in hung_up for r in tracker.feed(ev)] == []
+
+
 async def test_without_recovery_the_calls_up_at_a_restart_join_late_never_abandoned(
         tmp_path: Path) -> None:
     """AMI only (no [recovery]): the agent starts (after a crash) while calls are up, ringing,
@@ -682,28 +750,7 @@ async def test_without_recovery_the_calls_up_at_a_restart_join_late_never_abando
     assert late["handled"] >= 1 and late["transferred"] >= 2, late
 
 
-def test_a_heal_waits_for_a_writer_that_holds_the_cel_file(tmp_path: Path) -> None:
-    """A writer holds Asterisk's CEL file (an exclusive transaction: a VACUUM, a backup tool,
-    Asterisk's own commit) as the heal starts reading: the heal waits for it (within its busy
-    timeout) and heals the gap, with no error."""
-    healing, truth = _gap_after_a_crash(tmp_path)
-    writer = sqlite3.connect(tmp_path / "cel.db", isolation_level=None, check_same_thread=False)
-    writer.execute("BEGIN EXCLUSIVE")
-    letting_go = threading.Timer(1.0, writer.execute, ("COMMIT",))
-    letting_go.start()
-    try:
-        with capture_logs() as logs:
-            healing.attach()
-    finally:
-        letting_go.join()
-        writer.close()
-    healing.close()
-    assert not letting_go.is_alive() and _events(logs, "error") == []
-    assert not wrong_calls(truth, stored(healing.db))
-
-
-# -- SIGKILL: a real `botmeter run` -----------------------------------------------------------
-
+# -- SIGKILL: a real `botmeter run` --------------------------------------------------------
 
 def _stored_count(db: Path) -> int:
     try:
@@ -756,53 +803,3 @@ async def test_sigkill_mid_heal_and_again_mid_call_records_every_call_once(
     assert not wrong, show(wrong)
     healed = [line for agent in agents[2:] for line in agent.lines if "gap healed" in line]
     assert healed and "already_stored=0 " not in healed[0], healed
-
-
-@pytest.mark.xfail(strict=True, reason="the idle sweep closes calls while AMI is away; a heal "
-                   "later skips them as recorded (see the report)")
-def test_a_call_up_through_an_outage_longer_than_the_idle_timeout_is_healed_whole(
-        tmp_path: Path) -> None:
-    """CEL mode, AMI away longer than `[calls] idle_timeout_seconds` (a network cut of some
-    minutes) while a call is up: the idle sweep closes it at its last event seen, though
-    CEL has the rest of it; the heal at the reconnect should give it whole."""
-    long_call = replace(SIGNALLING, bot_seconds=120.0)
-    events, gap = timeline([long_call], T0, 1.0)
-    cel = tmp_path / "cel.db"
-    write_records(events, cel_db=cel)
-    healing = Healing(tmp_path / "calls.db", cel=lambda: CelFile(cel))
-    write_checkpoint(healing.store.db.conn, T0 - 1)
-    healing.attach([e for e in live_events(events, T0) if e.ts < T0 + 5])  # AMI, then away
-    healing.recorder.expire(T0 + 5 + 61, 60)  # the sweep, a minute later
-    healing.flush()
-    healing.attach()  # AMI back after the call ended: the heal
-    healing.close()
-    assert not wrong_calls(gap.truth, stored(healing.db))
-
-
-def test_the_checkpoint_keeps_to_asterisks_clock() -> None:
-    """The agent stamps a reconnect's snapshot and a FastAGI signal's arrival with its own
-    clock; a checkpoint taken from them (an idle PBX) would lie after Asterisk's next attach
-    moment when the agent's clock is ahead, and the gap would be taken for no gap (or the
-    checkpoint for a tampered one). It keeps to Asterisk's times."""
-    tracker = CallTracker(SIM_RULES)
-    tracker.feed(DialplanStep(100.0, "93.1", "93.1", "SIP/trunk-0004", "from-pstn", "4000",
-                              "Ringing", ""))
-    tracker.feed(ChannelHungUp(101.0, "93.1", "93.1", "SIP/trunk-0004", 16))
-    tracker.feed(SnapshotStarted(160.0))  # the agent's clock, a minute ahead
-    tracker.feed(BotSignal(161.0, "93.1", "93.1", "usage", {}, via="fastagi"))
-    assert low_water(tracker, Unstored()) == 101.0
-
-
-def test_an_internal_call_found_at_a_restart_is_no_bot_call() -> None:
-    """A call between two phones (an internal context's Dial), found by the channel list after
-    a restart or first met in a later step, was never offered to the bot: no record."""
-    tracker = CallTracker(SIM_RULES)
-    tracker.feed(SnapshotStarted(100.0))
-    tracker.feed(ChannelSnapshot(100.0, "94.1", "94.1", "PJSIP/201-0001", "internal", "202",
-                                 "Dial", "PJSIP/202,30", "201", "Desk", 20.0, ""))
-    tracker.feed(SnapshotComplete(100.1))
-    tracker.feed(DialplanStep(101.0, "95.1", "95.1", "PJSIP/203-0002", "internal", "204",
-                              "Dial", "PJSIP/204,30"))
-    hung_up = [ChannelHungUp(110.0, uid, uid, name, 16)
-               for uid, name in (("94.1", "PJSIP/201-0001"), ("95.1", "PJSIP/203-0002"))]
-    assert [r for ev in hung_up for r in tracker.feed(ev)] == []
