@@ -17,25 +17,40 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import threading
 import tracemalloc
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
-from botmeter.pbx.events import BotSignal
-from botmeter.recovery.checkpoint import write_checkpoint
+from botmeter.pbx.events import (
+    BotSignal,
+    ChannelHungUp,
+    ChannelSnapshot,
+    DialplanStep,
+    SnapshotComplete,
+    SnapshotStarted,
+)
+from botmeter.recovery.checkpoint import Unstored, low_water, write_checkpoint
 from botmeter.recovery.heal import DELIVER_BATCH
-from botmeter.recovery.sources import CelFile
+from botmeter.recovery.sources import CdrFile, CelFile
 from botmeter.sim.pbx import SimulatedPBX
 from botmeter.sim.scenarios import ScriptedCall, mixed_calls
+from botmeter.sim.truth import SIM_RULES
 from botmeter.storage.store import CallStore
+from botmeter.tracking.tracker import CallTracker
 
+from .agent_process import Agent
 from .gap_support import (
+    CDR_TOLERANCE,
     Gap,
     Healing,
+    Stamped,
     agent_config,
     live_agent,
     live_events,
@@ -58,7 +73,7 @@ def _events(logs: list[dict], level: str) -> list[str]:
     return [entry["event"] for entry in logs if entry["log_level"] == level]
 
 
-# -- the cut between CEL and AMI -------------------------------------------------------------
+# -- the cut between CEL and AMI, and the checkpoint's clock -------------------------------
 
 #: a transferred call with usage signals: counted twice, its modules would double
 SIGNALLING = ScriptedCall("13800000001", "cut", "transferred", ring_seconds=1.0, bot_seconds=3.0,
@@ -86,8 +101,21 @@ def test_the_cut_splits_events_at_the_precision_ami_gives_them(tmp_path: Path,
         assert not wrong, f"cut at {cut:.6f}: {show(wrong)}"
 
 
-# -- the checkpoint, tampered with ---------------------------------------------------------------
+def test_the_checkpoint_keeps_to_asterisks_clock() -> None:
+    """The agent stamps a reconnect's snapshot and a FastAGI signal's arrival with its own
+    clock; a checkpoint taken from them (an idle PBX) would lie after Asterisk's next attach
+    moment when the agent's clock is ahead, and the gap would be taken for no gap (or the
+    checkpoint for a tampered one). It keeps to Asterisk's times."""
+    tracker = CallTracker(SIM_RULES)
+    tracker.feed(DialplanStep(100.0, "93.1", "93.1", "SIP/trunk-0004", "from-pstn", "4000",
+                              "Ringing", ""))
+    tracker.feed(ChannelHungUp(101.0, "93.1", "93.1", "SIP/trunk-0004", 16))
+    tracker.feed(SnapshotStarted(160.0))  # the agent's clock, a minute ahead
+    tracker.feed(BotSignal(161.0, "93.1", "93.1", "usage", {}, via="fastagi"))
+    assert low_water(tracker, Unstored()) == 101.0
 
+
+# -- the checkpoint, tampered with ---------------------------------------------------------
 
 def _gap_after_a_crash(tmp_path: Path, calls: int = 16) -> tuple[Healing, dict]:
     """`calls` calls in CEL after an agent died at T0 - 1 (checkpoint there); a new agent's
@@ -138,8 +166,7 @@ def test_a_checkpoint_long_ago_heals_the_last_day_and_says_so(tmp_path: Path,
                e.startswith("recovery checkpoint unusable") for e in _events(logs, "warning"))
 
 
-# -- the CEL file: missing, not Asterisk's, damaged, of rows that make no sense ---------------
-
+# -- the CEL file: missing, damaged, locked, long; rows that make no sense -----------------
 
 def _no_file(cel: Path) -> None:
     cel.unlink()
@@ -219,6 +246,26 @@ def test_rows_that_make_no_sense_are_skipped_by_name_and_the_other_calls_healed(
     skipped = [e for e in logs if e["event"] == "Asterisk record skipped"]
     assert len(skipped) >= 6 and all(str(cel) in e["where"] for e in skipped)
     assert _events(logs, "error") == []
+
+
+def test_a_heal_waits_for_a_writer_that_holds_the_cel_file(tmp_path: Path) -> None:
+    """A writer holds Asterisk's CEL file (an exclusive transaction: a VACUUM, a backup tool,
+    Asterisk's own commit) as the heal starts reading: the heal waits for it (within its busy
+    timeout) and heals the gap, with no error."""
+    healing, truth = _gap_after_a_crash(tmp_path)
+    writer = sqlite3.connect(tmp_path / "cel.db", isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN EXCLUSIVE")
+    letting_go = threading.Timer(1.0, writer.execute, ("COMMIT",))
+    letting_go.start()
+    try:
+        with capture_logs() as logs:
+            healing.attach()
+    finally:
+        letting_go.join()
+        writer.close()
+    healing.close()
+    assert not letting_go.is_alive() and _events(logs, "error") == []
+    assert not wrong_calls(truth, stored(healing.db))
 
 
 def _zero_a_leaf_page(db: Path, at: float) -> None:
@@ -345,8 +392,7 @@ def test_a_second_heal_over_calls_already_recorded_is_silent(tmp_path: Path) -> 
     assert healing.recorder.tracker.dropped_signals == 0
 
 
-# -- a CEL file of another Asterisk ----------------------------------------------------------
-
+# -- a CEL file of another Asterisk --------------------------------------------------------
 
 def test_a_stale_cel_file_of_another_pbx_gives_no_call_and_disturbs_none(tmp_path: Path) -> None:
     """[recovery] cel_db names the lab's old master.db (another Asterisk, other days): the heal
@@ -379,7 +425,52 @@ def test_the_cel_file_of_another_busy_pbx_is_not_taken_for_this_ones(tmp_path: P
     assert {r.call_id for r in stored(healing.db)} <= set(ours.truth)
 
 
-# -- live: an agent in this process on the simulated PBX --------------------------------------
+# -- AMI away: the bot's FastAGI signals, the idle sweep -----------------------------------
+
+def test_a_fastagi_signal_that_came_while_ami_was_away_is_counted_once(tmp_path: Path) -> None:
+    """AMI is away (a reconnect's backoff) while a call runs; its bot signals over FastAGI
+    still reach the agent, which holds them for a call it has not seen. The next attach
+    rebuilds the call from CEL, which has those FastAGI requests too: each signal counts once,
+    and the bot's answer is the dialplan's, not its first signal's."""
+    call = replace(SIGNALLING, signal_via="fastagi")
+    events, gap = timeline([call], T0, 1.0)
+    cel = tmp_path / "cel.db"
+    write_records(events, cel_db=cel)
+    healing = Healing(tmp_path / "calls.db", cel=lambda: CelFile(cel))
+    write_checkpoint(healing.store.db.conn, T0 - 1)
+    signals = [e for e in live_events(events, T0) if isinstance(e, BotSignal)]
+    handoff = max(e.ts for e in signals)  # the outcome signal, just before the queue
+    for signal in signals:  # no session: the gate passes them, the tracker holds them
+        healing.gate.signal(signal)
+    assert healing.recorder.tracker.pending_signals == len(signals)
+    healing.attach(live_events(events, handoff + 0.5))
+    healing.close()
+    wrong = wrong_calls(gap.truth, stored(healing.db))
+    assert not wrong, show(wrong)
+
+
+@pytest.mark.xfail(strict=True, reason="the idle sweep closes calls while AMI is away; a heal "
+                   "later skips them as recorded (see the report)")
+def test_a_call_up_through_an_outage_longer_than_the_idle_timeout_is_healed_whole(
+        tmp_path: Path) -> None:
+    """CEL mode, AMI away longer than `[calls] idle_timeout_seconds` (a network cut of some
+    minutes) while a call is up: the idle sweep closes it at its last event seen, though
+    CEL has the rest of it; the heal at the reconnect should give it whole."""
+    long_call = replace(SIGNALLING, bot_seconds=120.0)
+    events, gap = timeline([long_call], T0, 1.0)
+    cel = tmp_path / "cel.db"
+    write_records(events, cel_db=cel)
+    healing = Healing(tmp_path / "calls.db", cel=lambda: CelFile(cel))
+    write_checkpoint(healing.store.db.conn, T0 - 1)
+    healing.attach([e for e in live_events(events, T0) if e.ts < T0 + 5])  # AMI, then away
+    healing.recorder.expire(T0 + 5 + 61, 60)  # the sweep, a minute later
+    healing.flush()
+    healing.attach()  # AMI back after the call ended: the heal
+    healing.close()
+    assert not wrong_calls(gap.truth, stored(healing.db))
+
+
+# -- live: an agent in this process on the simulated PBX -----------------------------------
 
 #: virtual seconds per wall second of the simulated PBX in the live tests (the agent runs on
 #: the PBX's clock)
@@ -400,6 +491,17 @@ def _checkpoint_now(db: Path, at: float) -> None:
 async def _all_stored(db: Path, truth: Path, timeout: float = 20) -> None:
     await eventually(lambda: len(stored(db)) >= len(truth_lines(truth)), timeout=timeout,
                      interval=0.05)
+
+
+async def _play(pbx: SimulatedPBX, calls: list[ScriptedCall], rate: float = 2.0) -> set[str]:
+    """Play `calls` to their end; their call_ids (the truth lines they added)."""
+    before = set(truth_lines(pbx.truth_path)) if pbx.truth_path else set()
+    await pbx.play(calls, rate=rate)
+    return set(truth_lines(pbx.truth_path)) - before if pbx.truth_path else set()
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 async def test_a_cel_file_missing_at_start_is_healed_once_it_is_back(tmp_path: Path) -> None:
@@ -438,20 +540,15 @@ async def test_a_cel_file_missing_at_start_is_healed_once_it_is_back(tmp_path: P
     assert pbx.records is not None and pbx.records.lost_rows == 0
 
 
-async def _play(pbx: SimulatedPBX, calls: list[ScriptedCall], rate: float = 2.0) -> set[str]:
-    """Play `calls` to their end; their call_ids (the truth lines they added)."""
-    before = set(truth_lines(pbx.truth_path)) if pbx.truth_path else set()
-    await pbx.play(calls, rate=rate)
-    return set(truth_lines(pbx.truth_path)) - before if pbx.truth_path else set()
-
-
 async def test_ami_cut_while_heals_run_and_a_reconnect_storm_record_every_call_once(
         tmp_path: Path) -> None:
     """AMI is cut again and again while calls run (half of them signalling over FastAGI), and
     cut again while the heal of a new session holds the live events: every session heals
     from CEL, FastAGI signals that come while a heal holds events are counted once, and every
     call comes out once, exact. No warning is logged but the connection's own (and those of
-    the bad satisfaction scores the script sends on purpose)."""
+    the bad satisfaction scores the script sends on purpose). A session cut while it heals is
+    given up as the heal ends, not when its next request times out (ping_timeout is a minute
+    here: the storm would stall)."""
     cel, db, truth = _files(tmp_path)
     calls = [c for pair in zip(short_calls(16, seed=3), short_calls(16, seed=4,
                                                                   signal_via="fastagi"),
@@ -459,7 +556,8 @@ async def test_ami_cut_while_heals_run_and_a_reconnect_storm_record_every_call_o
     async with SimulatedPBX(speed=SPEED, cel_db=cel, truth=truth) as pbx:
         _checkpoint_now(db, pbx.now())
         with capture_logs() as logs:
-            async with live_agent(pbx, agent_config(pbx, db, cel_db=cel), db) as agent:
+            config = agent_config(pbx, db, cel_db=cel, ping_timeout=60)
+            async with live_agent(pbx, config, db) as agent:
                 assert agent.fastagi is not None
                 handed = agent.fastagi.on_signal
                 while_held: list[bool] = []  # per FastAGI signal: did a heal hold events?
@@ -491,44 +589,217 @@ async def test_ami_cut_while_heals_run_and_a_reconnect_storm_record_every_call_o
     assert noise == [], [str(e) for e in noise]
 
 
-def test_a_fastagi_signal_that_came_while_ami_was_away_is_counted_once(tmp_path: Path) -> None:
-    """AMI is away (a reconnect's backoff) while a call runs; its bot signals over FastAGI
-    still reach the agent, which holds them for a call it has not seen. The next attach
-    rebuilds the call from CEL, which has those FastAGI requests too: each signal counts once,
-    and the bot's answer is the dialplan's, not its first signal's."""
-    call = replace(SIGNALLING, signal_via="fastagi")
-    events, gap = timeline([call], T0, 1.0)
-    cel = tmp_path / "cel.db"
-    write_records(events, cel_db=cel)
-    healing = Healing(tmp_path / "calls.db", cel=lambda: CelFile(cel))
-    write_checkpoint(healing.store.db.conn, T0 - 1)
-    signals = [e for e in live_events(events, T0) if isinstance(e, BotSignal)]
-    handoff = max(e.ts for e in signals)  # the outcome signal, just before the queue
-    for signal in signals:  # no session: the gate passes them, the tracker holds them
-        healing.gate.signal(signal)
-    assert healing.recorder.tracker.pending_signals == len(signals)
-    healing.attach(live_events(events, handoff + 0.5))
-    healing.close()
-    wrong = wrong_calls(gap.truth, stored(healing.db))
-    assert not wrong, show(wrong)
-
-
-async def test_a_session_cut_while_it_heals_is_given_up_at_once(tmp_path: Path) -> None:
-    """AMI is cut while the new session's heal holds events (here: waits for Asterisk's first
-    event on a quiet PBX). The heal ends, and the session is given up then, not when its next
-    request (the channel list) times out: with a ping_timeout of a minute the agent would be
-    deaf for two. Calls placed after it are recorded from the next session."""
+@pytest.mark.parametrize("mode", ["cel", "ami"])
+async def test_a_pbx_restart_mid_call_closes_every_call_once(tmp_path: Path, mode: str) -> None:
+    """Asterisk restarts (`core restart now`) with calls up: it hangs them up, writes their
+    CEL rows, and says nothing more on AMI. With CEL the calls cut come out exactly as they
+    ended (at the restart, cause 0); without, they are closed when the agent is back, each
+    with a warning naming it, with the outcome they had (never 'abandoned' with no bot time
+    for a call the bot answered) and never before their real end. None stays open."""
     cel, db, truth = _files(tmp_path)
     async with SimulatedPBX(speed=SPEED, cel_db=cel, truth=truth) as pbx:
         _checkpoint_now(db, pbx.now())
-        config = agent_config(pbx, db, cel_db=cel, ping_timeout=60)
-        async with live_agent(pbx, config, db) as agent:
-            pbx.drop_clients()
-            await eventually(lambda: agent.client.sessions == 2, timeout=10)  # logged in
-            assert agent.gate.holding and agent.healer.heals == 1  # and healing
-            pbx.drop_clients()
-            await eventually(lambda: agent.client.sessions == 3 and
-                             agent.client.connected.is_set(), timeout=10)
-            await pbx.play(short_calls(4, seed=5), rate=2)
+        config = agent_config(pbx, db, cel_db=cel if mode == "cel" else None)
+        with capture_logs() as logs:
+            async with live_agent(pbx, config, db) as agent:
+                playing = asyncio.create_task(pbx.play(short_calls(16, seed=6), rate=2))
+                await eventually(lambda: pbx.calls_placed >= 8, timeout=10)
+                await pbx.restart(0.3)
+                await playing
+                await _all_stored(db, truth)
+                in_progress = agent.recorder.tracker.active_calls
+    lines, records = truth_lines(truth), stored(db)
+    cut = {call_id for call_id, line in lines.items() if line["cut"]}
+    assert len(cut) >= 3 and in_progress == 0
+    if mode == "cel":
+        wrong = wrong_calls(lines, records)
+        assert not wrong, show(wrong)
+        assert all(r.source == "cel" for r in records if r.call_id in cut)
+        return
+    wrong = wrong_calls(lines, records, late_ok=True, loose=cut)
+    assert not wrong, show(wrong)
+    ends = {r.call_id: r.ended_at for r in records}
+    assert all(ends[c] >= _epoch(lines[c]["ended_at"]) for c in cut)
+    closed = {e["call_id"] for e in logs if e["event"].startswith("call closed at reconnect")}
+    assert closed == cut
+
+
+# -- without CEL: the CDR fallback and joined-late calls -----------------------------------
+
+def _cdr_healing(tmp_path: Path, calls: list[ScriptedCall], start: float,
+                 ) -> tuple[Healing, list[Stamped], Gap]:
+    cdr = tmp_path / "cdr.db"
+    events, gap = timeline(calls, start, 2.0)
+    write_records(events, cdr_db=cdr)
+    healing = Healing(tmp_path / "calls.db", cdr=lambda: CdrFile(cdr, SIM_RULES),
+                      clock=lambda: gap.last_end + 30)
+    write_checkpoint(healing.store.db.conn, T0 - 1)
+    return healing, events, gap
+
+
+def test_a_cdr_heal_does_not_hand_over_again_calls_the_writer_has_not_stored_yet(
+        tmp_path: Path) -> None:
+    """CDR mode, a reconnect while the writer lags (the database locked a moment): the calls
+    that ended just before are handed over but not stored. The heal reads their CDRs too; it
+    must not hand them over again, or the writer stores the CDR's version over AMI's (times
+    to the second, no bot signals) and the rating sees the call twice."""
+    healing, events, gap = _cdr_healing(tmp_path, mixed_calls(8), T0)
+    healing.attach(live_events(events, T0), store=False)  # every call from AMI, not stored yet
+    healing.attach()  # reconnect: the CDR heal
+    healing.close()
+    assert sorted(healing.delivered) == sorted(gap.truth)  # each call handed over once
+    records = stored(healing.db)
+    assert not wrong_calls(gap.truth, records) and {r.source for r in records} == {"ami"}
+
+
+async def test_cdr_mode_calls_in_the_gap_from_cdrs_and_calls_across_it_joined_late_once(
+        tmp_path: Path) -> None:
+    """CDR mode (no CEL), the agent back after a crash with calls up: the calls that began and
+    ended in the gap come from their CDRs (source cdr, times to the second); those still up
+    are picked up from the channel list, marked joined late, with the outcome they have (bot
+    time for those with the bot); the rest are AMI's. None is recorded twice, though a call
+    up at the attach may have CDRs of its ended legs already."""
+    cdr, db, truth = tmp_path / "cdr.db", tmp_path / "calls.db", tmp_path / "truth.jsonl"
+    # SIP calls: a Local channel is up before it runs the dialplan, so from its CDRs a call
+    # abandoned while ringing looks handled (docs/recovery.md, the CDR fallback); no survey
+    # after the human (test_a_call_joined_late_in_its_survey_after_the_human_...)
+    calls = [replace(c, via="sip") for c in short_calls(24, seed=8) if c.survey == "bot"]
+    async with SimulatedPBX(speed=SPEED, cdr_db=cdr, truth=truth) as pbx:
+        _checkpoint_now(db, pbx.now())
+        playing = asyncio.create_task(pbx.play(calls, rate=1))
+        await eventually(lambda: len(truth_lines(truth)) >= 5, timeout=10)
+        async with live_agent(pbx, agent_config(pbx, db, cdr_db=cdr), db) as agent:
+            assert agent.healer.last is not None and agent.healer.last.source == "cdr"
+            await playing
             await _all_stored(db, truth)
-    assert not wrong_calls(truth_lines(truth), stored(db))
+    records = stored(db)
+    wrong = wrong_calls(truth_lines(truth), records, CDR_TOLERANCE, late_ok=True)
+    assert not wrong, show(wrong)
+    sources = Counter("late" if r.joined_late else r.source for r in records)
+    assert sources["cdr"] >= 5 and sources["late"] >= 3 and sources["ami"] >= 3, sources
+
+
+def test_a_call_joined_late_in_a_handoff_from_the_inbound_context_is_transferred() -> None:
+    """The lab's dialplan (and the simulator's) queues and dials from the inbound context
+    (`from-pstn`), not from the bot's: a call found in Queue or Dial there by the channel list
+    after a crash was handed off by the bot, never 'abandoned' with no bot time."""
+    tracker = CallTracker(SIM_RULES)
+    tracker.feed(SnapshotStarted(100.0))
+    for uid, app, data in (("90.1", "Queue", "support,c,,,6"), ("91.1", "Dial",
+                                                                 "Local/agent1@human-agents/n,6")):
+        tracker.feed(ChannelSnapshot(100.0, uid, uid, f"SIP/trunk-{uid}", "from-pstn", "4000",
+                                     app, data, "13800000001", "A", 20.0, ""))
+    tracker.feed(SnapshotComplete(100.1))
+    tracker.feed(SnapshotStarted(200.0))
+    records = {r.call_id: r for r in tracker.feed(SnapshotComplete(200.0))}
+    for call_id, target in (("90.1", "support"), ("91.1", "Local/agent1@human-agents/n")):
+        record = records[call_id]
+        assert record.joined_late and record.outcome == "transferred", record
+        assert record.transfer_target == target and record.dialed_number == "4000"
+
+
+def test_a_call_first_seen_in_its_later_events_is_joined_late_and_with_the_bot() -> None:
+    """A call that began while AMI was away shows up first in a live event of a later step
+    (the bot's dialplan), before the channel list: it is marked joined late, and its first
+    channel is its caller, with the bot from that step on."""
+    tracker = CallTracker(SIM_RULES)
+    tracker.feed(DialplanStep(100.0, "92.1", "92.1", "SIP/trunk-0003", "voicebot", "s", "Wait",
+                              "5"))
+    [record] = tracker.feed(ChannelHungUp(104.0, "92.1", "92.1", "SIP/trunk-0003", 16))
+    assert record.joined_late and record.outcome == "handled" and record.bot_seconds == 4.0
+
+
+def test_an_internal_call_found_at_a_restart_is_no_bot_call() -> None:
+    """A call between two phones (an internal context's Dial), found by the channel list after
+    a restart or first met in a later step, was never offered to the bot: no record."""
+    tracker = CallTracker(SIM_RULES)
+    tracker.feed(SnapshotStarted(100.0))
+    tracker.feed(ChannelSnapshot(100.0, "94.1", "94.1", "PJSIP/201-0001", "internal", "202",
+                                 "Dial", "PJSIP/202,30", "201", "Desk", 20.0, ""))
+    tracker.feed(SnapshotComplete(100.1))
+    tracker.feed(DialplanStep(101.0, "95.1", "95.1", "PJSIP/203-0002", "internal", "204",
+                              "Dial", "PJSIP/204,30"))
+    hung_up = [ChannelHungUp(110.0, uid, uid, name, 16)
+               for uid, name in (("94.1", "PJSIP/201-0001"), ("95.1", "PJSIP/203-0002"))]
+    assert [r for ev in hung_up for r in tracker.feed(ev)] == []
+
+
+async def test_without_recovery_the_calls_up_at_a_restart_join_late_never_abandoned(
+        tmp_path: Path) -> None:
+    """AMI only (no [recovery]): the agent starts (after a crash) while calls are up, ringing,
+    with the bot, queued, talking to a human. Each is picked up from the channel list and
+    marked joined late, with the outcome it has ('transferred' for one in the queue or with
+    the human, 'handled' with bot time for one with the bot), never 'abandoned' with no bot
+    time; the calls that ended while the agent was away are lost (no CEL nor CDR to tell)."""
+    db, truth = tmp_path / "calls.db", tmp_path / "truth.jsonl"
+    calls = [c for c in short_calls(24, seed=9) if c.survey == "bot"]  # see the CDR test
+    async with SimulatedPBX(speed=SPEED, truth=truth) as pbx:
+        playing = asyncio.create_task(pbx.play(calls, rate=1))
+        await eventually(lambda: pbx.calls_placed >= 12, timeout=10)
+        back = pbx.now()
+        async with live_agent(pbx, agent_config(pbx, db), db) as agent:
+            assert agent.healer.mode == "ami"
+            await playing
+            lines = {c: line for c, line in truth_lines(truth).items()
+                     if _epoch(line["ended_at"]) > back}
+            await eventually(lambda: len(stored(db)) >= len(lines), timeout=20, interval=0.05)
+    records = stored(db)
+    wrong = wrong_calls(lines, records, late_ok=True)
+    assert not wrong, show(wrong)
+    late = Counter(r.outcome for r in records if r.joined_late)
+    assert late["handled"] >= 1 and late["transferred"] >= 2, late
+
+
+# -- SIGKILL: a real `botmeter run` --------------------------------------------------------
+
+def _stored_count(db: Path) -> int:
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT count(*) FROM calls").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+async def test_sigkill_mid_heal_and_again_mid_call_records_every_call_once(
+        tmp_path: Path, write_config: Callable[..., Path], big_gap: tuple[Path, Gap]) -> None:
+    """`botmeter run` (a subprocess) comes back after a long gap (1,400 calls in CEL) while
+    live calls run, and is killed with SIGKILL: while it reads the gap; again once it stored
+    part of it (its checkpoint not moved: it heals the whole gap again, the calls stored keep
+    their rows); again with calls up; then started once more. Every call, of the gap and
+    live, is recorded once and exactly; no traceback."""
+    cel, gap = _copy(big_gap[0], tmp_path / "cel.db"), big_gap[1]
+    db, truth = tmp_path / "calls.db", tmp_path / "truth.jsonl"
+    _checkpoint_now(db, T0 - 1)  # the agent died just before the gap
+    async with SimulatedPBX(speed=SPEED, epoch=gap.last_end + 5, cel_db=cel, truth=truth) as pbx:
+        config = write_config(port=pbx.port, extra=f'\n[recovery]\ncel_db = "{cel}"\n')
+        playing = asyncio.create_task(pbx.play(short_calls(12, seed=10), rate=1))
+        agents = [Agent(config)]
+
+        async def kill_when(ready: Callable[[], object]) -> None:
+            await eventually(ready, timeout=30)
+            agents[-1].kill()
+            agents.append(Agent(config))
+
+        try:
+            await kill_when(lambda: agents[-1].said("ami attached"))  # the heal reads
+            assert not agents[0].said("gap healed")
+            await kill_when(lambda: _stored_count(db) >= DELIVER_BATCH)  # part of the gap
+            await eventually(lambda: agents[-1].said("gap healed"), timeout=30)
+            more = asyncio.create_task(pbx.play(short_calls(6, seed=11), rate=2))
+            await kill_when(lambda: pbx.records is not None and len(pbx.records.live()) >= 2)
+            await asyncio.gather(playing, more)
+            await eventually(lambda: _stored_count(db) >= len(gap.truth) + len(
+                truth_lines(truth)), timeout=30, interval=0.05)
+            code, _ = await agents[-1].stop()
+        finally:
+            for agent in agents:
+                agent.kill()
+    out = "".join(line for agent in agents for line in agent.lines)
+    assert code == 0 and "Traceback" not in out, out[-3000:]
+    wrong = wrong_calls({**gap.truth, **truth_lines(truth)}, stored(db))
+    assert not wrong, show(wrong)
+    healed = [line for agent in agents[2:] for line in agent.lines if "gap healed" in line]
+    assert healed and "already_stored=0 " not in healed[0], healed

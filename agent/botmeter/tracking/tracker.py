@@ -329,6 +329,8 @@ class CallTracker:
         call = self._calls.get(ev.linkedid)
         if call is None:
             call = self._new_call(ev.linkedid, ev.ts)
+            # first seen after it began (AMI away, a heal that failed): its start is unknown
+            call.joined_late = not isinstance(ev, ChannelCreated | ChannelSnapshot)
         elif self.source != self._default_source:
             call.source = self.source
         chan = _Channel(ev.uniqueid, ev.linkedid, name, call, seen_epoch=self._epoch)
@@ -516,9 +518,13 @@ class CallTracker:
                      application: str, app_data: str) -> None:
         call = chan.call
         rules = self.rules
-        if call.caller is None and rules.is_inbound(context, exten):
-            call.caller = chan
-            call.dialed_number = exten or None
+        if call.caller is None:
+            if rules.is_inbound(context, exten):
+                call.caller = chan
+                call.dialed_number = exten or None
+            elif (call.joined_late and chan.uniqueid == call.linkedid
+                  and rules.is_bot_step(context, application, app_data)):
+                call.caller = chan  # with the bot, its inbound steps missed: it is the caller
         if chan is not call.caller:
             return
         with_bot = rules.is_bot_step(context, application, app_data)
@@ -835,25 +841,31 @@ class CallTracker:
             return NO_RECORDS
         call = chan.call
         chan.name = ev.channel or chan.name
+        first = ev.uniqueid == ev.linkedid  # the call's first channel: its caller's
         if not known:
             call.offered_at = min(call.offered_at, ev.ts - ev.duration_seconds)
             chan.caller_number, chan.caller_name = ev.caller_number, ev.caller_name
-        if new_call:
+        # its start was missed: the call is new, or only its later channels (a queue's legs,
+        # in the events of this very attach) were seen before its caller's
+        if new_call or (not known and first and call.caller is None):
             call.joined_late = True
         self._at_dialplan(chan, ev.ts, ev.context, ev.exten, ev.application, ev.app_data)
-        if call.joined_late and call.caller is None and ev.uniqueid == ev.linkedid:
+        if call.joined_late and first and call.transferred_at is None:
             self._join_late(call, chan, ev)
         if ev.bridge_id and chan.bridge != ev.bridge_id:
             self._bridge_entered(BridgeEntered(ev.ts, ev.uniqueid, ev.linkedid, ev.channel, ev.bridge_id))
         return NO_RECORDS
 
     def _join_late(self, call: _Call, chan: _Channel, ev: ChannelSnapshot) -> None:
-        """A call first seen in progress, its first channel past the inbound context: with the
-        bot (a bot step), or already handed off by it (in Queue or Dial). It was offered to
-        the bot when it began; the bot's time counts from now, as nothing says when it
-        answered."""
-        handing_off = ev.application.lower() in HANDOFF_APPLICATIONS
-        if not handing_off and not self.rules.is_bot_step(ev.context, ev.application, ev.app_data):
+        """A call first seen in progress, its first channel with the bot (a bot step), or
+        already handed off by it (in Queue or Dial, in the inbound context, as the lab's
+        dialplan queues, or in the bot's; in another, a Dial is an internal call's). It was
+        offered to the bot when it began; the bot's time counts from now, as nothing says
+        when it answered."""
+        rules = self.rules
+        offered = call.caller is chan or ev.context in rules.bot_contexts  # not an internal call
+        handing_off = offered and ev.application.lower() in HANDOFF_APPLICATIONS
+        if not handing_off and not rules.is_bot_step(ev.context, ev.application, ev.app_data):
             return
         call.caller = chan
         if handing_off:
