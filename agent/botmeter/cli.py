@@ -563,8 +563,6 @@ def _write_report(data: dict[str, Any], fmt: str, lang: str, out: str | None) ->
     renamed into place, so a reader never sees half a report."""
     import io
     import json
-    import os
-    import tempfile
 
     buffer = io.BytesIO()
     if fmt == "json":
@@ -576,24 +574,14 @@ def _write_report(data: dict[str, Any], fmt: str, lang: str, out: str | None) ->
             fail("report error", f"--format {fmt}", "this botmeter has no report renderer; "
                  "use --format json", FAILURE)
         render_report(data, fmt, lang, buffer)
-    if out is None:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(buffer.getvalue())
-        sys.stdout.flush()
-        return
-    target = Path(out)
+    from .writing import atomic_text
+
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(buffer.getvalue())
-            os.chmod(temp, 0o644)
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        with atomic_text(out) as stream:
+            stream.flush()
+            stream.buffer.write(buffer.getvalue())
     except OSError as exc:
-        fail("report error", str(target), f"cannot write it: {exc.strerror or exc}", FAILURE)
+        fail("report error", str(out), f"cannot write it: {exc.strerror or exc}", FAILURE)
 
 
 @main.group()
@@ -664,6 +652,7 @@ from . import (  # noqa: E402 -- each registers its commands on main
     backfill_cli,  # noqa: F401 -- `botmeter backfill`
     db_cli,  # noqa: F401 -- `botmeter db`
     doctor_cli,  # noqa: F401 -- `botmeter doctor` and `check-config`
+    reconcile_cli,  # noqa: F401 -- `botmeter reconcile`
     sim_cli,  # noqa: F401 -- `botmeter sim`
     sync_cli,  # noqa: F401 -- `botmeter sync`
 )

@@ -573,7 +573,7 @@ def recovery_sources(config: Config) -> RecoverySources:
                            config.config_relative(cdr) if cdr else None)
 
 
-def _first_error(path: str, exc: ValidationError) -> ConfigError:
+def first_error(path: str, exc: ValidationError) -> ConfigError:
     """The first problem as file, key and reason. A value is shown only when it is a short
     scalar of a key that holds no secret (never a table, which could hold one)."""
     err = exc.errors(include_url=False, include_context=False, include_input=True)[0]
@@ -598,7 +598,7 @@ def parse_config(data: dict[str, Any], path: str) -> Config:
     try:
         return Config.model_validate({**data, "source_path": path})
     except ValidationError as exc:
-        raise _first_error(path, exc) from None
+        raise first_error(path, exc) from None
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -606,15 +606,19 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     chosen = Path(path) if path else (Path(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else None)
     if chosen is None:
         chosen = next((p for p in DEFAULT_PATHS if p.exists()), DEFAULT_PATHS[0])
-    name = str(chosen)
+    return parse_config(read_toml(chosen), str(chosen))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's document; ConfigError naming the file when it cannot be read or parsed."""
+    name = str(path)
     try:
-        raw = chosen.read_bytes()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(name, "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(name, "", f"not valid TOML: {exc}") from None
     except ValueError:  # tomllib: an integer of thousands of digits
         raise ConfigError(name, "", "not valid TOML: a number has too many digits") from None
-    return parse_config(data, name)

@@ -1,0 +1,30 @@
+"""The caller number both sides are matched on: one function for the vendor's lines and, as an
+SQL function, for the recorded calls."""
+
+from __future__ import annotations
+
+import re
+
+_NOT_DIGIT = re.compile(r"[^0-9]")
+#: the shortest key worth matching on: shorter "numbers" (0, 1, an operator's short code) are
+#: shared by unrelated callers
+MIN_DIGITS = 3
+
+
+def caller_key(number: str | None, country_code: str | None = None) -> str | None:
+    """The number's digits, in the national form when the caller's country is known: with
+    `country_code` 86, `+86 139-0000-1111`, `008613900001111` and `13900001111` all give
+    `13900001111`, and a national trunk prefix goes too (`010 1234 5678` and `+86 10 1234 5678`
+    give `1012345678`). None when fewer than MIN_DIGITS digits remain (anonymous, withheld)."""
+    if not number:
+        return None
+    text = number.strip()
+    digits = _NOT_DIGIT.sub("", text)
+    if country_code:
+        if text.startswith("+"):
+            digits = digits.removeprefix(country_code)
+        elif digits.startswith("00" + country_code):
+            digits = digits[2 + len(country_code):]
+        elif digits.startswith("0") and not digits.startswith("00"):
+            digits = digits[1:]
+    return digits if len(digits) >= MIN_DIGITS else None

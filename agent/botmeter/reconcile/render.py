@@ -1,0 +1,131 @@
+"""The reconciliation as JSON, CSV or a terminal table, written as the lines are read.
+
+JSON and CSV list every line (they are for machines and spreadsheets); the table and the HTML
+annex list the lines that are not a `match` unless asked for all of them (`--all`): a month's
+matches are a million rows nobody reads in a terminal or prints.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from .reconciler import CLASSES, Reconciliation
+from .words import words
+
+NOT_MATCH = tuple(c for c in CLASSES if c != "match")
+CSV_COLUMNS = ("class", "line", "session_id", "caller_number", "started_at", "seconds",
+               "minutes", "vendor_amount", "call_id", "bot_session_id", "botmeter_caller_number",
+               "bot_answered_at", "outcome", "botmeter_seconds", "botmeter_amount", "matched_by",
+               "seconds_apart")
+
+
+def render(result: Reconciliation, fmt: str, lang: str, out: TextIO, *, all_lines: bool) -> None:
+    if fmt == "json":
+        write_json(result, out)
+    elif fmt == "csv":
+        write_csv(result, out)
+    elif fmt == "html":
+        from .render_html import write_html
+
+        write_html(result, lang, out, all_lines=all_lines)
+    else:
+        write_table(result, lang, out, all_lines=all_lines)
+
+
+def write_json(result: Reconciliation, out: TextIO) -> None:
+    """The spec's object, its `lines` streamed one by one."""
+    head = json.dumps(result.summary(), ensure_ascii=False, indent=2)
+    out.write(head[:-2].rstrip() + ',\n  "lines": [')
+    first = True
+    for line in result.lines():
+        out.write(("\n    " if first else ",\n    ") + json.dumps(line, ensure_ascii=False))
+        first = False
+    out.write("\n  ]\n}\n" if not first else "]\n}\n")
+
+
+def flat(line: dict[str, Any]) -> dict[str, Any]:
+    """A line as one CSV row."""
+    vendor = line["vendor"] or {}
+    mine = line["botmeter"] or {}
+    return {
+        "class": line["class"], "line": vendor.get("line"), "session_id": vendor.get("session_id"),
+        "caller_number": vendor.get("caller_number"), "started_at": vendor.get("started_at"),
+        "seconds": vendor.get("seconds"), "minutes": vendor.get("minutes"),
+        "vendor_amount": vendor.get("amount"), "call_id": line["call_id"],
+        "bot_session_id": mine.get("bot_session_id"),
+        "botmeter_caller_number": mine.get("caller_number"),
+        "bot_answered_at": mine.get("bot_answered_at"), "outcome": mine.get("outcome"),
+        "botmeter_seconds": mine.get("seconds"), "botmeter_amount": mine.get("amount"),
+        "matched_by": line.get("matched_by"), "seconds_apart": line.get("seconds_apart"),
+    }
+
+
+def write_csv(result: Reconciliation, out: TextIO) -> None:
+    """One row per line (CSV_COLUMNS); the totals are in the JSON and the table."""
+    writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for line in result.lines():
+        writer.writerow(_safe(flat(line)))
+
+
+def _safe(row: dict[str, Any]) -> dict[str, Any]:
+    """Text a spreadsheet would run as a formula (=, +, -, @ first) gets a leading quote."""
+    return {k: ("'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") and k not in
+                ("caller_number", "botmeter_caller_number", "vendor_amount", "botmeter_amount")
+                else v) for k, v in row.items()}
+
+
+def listed(result: Reconciliation, all_lines: bool) -> Iterator[dict[str, Any]]:
+    return result.lines() if all_lines else result.lines(NOT_MATCH)
+
+
+def write_table(result: Reconciliation, lang: str, out: TextIO, *, all_lines: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    w = words(lang)
+    console = Console(file=out, width=160, no_color=not out.isatty(), highlight=False)
+    head = Table(title=w["title"], show_header=False, title_justify="left")
+    head.add_column()
+    head.add_column()
+    for key, value in (("period", result.period), ("plan", result.plan_id),
+                       ("currency", result.currency), ("invoice", result.invoice),
+                       ("vendor_lines", str(result.vendor_lines))):
+        head.add_row(w[key], Text(value))
+    console.print(head)
+    totals = Table(show_header=True)
+    for key, right in (("class", False), ("lines", True), ("vendor_amount", True),
+                       ("botmeter_amount", True)):
+        totals.add_column(w[key], justify="right" if right else "left")
+    summary = result.summary()
+    for name in CLASSES:
+        row = summary["classes"][name]
+        totals.add_row(w[name], str(row["lines"]), row["vendor_amount"], row["botmeter_amount"])
+    console.print(totals)
+    console.print(f'{w["disputed_amount"]}: {summary["disputed_amount"]} {result.currency}')
+    lines = Table(title=w["matches_listed" if all_lines else "lines_listed"],
+                  title_justify="left")
+    for key in ("class", "line", "caller", "started_at", "vendor_duration", "vendor_amount",
+                "call_id", "botmeter_duration", "botmeter_amount"):
+        lines.add_column(w[key])
+    for line in listed(result, all_lines):
+        row = flat(line)
+        duration = row["seconds"] or (f'{row["minutes"]} min' if row["minutes"] else None)
+        lines.add_row(*(Text("" if v is None else str(v)) for v in (
+            w[row["class"]], row["line"], row["caller_number"] or row["botmeter_caller_number"],
+            row["started_at"] or row["bot_answered_at"], duration, row["vendor_amount"],
+            row["call_id"], row["botmeter_seconds"], row["botmeter_amount"])))
+    console.print(lines)
+    if not all_lines and result.classes["match"].lines:
+        console.print(w["matches_hidden"].format(n=result.classes["match"].lines))
+    if result.problems.count:
+        console.print(w["problems"] + ":")
+        for problem in result.problems.items:
+            console.print(Text(f"  {problem}"))
+        if result.problems.count > len(result.problems.items):
+            console.print(w["problem_count"].format(n=result.problems.count,
+                                                     k=len(result.problems.items)))

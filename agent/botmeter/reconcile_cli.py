@@ -1,0 +1,97 @@
+"""`botmeter reconcile`: the vendor's invoice usage detail against botmeter's own records
+(docs/reconcile.md)."""
+
+from __future__ import annotations
+
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import click
+
+from .cli import (
+    FAILURE,
+    USAGE,
+    Context,
+    Period,
+    _series,
+    fail,
+    main,
+    opened_store,
+    refuse_bad_files,
+)
+
+
+class Amount(click.ParamType):
+    """A non-negative decimal (seconds or money), ASCII digits and one point."""
+
+    name = "decimal"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> Decimal:
+        if isinstance(value, Decimal):
+            return value
+        text = str(value).strip()
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            number = Decimal("NaN")
+        if (not text.replace(".", "", 1).isdigit() or not text.isascii() or not number.is_finite()
+                or number >= 10**9 or number != round(number, 6)):
+            self.fail(f"{text[:40]!r} is not a decimal >= 0 with at most 6 places", param, ctx)
+        return number
+
+
+@main.command()
+@click.option("--period", required=True, type=Period(), help="The billed month (plan's time zone).")
+@click.option("--invoice", required=True, type=click.Path(dir_okay=False),
+              help="The vendor's usage detail: CSV (comma or tab) or JSON lines.")
+@click.option("--mapping", required=True, type=click.Path(dir_okay=False),
+              help="TOML file naming the invoice's columns (config/reconcile/ has examples).")
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "csv", "json", "html"]))
+@click.option("--plan", "plan_id", help="Compare with amounts under this plan (default: "
+                                        "[plans] active).")
+@click.option("--tolerance", default="1", show_default=True, type=Amount(),
+              help="Seconds the vendor's duration may differ and still match.")
+@click.option("--amount-tolerance", default="0", show_default=True, type=Amount(),
+              help="Money the vendor's amount may differ and still match.")
+@click.option("--all", "all_lines", is_flag=True,
+              help="Table and HTML: list the matched lines too (CSV and JSON always do).")
+@click.option("--lang", type=click.Choice(["en", "zh-Hans", "zh-Hant"]),
+              help="Language of the table and HTML (default: [report] lang).")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write to this file (atomically) instead of stdout.")
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: [store] path).")
+@click.pass_obj
+def reconcile(ctx: Context, period: str, invoice: str, mapping: str, fmt: str,
+              plan_id: str | None, tolerance: Decimal, amount_tolerance: Decimal,
+              all_lines: bool, lang: str | None, out: str | None, db: str | None) -> None:
+    """Match the vendor's usage detail with the recorded calls of a period: which lines agree,
+    which are disputed and for how much, and why."""
+    from .reconcile.invoice import Invoice, InvoiceError, Problems
+    from .reconcile.mapping import load_mapping
+    from .reconcile.reconciler import Tolerances
+    from .reconcile.reconciler import reconcile as run_reconcile
+    from .reconcile.render import render
+    from .writing import atomic_text
+
+    config, series = _series(ctx, plan_id)
+    with refuse_bad_files():
+        invoice_mapping = load_mapping(Path(mapping))
+    source = Invoice(Path(invoice), invoice_mapping, series.currency, Problems())
+    with opened_store(ctx, db, create=False) as store:
+        try:
+            result = run_reconcile(store.db.conn, source, series, period,
+                                   Tolerances(tolerance, amount_tolerance))
+        except InvoiceError as exc:
+            fail("invoice error", "", str(exc), USAGE)
+        try:
+            with atomic_text(out) as stream:
+                render(result, fmt, lang or config.report.lang, stream, all_lines=all_lines)
+        except OSError as exc:
+            fail("reconcile error", str(out), f"cannot write it: {exc.strerror or exc}", FAILURE)
+    if result.problems.count:
+        click.echo(f"botmeter: {result.problems.count} problems in {invoice} (listed in the "
+                   "output); the other lines are reconciled", err=True)
+    sys.stdout.flush()
