@@ -58,6 +58,8 @@ class Amount(click.ParamType):
               help="Money the vendor's amount may differ and still match.")
 @click.option("--all", "all_lines", is_flag=True,
               help="Table and HTML: list the matched lines too (CSV and JSON always do).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10**9),
+              help="Table: at most this many lines listed.")
 @click.option("--lang", type=click.Choice(["en", "zh-Hans", "zh-Hant"]),
               help="Language of the table and HTML (default: [report] lang).")
 @click.option("--out", type=click.Path(dir_okay=False),
@@ -66,7 +68,7 @@ class Amount(click.ParamType):
 @click.pass_obj
 def reconcile(ctx: Context, period: str, invoice: str, mapping: str, fmt: str,
               plan_id: str | None, tolerance: Decimal, amount_tolerance: Decimal,
-              all_lines: bool, lang: str | None, out: str | None, db: str | None) -> None:
+              all_lines: bool, limit: int, lang: str | None, out: str | None, db: str | None) -> None:
     """Match the vendor's usage detail with the recorded calls of a period: which lines agree,
     which are disputed and for how much, and why."""
     from .reconcile.invoice import Invoice, InvoiceError, Problems
@@ -80,18 +82,25 @@ def reconcile(ctx: Context, period: str, invoice: str, mapping: str, fmt: str,
     with refuse_bad_files():
         invoice_mapping = load_mapping(Path(mapping))
     source = Invoice(Path(invoice), invoice_mapping, series.currency, Problems())
-    with opened_store(ctx, db, create=False) as store:
+    with opened_store(ctx, db, create=False) as store:  # exists, is botmeter's, is migrated
         try:
-            result = run_reconcile(store.db.conn, source, series, period,
+            result = run_reconcile(store.path, source, series, period,
                                    Tolerances(tolerance, amount_tolerance))
         except InvoiceError as exc:
             fail("invoice error", "", str(exc), USAGE)
         try:
             with atomic_text(out) as stream:
-                render(result, fmt, lang or config.report.lang, stream, all_lines=all_lines)
+                render(result, fmt, lang or config.report.lang, stream, all_lines=all_lines,
+                       limit=limit)
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): handled like every command's
         except OSError as exc:
-            fail("reconcile error", str(out), f"cannot write it: {exc.strerror or exc}", FAILURE)
+            fail("reconcile error", out or "stdout", f"cannot write it: {exc.strerror or exc}",
+                 FAILURE)
+        finally:
+            result.close()
     if result.problems.count:
-        click.echo(f"botmeter: {result.problems.count} problems in {invoice} (listed in the "
-                   "output); the other lines are reconciled", err=True)
+        many = "s" if result.problems.count > 1 else ""
+        click.echo(f"botmeter: {result.problems.count} problem{many} in {invoice} (listed in "
+                   "the output); the other lines are reconciled", err=True)
     sys.stdout.flush()

@@ -19,7 +19,12 @@ def caller_key(number: str | None, country_code: str | None = None) -> str | Non
     if not number:
         return None
     text = number.strip()
-    digits = _NOT_DIGIT.sub("", text)
+    if text.isdigit() and text.isascii():
+        digits = text
+    elif text[1:].isdigit() and text[1:].isascii():
+        digits = text[1:]
+    else:
+        digits = _NOT_DIGIT.sub("", text)
     if country_code:
         if text.startswith("+"):
             digits = digits.removeprefix(country_code)

@@ -12,11 +12,15 @@ import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
-from .lines import LineError, LineReader, VendorLine
+from .lines import FIELDS, LineError, LineReader, VendorLine
 from .mapping import InvoiceMapping
+
+Row = tuple[str | None, ...]
 
 #: problems kept with their text; beyond this only counted (a file of a million bad lines)
 MAX_PROBLEMS = 1000
@@ -58,8 +62,8 @@ class Problems:
 
 
 class Invoice:
-    """An open usage detail file: `lines()` yields (line number, VendorLine) for the lines it
-    can read and adds a Problem for each one it cannot."""
+    """An open usage detail file: `lines()` yields a VendorLine for each line it can read and
+    adds a Problem for each one it cannot."""
 
     def __init__(self, path: Path, mapping: InvoiceMapping, currency: str,
                  problems: Problems) -> None:
@@ -70,7 +74,14 @@ class Invoice:
         self.problems = problems
         self.lines_read = 0
 
-    def lines(self) -> Iterator[tuple[int, VendorLine]]:
+    def lines(self) -> Iterator[VendorLine]:
+        """Every line that can be read, one at a time."""
+        for batch in self.batches():
+            for line in batch:
+                yield VendorLine(*line)
+
+    def batches(self, size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+        """The readable lines in batches, each line a tuple of VendorLine's fields."""
         try:
             handle = self.path.open("r", encoding="utf-8-sig", errors="replace", newline="")
         except OSError as exc:
@@ -84,19 +95,25 @@ class Invoice:
             if kind is None or kind == "json" or head.lstrip()[:1] == "{":
                 kind = "jsonl" if head.lstrip()[:1] == "{" else "csv"
             rows = self._json_rows(handle) if kind == "jsonl" else self._csv_rows(handle, head)
-            for number, fields in rows:
-                self.lines_read += 1
-                if any("\ufffd" in value for value in fields.values() if value):
-                    self._problem(number, "not valid UTF-8 (read with replacement characters)")
+            while batch := list(islice(rows, size)):
+                self.lines_read += len(batch)
                 try:
-                    yield number, self.reader.read(fields)
-                except LineError as exc:
-                    self._problem(number, str(exc))
+                    yield self.reader.read_batch(batch)
+                except LineError:  # find the bad lines, one by one
+                    yield [line for number, fields in batch
+                           if (line := self._read_one(number, fields)) is not None]
+
+    def _read_one(self, number: int, fields: Row) -> tuple[Any, ...] | None:
+        try:
+            return self.reader.read_batch([(number, fields)])[0]
+        except LineError as exc:
+            self._problem(number, str(exc))
+            return None
 
     def _problem(self, line: int | None, message: str) -> None:
         self.problems.add(Problem(self.name, line, message))
 
-    def _csv_rows(self, handle: IO[str], head: str) -> Iterator[tuple[int, dict[str, str | None]]]:
+    def _csv_rows(self, handle: IO[str], head: str) -> Iterator[tuple[int, Row]]:
         first = head.splitlines()[0] if head else ""
         delimiter = "\t" if first.count("\t") > first.count(",") else ","
         csv.field_size_limit(MAX_FIELD)
@@ -107,6 +124,8 @@ class Invoice:
             raise InvoiceError(f"{self.name}:1: no header line ({exc})") from None
         positions = self._positions([name.strip() for name in header])
         width = len(header)
+        # a field the mapping does not give reads the None appended to each row
+        pick = itemgetter(*(positions.get(name, width) for name in FIELDS))
         number = reader.line_num + 1
         while True:
             try:
@@ -123,7 +142,10 @@ class Invoice:
             if len(row) != width:
                 self._problem(start, f"{len(row)} fields where the header has {width}")
                 continue
-            yield start, {name: row[i] for name, i in positions.items()}
+            if "\ufffd" in "".join(row):
+                self._problem(start, "not valid UTF-8 (read with replacement characters)")
+            row.append(None)  # type: ignore[arg-type]
+            yield start, pick(row)
 
     def _positions(self, header: list[str]) -> dict[str, int]:
         """Field -> index of its column; a required column missing stops everything."""
@@ -151,7 +173,7 @@ class Invoice:
             return columns.seconds is not None and columns.seconds in index
         return True
 
-    def _json_rows(self, handle: IO[str]) -> Iterator[tuple[int, dict[str, str | None]]]:
+    def _json_rows(self, handle: IO[str]) -> Iterator[tuple[int, Row]]:
         named = self.mapping.columns.named()
         for number, text in enumerate(handle, start=1):
             if not text.strip():
@@ -177,5 +199,7 @@ class Invoice:
                     break
                 fields[name] = None if value is None else str(value)
             if not bad:
-                yield number, fields
+                if "\ufffd" in text:
+                    self._problem(number, "not valid UTF-8 (read with replacement characters)")
+                yield number, tuple(fields.get(name) for name in FIELDS)
 

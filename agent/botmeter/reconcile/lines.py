@@ -7,10 +7,10 @@ which field; the file readers (`invoice.py`) add the file and line number.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import NamedTuple
+from collections.abc import Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from .callers import caller_key
@@ -19,7 +19,6 @@ from .mapping import InvoiceMapping
 #: a vendor's session id longer than this is not an id
 MAX_SESSION = 200
 #: amounts and durations: below a billion, at most 6 decimal places (whole millionths)
-MAX_AMOUNT = Decimal(10) ** 9
 PLACES = 6
 _PLAIN = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _GROUPED_POINT = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?")
@@ -28,20 +27,30 @@ _PLAIN_COMMA = re.compile(r"[+-]?[0-9]+(?:,[0-9]*)?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+#: the fields of a line, in the order `LineReader.read` takes them
+FIELDS = ("session_id", "caller_number", "started_at", "seconds", "minutes", "amount", "currency")
+_SCALE = 10**PLACES
+_PAD = tuple(10 ** (PLACES - n) for n in range(PLACES + 1))
+
+
 class LineError(ValueError):
     """A line that cannot be reconciled: the message names the field and what is wrong."""
 
 
 class VendorLine(NamedTuple):
-    """A vendor line as reconciled: times in epoch milliseconds (UTC), durations in
-    milliseconds, the amount as written (normalised decimal text) and in millionths."""
+    """A vendor line as reconciled: the start in epoch milliseconds (UTC), the duration in
+    milliseconds and as written, the amount as written (plain decimal text) and in
+    millionths."""
 
+    line: int  # in the file
     session_id: str | None
     caller_number: str | None
     caller_key: str | None
+    started_at: str  # as written
     started_ms: int
     duration_ms: int
     duration_field: str  # "seconds" or "minutes": which one the vendor gave
+    duration: str
     amount: str
     amount_micro: int
 
@@ -57,27 +66,57 @@ class LineReader:
         self.comma = mapping.format.decimal_comma
         self.time_format = mapping.format.time_format
         self.default_currency = mapping.format.currency
+        # invoices repeat their amounts, durations and callers: each text is read once
+        self.decimal = lru_cache(maxsize=1 << 16)(self._decimal)
+        self.duration = lru_cache(maxsize=1 << 16)(self._duration)
+        self._caller = lru_cache(maxsize=1 << 18)(self._read_caller)
 
-    def read(self, fields: Mapping[str, str | None]) -> VendorLine:
-        """The line, from its fields by name (`Columns` field names; absent or empty: None)."""
-        currency = _text(fields.get("currency")) or self.default_currency
+    def read(self, line: int, fields: Sequence[str | None]) -> VendorLine:
+        """Line number `line`, from its fields in `FIELDS` order (absent or empty: None)."""
+        return VendorLine(*self.read_batch([(line, fields)])[0])
+
+    def read_batch(self, batch: Sequence[tuple[int, Sequence[str | None]]]) -> list[tuple[Any, ...]]:
+        """Many lines at once, column by column (the same checks as `read`, with each column's
+        repeated texts read once): VendorLine fields as tuples. LineError for the first bad
+        value met, without saying which line: `read` each line to find it."""
+        numbers = [number for number, _ in batch]
+        sessions, callers, starts, seconds, minutes, amounts, currencies = zip(
+            *(fields for _, fields in batch), strict=True)
+        for currency in set(currencies):
+            self._currency(currency)
+        sessions = tuple(map(self._session, sessions))
+        callers = tuple(map(self._caller, callers))
+        times = tuple(map(self.moment, starts))
+        durations = tuple(map(self.duration, seconds, minutes))
+        money = tuple(map(self.decimal, ("amount",) * len(amounts), amounts))
+        return list(zip(
+            numbers, sessions, (c[0] for c in callers), (c[1] for c in callers),
+            (t[1] for t in times), (t[0] for t in times), (d[0] for d in durations),
+            (d[1] for d in durations), (d[2] for d in durations), (m[0] for m in money),
+            (m[1] for m in money), strict=True))
+
+    def _currency(self, raw: str | None) -> None:
+        currency = _text(raw) or self.default_currency
         if currency is not None and currency.upper() != self.currency:
             raise LineError(f"currency: {currency[:20]!r} is not the plan's {self.currency}")
-        session = _clean(fields.get("session_id"))
+
+    @staticmethod
+    def _session(raw: str | None) -> str | None:
+        session = _clean(raw)
         if session is not None and len(session) > MAX_SESSION:
             raise LineError(f"session_id: longer than {MAX_SESSION} characters")
-        caller = _clean(fields.get("caller_number"))
-        if caller is not None:
-            caller = caller[:64]
-        started = self.moment(fields.get("started_at"))
-        duration_ms, which = self.duration(fields.get("seconds"), fields.get("minutes"))
-        amount = self.decimal("amount", fields.get("amount"))
-        return VendorLine(session, caller, caller_key(caller, self.country), started,
-                          duration_ms, which, format(amount, "f"), int(amount.scaleb(PLACES)))
+        return session
 
-    def moment(self, raw: str | None) -> int:
-        """`started_at` in epoch milliseconds: ISO 8601 (or `time_format`), in the mapping's
-        time zone when the text has no offset."""
+    def _read_caller(self, raw: str | None) -> tuple[str | None, str | None]:
+        """The caller as shown (at most 64 characters) and its key."""
+        caller = _clean(raw)
+        if caller is None:
+            return None, None
+        return caller[:64], caller_key(caller[:64], self.country)
+
+    def moment(self, raw: str | None) -> tuple[int, str]:
+        """`started_at` in epoch milliseconds, and as written (stripped): ISO 8601 (or
+        `time_format`), in the mapping's time zone when the text has no offset."""
         text = _text(raw)
         if text is None:
             raise LineError("started_at: missing")
@@ -95,41 +134,51 @@ class LineReader:
                                 "gives no [format] timezone")
             moment = moment.replace(tzinfo=self.zone)
         try:
-            return round(moment.astimezone(UTC).timestamp() * 1000)
+            return round(moment.timestamp() * 1000), text
         except (OverflowError, ValueError):
             raise LineError(f"started_at: {text[:40]!r} is out of range") from None
 
-    def duration(self, seconds: str | None, minutes: str | None) -> tuple[int, str]:
-        """The billed duration in milliseconds, from seconds if given, else minutes."""
+    def _duration(self, seconds: str | None, minutes: str | None) -> tuple[int, str, str]:
+        """The billed duration in milliseconds, from seconds if given, else minutes; which;
+        and as written."""
         if _text(seconds) is not None:
-            value, which = self.decimal("seconds", seconds), "seconds"
-            factor = 1000
+            text, micro = self.decimal("seconds", seconds)
+            which, ms = "seconds", (micro + 500) // 1000
         elif _text(minutes) is not None:
-            value, which = self.decimal("minutes", minutes), "minutes"
-            factor = 60_000
+            text, micro = self.decimal("minutes", minutes)
+            which, ms = "minutes", (micro * 60 + 500) // 1000
         else:
             raise LineError("seconds: missing (and no minutes)")
-        if value < 0:
-            raise LineError(f"{which}: {format(value, 'f')} is negative")
-        return round(value * factor), which
+        if micro < 0:
+            raise LineError(f"{which}: {text} is negative")
+        return ms, which, text
 
-    def decimal(self, name: str, raw: str | None) -> Decimal:
-        """A decimal as the vendor writes it: a point (or with `decimal_comma`, a comma) for
-        decimals, optional thousands separators; at most 6 places, below a billion."""
+    def _decimal(self, name: str, raw: str | None) -> tuple[str, int]:
+        """A decimal as the vendor writes it (a point, or with `decimal_comma` a comma, for
+        decimals; optional thousands separators; at most 6 places, below a billion): as plain
+        decimal text and in millionths."""
         text = _text(raw)
         if text is None:
             raise LineError(f"{name}: missing")
+        whole, _, places = text.partition(".")
+        if (whole.isdigit() and whole.isascii() and len(whole) <= 9 and len(places) <= PLACES
+                and (places.isdigit() and places.isascii() or not places)):
+            return text, int(whole) * _SCALE + (int(places) * _PAD[len(places)] if places else 0)
         plain = self._plain(text)
         if plain is None:
             sep = "a comma" if self.comma else "a point"
             raise LineError(f"{name}: {text[:40]!r} is not a decimal number ({sep} for "
                             "decimals, no currency sign)")
-        value = Decimal(plain)
-        if abs(value) >= MAX_AMOUNT:
-            raise LineError(f"{name}: {text[:40]!r} is implausibly large")
-        if value != round(value, PLACES):
+        whole, _, places = plain.lstrip("+-").partition(".")
+        places = places.rstrip("0")
+        if len(places) > PLACES:
             raise LineError(f"{name}: {text[:40]!r} has more than {PLACES} decimal places")
-        return value
+        if len(whole.lstrip("0")) > 9:
+            raise LineError(f"{name}: {text[:40]!r} is implausibly large")
+        micro = int(whole or "0") * 10**PLACES + int(places.ljust(PLACES, "0"))
+        if plain.startswith("-"):
+            micro = -micro
+        return plain.lstrip("+"), micro
 
     def _plain(self, text: str) -> str | None:
         if self.comma:
@@ -156,4 +205,6 @@ def _text(raw: str | None) -> str | None:
 def _clean(raw: str | None) -> str | None:
     """A text field shown in the output: stripped, control characters as spaces."""
     text = _text(raw)
-    return None if text is None else _CONTROL.sub(" ", text).strip() or None
+    if text is None or text.isprintable():
+        return text
+    return _CONTROL.sub(" ", text).strip() or None

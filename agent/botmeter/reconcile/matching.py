@@ -10,7 +10,8 @@ indexed, and joined:
 2. one-to-one, closest first: in rounds, every pair that is the best of both its line and its
    call under the order (rank, time apart, line, call) is matched and their other pairs
    dropped. This gives exactly what taking pairs one by one in that order would, with a few
-   set-based rounds instead of a loop over pairs;
+   set-based rounds instead of a loop over pairs. Rank 0 is matched before the rank 1 pairs
+   are looked for, among the lines and calls left: the same result, with fewer pairs;
 3. each line and each call of the period gets its class (`CLASS_SQL`, the one place that
    decides it).
 """
@@ -23,27 +24,36 @@ from collections.abc import Callable
 #: a vendor line's start and a call's bot answer (or offer) this far apart still match
 WINDOW_MS = 5000
 
+#: the invoice's side and the matching's tables, on the reconciling connection
 SCHEMA = """
 CREATE TEMP TABLE vendor (
     id INTEGER PRIMARY KEY,       -- the line number in the file
     session_id TEXT, caller TEXT, ckey TEXT,
+    started TEXT NOT NULL,        -- started_at as written
     t INTEGER NOT NULL,           -- started_at, epoch ms
     dur INTEGER NOT NULL,         -- billed duration, ms
     dur_field TEXT NOT NULL,      -- 'seconds' or 'minutes'
+    dur_text TEXT NOT NULL,       -- as written
     amount TEXT NOT NULL, micro INTEGER NOT NULL
-);
-CREATE TEMP TABLE recorded (
-    id INTEGER PRIMARY KEY,
-    call_id TEXT NOT NULL, session_id TEXT, caller TEXT, ckey TEXT,
-    ta INTEGER, tof INTEGER NOT NULL,  -- bot answer and offer, epoch ms
-    measured INTEGER, billed INTEGER,  -- the plan's time metric, ms: measured and after blocks
-    cost TEXT, micro INTEGER, outcome TEXT NOT NULL,
-    in_period INTEGER NOT NULL
 );
 CREATE TEMP TABLE pairs (v INTEGER NOT NULL, c INTEGER NOT NULL, rank INTEGER NOT NULL,
                          d INTEGER NOT NULL);
 CREATE TEMP TABLE matched (v INTEGER PRIMARY KEY, c INTEGER NOT NULL UNIQUE,
                            rank INTEGER NOT NULL);
+CREATE TEMP TABLE result (cls TEXT NOT NULL, v INTEGER, c INTEGER, rank INTEGER);
+"""
+#: the calls' side, in a database of its own (filled while the invoice is read)
+RECORDED_SCHEMA = """
+CREATE TABLE recorded (
+    id INTEGER PRIMARY KEY,
+    call_id TEXT NOT NULL, session_id TEXT, caller TEXT, ckey TEXT,
+    ta INTEGER, tof INTEGER NOT NULL,  -- bot answer and offer, epoch ms
+    answered_at TEXT, offered_at TEXT NOT NULL,
+    measured INTEGER, billed INTEGER,  -- the plan's time metric, ms: measured and after blocks
+    cost TEXT, micro INTEGER, outcome TEXT NOT NULL,
+    in_period INTEGER NOT NULL
+);
+CREATE TABLE caller_keys (caller TEXT PRIMARY KEY, ckey TEXT);
 """
 
 _EPOCH_MS = "CAST(round((julianday({0}) - 2440587.5) * 86400000) AS INTEGER)"
@@ -55,6 +65,22 @@ _METERED_MS = ("(SELECT CAST(round(json_extract(line.value, '$[1]') * 1000) AS I
 _SPAN_END = {"bot_seconds": "bot_ended_at", "call_seconds": "ended_at"}
 
 
+def _window(since: str, until: str) -> tuple[str, dict[str, str]]:
+    return ("ended_at >= :since AND ended_at < :until AND bot_answered_at IS NOT NULL",
+            {"since": since, "until": until})
+
+
+def load_caller_keys(conn: sqlite3.Connection, key: Callable[[str], str | None], *, since: str,
+                     until: str) -> None:
+    """Each caller's key once (a caller calls many times), computed here in Python, so that
+    `load_calls` is SQL alone (it runs in a thread while Python reads the invoice)."""
+    window, bounds = _window(since, until)
+    callers = conn.execute(f"SELECT DISTINCT caller_number FROM calls WHERE {window} "
+                           "AND caller_number IS NOT NULL", bounds)
+    conn.executemany("INSERT INTO caller_keys (caller, ckey) VALUES (?, ?)",
+                     ((caller, key(caller)) for (caller,) in callers))
+
+
 def load_calls(conn: sqlite3.Connection, *, since: str, until: str, start: str, end: str,
                plan_id: str, metric: str, charge: str | None) -> None:
     """The bot-answered calls that ended in [since, until) (the period with a margin, so that
@@ -63,54 +89,77 @@ def load_calls(conn: sqlite3.Connection, *, since: str, until: str, start: str, 
     span = _EPOCH_MS.format(f"calls.{_SPAN_END[metric]}")
     answered = _EPOCH_MS.format("calls.bot_answered_at")
     billed = _METERED_MS if charge is not None else "NULL"
+    window, bounds = _window(since, until)
     conn.execute(f"""
-        INSERT INTO recorded (call_id, session_id, caller, ckey, ta, tof, measured, billed,
-                              cost, micro, outcome, in_period)
-        SELECT call_id, bot_session_id, caller_number, caller_key(caller_number),
-               {answered}, {_EPOCH_MS.format("calls.offered_at")},
+        INSERT INTO recorded (call_id, session_id, caller, ckey, ta, tof, answered_at,
+                              offered_at, measured, billed, cost, micro, outcome, in_period)
+        SELECT call_id, bot_session_id, caller_number,
+               (SELECT ckey FROM caller_keys WHERE caller = caller_number),
+               {answered}, {_EPOCH_MS.format("calls.offered_at")}, bot_answered_at, offered_at,
                {span} - {answered}, {billed},
                CASE WHEN plan_id = :plan THEN cost END,
                CASE WHEN plan_id = :plan THEN {_MICRO.format("cost")} END,
                outcome, ended_at >= :start AND ended_at < :end
-        FROM calls
-        WHERE ended_at >= :since AND ended_at < :until AND bot_answered_at IS NOT NULL
+        FROM calls WHERE {window}
         ORDER BY ended_at, call_id""",
-                 {"since": since, "until": until, "start": start, "end": end, "plan": plan_id,
-                  "charge": charge})
+                 {**bounds, "start": start, "end": end, "plan": plan_id, "charge": charge})
 
 
-def index(conn: sqlite3.Connection) -> None:
-    for statement in (
-            "CREATE INDEX temp.vendor_session ON vendor (session_id) WHERE session_id IS NOT NULL",
-            "CREATE INDEX temp.recorded_session ON recorded (session_id) "
-            "WHERE session_id IS NOT NULL",
-            "CREATE INDEX temp.recorded_answer ON recorded (ckey, ta) WHERE ckey IS NOT NULL",
-            "CREATE INDEX temp.recorded_offer ON recorded (ckey, tof) WHERE ckey IS NOT NULL"):
-        conn.execute(statement)
+def index_recorded(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE INDEX recorded_session ON recorded (session_id) "
+                 "WHERE session_id IS NOT NULL")
+    conn.execute("CREATE INDEX recorded_offer ON recorded (ckey, tof) WHERE ckey IS NOT NULL")
 
 
-def find_pairs(conn: sqlite3.Connection) -> None:
-    """Candidate pairs: by session id, and by caller key and time."""
+def index_vendor(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE INDEX temp.vendor_session ON vendor (session_id) "
+                 "WHERE session_id IS NOT NULL")
+
+
+def unique_sessions(conn: sqlite3.Connection) -> bool:
+    """Whether no session id is on two lines, nor on two calls."""
+    return not any(conn.execute(f"""
+        SELECT EXISTS (SELECT 1 FROM {table} WHERE session_id IS NOT NULL
+                       GROUP BY session_id HAVING count(*) > 1)""").fetchone()[0]
+                   for table in ("vendor", "recorded"))
+
+
+def match_sessions(conn: sqlite3.Connection) -> bool:
+    """Rank 0: the same session id. With no session id twice on either side, every such pair
+    is a match (nothing competes); else they go through the rounds of `match_pairs`. Returns
+    whether session ids were unique."""
+    if unique_sessions(conn):
+        conn.execute("""
+            INSERT INTO matched (v, c, rank)
+            SELECT v.id, c.id, 0
+            FROM vendor AS v JOIN recorded AS c ON c.session_id = v.session_id
+            WHERE v.session_id IS NOT NULL""")
+        return True
     conn.execute("""
         INSERT INTO pairs (v, c, rank, d)
         SELECT v.id, c.id, 0, abs(v.t - coalesce(c.ta, c.tof))
         FROM vendor AS v JOIN recorded AS c ON c.session_id = v.session_id
         WHERE v.session_id IS NOT NULL""")
+    match_pairs(conn)
+    return False
+
+
+def caller_pairs(conn: sqlite3.Connection) -> None:
+    """Candidate pairs of rank 1, among the lines and calls not matched by session id: the
+    same caller key, the line's start near the call's bot answer or offer. One index range
+    per line, over offers from (start - window - the longest ring) to (start + window)."""
+    ring = conn.execute("SELECT coalesce(max(ta - tof), 0) FROM recorded").fetchone()[0]
     conn.execute(f"""
         INSERT INTO pairs (v, c, rank, d)
-        SELECT v, c, 1, min(d) FROM (
-            SELECT v.id AS v, c.id AS c, abs(v.t - c.ta) AS d, v.session_id AS vs,
-                   c.session_id AS cs
-            FROM vendor AS v JOIN recorded AS c
-              ON c.ckey = v.ckey AND c.ta BETWEEN v.t - {WINDOW_MS} AND v.t + {WINDOW_MS}
-            WHERE v.ckey IS NOT NULL
-            UNION ALL
-            SELECT v.id, c.id, abs(v.t - c.tof), v.session_id, c.session_id
-            FROM vendor AS v JOIN recorded AS c
-              ON c.ckey = v.ckey AND c.tof BETWEEN v.t - {WINDOW_MS} AND v.t + {WINDOW_MS}
-            WHERE v.ckey IS NOT NULL)
-        WHERE vs IS NULL OR cs IS NULL
-        GROUP BY v, c""")
+        SELECT v.id, c.id, 1, min(abs(v.t - coalesce(c.ta, c.tof)), abs(v.t - c.tof))
+        FROM vendor AS v JOIN recorded AS c
+          ON c.ckey = v.ckey
+         AND c.tof BETWEEN v.t - {WINDOW_MS} - {int(ring)} AND v.t + {WINDOW_MS}
+        WHERE v.ckey IS NOT NULL
+          AND (v.session_id IS NULL OR c.session_id IS NULL)
+          AND (abs(v.t - c.tof) <= {WINDOW_MS} OR abs(v.t - c.ta) <= {WINDOW_MS})
+          AND v.id NOT IN (SELECT v FROM matched)
+          AND c.id NOT IN (SELECT c FROM matched)""")
 
 
 def match_pairs(conn: sqlite3.Connection,
@@ -156,3 +205,42 @@ def botmeter_ms(billed_seconds: bool) -> str:
     if billed_seconds:
         return billed
     return f"CASE WHEN v.dur_field = 'minutes' THEN {billed} ELSE c.measured END"
+
+
+def seconds_text(ms: str) -> str:
+    """SQL: milliseconds as plain decimal seconds text (`66`, `3.004`, `2.5`)."""
+    return (f"CASE WHEN {ms} IS NULL THEN NULL WHEN {ms} % 1000 = 0 THEN CAST({ms} / 1000 AS "
+            f"TEXT) ELSE rtrim(printf('%d.%03d', {ms} / 1000, {ms} % 1000), '0') END")
+
+
+def line_columns(botmeter: str) -> dict[str, str]:
+    """Each output column of a line as SQL over `result r`, `vendor v`, `recorded c`
+    (`botmeter`: the call's duration as the vendor's is meant, in ms)."""
+    return {
+        "class": "r.cls", "line": "v.id", "session_id": "v.session_id",
+        "caller_number": "v.caller", "started_at": "v.started",
+        "seconds": "CASE WHEN v.dur_field = 'seconds' THEN v.dur_text END",
+        "minutes": "CASE WHEN v.dur_field = 'minutes' THEN v.dur_text END",
+        "vendor_amount": "v.amount", "call_id": "c.call_id", "bot_session_id": "c.session_id",
+        "botmeter_caller_number": "c.caller", "bot_answered_at": "c.answered_at",
+        "offered_at": "c.offered_at", "outcome": "c.outcome",
+        "botmeter_seconds": seconds_text(botmeter), "botmeter_amount": "c.cost",
+        "matched_by": "CASE r.rank WHEN 0 THEN 'session_id' WHEN 1 THEN 'caller_time' END",
+        "seconds_apart": seconds_text("CASE WHEN r.rank IS NOT NULL THEN "
+                                      "abs(v.t - coalesce(c.ta, c.tof)) END"),
+    }
+
+
+def line_json(botmeter: str) -> str:
+    """SQL: a line as the spec's JSON object (vendor and botmeter parts null when absent)."""
+    col = line_columns(botmeter)
+    vendor = (f"json_object('line', v.id, 'session_id', v.session_id, 'caller_number', "
+              f"v.caller, 'started_at', {col['started_at']}, v.dur_field, v.dur_text, "
+              f"'amount', v.amount)")
+    mine = (f"json_object('caller_number', c.caller, 'bot_session_id', c.session_id, "
+            f"'bot_answered_at', c.answered_at, 'offered_at', c.offered_at, 'outcome', "
+            f"c.outcome, 'seconds', {col['botmeter_seconds']}, 'amount', c.cost)")
+    return (f"json_object('class', r.cls, 'vendor', CASE WHEN v.id IS NOT NULL THEN {vendor} "
+            f"END, 'call_id', c.call_id, 'botmeter', CASE WHEN c.id IS NOT NULL THEN {mine} "
+            f"END, 'matched_by', {col['matched_by']}, 'seconds_apart', "
+            f"{col['seconds_apart']})")

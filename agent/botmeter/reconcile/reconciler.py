@@ -8,16 +8,20 @@ the lines themselves, read from the database as the output is written (never all
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Iterator
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from itertools import islice
+from pathlib import Path
 from typing import Any
 
 from ..rating import PlanSeries, period_bounds
 from ..rating.currencies import minor_unit
+from ..storage.store import gc_paused
 from ..tracking.record import iso_utc
 from . import matching
 from .callers import caller_key
@@ -62,47 +66,45 @@ class Reconciliation:
     unrated_calls: int
     conn: sqlite3.Connection = field(repr=False)
     botmeter_ms_sql: str = field(repr=False, default="")
+    folder: tempfile.TemporaryDirectory[str] | None = field(repr=False, default=None)
+
+    def close(self) -> None:
+        """Drop the work: its connection and temporary folder."""
+        self.conn.close()
+        if self.folder is not None:
+            self.folder.cleanup()
 
     def amount(self, micro: int | None) -> str | None:
         """Millionths as a decimal string with at least the currency's minor digits."""
         return money(micro, minor_unit(self.currency) or 0)
 
     def lines(self, classes: tuple[str, ...] = CLASSES) -> Iterator[dict[str, Any]]:
-        """Every line in `classes`: the vendor's lines in file order, then the calls the
-        vendor did not bill, in answer order."""
+        """Every line in `classes` as the spec's JSON object: the vendor's lines in file
+        order, then the calls the vendor did not bill, in answer order."""
+        for (text,) in self._select(matching.line_json(self.botmeter_ms_sql), classes):
+            yield json.loads(text)
+
+    def lines_json(self, classes: tuple[str, ...] = CLASSES) -> Iterator[str]:
+        """`lines()` as JSON text, built by SQLite."""
+        for (text,) in self._select(matching.line_json(self.botmeter_ms_sql), classes):
+            yield text
+
+    def rows(self, classes: tuple[str, ...] = CLASSES) -> Iterator[tuple[Any, ...]]:
+        """The lines as flat rows of `COLUMNS`."""
+        yield from self._select(", ".join(self.columns().values()), classes)
+
+    def columns(self) -> dict[str, str]:
+        return matching.line_columns(self.botmeter_ms_sql)
+
+    def _select(self, what: str, classes: tuple[str, ...]) -> sqlite3.Cursor:
         marks = ", ".join("?" * len(classes))
-        cursor = self.conn.execute(f"""
-            SELECT r.cls, r.rank, v.id, v.session_id, v.caller, v.t, v.dur, v.dur_field,
-                   v.amount, c.call_id, c.session_id, c.caller, c.ta, c.tof, c.outcome,
-                   {self.botmeter_ms_sql},
-                   c.cost
+        return self.conn.execute(f"""
+            SELECT {what}
             FROM result AS r
             LEFT JOIN vendor AS v ON v.id = r.v
             LEFT JOIN recorded AS c ON c.id = r.c
             WHERE r.cls IN ({marks})
             ORDER BY v.id IS NULL, v.id, c.ta, c.call_id""", classes)
-        for row in cursor:
-            yield self._line(row)
-
-    def _line(self, row: tuple[Any, ...]) -> dict[str, Any]:
-        (cls, rank, line, session, caller, t, dur, dur_field, amount, call_id, c_session,
-         c_caller, ta, tof, outcome, bm_ms, cost) = row
-        vendor = None if line is None else {
-            "line": line, "session_id": session, "caller_number": caller,
-            "started_at": iso_utc(t / 1000), dur_field: _seconds(dur, dur_field),
-            "amount": amount}
-        botmeter = None if call_id is None else {
-            "caller_number": c_caller, "bot_session_id": c_session,
-            "bot_answered_at": iso_utc(ta / 1000) if ta is not None else None,
-            "offered_at": iso_utc(tof / 1000), "outcome": outcome,
-            "seconds": _seconds(bm_ms, "seconds"), "amount": cost}
-        entry: dict[str, Any] = {"class": cls, "vendor": vendor, "call_id": call_id,
-                                 "botmeter": botmeter}
-        if rank is not None:
-            entry["matched_by"] = "session_id" if rank == 0 else "caller_time"
-            entry["seconds_apart"] = _seconds(abs(t - (ta if ta is not None else tof)),
-                                              "seconds")
-        return entry
 
     def summary(self) -> dict[str, Any]:
         """The JSON head (everything but the lines)."""
@@ -129,45 +131,49 @@ def money(micro: int | None, minor: int) -> str | None:
     return format(value.quantize(Decimal(1).scaleb(-places)), "f")
 
 
-def _seconds(ms: int | None, field_name: str) -> str | None:
-    if ms is None:
-        return None
-    value = Decimal(ms).scaleb(-3) / (60 if field_name == "minutes" else 1)
-    return format(value.normalize(), "f") if value else "0"
-
-
-def reconcile(conn: sqlite3.Connection, invoice: Invoice, series: PlanSeries, period: str,
+def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: str,
               tolerances: Tolerances = Tolerances()) -> Reconciliation:
-    """Match and class `invoice` against the calls in `conn` (the calls database) for
-    `period` under `series`. Temporary tables stay on `conn` for `lines()`."""
-    country = invoice.mapping.format.country_code
-    conn.create_function("caller_key", 1, lambda number: caller_key(number, country),
-                         deterministic=True)
-    conn.executescript("DROP TABLE IF EXISTS temp.vendor; DROP TABLE IF EXISTS temp.recorded;"
-                       "DROP TABLE IF EXISTS temp.pairs; DROP TABLE IF EXISTS temp.matched;"
-                       "DROP TABLE IF EXISTS temp.result;" + matching.SCHEMA)
+    """Match and class `invoice` against the calls of the database at `store_path` for
+    `period` under `series`. The work is done in a temporary folder, removed by the result's
+    `close()`. The calls are loaded (SQL, in a thread) while the invoice is read."""
+    folder = tempfile.TemporaryDirectory(prefix="botmeter-reconcile-")
+    recorded_db = Path(folder.name) / "recorded.db"
     start, end = period_bounds(period, series.timezone)
-    conn.execute("BEGIN")
+    metric, charge = _time_charge(series, period)
+    since, until = iso_utc(start - MARGIN), iso_utc(end + MARGIN)
+    side = _open_calls_side(store_path, recorded_db, invoice.mapping.format.country_code,
+                            since, until)
+    calls = _Background(lambda: _load_calls(
+        side, since=since, until=until, start=iso_utc(start), end=iso_utc(end),
+        plan_id=series.plan_id, metric=metric, charge=charge))
+    conn = sqlite3.connect(Path(folder.name) / "work.db", isolation_level=None,
+                           check_same_thread=False)
     try:
-        _load_invoice(conn, invoice)
-        metric, charge = _time_charge(series, period)
-        matching.load_calls(conn, since=iso_utc(start - MARGIN), until=iso_utc(end + MARGIN),
-                            start=iso_utc(start), end=iso_utc(end), plan_id=series.plan_id,
-                            metric=metric, charge=charge)
-        matching.index(conn)
-        matching.find_pairs(conn)
+        _tune(conn)
+        conn.executescript(matching.SCHEMA)
+        conn.execute("BEGIN")
+        with gc_paused():
+            _load_invoice(conn, invoice)
+        matching.index_vendor(conn)
+        conn.execute("COMMIT")
+        calls.result()
+        conn.execute("ATTACH DATABASE ? AS calls_side", (str(recorded_db),))
+        conn.execute("BEGIN")
+        sessions_unique = matching.match_sessions(conn)
+        matching.caller_pairs(conn)
         matching.match_pairs(conn)
         bm_ms = matching.botmeter_ms(invoice.mapping.format.seconds == "billed")
         _classify(conn, bm_ms, tolerances, round(start * 1000), round(end * 1000))
         conn.execute("COMMIT")
+        _period_problems(conn, invoice, period, sessions_unique=sessions_unique)
+        classes, disputed = _totals(conn)
+        unrated = conn.execute("SELECT count(*) FROM recorded WHERE in_period AND micro IS NULL"
+                               ).fetchone()[0]
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        calls.result(wait_only=True)
+        conn.close()
+        folder.cleanup()
         raise
-    _period_problems(conn, invoice, period)
-    classes, disputed = _totals(conn)
-    unrated = conn.execute("SELECT count(*) FROM recorded WHERE in_period AND micro IS NULL"
-                           ).fetchone()[0]
     if unrated:
         invoice.problems.add(Problem(
             invoice.name, None,
@@ -175,15 +181,73 @@ def reconcile(conn: sqlite3.Connection, invoice: Invoice, series: PlanSeries, pe
             f"amounts are unknown here (botmeter rerate --period {period} rates them)"))
     return Reconciliation(period, series.plan_id, series.currency, invoice.name,
                           series.timezone.key, classes, disputed, invoice.problems,
-                          invoice.lines_read, unrated, conn, bm_ms)
+                          invoice.lines_read, unrated, conn, bm_ms, folder)
+
+
+def _tune(conn: sqlite3.Connection) -> None:
+    """A scratch database: no journal, no syncs, a 256 MiB page cache."""
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA cache_size = -262144")
+    conn.execute("PRAGMA temp.cache_size = -262144")
+
+
+def _open_calls_side(store_path: Path, recorded_db: Path, country: str | None, since: str,
+                     until: str) -> sqlite3.Connection:
+    """The calls' side's database, beside the calls database (attached read-only), with the
+    callers' keys computed."""
+    conn = sqlite3.connect(recorded_db, isolation_level=None, check_same_thread=False)
+    try:
+        _tune(conn)
+        conn.execute("ATTACH DATABASE ? AS store", (f"{store_path.resolve().as_uri()}?mode=ro",))
+        conn.executescript(matching.RECORDED_SCHEMA)
+        conn.execute("BEGIN")
+        matching.load_caller_keys(conn, lambda number: caller_key(number, country),
+                                  since=since, until=until)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _load_calls(conn: sqlite3.Connection, **bounds: Any) -> None:
+    """The calls' side (SQL alone: it runs beside Python reading the invoice)."""
+    try:
+        conn.execute("BEGIN")
+        matching.load_calls(conn, **bounds)
+        matching.index_recorded(conn)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+class _Background:
+    """A function run in a thread of its own; `result()` waits and re-raises its error."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(work,), name="botmeter-calls",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self, *, wait_only: bool = False) -> None:
+        self._thread.join()
+        if self._error is not None and not wait_only:
+            raise self._error
 
 
 def _load_invoice(conn: sqlite3.Connection, invoice: Invoice) -> None:
-    lines = invoice.lines()
-    insert = ("INSERT OR IGNORE INTO vendor (id, session_id, caller, ckey, t, dur, dur_field, "
-              "amount, micro) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-    while batch := list(islice(lines, BATCH)):
-        conn.executemany(insert, [(number, *line) for number, line in batch])
+    insert = ("INSERT OR IGNORE INTO vendor (id, session_id, caller, ckey, started, t, dur, "
+              "dur_field, dur_text, amount, micro) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    for batch in invoice.batches(BATCH):
+        conn.executemany(insert, batch)
 
 
 def _time_charge(series: PlanSeries, period: str) -> tuple[str, str | None]:
@@ -197,20 +261,21 @@ def _time_charge(series: PlanSeries, period: str) -> tuple[str, str | None]:
 
 def _classify(conn: sqlite3.Connection, bm_ms: str, tolerances: Tolerances, start_ms: int,
               end_ms: int) -> None:
-    conn.execute("CREATE TEMP TABLE result (cls TEXT NOT NULL, v INTEGER, c INTEGER, "
-                 "rank INTEGER)")
+    """Every line and every call of the period into `result`, with its class; the lines that
+    are not the period's as `outside` (started outside it, no call) or `elsewhere` (a call
+    of another period), for the problems."""
     conn.execute(f"""
         INSERT INTO result (cls, v, c, rank)
-        SELECT {matching.CLASS_SQL.format(botmeter_ms=bm_ms)}, m.v, m.c, m.rank
-        FROM matched AS m JOIN vendor AS v ON v.id = m.v JOIN recorded AS c ON c.id = m.c
-        WHERE c.in_period""",
+        SELECT CASE WHEN c.in_period THEN {matching.CLASS_SQL.format(botmeter_ms=bm_ms)}
+                    ELSE 'elsewhere' END,
+               m.v, m.c, m.rank
+        FROM matched AS m JOIN vendor AS v ON v.id = m.v JOIN recorded AS c ON c.id = m.c""",
                  {"tolerance_ms": int(tolerances.seconds * 1000),
                   "tolerance_micro": int(tolerances.amount.scaleb(PLACES))})
     conn.execute("""
         INSERT INTO result (cls, v)
-        SELECT 'vendor_only', v.id FROM vendor AS v
-        WHERE v.id NOT IN (SELECT v FROM matched) AND v.t >= ? AND v.t < ?""",
-                 (start_ms, end_ms))
+        SELECT CASE WHEN v.t >= ? AND v.t < ? THEN 'vendor_only' ELSE 'outside' END, v.id
+        FROM vendor AS v WHERE v.id NOT IN (SELECT v FROM matched)""", (start_ms, end_ms))
     conn.execute("""
         INSERT INTO result (cls, c)
         SELECT 'botmeter_only', c.id FROM recorded AS c
@@ -226,33 +291,35 @@ def _totals(conn: sqlite3.Connection) -> tuple[dict[str, ClassTotal], int]:
             FROM result AS r LEFT JOIN vendor AS v ON v.id = r.v
             LEFT JOIN recorded AS c ON c.id = r.c
             GROUP BY r.cls"""):
+        if cls not in classes:  # outside, elsewhere: problems, not classes
+            continue
         classes[cls] = ClassTotal(lines, vendor, botmeter)
         if cls in DISPUTED:
             disputed += above
     return classes, disputed
 
 
-def _period_problems(conn: sqlite3.Connection, invoice: Invoice, period: str) -> None:
+def _period_problems(conn: sqlite3.Connection, invoice: Invoice, period: str, *,
+                     sessions_unique: bool) -> None:
     """Lines outside the period, lines for calls of another period, repeated lines."""
     add = invoice.problems.add
-    for line, ended in conn.execute("""
-            SELECT m.v, c.tof FROM matched AS m JOIN recorded AS c ON c.id = m.c
-            WHERE NOT c.in_period ORDER BY m.v"""):
-        add(Problem(invoice.name, line, f"bills a call offered {iso_utc(ended / 1000)} that "
-                                        f"ended outside {period}: not reconciled here"))
-    for line, t in conn.execute("""
-            SELECT v.id, v.t FROM vendor AS v
-            WHERE v.id NOT IN (SELECT v FROM matched) AND v.id NOT IN (SELECT v FROM result
-                                                                      WHERE v IS NOT NULL)
-            ORDER BY v.id"""):
-        add(Problem(invoice.name, line,
-                    f"started_at {iso_utc(t / 1000)} is outside {period}: not reconciled"))
-    for line, first, how in conn.execute("""
+    for cls, line, t, offered in conn.execute("""
+            SELECT r.cls, r.v, v.t, c.tof FROM result AS r JOIN vendor AS v ON v.id = r.v
+            LEFT JOIN recorded AS c ON c.id = r.c
+            WHERE r.cls IN ('outside', 'elsewhere') ORDER BY r.v"""):
+        if cls == "elsewhere":
+            add(Problem(invoice.name, line, f"bills a call offered {iso_utc(offered / 1000)} "
+                                            f"that ended outside {period}: not reconciled here"))
+        else:
+            add(Problem(invoice.name, line, f"started_at {iso_utc(t / 1000)} is outside "
+                                            f"{period}: not reconciled"))
+    same_session = "" if sessions_unique else """
             SELECT id, first, 'session id' FROM (
                 SELECT id, min(id) OVER (PARTITION BY session_id) AS first FROM vendor
                 WHERE session_id IS NOT NULL)
             WHERE id != first
-            UNION ALL
+            UNION ALL"""
+    for line, first, how in conn.execute(f"""{same_session}
             SELECT id, first, 'caller, start, duration and amount' FROM (
                 SELECT id, min(id) OVER (PARTITION BY ckey, t, dur, micro) AS first
                 FROM vendor WHERE session_id IS NULL)

@@ -10,19 +10,21 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any, TextIO
 
 from .reconciler import CLASSES, Reconciliation
 from .words import words
 
 NOT_MATCH = tuple(c for c in CLASSES if c != "match")
-CSV_COLUMNS = ("class", "line", "session_id", "caller_number", "started_at", "seconds",
-               "minutes", "vendor_amount", "call_id", "bot_session_id", "botmeter_caller_number",
-               "bot_answered_at", "outcome", "botmeter_seconds", "botmeter_amount", "matched_by",
-               "seconds_apart")
 
 
-def render(result: Reconciliation, fmt: str, lang: str, out: TextIO, *, all_lines: bool) -> None:
+#: lines the terminal table shows at most by default (CSV and JSON have them all)
+TABLE_LIMIT = 100
+
+
+def render(result: Reconciliation, fmt: str, lang: str, out: TextIO, *, all_lines: bool,
+           limit: int = TABLE_LIMIT) -> None:
     if fmt == "json":
         write_json(result, out)
     elif fmt == "csv":
@@ -32,7 +34,7 @@ def render(result: Reconciliation, fmt: str, lang: str, out: TextIO, *, all_line
 
         write_html(result, lang, out, all_lines=all_lines)
     else:
-        write_table(result, lang, out, all_lines=all_lines)
+        write_table(result, lang, out, all_lines=all_lines, limit=limit)
 
 
 def write_json(result: Reconciliation, out: TextIO) -> None:
@@ -40,49 +42,41 @@ def write_json(result: Reconciliation, out: TextIO) -> None:
     head = json.dumps(result.summary(), ensure_ascii=False, indent=2)
     out.write(head[:-2].rstrip() + ',\n  "lines": [')
     first = True
-    for line in result.lines():
-        out.write(("\n    " if first else ",\n    ") + json.dumps(line, ensure_ascii=False))
+    for line in result.lines_json():
+        out.write(("\n    " if first else ",\n    ") + line)
         first = False
     out.write("\n  ]\n}\n" if not first else "]\n}\n")
 
 
-def flat(line: dict[str, Any]) -> dict[str, Any]:
-    """A line as one CSV row."""
-    vendor = line["vendor"] or {}
-    mine = line["botmeter"] or {}
-    return {
-        "class": line["class"], "line": vendor.get("line"), "session_id": vendor.get("session_id"),
-        "caller_number": vendor.get("caller_number"), "started_at": vendor.get("started_at"),
-        "seconds": vendor.get("seconds"), "minutes": vendor.get("minutes"),
-        "vendor_amount": vendor.get("amount"), "call_id": line["call_id"],
-        "bot_session_id": mine.get("bot_session_id"),
-        "botmeter_caller_number": mine.get("caller_number"),
-        "bot_answered_at": mine.get("bot_answered_at"), "outcome": mine.get("outcome"),
-        "botmeter_seconds": mine.get("seconds"), "botmeter_amount": mine.get("amount"),
-        "matched_by": line.get("matched_by"), "seconds_apart": line.get("seconds_apart"),
-    }
-
-
 def write_csv(result: Reconciliation, out: TextIO) -> None:
-    """One row per line (CSV_COLUMNS); the totals are in the JSON and the table."""
-    writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for line in result.lines():
-        writer.writerow(_safe(flat(line)))
+    """One row per line (`Reconciliation.columns()`); the totals are in the JSON and the table.
+    Text a spreadsheet would run as a formula (=, +, -, @ first) gets a leading quote, but
+    for numbers (a caller's +86..., a negative amount)."""
+    writer = csv.writer(out, lineterminator="\n")
+    names = list(result.columns())
+    writer.writerow(names)
+    risky = [i for i, name in enumerate(names) if name not in _NUMBERS]
+    for row in result.rows():
+        if any(isinstance(row[i], str) and row[i][:1] in _FORMULA for i in risky):
+            row = tuple("'" + v if i in risky and isinstance(v, str) and v[:1] in _FORMULA
+                        else v for i, v in enumerate(row))
+        writer.writerow(row)
 
 
-def _safe(row: dict[str, Any]) -> dict[str, Any]:
-    """Text a spreadsheet would run as a formula (=, +, -, @ first) gets a leading quote."""
-    return {k: ("'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") and k not in
-                ("caller_number", "botmeter_caller_number", "vendor_amount", "botmeter_amount")
-                else v) for k, v in row.items()}
+_FORMULA = ("=", "+", "-", "@")
+_NUMBERS = {"caller_number", "botmeter_caller_number", "vendor_amount", "botmeter_amount",
+            "seconds", "minutes", "botmeter_seconds", "seconds_apart", "line"}
 
 
 def listed(result: Reconciliation, all_lines: bool) -> Iterator[dict[str, Any]]:
-    return result.lines() if all_lines else result.lines(NOT_MATCH)
+    """The lines the table and the HTML show, as flat dicts of `Reconciliation.columns()`."""
+    names = list(result.columns())
+    for row in result.rows(CLASSES if all_lines else NOT_MATCH):
+        yield dict(zip(names, row, strict=True))
 
 
-def write_table(result: Reconciliation, lang: str, out: TextIO, *, all_lines: bool) -> None:
+def write_table(result: Reconciliation, lang: str, out: TextIO, *, all_lines: bool,
+                limit: int = TABLE_LIMIT) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -112,14 +106,17 @@ def write_table(result: Reconciliation, lang: str, out: TextIO, *, all_lines: bo
     for key in ("class", "line", "caller", "started_at", "vendor_duration", "vendor_amount",
                 "call_id", "botmeter_duration", "botmeter_amount"):
         lines.add_column(w[key])
-    for line in listed(result, all_lines):
-        row = flat(line)
+    listed_count = sum(c.lines for name, c in result.classes.items()
+                       if all_lines or name != "match")
+    for row in islice(listed(result, all_lines), limit):
         duration = row["seconds"] or (f'{row["minutes"]} min' if row["minutes"] else None)
         lines.add_row(*(Text("" if v is None else str(v)) for v in (
             w[row["class"]], row["line"], row["caller_number"] or row["botmeter_caller_number"],
             row["started_at"] or row["bot_answered_at"], duration, row["vendor_amount"],
             row["call_id"], row["botmeter_seconds"], row["botmeter_amount"])))
     console.print(lines)
+    if listed_count > limit:
+        console.print(w["more_lines"].format(n=listed_count - limit))
     if not all_lines and result.classes["match"].lines:
         console.print(w["matches_hidden"].format(n=result.classes["match"].lines))
     if result.problems.count:

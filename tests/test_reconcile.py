@@ -1,0 +1,162 @@
+"""`botmeter reconcile`: a hand-made invoice over the lab's recorded calls, each class planted
+on purpose, the disputed amount computed by hand, every line and call in exactly one class."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .reconcile_support import (
+    PERIOD,
+    cli,
+    invoice_line,
+    per_minute_billed,
+    reconcile_json,
+    recorded_calls,
+    set_session,
+    write_invoice,
+    write_mapping,
+)
+
+CLASSES = ("match", "duration_differs", "amount_differs", "vendor_only", "botmeter_only")
+
+
+def answered(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls the bot answered and the plan bills something for (3 s or more)."""
+    return [c for c in calls if c["bot_answered_at"] and c["bot_seconds"] >= 3]
+
+
+@pytest.fixture
+def lab(write_config):  # type: ignore[no-untyped-def]
+    return recorded_calls(write_config)
+
+
+def test_each_class_is_found_and_the_disputed_amount_is_the_hand_computed_sum(lab, tmp_path):
+    config, calls = lab
+    bot = answered(calls)
+    assert len(bot) >= 6
+    by_session, plain, longer, dearer, unbilled = bot[0], bot[1], bot[2], bot[3], bot[4]
+    set_session(config, by_session["call_id"], "vendor-call-0001")
+    longer_seconds = per_minute_billed(longer["bot_seconds"])[0] + 12  # and billed for them
+    longer_amount = (Decimal(longer_seconds) / 60 * Decimal("0.12")).quantize(Decimal("0.0001"))
+    dearer_amount = Decimal("0.5000")
+    extra_amount = Decimal("0.3600")
+    lines = [
+        # matched by session id: the vendor writes the caller in international form, with a
+        # start 4 s off the bot's answer (the session id decides, not the time)
+        invoice_line(by_session, session="vendor-call-0001",
+                     caller="+86 " + by_session["caller_number"]),
+        invoice_line(plain, caller="0086" + plain["caller_number"]),
+        invoice_line(longer, seconds=longer_seconds, amount=longer_amount),
+        invoice_line(dearer, amount=dearer_amount),
+        ("", "+8613700000000", plain["bot_answered_at"], "60", str(extra_amount)),  # nobody
+    ]
+    # every other bot-answered call billed as the plan says, but `unbilled` left out
+    lines += [invoice_line(c) for c in calls
+              if c["bot_answered_at"] and c not in (by_session, plain, longer, dearer, unbilled)]
+    invoice = write_invoice(tmp_path / "usage.csv", lines)
+    result = reconcile_json(config, invoice, write_mapping(tmp_path / "map.toml"))
+
+    by_class = {name: [line for line in result["lines"] if line["class"] == name]
+                for name in CLASSES}
+    assert [line["call_id"] for line in by_class["duration_differs"]] == [longer["call_id"]]
+    assert [line["call_id"] for line in by_class["amount_differs"]] == [dearer["call_id"]]
+    assert [line["vendor"]["line"] for line in by_class["vendor_only"]] == [6]
+    assert [line["call_id"] for line in by_class["botmeter_only"]] == [unbilled["call_id"]]
+    session_line = next(line for line in result["lines"]
+                        if line["call_id"] == by_session["call_id"])
+    assert session_line["class"] == "match" and session_line["matched_by"] == "session_id"
+    assert session_line["vendor"]["caller_number"] == "+86 " + by_session["caller_number"]
+    assert session_line["botmeter"]["bot_session_id"] == "vendor-call-0001"
+    plain_line = next(line for line in result["lines"] if line["call_id"] == plain["call_id"])
+    assert (plain_line["class"], plain_line["matched_by"]) == ("match", "caller_time")
+
+    # the dispute: what the vendor billed above botmeter, by hand
+    dearer_cost = per_minute_billed(dearer["bot_seconds"])[1]
+    longer_cost = per_minute_billed(longer["bot_seconds"])[1]
+    expected = extra_amount + (dearer_amount - dearer_cost) + (longer_amount - longer_cost)
+    assert longer_amount > longer_cost
+    assert Decimal(result["disputed_amount"]) == expected
+    assert Decimal(result["classes"]["vendor_only"]["vendor_amount"]) == extra_amount
+    assert Decimal(result["classes"]["amount_differs"]["botmeter_amount"]) == dearer_cost
+
+    # every vendor line once, every bot-answered call of the period once
+    vendor_lines = Counter(line["vendor"]["line"] for line in result["lines"] if line["vendor"])
+    assert sorted(vendor_lines) == list(range(2, 2 + len(lines)))
+    assert set(vendor_lines.values()) == {1}
+    call_ids = Counter(line["call_id"] for line in result["lines"] if line["call_id"])
+    assert sorted(call_ids) == sorted(c["call_id"] for c in calls if c["bot_answered_at"])
+    assert set(call_ids.values()) == {1}
+    assert sum(c["lines"] for c in result["classes"].values()) == len(result["lines"])
+    counts = Counter(line["class"] for line in result["lines"])
+    assert {name: result["classes"][name]["lines"] for name in CLASSES} == \
+        {name: counts.get(name, 0) for name in CLASSES}
+    assert result["problem_count"] == 0 and result["currency"] == "CNY"
+
+
+def test_each_line_takes_the_closest_call_one_to_one(lab, tmp_path):
+    """Two lines of the same caller between two calls of that caller: the closest pairs win,
+    and no call is matched twice (a per-line nearest call would give the first one to both)."""
+    config, calls = lab
+    first, second = answered(calls)[:2]
+    caller = first["caller_number"]
+    db = config.parent / "calls.db"
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:  # the second call from the same caller, 3 s later
+        conn.execute("UPDATE calls SET caller_number = ?, bot_answered_at = "
+                     "strftime('%Y-%m-%dT%H:%M:%fZ', julianday(?) + 3.0 / 86400) "
+                     "WHERE call_id = ?", (caller, first["bot_answered_at"], second["call_id"]))
+    lines = [invoice_line(first, start=first["bot_answered_at"].replace("Z", "+00:00"),
+                          caller=caller),
+             invoice_line(second, caller=caller, start=first["bot_answered_at"])]
+    # line 2 is at the first call's answer exactly, line 3 too: the first call goes to line 2
+    # (the earlier line on a tie), and line 3 takes the second call, 3 s away
+    invoice = write_invoice(tmp_path / "usage.csv", lines)
+    result = reconcile_json(config, invoice, write_mapping(tmp_path / "map.toml"))
+    matched = {line["vendor"]["line"]: line["call_id"] for line in result["lines"]
+               if line["vendor"] and line["call_id"]}
+    assert matched == {2: first["call_id"], 3: second["call_id"]}
+    assert next(line for line in result["lines"]
+                if line["vendor"] and line["vendor"]["line"] == 3)["seconds_apart"] == "3"
+
+
+def test_csv_and_table_carry_the_same_verdicts(lab, tmp_path):
+    config, calls = lab
+    bot = answered(calls)
+    invoice = write_invoice(tmp_path / "usage.csv",
+                            [invoice_line(bot[0], amount="9.99"), *map(invoice_line, bot[1:])])
+    mapping = write_mapping(tmp_path / "map.toml")
+    args = ("reconcile", "--period", PERIOD, "--invoice", str(invoice), "--mapping", str(mapping))
+    rows = list(csv.DictReader(io.StringIO(cli(config, *args, "--format", "csv").stdout)))
+    assert Counter(r["class"] for r in rows) == Counter(
+        {"match": len(bot) - 1, "amount_differs": 1}) + Counter(
+        {"botmeter_only": sum(1 for c in calls if c["bot_answered_at"]) - len(bot)})
+    dearer = next(r for r in rows if r["class"] == "amount_differs")
+    assert (dearer["call_id"], dearer["vendor_amount"]) == (bot[0]["call_id"], "9.99")
+    table = cli(config, *args)
+    assert table.exit_code == 0
+    disputed = Decimal("9.99") - per_minute_billed(bot[0]["bot_seconds"])[1]
+    shown = re.search(r"Disputed amount: ([0-9.]+) CNY", table.stdout)
+    assert shown is not None and Decimal(shown.group(1)) == disputed
+    assert bot[0]["call_id"] in table.stdout
+    zh = cli(config, *args, "--lang", "zh-Hans")
+    assert "争议金额" in zh.stdout and "金额不符" in zh.stdout
+
+
+def test_output_to_a_file_is_written_whole(lab, tmp_path):
+    config, calls = lab
+    invoice = write_invoice(tmp_path / "usage.csv", [invoice_line(c) for c in answered(calls)])
+    out = tmp_path / "result.json"
+    done = cli(config, "reconcile", "--period", PERIOD, "--invoice", str(invoice), "--mapping",
+               str(write_mapping(tmp_path / "map.toml")), "--format", "json", "--out", str(out))
+    assert done.exit_code == 0 and done.stdout == ""
+    assert '"disputed_amount": "0.00"' in out.read_text(encoding="utf-8")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".result")] == []
