@@ -8,7 +8,6 @@ import io
 import re
 from collections import Counter
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
