@@ -8,6 +8,7 @@ import io
 import re
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -159,3 +160,41 @@ def test_output_to_a_file_is_written_whole(lab, tmp_path):
     assert done.exit_code == 0 and done.stdout == ""
     assert '"disputed_amount": "0.00"' in out.read_text(encoding="utf-8")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".result")] == []
+
+
+SHIPPED = Path(__file__).resolve().parent.parent / "config" / "reconcile"
+
+
+def test_the_shipped_mappings_read_their_vendors_exports(lab, tmp_path):
+    """config/reconcile/: a CSV export in UTC with E.164 callers, and a JSON-lines export in
+    Beijing wall-clock time with billed minutes: both match every billed call."""
+    import json
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    config, calls = lab
+    bot = [c for c in calls if c["bot_answered_at"]]
+    csv_lines = []
+    jsonl = []
+    for c in bot:
+        billed, cost = per_minute_billed(c["bot_seconds"])
+        csv_lines.append((f"CA{c['call_id']}", "+86" + c["caller_number"], "+862160001234",
+                          c["bot_answered_at"], c["ended_at"], str(billed), str(cost), "CNY"))
+        local = datetime.fromisoformat(c["bot_answered_at"]).astimezone(ZoneInfo("Asia/Shanghai"))
+        jsonl.append(json.dumps({"会话ID": f"yb-{c['call_id']}", "主叫号码": c["caller_number"],
+                                 "开始时间": local.strftime("%Y-%m-%d %H:%M:%S"),
+                                 "计费分钟": str(Decimal(billed) / 60), "费用": str(cost)},
+                                ensure_ascii=False))
+    exports = {
+        "callcloud-csv.toml": write_invoice(
+            tmp_path / "callcloud.csv", csv_lines,
+            header=("CallSid", "From", "To", "StartTime", "EndTime", "Duration", "Charge",
+                    "Currency")),
+        "yunbot-jsonl.toml": tmp_path / "yunbot.jsonl",
+    }
+    exports["yunbot-jsonl.toml"].write_text("\n".join(jsonl) + "\n", encoding="utf-8")
+    for mapping, invoice in exports.items():
+        result = reconcile_json(config, invoice, SHIPPED / mapping)
+        assert result["problems"] == [], mapping
+        assert result["classes"]["match"]["lines"] == len(bot), mapping
+        assert sum(v["lines"] for v in result["classes"].values()) == len(bot), mapping
