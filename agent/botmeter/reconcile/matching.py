@@ -40,7 +40,8 @@ CREATE TEMP TABLE pairs (v INTEGER NOT NULL, c INTEGER NOT NULL, rank INTEGER NO
                          d INTEGER NOT NULL);
 CREATE TEMP TABLE matched (v INTEGER PRIMARY KEY, c INTEGER NOT NULL UNIQUE,
                            rank INTEGER NOT NULL);
-CREATE TEMP TABLE result (cls TEXT NOT NULL, v INTEGER, c INTEGER, rank INTEGER);
+CREATE TEMP TABLE result (cls TEXT NOT NULL, v INTEGER, c INTEGER, rank INTEGER,
+                          vmicro INTEGER, cmicro INTEGER);  -- the two amounts
 """
 #: the calls' side, in a database of its own (filled while the invoice is read)
 RECORDED_SCHEMA = """
@@ -75,10 +76,10 @@ def load_caller_keys(conn: sqlite3.Connection, key: Callable[[str], str | None],
     """Each caller's key once (a caller calls many times), computed here in Python, so that
     `load_calls` is SQL alone (it runs in a thread while Python reads the invoice)."""
     window, bounds = _window(since, until)
-    callers = conn.execute(f"SELECT DISTINCT caller_number FROM calls WHERE {window} "
-                           "AND caller_number IS NOT NULL", bounds)
+    callers = {caller for (caller,) in conn.execute(
+        f"SELECT caller_number FROM calls WHERE {window} AND caller_number IS NOT NULL", bounds)}
     conn.executemany("INSERT INTO caller_keys (caller, ckey) VALUES (?, ?)",
-                     ((caller, key(caller)) for (caller,) in callers))
+                     ((caller, key(caller)) for caller in callers))
 
 
 def load_calls(conn: sqlite3.Connection, *, since: str, until: str, start: str, end: str,

@@ -174,6 +174,7 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
         conn.close()
         folder.cleanup()
         raise
+    invoice.problems.items.sort(key=lambda p: -1 if p.line is None else p.line)
     if unrated:
         invoice.problems.add(Problem(
             invoice.name, None,
@@ -265,20 +266,21 @@ def _classify(conn: sqlite3.Connection, bm_ms: str, tolerances: Tolerances, star
     are not the period's as `outside` (started outside it, no call) or `elsewhere` (a call
     of another period), for the problems."""
     conn.execute(f"""
-        INSERT INTO result (cls, v, c, rank)
+        INSERT INTO result (cls, v, c, rank, vmicro, cmicro)
         SELECT CASE WHEN c.in_period THEN {matching.CLASS_SQL.format(botmeter_ms=bm_ms)}
                     ELSE 'elsewhere' END,
-               m.v, m.c, m.rank
+               m.v, m.c, m.rank, v.micro, c.micro
         FROM matched AS m JOIN vendor AS v ON v.id = m.v JOIN recorded AS c ON c.id = m.c""",
                  {"tolerance_ms": int(tolerances.seconds * 1000),
                   "tolerance_micro": int(tolerances.amount.scaleb(PLACES))})
     conn.execute("""
-        INSERT INTO result (cls, v)
-        SELECT CASE WHEN v.t >= ? AND v.t < ? THEN 'vendor_only' ELSE 'outside' END, v.id
+        INSERT INTO result (cls, v, vmicro)
+        SELECT CASE WHEN v.t >= ? AND v.t < ? THEN 'vendor_only' ELSE 'outside' END, v.id,
+               v.micro
         FROM vendor AS v WHERE v.id NOT IN (SELECT v FROM matched)""", (start_ms, end_ms))
     conn.execute("""
-        INSERT INTO result (cls, c)
-        SELECT 'botmeter_only', c.id FROM recorded AS c
+        INSERT INTO result (cls, c, cmicro)
+        SELECT 'botmeter_only', c.id, c.micro FROM recorded AS c
         WHERE c.in_period AND c.id NOT IN (SELECT c FROM matched)""")
 
 
@@ -286,11 +288,9 @@ def _totals(conn: sqlite3.Connection) -> tuple[dict[str, ClassTotal], int]:
     classes = {name: ClassTotal() for name in CLASSES}
     disputed = 0
     for cls, lines, vendor, botmeter, above in conn.execute("""
-            SELECT r.cls, count(*), coalesce(sum(v.micro), 0), coalesce(sum(c.micro), 0),
-                   coalesce(sum(max(v.micro - coalesce(c.micro, 0), 0)), 0)
-            FROM result AS r LEFT JOIN vendor AS v ON v.id = r.v
-            LEFT JOIN recorded AS c ON c.id = r.c
-            GROUP BY r.cls"""):
+            SELECT cls, count(*), coalesce(sum(vmicro), 0), coalesce(sum(cmicro), 0),
+                   coalesce(sum(max(vmicro - coalesce(cmicro, 0), 0)), 0)
+            FROM result GROUP BY cls"""):
         if cls not in classes:  # outside, elsewhere: problems, not classes
             continue
         classes[cls] = ClassTotal(lines, vendor, botmeter)
