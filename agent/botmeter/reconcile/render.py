@@ -78,8 +78,13 @@ def _safe(row: dict[str, Any]) -> dict[str, Any]:
                 else v) for k, v in row.items()}
 
 
+def listed_classes(all_lines: bool) -> tuple[str, ...]:
+    """The classes the table and the HTML list: every one, or all but `match`."""
+    return CLASSES if all_lines else NOT_MATCH
+
+
 def listed(result: Reconciliation, all_lines: bool) -> Iterator[dict[str, Any]]:
-    return result.lines() if all_lines else result.lines(NOT_MATCH)
+    return result.lines(listed_classes(all_lines))
 
 
 def write_table(result: Reconciliation, lang: str, out: TextIO, *, all_lines: bool) -> None:
