@@ -1,79 +1,27 @@
-"""The HTML report in a real browser: headless Chromium (Debian's `chromium` package; `.ci/run`
-installs it) renders it without a console message, the document parses as a whole, and a
-screenshot of the first A4-sized screen is not blank: it shows the charts' colours.
-
-Console messages: Chromium run with `--enable-logging=stderr --v=0` writes each one to stderr as
-`INFO:CONSOLE:<line>] "<message>", source: ...` (an uncaught error, a console.error, and a
-Content-Security-Policy violation, which is what any attempt to fetch something from the
-network becomes under the report's `default-src 'none'`). The report has no script, so any
-CONSOLE line is a failure; a control page proves the check sees them. DNS is mapped to nothing
-(`--host-resolver-rules`), so a test can never reach the network either.
+"""The HTML report in a real browser: headless Chromium (`tests/chromium_support.py`) renders it
+without a console message, the document parses as a whole, and a screenshot of the first
+A4-sized screen is not blank: it shows the charts' colours. A control page proves the console
+check sees errors.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from botmeter.reports.render import render_report
 from botmeter.reports.svg import COLOURS
+from tests.chromium_support import HEIGHT, WIDTH, Run, run_chromium, working_chromium
 from tests.png_support import Image, decode_png
 from tests.report_sample import sample_report
-
-WIDTH, HEIGHT = 1240, 1754  # A4 at 150 dpi
-
-
-@dataclass
-class Run:
-    returncode: int
-    dom: str
-    console: list[str]
-    stderr: str
-    shot: Path
-
-
-def _chromium() -> str:
-    binary = shutil.which("chromium")
-    if binary is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium; .ci/run "
-                    "installs it)")
-    return binary
-
-
-def run_chromium(binary: str, page: Path, work: Path) -> Run:
-    shot = page.with_suffix(".png")
-    env = dict(os.environ, HOME=str(work))
-    proc = subprocess.run(
-        [binary, "--headless=new", "--disable-gpu", "--no-sandbox", "--no-first-run",
-         "--hide-scrollbars", f"--user-data-dir={work / 'profile'}",
-         "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0",
-         f"--window-size={WIDTH},{HEIGHT}", f"--screenshot={shot}", "--dump-dom",
-         page.as_uri()],
-        capture_output=True, text=True, timeout=60, env=env, cwd=work)
-    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line
-               or "Uncaught" in line]
-    return Run(proc.returncode, proc.stdout, console, proc.stderr, shot)
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    binary = _chromium()
     work = tmp_path_factory.mktemp("chromium")
-    probe = work / "probe.html"
-    probe.write_text("<!DOCTYPE html><title>probe</title><p>ok</p>")
-    try:
-        run = run_chromium(binary, probe, work)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"chromium cannot run here: {e}")
-    if run.returncode != 0 or "<p>ok</p>" not in run.dom:
-        pytest.skip(f"chromium cannot run here (exit {run.returncode}): {run.stderr[-500:]}")
-    return binary, work
+    return working_chromium(work), work
 
 
 @pytest.fixture(scope="module", params=["en", "zh-Hans"])
@@ -102,7 +50,7 @@ def _hex(colour: str) -> bytes:
 
 
 def test_the_screenshot_is_not_blank(report_run: Run) -> None:
-    image: Image = decode_png(report_run.shot.read_bytes())
+    image: Image = decode_png(report_run.output.read_bytes())
     assert (image.width, image.height) == (WIDTH, HEIGHT)
     colours = image.colours(step=2)
     total = sum(colours.values())

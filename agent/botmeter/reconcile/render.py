@@ -68,10 +68,15 @@ _NUMBERS = {"caller_number", "botmeter_caller_number", "vendor_amount", "botmete
             "seconds", "minutes", "botmeter_seconds", "seconds_apart", "line"}
 
 
+def listed_classes(all_lines: bool) -> tuple[str, ...]:
+    """The classes the table and the HTML list: every one, or all but `match`."""
+    return CLASSES if all_lines else NOT_MATCH
+
+
 def listed(result: Reconciliation, all_lines: bool) -> Iterator[dict[str, Any]]:
     """The lines the table and the HTML show, as flat dicts of `Reconciliation.columns()`."""
     names = list(result.columns())
-    for row in result.rows(CLASSES if all_lines else NOT_MATCH):
+    for row in result.rows(listed_classes(all_lines)):
         yield dict(zip(names, row, strict=True))
 
 

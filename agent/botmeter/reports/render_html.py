@@ -4,6 +4,8 @@ Nothing in it asks the network for anything: the styles are inline, the charts i
 (`svg.py`), the fonts the reader's own (a system stack with CJK fallbacks), and a
 Content-Security-Policy (`default-src 'none'`) makes a browser refuse any request anyway.
 Every text that comes from the data (plan names and ids, caller numbers, row keys) is escaped.
+The page's frame (`page_open`, `page_close`), the styles, `kpi` cards and `table`s are the
+look other HTML outputs share (the reconciliation's annex, `reconcile/render_html.py`).
 """
 
 from __future__ import annotations
@@ -127,12 +129,12 @@ def _period(report: dict[str, Any], lang: str) -> tuple[str, str]:
     return title, days
 
 
-def _kpi(label: str, value: str, sub: str = "", cls: str = "") -> str:
+def kpi(label: str, value: str, sub: str = "", cls: str = "") -> str:
     return (f'<div class="kpi{" " + cls if cls else ""}"><div class="label">{esc(label)}</div>'
             f'<div class="value">{value}</div><div class="sub">{sub}</div></div>')
 
 
-def _dash(text: str) -> str:
+def dash(text: str) -> str:
     return esc(text) if text else "—"
 
 
@@ -152,15 +154,15 @@ def _summary(report: dict[str, Any], words: dict[str, str], lang: str) -> str:
     forecast = report.get("forecast") or {}
     budget = report.get("budget")
     cards = [
-        _kpi(words["offered"], _dash(i18n.number(totals.get("offered"))),
-             f'{esc(words["bot_answered"])} {esc(i18n.number(totals.get("bot_answered")))}'),
-        _kpi(words["answer_rate"], _dash(i18n.percent(totals.get("answer_rate"))),
-             f'SLA {_dash(i18n.percent(totals.get("sla_answer_rate")))}'),
-        _kpi(words["containment_rate"], _dash(i18n.percent(totals.get("containment_rate"))),
-             f'{esc(words["transfer_rate"])} {_dash(i18n.percent(totals.get("transfer_rate")))}'),
-        _kpi(words["cost_to_date"], _dash(i18n.number(totals.get("cost"), 2)) + cur,
-             f'{esc(words["cost_per_handled_call"])} '
-             f'{_dash(i18n.number(totals.get("cost_per_handled_call"), 2))}'),
+        kpi(words["offered"], dash(i18n.number(totals.get("offered"))),
+            f'{esc(words["bot_answered"])} {esc(i18n.number(totals.get("bot_answered")))}'),
+        kpi(words["answer_rate"], dash(i18n.percent(totals.get("answer_rate"))),
+            f'SLA {dash(i18n.percent(totals.get("sla_answer_rate")))}'),
+        kpi(words["containment_rate"], dash(i18n.percent(totals.get("containment_rate"))),
+            f'{esc(words["transfer_rate"])} {dash(i18n.percent(totals.get("transfer_rate")))}'),
+        kpi(words["cost_to_date"], dash(i18n.number(totals.get("cost"), 2)) + cur,
+            f'{esc(words["cost_per_handled_call"])} '
+            f'{dash(i18n.number(totals.get("cost_per_handled_call"), 2))}'),
     ]
     exhausted = forecast.get("bundle_exhausted_on")
     sub = ""
@@ -170,18 +172,18 @@ def _summary(report: dict[str, Any], words: dict[str, str], lang: str) -> str:
                    f'{esc(i18n.day_text(i18n.parse_date(str(exhausted)), lang, year=False))}')
         except ValueError:
             sub = f'{esc(words["bundle_exhausted_on"])} {esc(exhausted)}'
-    cards.append(_kpi(words["forecast"],
-                      _dash(i18n.number(forecast.get("month_end_cost"), 2))
-                      + (cur if forecast.get("month_end_cost") is not None else ""), sub))
+    cards.append(kpi(words["forecast"],
+                     dash(i18n.number(forecast.get("month_end_cost"), 2))
+                     + (cur if forecast.get("month_end_cost") is not None else ""), sub))
     if budget:
-        value = _dash(i18n.percent(budget.get("used_share"), 0))
+        value = dash(i18n.percent(budget.get("used_share"), 0))
         sub = (f'{_budget_badge(budget, words)}<br>{esc(words["monthly_budget"])} '
                f'{esc(i18n.number(budget.get("monthly"), 2))}')
         cls = f'budget-{budget.get("status")}' if budget.get("status") in (
             "ok", "warning", "over") else ""
-        cards.append(_kpi(f'{words["budget"]} · {words["used_share"]}', value, sub, cls))
+        cards.append(kpi(f'{words["budget"]} · {words["used_share"]}', value, sub, cls))
     else:
-        cards.append(_kpi(words["budget"], "—", _budget_badge(None, words)))
+        cards.append(kpi(words["budget"], "—", _budget_badge(None, words)))
     return f'<section class="kpis">{"".join(cards)}</section>'
 
 
@@ -217,18 +219,24 @@ def _charts(report: dict[str, Any], words: dict[str, str], lang: str) -> str:
     return "".join(parts)
 
 
-def _table(headers: Sequence[tuple[str, bool]], rows: Sequence[Sequence[str]],
-           cls: str = "", foot: Sequence[str] | None = None) -> str:
-    """`headers`: (text, numeric); cells are already-escaped HTML."""
+def thead(headers: Sequence[tuple[str, bool]]) -> str:
+    """A table's head row (`headers`: (text, numeric)); nothing when every text is empty."""
     head = "".join(f'<th{" class=num" if num else ""}>{esc(text)}</th>' for text, num in headers)
-    thead = f"<thead><tr>{head}</tr></thead>" if any(text for text, _ in headers) else ""
-    body = "".join("<tr>" + "".join(f'<td{" class=num" if headers[i][1] else ""}>{cell}</td>'
-                                    for i, cell in enumerate(row)) + "</tr>" for row in rows)
-    tfoot = ""
-    if foot is not None:
-        tfoot = "<tfoot><tr>" + "".join(f'<td{" class=num" if headers[i][1] else ""}>{cell}</td>'
-                                        for i, cell in enumerate(foot)) + "</tr></tfoot>"
-    return (f'<table{f" class={cls}" if cls else ""}>{thead}'
+    return f"<thead><tr>{head}</tr></thead>" if any(text for text, _ in headers) else ""
+
+
+def cells(headers: Sequence[tuple[str, bool]], row: Sequence[str]) -> str:
+    """A row's cells, numeric columns right-aligned; cells are already-escaped HTML."""
+    return "".join(f'<td{" class=num" if headers[i][1] else ""}>{cell}</td>'
+                   for i, cell in enumerate(row))
+
+
+def table(headers: Sequence[tuple[str, bool]], rows: Sequence[Sequence[str]],
+          cls: str = "", foot: Sequence[str] | None = None) -> str:
+    """`headers`: (text, numeric); cells are already-escaped HTML."""
+    body = "".join(f"<tr>{cells(headers, row)}</tr>" for row in rows)
+    tfoot = f"<tfoot><tr>{cells(headers, foot)}</tr></tfoot>" if foot is not None else ""
+    return (f'<table{f" class={cls}" if cls else ""}>{thead(headers)}'
             f'<tbody>{body}</tbody>{tfoot}</table>')
 
 
@@ -258,9 +266,9 @@ def _sla(report: dict[str, Any], words: dict[str, str]) -> str:
                      "≥ " + _clause_value(clause, "target", words),
                      esc(i18n.number(clause.get("sample"))),
                      f'<span class="badge {verdict}">{esc(words[verdict])}</span>'])
-    out.append(_table([(words["clause"], False), (words["measured"], True),
-                       (words["target"], True), (words["sample"], True),
-                       (words["verdict"], False)], rows))
+    out.append(table([(words["clause"], False), (words["measured"], True),
+                      (words["target"], True), (words["sample"], True),
+                      (words["verdict"], False)], rows))
     return "".join(out)
 
 
@@ -270,11 +278,11 @@ def _csat(report: dict[str, Any], words: dict[str, str]) -> str:
     if not csat.get("responses"):
         out.append(f'<p class="muted">{esc(words["no_csat"])}</p>')
         return "".join(out)
-    out.append(_table([(words["mean"], False), (words["responses"], True),
-                       (words["response_rate"], True)],
-                      [[f'<b>{esc(i18n.number(csat.get("mean"), 2))}</b> '
-                        f'{esc(words["out_of_5"])}', esc(i18n.number(csat.get("responses"))),
-                        esc(i18n.percent(csat.get("response_rate")))]]))
+    out.append(table([(words["mean"], False), (words["responses"], True),
+                      (words["response_rate"], True)],
+                     [[f'<b>{esc(i18n.number(csat.get("mean"), 2))}</b> '
+                       f'{esc(words["out_of_5"])}', esc(i18n.number(csat.get("responses"))),
+                       esc(i18n.percent(csat.get("response_rate")))]]))
     distribution = csat.get("distribution") or {}
     peak = max((int(v or 0) for v in distribution.values()), default=0) or 1
     total = sum(int(v or 0) for v in distribution.values()) or 1
@@ -284,25 +292,25 @@ def _csat(report: dict[str, Any], words: dict[str, str]) -> str:
         rows.append([esc(f"{'★' * int(score) if str(score).isdigit() and int(score) <= 10 else score}"),
                      esc(i18n.number(count)), esc(i18n.percent(count / total)),
                      f'<span class="bar" style="width:{round(70 * count / peak)}px"></span>'])
-    out.append(_table([(words["score"], False), (words["responses"], True), ("%", True),
-                       (words["distribution"], False)], rows))
+    out.append(table([(words["score"], False), (words["responses"], True), ("%", True),
+                      (words["distribution"], False)], rows))
     by_outcome = csat.get("by_outcome") or {}
     if by_outcome:
-        out.append(_table([(words["by_outcome"], False), (words["mean"], True)],
-                          [[esc(words.get(str(k), str(k))), esc(i18n.number(v, 2))]
-                           for k, v in by_outcome.items()]))
+        out.append(table([(words["by_outcome"], False), (words["mean"], True)],
+                         [[esc(words.get(str(k), str(k))), esc(i18n.number(v, 2))]
+                          for k, v in by_outcome.items()]))
     return "".join(out)
 
 
 def _repeat(report: dict[str, Any], words: dict[str, str]) -> str:
     repeat = report.get("repeat_callers") or {}
     out = [f'<h3>{esc(words["repeat_callers"])}</h3>',
-           _table([(words["repeat_callers"], False), (words["calls"], True)],
+           table([(words["repeat_callers"], False), (words["calls"], True)],
                   [[esc(words["within_24h"]), esc(i18n.number(repeat.get("within_24h")))],
                    [esc(words["within_7d"]), esc(i18n.number(repeat.get("within_7d")))]])]
     top = repeat.get("top") or []
     if top:
-        out.append(_table([(words["top_repeaters"], False), (words["calls"], True)],
+        out.append(table([(words["top_repeaters"], False), (words["calls"], True)],
                           [[esc(t.get("caller_number", "")), esc(i18n.number(t.get("calls")))]
                            for t in top]))
     return "".join(out)
@@ -314,26 +322,26 @@ def _usage(report: dict[str, Any], words: dict[str, str], lang: str) -> str:
     rows = [
         [esc(words["bot_seconds_total"]), esc(i18n.seconds(bot.get("total"), lang))],
         [esc(f'{words["bot_seconds_total"]} · {words["mean"]}'),
-         _dash(i18n.seconds(bot.get("mean"), lang))],
+         dash(i18n.seconds(bot.get("mean"), lang))],
         [esc(f'{words["bot_seconds_total"]} · {words["median"]}'),
-         _dash(i18n.seconds(bot.get("median"), lang))],
+         dash(i18n.seconds(bot.get("median"), lang))],
         [esc(f'{words["bot_seconds_total"]} · {words["p90"]}'),
-         _dash(i18n.seconds(bot.get("p90"), lang))],
+         dash(i18n.seconds(bot.get("p90"), lang))],
         [esc(words["human_seconds"]),
-         _dash(i18n.seconds((totals.get("human_seconds") or {}).get("total"), lang))],
+         dash(i18n.seconds((totals.get("human_seconds") or {}).get("total"), lang))],
         [esc(words["human_wait_median"]),
-         _dash(i18n.seconds((totals.get("human_wait_seconds") or {}).get("median"), lang))],
+         dash(i18n.seconds((totals.get("human_wait_seconds") or {}).get("median"), lang))],
         [esc(words["abandoned_wait_mean"]),
-         _dash(i18n.seconds((totals.get("abandoned_wait_seconds") or {}).get("mean"), lang))],
+         dash(i18n.seconds((totals.get("abandoned_wait_seconds") or {}).get("mean"), lang))],
         [esc(words["transfer_answered_rate"]),
-         _dash(i18n.percent(totals.get("transfer_answered_rate")))],
+         dash(i18n.percent(totals.get("transfer_answered_rate")))],
     ]
     for name, usage in (totals.get("modules") or {}).items():
         usage = usage or {}
         rows.append([esc(f'{words["module"]}: {str(name).upper()}'),
                      esc(f'{i18n.number(usage.get("quantity"))} {usage.get("unit", "")}')])
     return (f'<h3>{esc(words["bot_seconds_total"])} / {esc(words["modules"])}</h3>'
-            + _table([("", False), ("", True)], rows))
+            + table([("", False), ("", True)], rows))
 
 
 def named_plans(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -361,8 +369,8 @@ def _plans_table(report: dict[str, Any], words: dict[str, str]) -> str:
                      esc(plan.get("plan_id", "")), esc(i18n.money(plan.get("total"), currency)),
                      esc(_signed(plan.get("vs_active")))])
     return (f'<h2>{esc(words["plan_advice"])}</h2>'
-            + _table([(words["plan"], False), (words["plan_id"], False), (words["total"], True),
-                      (words["vs_active"], True)], rows))
+            + table([(words["plan"], False), (words["plan_id"], False), (words["total"], True),
+                     (words["vs_active"], True)], rows))
 
 
 def _signed(value: Any) -> str:
@@ -375,10 +383,10 @@ def _signed(value: Any) -> str:
 def _cell(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if key in RATE_COLUMNS:
-        return _dash(i18n.percent(value))
+        return dash(i18n.percent(value))
     if key == "cost":
-        return _dash(i18n.number(value, 2))
-    return _dash(i18n.number(value))
+        return dash(i18n.number(value, 2))
+    return dash(i18n.number(value))
 
 
 def row_key(key: Any, by: str, words: dict[str, str]) -> str:
@@ -402,7 +410,7 @@ def _rows(report: dict[str, Any], words: dict[str, str]) -> str:
             for r in rows]
     totals = report.get("totals") or {}
     foot = [esc(words["total"])] + [_cell(totals, c) for c in ROW_COLUMNS]
-    out.append(_table(headers, body, "rows", foot))
+    out.append(table(headers, body, "rows", foot))
     return "".join(out)
 
 
@@ -419,18 +427,10 @@ def render_html(report: dict[str, Any], lang: str) -> str:
             f' &nbsp;·&nbsp; {esc(words["plan"])}: {plan_text}')
     if totals.get("currency"):
         meta += f' &nbsp;·&nbsp; {esc(words["amounts_in"])} <b>{esc(totals["currency"])}</b>'
-    html_lang = {"en": "en", "zh-Hans": "zh-Hans", "zh-Hant": "zh-Hant"}[lang]
     doc_title = f'{words["report_title"]} · {title}'
     return "".join([
-        "<!DOCTYPE html>\n",
-        f'<html lang="{html_lang}"><head><meta charset="utf-8">',
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-        'style-src \'unsafe-inline\'; img-src data:">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f'<title>{esc(doc_title)}</title><style>{CSS}</style></head><body><div class="page">',
-        f'<header><div class="brand">botmeter · {esc(words["report"])}</div>',
-        f'<h1>{esc(words["report_title"])} — {esc(title)}</h1><p class="meta">{meta}</p>',
-        "</header>",
+        page_open(lang, doc_title, words["report"], f'{words["report_title"]} — {title}',
+                  [meta]),
         f'<h2>{esc(words["summary"])}</h2>',
         _summary(report, words, lang),
         f'<h2>{esc(words["charts"])}</h2>',
@@ -440,6 +440,26 @@ def render_html(report: dict[str, Any], lang: str) -> str:
         '<div class="cols"><div>', _csat(report, words), "</div><div>",
         _repeat(report, words), _usage(report, words, lang), "</div></div>",
         _rows(report, words),
-        f'<footer>{esc(words["generated_by"])} {esc(doc_title)}</footer>',
-        "</div></body></html>\n",
+        page_close(f'{words["generated_by"]} {doc_title}'),
     ])
+
+
+def page_open(lang: str, title: str, brand: str, heading: str, meta: Sequence[str],
+              css: str = CSS) -> str:
+    """The document up to its first section: its language, a policy under which a browser
+    fetches nothing, the styles, and the page's header (`meta`: lines of escaped HTML)."""
+    lines = "".join(f'<p class="meta">{line}</p>' for line in meta)
+    return "".join([
+        "<!DOCTYPE html>\n",
+        f'<html lang="{esc(i18n.check_lang(lang))}"><head><meta charset="utf-8">',
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        'style-src \'unsafe-inline\'; img-src data:">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f'<title>{esc(title)}</title><style>{css}</style></head><body><div class="page">',
+        f'<header><div class="brand">botmeter · {esc(brand)}</div>',
+        f'<h1>{esc(heading)}</h1>{lines}</header>',
+    ])
+
+
+def page_close(footer: str) -> str:
+    return f"<footer>{esc(footer)}</footer></div></body></html>\n"
