@@ -210,7 +210,7 @@ def test_each_class_is_listed_with_the_evidence_of_its_lines(
         for row in table_after(doc, heading).all("tr")[1:]:
             tds = row.all("td")
             assert [i for i, td in enumerate(tds) if "diff" in td.classes] == [column - 1]
-    assert "3 matched lines are not listed (--all lists them)." in doc.text()
+    assert "Matched lines not listed: 3 (--all lists them)." in doc.text()
 
 
 def test_all_lists_the_matches_too(lab: tuple[Path, Path, Path]) -> None:
@@ -224,7 +224,7 @@ def test_all_lists_the_matches_too(lab: tuple[Path, Path, Path]) -> None:
          "session id", "0.165 s"],
         ["botmeter", "1795706741.6 Handled by the bot", "sess-0003", "13900010003",
          "2026-11-26 23:25:42.165", "60 s", "0.1200"]]
-    assert "matched lines are not listed" not in doc.text()
+    assert "Matched lines not listed" not in doc.text()
 
 
 def test_the_problems_are_listed_as_file_line_message(lab: tuple[Path, Path, Path]) -> None:
