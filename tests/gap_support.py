@@ -137,6 +137,9 @@ def mismatches(line: Mapping[str, Any], record: CallRecord | None,
         modules = {m: float(u["quantity"]) for m, u in got["modules"].items()}
         if modules != {m: float(u["quantity"]) for m, u in line["modules"].items()}:
             problems.append(f"modules {got['modules']} != {line['modules']}")
+        if got["bot_session_id"] != line.get("bot_session_id"):
+            problems.append(f"bot_session_id {got['bot_session_id']!r} != "
+                            f"{line.get('bot_session_id')!r}")
     return problems
 
 

@@ -211,7 +211,7 @@ def test_stats_match_a_hand_built_database_and_change_nothing(tmp_path: Path,
     assert done.returncode == 0, done.stderr
     stats = json.loads(done.stdout)
     assert (_digest(db), db.stat().st_mtime_ns) == before  # read only
-    assert stats["calls"] == 5 and stats["rejected"] == 2 and stats["schema_version"] == SCHEMA_VERSION == 10
+    assert stats["calls"] == 5 and stats["rejected"] == 2 and stats["schema_version"] == SCHEMA_VERSION == 11
     assert stats["timezone"] == "Asia/Shanghai"
     assert stats["months"] == [{"period": "2026-09", "calls": 1},
                                {"period": "2026-11", "calls": 3},

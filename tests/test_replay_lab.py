@@ -86,7 +86,7 @@ def test_record_json_has_every_spec_field(write_config):
         "bot_answered_at", "bot_ended_at", "transferred_at", "human_answered_at", "ended_at",
         "ring_seconds", "bot_seconds", "human_seconds", "total_seconds", "outcome",
         "transfer_target", "transfer_answered", "hangup_cause", "modules", "plan_id", "cost",
-        "currency", "csat", "source", "joined_late",
+        "currency", "csat", "bot_session_id", "source", "joined_late",
     ]
     assert record["offered_at"].endswith("Z") and len(record["offered_at"]) == 24
     assert record["source"] == "ami"

@@ -96,7 +96,7 @@ def test_an_older_database_gains_filled_rollups(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store = CallStore(tmp_path / "calls.db")
-    assert store.schema_version == 10
+    assert store.schema_version == 11
     assert store.db.conn.execute("SELECT sum(calls) FROM rollup_slots").fetchone()[0] == 300
     assert_rollups_match(store.db.conn)
     store.close()

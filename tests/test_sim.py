@@ -21,7 +21,7 @@ from botmeter.sim import (
     mixed_calls,
 )
 from botmeter.sim.events import PRIVILEGES
-from botmeter.sim.scenarios import expected_csat
+from botmeter.sim.scenarios import expected_csat, expected_session
 
 from .helpers import eventually
 
@@ -133,6 +133,7 @@ def record_of(events: list[Event]) -> dict:
     outcome_signal = None
     modules: dict[str, dict] = {}
     csat: list[tuple[str, str]] = []
+    sessions: list[str | None] = []
     cause = None
     number = name = None
     for event, t in zip(events, ts, strict=True):
@@ -162,6 +163,8 @@ def record_of(events: list[Event]) -> dict:
                 entry["quantity"] += float(event["Quantity"])
             elif event["Signal"] == "csat":
                 csat.append((event["Score"], event.get("Scale", "")))
+            elif event["Signal"] == "start":
+                sessions.append(expected_session(event.get("Session")))
         if kind == "Hangup" and on_caller:
             cause = event["Cause"]
     offered, ended = ts[0], ts[-1]
@@ -193,6 +196,7 @@ def record_of(events: list[Event]) -> dict:
         "hangup_cause": int(cause) if cause is not None else None,
         "modules": modules,
         "csat": expected_csat(tuple(csat)),
+        "bot_session_id": next((s for s in sessions if s is not None), None),  # the first
     }
 
 
@@ -242,6 +246,12 @@ CASES = {
                                       caller_hangs_up=True),
     "caller-drop-sip": ScriptedCall("13900010017", "Bob", "handled", 2.0, 3.0, via="sip",
                                     caller_hangs_up=True),
+    "session-plain": ScriptedCall("13900010018", "Alice", "handled", 1.0, 3.0,
+                                  session="conv-7f3a9c21"),
+    "session-hostile": ScriptedCall("13900010019", "黄丽", "transferred", 1.0, 3.0, 4.0,
+                                    session='a&b=c,d%25 e/会话 "q\\" (x) [y]?#'),
+    "session-too-long": ScriptedCall("13900010020", "Bob", "failed", 1.0, 2.0, via="sip",
+                                     session="s" * 129),
 }
 
 
@@ -280,10 +290,11 @@ def test_call_events_use_the_reserved_ids() -> None:
 def test_mixed_calls_are_deterministic_and_cover_everything() -> None:
     calls = mixed_calls(16)
     # the same calls on every run and every machine (random.Random(seed) is stable)
-    assert replace(calls[0], csat=()) == ScriptedCall(
+    assert replace(calls[0], csat=(), session=None) == ScriptedCall(
         "13920246633", "赵六", "handled", 2.8, 11.1, None, "queue", True, "local", "4000", 0.0,
         "userevent")
     assert (calls[0].csat, calls[0].survey) == ((("5", ""),), "bot")
+    assert calls[0].session == "conv-33db61b69"
     assert [c.caller_number for c in calls[1:4]] == ["13907784483", "13909375836", "13929962626"]
     assert calls != mixed_calls(16, seed=8)
     assert [replace(c, signal_via="userevent") for c in mixed_calls(16, signal_via="agi")] == calls
@@ -300,6 +311,14 @@ def test_mixed_calls_are_deterministic_and_cover_everything() -> None:
         assert c.outcome == "abandoned" or 2 <= c.bot_seconds <= 30
         assert c.human_seconds is None or 3 <= c.human_seconds <= 20
     assert [c.start_offset for c in calls] == sorted(c.start_offset for c in calls)
+    # session ids on two in three calls whose bot answers and signals, hostile ones included
+    sessions = [c.session for c in calls if c.signals and c.outcome != "abandoned"]
+    assert [s is not None for s in sessions[:6]] == [True, True, False, True, True, False]
+    assert all(c.session is None for c in calls if not c.signals or c.outcome == "abandoned")
+    assert any(s and set("&=,%? ") <= set(s) for s in sessions)
+    assert any(s and any("\u4e00" <= ch <= "\u9fff" for ch in s) for s in sessions)
+    assert any(s and set('"\\()[]') <= set(s) for s in sessions)
+    assert all(s is None or expected_session(s) == s for s in sessions)  # all to be kept
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -308,6 +327,9 @@ def test_mixed_calls_are_deterministic_and_cover_everything() -> None:
     {"outcome": "handled", "ring_seconds": -1},
     {"outcome": "nope", "ring_seconds": 1},
     {"outcome": "failed", "ring_seconds": 1, "bot_seconds": 2, "caller_hangs_up": True},
+    {"outcome": "abandoned", "ring_seconds": 1, "session": "s-1"},
+    {"outcome": "handled", "ring_seconds": 1, "signals": False, "session": "s-1"},
+    {"outcome": "handled", "ring_seconds": 1, "session": "s-1\r\nEvent: Hangup"},
 ])
 def test_scripted_call_rejects_nonsense(kwargs: dict) -> None:
     with pytest.raises(ValueError):

@@ -35,7 +35,8 @@ from tests.test_sim import (
     record_of,
 )
 
-SIGNAL_KEYS = ("UserEvent", "Signal", "Module", "Quantity", "Unit", "Outcome", "Target", "Reason")
+SIGNAL_KEYS = ("UserEvent", "Signal", "Module", "Quantity", "Unit", "Outcome", "Target", "Reason",
+               "Session")
 SLEEPER = (sys.executable, "-c", "import time; time.sleep(30)")
 IDS = CallIds(seq=0, start=EPOCH, uniqueid_base=10, local_base=3, sip_base=1, bridge_id="b-1")
 
@@ -134,8 +135,8 @@ def test_agi_calls_differ_only_in_their_signal_steps(name: str, via: str) -> Non
         else:
             assert before == now
     # what AMI shows (markers are not sent) gives the scripted record, except the signalled
-    # usage and rating
-    want = expected(call) | {"modules": {}, "csat": None}
+    # usage, rating and session id
+    want = expected(call) | {"modules": {}, "csat": None, "bot_session_id": None}
     assert record_of(wire_without_markers(events)) == want
 
 
@@ -226,7 +227,8 @@ async def test_a_session_stops_the_clock_and_blocks_every_call() -> None:
     assert records["13900080002"] == expected(calls[0]) | {"modules": {}}
 
 
-@pytest.mark.parametrize("name", ["queue-answered", "failed", "dial-answered-sip"])
+@pytest.mark.parametrize("name", ["queue-answered", "failed", "dial-answered-sip",
+                                  "session-hostile"])
 async def test_agi_script_raises_the_same_user_events(name: str) -> None:
     call = CASES[name]
     seen: dict[str, list[dict[str, str]]] = {}
@@ -257,6 +259,24 @@ async def test_agi_script_raises_the_same_user_events(name: str) -> None:
     commands = [e["Command"] for e in full["agi"] if e["Event"] == "AGIExecStart"]
     assert commands[0].startswith('EXEC UserEvent "BotMeter,Signal: ')
     assert commands[1] == "SET VARIABLE BOTMETER_STATUS ok"
+
+
+async def test_agi_script_relays_a_start_without_the_session_it_drops() -> None:
+    call = replace(CASES["session-too-long"], signal_via="agi")
+    async with SimulatedPBX(speed=400, epoch=EPOCH) as pbx:
+        ami = await logged_in(pbx)
+        await pbx.play([call])
+        (mine,) = by_call(await ami.events_until_ping()).values()
+        await ami.close()
+    assert pbx.agi_failures == 0
+    starts = [s for s in signals_of(mine) if s["Signal"] == "start"]
+    assert len(starts) == 1 and "Session" not in starts[0]  # the start counts, without it
+    assert record_of(mine) == expected(call)
+    commands = [e["Command"] for e in mine if e["Event"] == "AGIExecStart"]
+    assert commands[0].startswith('VERBOSE "botmeter: start signal: Session \'sss')
+    assert "is longer than 128 characters: dropped, the start counts" in commands[0]
+    assert commands[1:3] == ['EXEC UserEvent "BotMeter,Signal: start"',
+                             "SET VARIABLE BOTMETER_STATUS ok"]
 
 
 async def test_slow_agi_script_is_killed_and_counted() -> None:

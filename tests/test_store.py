@@ -228,7 +228,7 @@ def test_json_keys_row_columns_and_schema_columns_derive_from_one_field_list(tmp
         "bot_answered_at", "bot_ended_at", "transferred_at", "human_answered_at", "ended_at",
         "ring_seconds", "bot_seconds", "human_seconds", "total_seconds", "outcome",
         "transfer_target", "transfer_answered", "hangup_cause", "modules", "plan_id", "cost",
-        "currency", "csat", "source", "joined_late",
+        "currency", "csat", "bot_session_id", "source", "joined_late",
     ]
     assert CallRecord._fields == tuple(f.name for f in FIELDS if f.origin is Origin.RECORD)
 
@@ -391,7 +391,7 @@ def test_a_version_3_database_migrates_keeping_every_call_and_its_module_usage(
     conn.close()
 
     store = CallStore(path)
-    assert store.schema_version == SCHEMA_VERSION == 10
+    assert store.schema_version == SCHEMA_VERSION == 11
     by_id = {c.call_id: c for c in store.calls()}
     assert by_id == {c.call_id: c for c in [*calls, edited]}  # every call, its usage exact
     assert by_id["big"].modules["asr"].quantity == Decimal(BIG)

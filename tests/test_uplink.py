@@ -459,7 +459,7 @@ def test_an_older_database_gains_the_outbox(tmp_path: Path) -> None:
     conn.executescript("DROP TABLE uplink_outbox; DROP TABLE uplink_state; PRAGMA user_version = 4;")
     conn.close()
     store = CallStore(path)
-    assert store.schema_version == SCHEMA_VERSION == 10
+    assert store.schema_version == SCHEMA_VERSION == 11
     assert {"uplink_outbox", "uplink_state"} <= set(store.db.table_names())
     store.close()
 

@@ -22,6 +22,7 @@ import click
 # Only what `botmeter --help` needs is imported here (tests/test_startup_imports.py checks):
 # each command imports the rest (config, storage, rating, logging, asyncio) when it runs.
 from . import ENV_VAR
+from .session_option import SessionId
 from .tracking.record import CSAT_SCALE, OUTCOMES, iso_utc
 
 if TYPE_CHECKING:
@@ -384,16 +385,19 @@ def replay(ctx: Context, capture: IO[bytes], db: str | None) -> None:
                    "(a 10-point 8 is 4.11).")
 @click.option("--csat-max", type=CsatBound(),
               help="Only calls the caller rated at most this, on the 5-point scale.")
+@click.option("--session", type=SessionId(),
+              help="Only calls whose bot sent this session id (exact match).")
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite file (default: [store] path).")
 @click.pass_obj
 def calls(ctx: Context, since: float | None, until: float | None, outcomes: tuple[str, ...],
           fmt: str, limit: int | None, csat_min: Decimal | None, csat_max: Decimal | None,
-          db: str | None) -> None:
+          session: str | None, db: str | None) -> None:
     """List stored calls."""
     from .reports.calls import render_calls
     from .storage.store import CallFilter
 
-    query = CallFilter(since, until, outcomes, limit, csat_min=csat_min, csat_max=csat_max)
+    query = CallFilter(since, until, outcomes, limit, csat_min=csat_min, csat_max=csat_max,
+                       session=session)
     with opened_store(ctx, db, create=False) as store:
         listed = store.listing(query)  # one SELECT
     ratings = listed.ratings()

@@ -15,7 +15,7 @@ from .config import Config, parse_config
 from .logs import setup_logging
 from .rating import PlanBook, Statement, build_statement, period_of
 from .reports.billing import sla_table, statement_table
-from .reports.calls import calls_table, outcome_summary
+from .reports.calls import calls_table, outcome_summary, table_width
 from .service import AgentService
 from .sim.pbx import SimulatedPBX
 from .sim.scenarios import (
@@ -68,7 +68,8 @@ def mismatches(scripted: ScriptedCall, record: CallRecord | None) -> list[str]:
     want = expected_record(scripted)
     got = record.to_json()
     problems = []
-    for key in ("outcome", "transfer_answered", "hangup_cause", "dialed_number", "csat"):
+    for key in ("outcome", "transfer_answered", "hangup_cause", "dialed_number", "csat",
+                "bot_session_id"):
         if got[key] != want[key]:
             problems.append(f"{key} {got[key]!r} != {want[key]!r}")
     for key in ("ring_seconds", "bot_seconds", "human_seconds", "total_seconds"):
@@ -216,7 +217,11 @@ async def run_demo(*, count: int, speed: float, concurrency: int, db: str | None
             store.close()
         uplink, synced = (await asyncio.to_thread(demo_uplink, path, plans, Path(tmp))
                           if plans and records else (None, True))
-    console.print(calls_table(records, ratings if plans else None))
+    table = calls_table(records, ratings if plans else None)
+    if sys.stdout.isatty():
+        console.print(table)
+    else:  # at the width `botmeter calls` prints it (wider with the session column)
+        Console(width=table_width(records)).print(table)
     console.print(outcome_summary(records))
     for statement in statements:
         console.print(statement_table(statement))

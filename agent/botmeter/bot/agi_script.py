@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 
-from botmeter.tracking.signals import SignalError, parse_signal
+from botmeter.tracking.signals import SignalError, StartSignal, parse_signal
 
 from .protocol import (
     MAX_COMMAND,
@@ -127,6 +127,12 @@ def _execute(agi: AGI, replies: _Input, command: str, *args: str) -> Reply | Non
     return reply
 
 
+def _tell(agi: AGI, replies: _Input, stderr: IO[str], reason: str) -> None:
+    """A problem with the signal, on stderr and as an AGI VERBOSE message."""
+    print(f"botmeter-agi: {reason}", file=stderr, flush=True)
+    _execute(agi, replies, "VERBOSE", agi_quote(f"botmeter: {reason}"), "1")
+
+
 def run(args: list[str], stdin: IO[bytes], stdout_fd: int, stderr: IO[str]) -> int:
     """Talk AGI on stdin/stdout; always 0."""
     from asterisk.agi import AGI
@@ -143,14 +149,17 @@ def run(args: list[str], stdin: IO[bytes], stdout_fd: int, stderr: IO[str]) -> i
     ignored: list[str] = []
     try:
         name, fields, ignored = parse_args(args)
-        parse_signal(name, fields)
+        meaning = parse_signal(name, fields)
+        if isinstance(meaning, StartSignal) and meaning.dropped:
+            # the start still counts: relayed without its Session, the reason told as below
+            fields.pop("Session", None)
+            _tell(agi, replies, stderr, f"{meaning.dropped}: dropped, the start counts")
         data = agi_quote(user_event_data(name, fields))
         if len(data) + 20 > MAX_COMMAND:
             raise SignalError("signal too long for one AGI command")
     except SignalError as exc:
-        reason = str(exc) + (f" (ignored: {', '.join(ignored[:5])})" if ignored else "")
-        print(f"botmeter-agi: {reason}", file=stderr, flush=True)
-        _execute(agi, replies, "VERBOSE", agi_quote(f"botmeter: {reason}"), "1")
+        _tell(agi, replies, stderr,
+              str(exc) + (f" (ignored: {', '.join(ignored[:5])})" if ignored else ""))
         _execute(agi, replies, "SET VARIABLE", "BOTMETER_STATUS", "error")
         return 0
     reply = _execute(agi, replies, "EXEC", "UserEvent", data)

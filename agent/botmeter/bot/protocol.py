@@ -13,7 +13,7 @@ from botmeter.tracking.signals import MAX_FIELD, SignalError
 
 #: the fields a signal may carry, under the names the UserEvent path uses
 FIELD_NAMES = ("Module", "Quantity", "Unit", "Outcome", "Target", "Reason", "Score", "Scale",
-               "Source")
+               "Source", "Session")
 _CANONICAL = {name.lower(): name for name in FIELD_NAMES}
 #: Asterisk reads AGI commands into a 2 KiB buffer
 MAX_COMMAND = 2000
@@ -181,11 +181,12 @@ def agi_quote(text: str) -> str:
 
 
 def app_escape(text: str) -> str:
-    """A value inside dialplan application arguments: `\\ , ( ) "` backslash-escaped so that
-    Asterisk's argument splitting keeps it as one argument, unchanged."""
+    """A value inside dialplan application arguments: `\\ , ( ) [ ] "` backslash-escaped so
+    that Asterisk's argument splitting (which counts brackets as it counts parentheses) keeps it
+    as one argument, unchanged."""
     out = []
     for ch in clean(text):
-        if ch in '\\,()"':
+        if ch in '\\,()[]"':
             out.append("\\")
         out.append(ch)
     return "".join(out)

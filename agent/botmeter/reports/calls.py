@@ -1,7 +1,8 @@
 """`botmeter calls` output: a table for people, JSON (the spec's record) and CSV for tools.
 
 Object values are JSON text in CSV cells: `modules`, and `csat` (`{"score": 4, "scale": 5}`,
-an empty cell without a rating); the table shows a rating as `4/5`.
+an empty cell without a rating); the table shows a rating as `4/5`, and a session column when
+a listed call has a bot session id (the table is then as much wider).
 
 Module quantities are printed exactly, digit for digit from their Decimal (never through
 float): JSON and CSV write them as JSON numbers with `json_text`, which writes what
@@ -47,7 +48,7 @@ def render_calls(records: Sequence[CallRecord], fmt: str, out: TextIO,
     else:
         from rich.console import Console  # only people's tables need rich
 
-        Console(file=out, width=170).print(calls_table(records, ratings))
+        Console(file=out, width=table_width(records)).print(calls_table(records, ratings))
 
 
 def _csv_value(value: Any) -> Any:
@@ -67,17 +68,31 @@ def _safe(text: str) -> str:
 _UNITS = {"seconds": "s", "requests": "req", "characters": "chars", "answers": "ans"}
 
 
+#: the width tables of calls are printed at (`botmeter calls`, the demo): every column in
+#: full; the session column, shown when a listed call has a session id, widens it by its own
+TABLE_WIDTH = 170
+SESSION_WIDTH = 16
+
+
+def table_width(records: Sequence[CallRecord]) -> int:
+    """The width to print `calls_table(records)` at."""
+    return TABLE_WIDTH + (SESSION_WIDTH + 3 if any(r.bot_session_id for r in records) else 0)
+
+
 def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
 def calls_table(records: Sequence[CallRecord],
                 ratings: Mapping[str, Mapping[str, Any]] | None = None) -> Table:
-    """Calls for people; with `ratings` (call_id -> stored rating) a cost column too."""
+    """Calls for people; with `ratings` (call_id -> stored rating) a cost column too, and a
+    session column when any of the calls has a bot session id."""
     from rich.table import Table
 
     table = Table(title=f"{len(records)} calls", show_lines=False)
+    sessions = any(r.bot_session_id for r in records)
     columns = [("offered (UTC)", "left"), ("caller", "left"), ("name", "left"),
+               *([("session", "left")] if sessions else []),
                ("outcome", "left"), ("ring s", "right"), ("bot s", "right"),
                ("human s", "right"), ("target", "left"), ("cause", "right"), ("csat", "right"),
                ("modules", "left")]
@@ -85,7 +100,8 @@ def calls_table(records: Sequence[CallRecord],
         columns.append(("cost", "right"))
     for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=name != "modules",  # type: ignore[arg-type]
-                         max_width={"target": 18, "name": 24, "caller": 20}.get(name),
+                         max_width={"target": 18, "name": 24, "caller": 20,
+                                    "session": SESSION_WIDTH}.get(name),
                          overflow="ellipsis",
                          min_width=16 if name == "modules" else None)
     for r in records:
@@ -94,7 +110,8 @@ def calls_table(records: Sequence[CallRecord],
         answered = {True: " (human)", False: " (no human)", None: ""}[r.transfer_answered]
         cells = [
             (r.to_json()["offered_at"] or "")[:19].replace("T", " "), _safe(r.caller_number or ""),
-            _safe(r.caller_name or ""), r.outcome + answered,
+            _safe(r.caller_name or ""), *([_safe(r.bot_session_id or "")] if sessions else []),
+            r.outcome + answered,
             _seconds(r.ring_seconds), _seconds(r.bot_seconds), _seconds(r.human_seconds),
             _safe(r.transfer_target or ""), "" if r.hangup_cause is None else str(r.hangup_cause),
             "" if r.csat is None else f"{r.csat.score}/{r.csat.scale}", _safe(modules),

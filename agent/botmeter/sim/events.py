@@ -45,6 +45,9 @@ AGI_SCRIPT = "botmeter-agi"
 #: marker events (never sent): run a FastAGI session / the classic AGI script
 FASTAGI_MARKER = "@fastagi"
 AGI_MARKER = "@agi"
+#: the voicebot context's step that sends the `start` signal (with the session id), right after
+#: its first: numbered apart, like the bot's own survey, so the lab's other priorities stay
+START_PRIORITY = 30
 INBOUND_CONTEXT = "from-pstn"
 BOT_CONTEXT = "voicebot"
 AGENT_CONTEXT = "human-agents"
@@ -130,6 +133,15 @@ def is_marker(event: SimEvent) -> bool:
 def dialplan_escape(text: str) -> str:
     """A value written into dialplan application data: `\\ , ( ) [ ] "` backslash-escaped."""
     return "".join("\\" + ch if ch in '\\,()[]"' else ch for ch in text)
+
+
+def dialplan_quote(text: str) -> str:
+    """A value as it reaches an application through `${QUOTE(${VAR})}`, when it needs it (a
+    comma, quote, backslash, bracket or parenthesis): in double quotes, with `\\` and `"`
+    backslash-escaped, as Asterisk's QUOTE() writes it."""
+    if not any(ch in text for ch in '\\,()[]"'):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def fmt_seconds(value: float) -> str:
@@ -252,7 +264,7 @@ class _Script:
                   [("Cause", str(cause)), ("Cause-txt", CAUSE_TEXT.get(cause, "Unknown"))])
 
     def user_event(self, ch: _Chan, priority: int, *fields: Header) -> None:
-        data = ",".join(["BotMeter", *(f"{k}: {v}" for k, v in fields)])
+        data = ",".join(["BotMeter", *(f"{k}: {dialplan_quote(v)}" for k, v in fields)])
         self.exten(ch, priority, "UserEvent", data)
         self.emit("UserEvent", ch.snapshot(), [("UserEvent", "BotMeter"), *fields])
 
@@ -399,6 +411,10 @@ class _Script:
         self.exten(caller, 8, "Gosub", f"{BOT_CONTEXT},s,1")
         self.varset(caller, "LOCAL(ARGC)", "0")
         self.exten(caller, 1, "NoOp", "voice bot answers", context=BOT_CONTEXT, exten="s")
+        if self.call.session is not None:
+            # UserEvent(BotMeter,Signal: start,Session: ${QUOTE(${BOT_SESSION})}), or FastAGI
+            # `start?session=${URIENCODE(${BOT_SESSION})}`, or the script's `session=...`
+            self.signal(caller, START_PRIORITY, "start", ("Session", self.call.session))
         self.exten(caller, 2, "Set", "CDR(userfield)=bot")
         failing = self.call.outcome == "failed"
         self.exten(caller, 3, "GotoIf", f"{int(failing)}?fail")
@@ -637,6 +653,9 @@ class _Script:
         self.stasis_bridge("BridgeCreate", 0)
         self.stasis_bridge("BridgeEnter", 1, caller)
         media = self.media_channel(caller)
+        if call.session is not None:
+            self.emit("UserEvent", caller.snapshot(), [
+                ("UserEvent", "BotMeter"), ("signal", "start"), ("session", call.session)])
         self.t = call.ring_seconds + call.bot_seconds
         if call.signals:
             # POST /events/user/BotMeter?source=channel:<caller>, variables as JSON strings

@@ -69,6 +69,9 @@ class ScriptedCall:
     #: the caller hangs up while the bot talks, `bot_seconds` after it answered (the lab's
     #: `caller_drop`): handled, and the bot never gets to send its signals
     caller_hangs_up: bool = False
+    #: the bot platform's session id, sent in a `start` signal as the bot answers (None: no
+    #: start signal); one the agent must drop (too long, not printable) may be sent too
+    session: str | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in ("handled", "transferred", "abandoned", "failed"):
@@ -103,6 +106,10 @@ class ScriptedCall:
         if self.caller_hangs_up and (self.outcome != "handled" or self.bot != "dialplan"
                                      or self.csat):
             raise ValueError("caller_hangs_up is for a dialplan bot's handled call, no csat")
+        if self.session is not None and (not self.signals or self.outcome == "abandoned"
+                                         or "\r" in self.session or "\n" in self.session):
+            raise ValueError("a session id is a single line, sent by a bot that answers and "
+                             "signals")
         if self.survey not in SURVEYS:
             raise ValueError(f"survey must be one of {', '.join(SURVEYS)}")
         if self.csat:
@@ -160,7 +167,15 @@ def expected_record(call: ScriptedCall) -> dict[str, Any]:
         "hangup_cause": cause,
         "modules": modules,
         "csat": expected_csat(call.csat),
+        "bot_session_id": expected_session(call.session),
     }
+
+
+def expected_session(session: str | None) -> str | None:
+    """The session id a correct agent keeps (docs/signals.md#start), worked out here on its
+    own: the value without surrounding spaces when it is 1-128 characters, all printable."""
+    kept = (session or "").strip()
+    return kept if 0 < len(kept) <= 128 and kept.isprintable() else None
 
 
 def expected_csat(signals: tuple[tuple[str, str], ...]) -> dict[str, int] | None:
@@ -230,7 +245,7 @@ def mixed_calls(count: int, seed: int = 7,
             )
         )
         offset += rng.uniform(0.5, 3.0)
-    return with_surveys(calls, seed)
+    return with_sessions(with_surveys(calls, seed))
 
 
 def with_surveys(calls: list[ScriptedCall], seed: int) -> list[ScriptedCall]:
@@ -255,6 +270,34 @@ def with_surveys(calls: list[ScriptedCall], seed: int) -> list[ScriptedCall]:
                 survey = "caller_gone"
             call = replace(call, csat=(*bad, good), survey=survey)
             surveyed += 1
+        out.append(call)
+    return out
+
+
+#: the session ids the simulated bots send (`{n}`: a number of the call's own): ids as bot
+#: platforms make them, and ones with the characters the dialplan, AMI and URLs treat
+#: specially, which must arrive unchanged whichever way the bot signals
+_SESSIONS = (
+    "conv-{n:08x}",
+    "CA{n:032x}",
+    "a&b=c,d%25 e/{n}?x#y",
+    "会话 {n} · 呼入",
+    'q"uo\\te (x) [{n}]',
+)
+
+
+def with_sessions(calls: list[ScriptedCall]) -> list[ScriptedCall]:
+    """Two in three calls whose bot answers and signals get a session id (`_SESSIONS` in
+    turn), numbered from their caller's number; the calls' other values do not change."""
+    out = []
+    eligible = given = 0
+    for call in calls:
+        if call.signals and call.outcome != "abandoned":
+            if eligible % 3 != 2:
+                template = _SESSIONS[given % len(_SESSIONS)]
+                call = replace(call, session=template.format(n=int(call.caller_number)))
+                given += 1
+            eligible += 1
         out.append(call)
     return out
 
@@ -297,7 +340,7 @@ def ari_calls(count: int, seed: int = 11) -> list[ScriptedCall]:
             hangs_up_on_hold=on_hold,
         ))
         offset += rng.uniform(0.5, 3.0)
-    return calls
+    return with_sessions(calls)
 
 
 def demo_calls(count: int) -> list[ScriptedCall]:

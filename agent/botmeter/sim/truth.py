@@ -9,7 +9,7 @@ asks is whether the agent under faults records what an agent that missed nothing
 `truth_line` is one JSON object per call, in the record's field names (docs/calls.md):
 `call_id` (the call's linkedid), `cut`, the caller, `offered_at`/`ended_at` (ISO 8601 UTC),
 `outcome`, the durations, `transfer_answered`, `hangup_cause`, `modules` (`{"asr":
-{"quantity": 12.5, "unit": "seconds"}}`) and `csat`.
+{"quantity": 12.5, "unit": "seconds"}}`), `csat` and `bot_session_id`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ SIM_RULES = TrackingRules.build(inbound_contexts=["from-pstn"], bot_contexts=["v
 #: the fields of a truth line besides `call_id`, `cut`, `offered_at` and `ended_at`
 TRUTH_FIELDS = ("caller_number", "caller_name", "dialed_number", "outcome", "ring_seconds",
                 "bot_seconds", "human_seconds", "total_seconds", "transfer_answered",
-                "hangup_cause", "modules", "csat")
+                "hangup_cause", "modules", "csat", "bot_session_id")
 
 Stamped = tuple[float, SimEvent]
 

@@ -1,6 +1,6 @@
 """The SQLite layout and its migrations, tracked by `PRAGMA user_version`.
 
-The layout (version 10):
+The layout (version 11):
 
 - table `calls`: one row per call. Its columns are the record's fields (`storage/columns.py`,
   derived from `tracking.record.FIELDS`) plus `charges`, `rated_at` and `recorded_at`; module
@@ -20,12 +20,15 @@ The layout (version 10):
 - table `recovery_state` (version 10): the agent's checkpoint for healing gaps from Asterisk's
   own records (`botmeter.recovery.checkpoint`): JSON values by name. Version 10 also adds the
   calls' `joined_late` column.
+- column `calls.bot_session_id` and its index `calls_bot_session_id` (version 11): the bot
+  platform's session id of a call, which invoice reconciliation joins on.
 - table `budget_alerts`: the budget warnings the running agent logged, one row per (period,
   threshold), so that each is given once per month, across restarts.
 
 A new database is created at the latest version with sqlite-utils. An older one is brought up
 to date step by step: versions 1 to 3 by the SQL they shipped with (kept as it was), then
-`_to_version_4` to `_to_version_8`, then the roll-ups (version 9) and `_to_version_10`. Migrating takes the write lock first and reads the version again under it,
+`_to_version_4` to `_to_version_8`, then the roll-ups (version 9), `_to_version_10` and
+`_to_version_11`. Migrating takes the write lock first and reads the version again under it,
 so two processes opening a new or old database at once migrate it once.
 """
 
@@ -101,7 +104,7 @@ LEGACY_MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 REJECTED_COLUMNS: dict[str, type] = {"id": int, "call_id": str, "record": str, "reason": str,
                                      "rejected_at": str}
@@ -131,6 +134,7 @@ INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
     "calls_ended_at_id": ("calls", ("ended_at", "call_id")),
     "calls_offered_at_id": ("calls", ("offered_at", "call_id")),
     "calls_caller_offered": ("calls", ("caller_number", "offered_at", "call_id")),
+    "calls_bot_session_id": ("calls", ("bot_session_id",)),  # reconcile's join (version 11)
     "rejected_call_id": ("rejected", ("call_id",)),
     "uplink_outbox_bucket": ("uplink_outbox", ("plan_id", "bucket_start", "revision")),
     "uplink_outbox_state": ("uplink_outbox", ("state", "bucket_start")),
@@ -182,7 +186,9 @@ def migrate(db: sqlite_utils.Database) -> int:
                 _to_version_8(db)
             if version < 9:
                 create_rollups(db.execute)
-            _to_version_10(db)
+            if version < 10:
+                _to_version_10(db)
+            _to_version_11(db)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -238,8 +244,10 @@ def _create_uplink_tables(db: sqlite_utils.Database) -> None:
 
 
 def _create_indexes(db: sqlite_utils.Database) -> None:
+    """The indexes of INDEXES whose table and columns exist (a migration step before the one
+    that adds a column leaves its index to that step)."""
     for name, (table, columns) in INDEXES.items():
-        if db.table(table).exists():
+        if db.table(table).exists() and set(columns) <= set(db.table(table).columns_dict):
             db.table(table).create_index(columns, index_name=name, if_not_exists=True,
                                          unique=name in UNIQUE_INDEXES)
 
@@ -247,6 +255,14 @@ def _create_indexes(db: sqlite_utils.Database) -> None:
 def _create_recovery_state(db: sqlite_utils.Database) -> None:
     db.table("recovery_state").create(RECOVERY_STATE_COLUMNS, pk="name", not_null=("value",),
                                       if_not_exists=True)
+
+
+def _to_version_11(db: sqlite_utils.Database) -> None:
+    """Version 10 -> 11: the bot platform's session id of each call (older calls: none) and
+    its index."""
+    if "bot_session_id" not in db["calls"].columns_dict:
+        db.execute("ALTER TABLE calls ADD COLUMN bot_session_id TEXT")
+    _create_indexes(db)
 
 
 def _to_version_10(db: sqlite_utils.Database) -> None:

@@ -51,8 +51,12 @@ def decode_record(line: str) -> CallRecord:
             and isinstance(data.get("call"), dict)):
         raise ValueError("not a botmeter spill record")
     fields = dict(data["call"])
-    if set(fields) != set(CallRecord._fields):
-        raise ValueError(f"fields {sorted(set(fields) ^ set(CallRecord._fields))} do not match")
+    # a field the record gained since the line was written (an upgrade between a stop and the
+    # next start) takes its default; any other difference means it is no record
+    wrong = (set(fields) - set(CallRecord._fields)) | (
+        set(CallRecord._fields) - set(fields) - set(CallRecord._field_defaults))
+    if wrong:
+        raise ValueError(f"fields {sorted(wrong)} do not match")
     modules = fields["modules"]
     fields["modules"] = {str(name): ModuleUsage(Decimal(quantity), str(unit))
                          for name, (quantity, unit) in modules.items()} or _NO_MODULES

@@ -47,9 +47,10 @@ StoredPeriod = StoredCalls
 
 @dataclass(frozen=True, slots=True)
 class CallFilter:
-    """Which stored calls to read: by `offered_at` (UTC epoch), outcome, and the caller's
+    """Which stored calls to read: by `offered_at` (UTC epoch), outcome, the caller's
     rating on the 5-point scale (`Csat.on_five()`): at least `csat_min`, at most `csat_max`,
-    exactly; with either bound, calls without a rating are left out."""
+    exactly; with either bound, calls without a rating are left out; and by the bot platform's
+    session id (`bot_session_id`, exactly)."""
 
     since: float | None = None
     until: float | None = None
@@ -57,6 +58,7 @@ class CallFilter:
     limit: int | None = None
     csat_min: Decimal | None = None
     csat_max: Decimal | None = None
+    session: str | None = None
 
 
 #: the rating's score and scale, as stored (`{"score":4,"scale":5}`): SQLite integers
@@ -365,6 +367,9 @@ class CallStore:
                 clause, values = _csat_bound(bound, op)
                 where.append(clause)
                 params.extend(values)
+        if query.session is not None:
+            where.append("bot_session_id = ?")  # index calls_bot_session_id
+            params.append(query.session)
         sql = f"WHERE {' AND '.join(where)} " if where else ""
         sql += "ORDER BY offered_at, call_id"
         if query.limit is not None:

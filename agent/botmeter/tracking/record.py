@@ -118,6 +118,7 @@ FIELDS: tuple[Field, ...] = (
     Field("cost", Kind.TEXT, _P, True),  # a decimal string at the plan's precision
     Field("currency", Kind.TEXT, _P, True),
     Field("csat", Kind.CSAT, _R, True),
+    Field("bot_session_id", Kind.TEXT, _R, True),
     Field("source", Kind.TEXT, _R, False),
     Field("joined_late", Kind.BOOLEAN, _R, False),
 )
@@ -147,6 +148,8 @@ class CallRecord(NamedTuple):
     hangup_cause: int | None
     modules: Mapping[str, ModuleUsage] = _NO_MODULES
     csat: Csat | None = None
+    #: the bot platform's id for the conversation, from the bot's `start` signal
+    bot_session_id: str | None = None
     source: str = "ami"
     #: the agent first saw this call in progress (listed by Asterisk after a restart or a
     #: reconnect, with no record of its start): its times before then are not known

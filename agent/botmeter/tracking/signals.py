@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+from .session_id import BadSession, check_session
+
 SIGNALS = ("start", "end", "usage", "outcome", "csat")
 SIGNALLED_OUTCOMES = ("handled", "transferred", "failed")
 MAX_FIELD = 200
@@ -28,6 +30,16 @@ CSAT_DEFAULT_SCALE = 5
 
 class SignalError(ValueError):
     """A malformed signal: the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartSignal:
+    """The bot answered. `session`: the bot platform's id for the conversation (None when the
+    signal named none); `dropped`: why a `Session` that was given is not kept. A bad Session
+    never refuses the start: the bot's answer time counts without it (docs/signals.md)."""
+
+    session: str | None = None
+    dropped: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +66,7 @@ class CsatSignal:
     source: str | None
 
 
-Signal = str | Usage | OutcomeSignal | CsatSignal  # "start" and "end" carry nothing else
+Signal = str | StartSignal | Usage | OutcomeSignal | CsatSignal  # "end" carries nothing else
 
 
 def _field(fields: Mapping[str, str], name: str) -> str:
@@ -93,6 +105,18 @@ def parse_quantity(raw: str) -> Decimal:
     return Decimal(format(+quantity, "f"))
 
 
+def parse_start(fields: Mapping[str, str]) -> StartSignal:
+    """A start signal: its `Session` kept when valid, else dropped with the reason; an empty or
+    absent one is no session (`Session: ${BOT_SESSION}` with the variable unset)."""
+    raw = _field(fields, "session")
+    if not raw:
+        return StartSignal()
+    try:
+        return StartSignal(check_session(raw))
+    except BadSession as exc:
+        return StartSignal(None, f"start signal: {exc}")
+
+
 def _whole(name: str, raw: str) -> int:
     """A csat field's whole number: ASCII digits only, else SignalError naming the field."""
     if len(raw) > 12:
@@ -129,8 +153,10 @@ def _text(fields: Mapping[str, str], name: str) -> str | None:
 def parse_signal(signal: str, fields: Mapping[str, str]) -> Signal:
     """The signal's meaning, or SignalError naming the bad field."""
     kind = signal.strip().lower()
-    if kind in ("start", "end"):
+    if kind == "end":
         return kind
+    if kind == "start":
+        return parse_start(fields)
     if kind == "usage":
         module = _field(fields, "module")
         if not module:

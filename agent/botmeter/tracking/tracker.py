@@ -39,7 +39,15 @@ from ..pbx.events import (
 from .outcome import OutcomeFacts, decide_outcome
 from .record import CallRecord, Csat, ModuleUsage, Outcome
 from .rules import MAX_IN_PROGRESS, TrackingRules
-from .signals import CsatSignal, OutcomeSignal, Signal, SignalError, Usage, parse_signal
+from .signals import (
+    CsatSignal,
+    OutcomeSignal,
+    Signal,
+    SignalError,
+    StartSignal,
+    Usage,
+    parse_signal,
+)
 
 Problem = Callable[[str, dict[str, object]], None]
 Records = tuple[CallRecord, ...]
@@ -132,6 +140,9 @@ class _Call:
     modules: dict[str, tuple[Decimal, str]] = field(default_factory=dict)  # module -> (total, unit)
     #: the caller's rating, with the tracker's count of csat signals when it came (the last wins)
     csat: tuple[int, Csat] | None = None
+    #: the bot platform's session id, with the tracker's count of sessions when it came (the
+    #: first one wins, also when two calls merge)
+    session: tuple[int, str] | None = None
     #: where its history came from: "ami", or the recovery source ("cel") that gave any of it
     source: str = "ami"
     #: first seen in progress by a reconnect snapshot, its beginning unknown
@@ -175,6 +186,7 @@ class CallTracker:
         #: finished call's linkedid -> (its call_id, its end)
         self._ended: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._csats = 0  # csat signals applied: orders ratings, so that the last one wins
+        self._sessions = 0  # session ids kept: orders them, so that the first one wins
         self._answers: OrderedDict[str, float] = OrderedDict()  # dialled leg uniqueid -> answer
         self._pending: OrderedDict[str, _Held] = OrderedDict()  # by first signal, oldest first
         self._held = 0  # signals in _pending
@@ -399,6 +411,8 @@ class CallTracker:
         if fold.csat is not None and (keep.csat is None or fold.csat[0] > keep.csat[0]):
             keep.csat = fold.csat  # the later rating
         keep.transfer_target = keep.transfer_target or fold.transfer_target
+        if fold.session is not None:
+            self._keep_session(keep, fold.session)
         if fold.source != self._default_source:
             keep.source = fold.source
         keep.joined_late = keep.joined_late and fold.joined_late
@@ -461,6 +475,7 @@ class CallTracker:
             hangup_cause=call.hangup_cause,
             modules={m: ModuleUsage(q, u) for m, (q, u) in call.modules.items()},
             csat=None if call.csat is None else call.csat[1],
+            bot_session_id=None if call.session is None else call.session[1],
             source=call.source,
             joined_late=call.joined_late,
         )
@@ -701,6 +716,9 @@ class CallTracker:
             self._report("malformed bot signal ignored", {
                 "reason": str(exc), **_call_ids(call, sig.linkedid), "via": sig.via})
             return NO_RECORDS
+        if isinstance(meaning, StartSignal) and meaning.dropped:
+            self._report("bot session id dropped: the start signal counts without it", {
+                "reason": meaning.dropped, **_call_ids(call, sig.linkedid), "via": sig.via})
         if call is not None:
             self._apply(call, sig, meaning)
             return NO_RECORDS
@@ -791,9 +809,13 @@ class CallTracker:
         if meaning != "end" and call.bot_answered_at is None:
             # the bot's first signal is its answer: a bot that speaks has answered
             self._answer(call, sig.ts, "signal")
-            if meaning != "start":
+            if not isinstance(meaning, StartSignal):
                 self._answered_by_signal(call, sig)
-        if meaning == "end":
+        if isinstance(meaning, StartSignal):
+            if meaning.session is not None:
+                self._sessions += 1
+                self._keep_session(call, (self._sessions, meaning.session))
+        elif meaning == "end":
             self._leave_bot(call, sig.ts)
         elif isinstance(meaning, Usage):
             self._add_usage(call, meaning)
@@ -802,6 +824,19 @@ class CallTracker:
             call.signalled_target = meaning.target or call.signalled_target
             if meaning.outcome == "transferred":
                 self._handoff(call, sig.ts, meaning.target or "")
+
+    def _keep_session(self, call: _Call, session: tuple[int, str]) -> None:
+        """The call's session id is the first its bot named; another one later (a second
+        `start`, or a call merged in) is reported and not kept."""
+        if call.session is None:
+            call.session = session
+            return
+        first, other = sorted((call.session, session))
+        call.session = first
+        if first[1] != other[1]:
+            self._report("bot session id ignored: the call's bot named another one first", {
+                "call_id": call.call_id, "linkedid": call.linkedid, "kept": first[1],
+                "ignored": other[1]})
 
     def _answered_by_signal(self, call: _Call, sig: BotSignal) -> None:
         """A usage or outcome signal came before any sign that the bot answered: the [bot]
