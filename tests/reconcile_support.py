@@ -10,8 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -50,23 +49,52 @@ def per_minute_billed(bot_seconds: float) -> tuple[int, Decimal]:
     return int(billed), (Decimal(int(billed)) / 60 * Decimal("0.12")).quantize(Decimal("0.0001"))
 
 
-def recorded_calls(write_config: Any) -> tuple[Path, list[dict[str, Any]]]:
-    """A config whose database holds the lab's calls, rated under per-minute; the calls."""
+def recorded_calls(write_config: Any, sessions: Mapping[str, str] | None = None,
+                   ) -> tuple[Path, list[dict[str, Any]]]:
+    """A config whose database holds the lab's calls, rated under per-minute; the calls.
+    `sessions`: call id -> the session id its bot sends with a `start` signal (a UserEvent
+    added to the capture beside the call's first one, as the dialplan would send it)."""
     config = write_config(extra=PLANS)
-    assert cli(config, "replay", str(LAB_CAPTURE)).exit_code == 0
+    capture = LAB_CAPTURE
+    if sessions:
+        capture = config.parent / "lab-with-sessions.ami"
+        capture.write_bytes(with_sessions(LAB_CAPTURE.read_bytes(), sessions))
+    assert cli(config, "replay", str(capture)).exit_code == 0
     calls = json.loads(cli(config, "calls", "--format", "json").output)
     assert {c["plan_id"] for c in calls} == {"per-minute"}
-    with sqlite3.connect(config.parent / "calls.db") as conn:  # TEMPORARY until v11 lands
-        if "bot_session_id" not in {r[1] for r in conn.execute("PRAGMA table_info(calls)")}:
-            conn.execute("ALTER TABLE calls ADD COLUMN bot_session_id TEXT")
     return config, calls
 
 
-def set_session(config: Path, call_id: str, session: str) -> None:
-    """Give a stored call the session id its bot would have sent with `start`."""
-    db = config.parent / "calls.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE calls SET bot_session_id = ? WHERE call_id = ?", (session, call_id))
+def with_sessions(capture: bytes, sessions: Mapping[str, str]) -> bytes:
+    """The capture with a `start` signal carrying a Session (a BotMeter UserEvent, as the
+    dialplan sends it) on each named call's channel, just after it reached the bot."""
+    frames = capture.split(b"\r\n\r\n")
+    out: list[bytes] = []
+    pending = dict(sessions)
+    for frame in frames:
+        out.append(frame)
+        call = next((c for c in pending if f"\r\nLinkedid: {c}\r\n".encode() in frame + b"\r\n"
+                     and b"\r\nContext: voicebot\r\n" in frame), None)
+        if call is None:
+            continue
+        lines = frame.split(b"\r\n")
+        channel = lines[2:next(i for i, line in enumerate(lines) if line.startswith(b"Linkedid:")) + 1]
+        out.append(b"\r\n".join([b"Event: UserEvent", b"Privilege: user,all", *channel,
+                                   b"UserEvent: BotMeter", b"Signal: start",
+                                   b"Session: " + pending.pop(call).encode()]))
+    assert not pending, f"these calls never reach the bot in the capture: {sorted(pending)}"
+    return b"\r\n\r\n".join(out)
+
+
+def signalling_calls() -> list[str]:
+    """The lab's calls whose bot sends BotMeter UserEvents (their linkedids)."""
+    found: list[str] = []
+    for frame in LAB_CAPTURE.read_bytes().split(b"\r\n\r\n"):
+        if frame.startswith(b"Event: UserEvent") and b"UserEvent: BotMeter" in frame:
+            linkedid = frame.split(b"\r\nLinkedid: ")[1].split(b"\r\n")[0].decode()
+            if linkedid not in found:
+                found.append(linkedid)
+    return found
 
 
 def invoice_line(call: dict[str, Any], *, session: str = "", caller: str | None = None,

@@ -7,6 +7,7 @@ import csv
 import io
 import re
 from collections import Counter
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from .reconcile_support import (
     per_minute_billed,
     reconcile_json,
     recorded_calls,
-    set_session,
+    signalling_calls,
     write_invoice,
     write_mapping,
 )
@@ -38,21 +39,27 @@ def lab(write_config):  # type: ignore[no-untyped-def]
     return recorded_calls(write_config)
 
 
-def test_each_class_is_found_and_the_disputed_amount_is_the_hand_computed_sum(lab, tmp_path):
-    config, calls = lab
+def test_each_class_is_found_and_the_disputed_amount_is_the_hand_computed_sum(write_config,
+                                                                             tmp_path):
+    # the bots of the lab's signalling calls send their platform's session id with `start`
+    sessions = {call: f"vendor-call-{n:04d}" for n, call in enumerate(signalling_calls(), 1)}
+    config, calls = recorded_calls(write_config, sessions)
     bot = answered(calls)
     assert len(bot) >= 6
-    by_session, plain, longer, dearer, unbilled = bot[0], bot[1], bot[2], bot[3], bot[4]
-    set_session(config, by_session["call_id"], "vendor-call-0001")
+    by_session = next(c for c in bot if c["call_id"] in sessions)
+    assert by_session["bot_session_id"] == sessions[by_session["call_id"]]
+    plain, longer, dearer, unbilled = [c for c in bot if c is not by_session][:4]
+    session = sessions[by_session["call_id"]]
+    late = datetime.fromisoformat(by_session["bot_answered_at"]) + timedelta(seconds=7)
     longer_seconds = per_minute_billed(longer["bot_seconds"])[0] + 12  # and billed for them
     longer_amount = (Decimal(longer_seconds) / 60 * Decimal("0.12")).quantize(Decimal("0.0001"))
     dearer_amount = Decimal("0.5000")
     extra_amount = Decimal("0.3600")
     lines = [
         # matched by session id: the vendor writes the caller in international form, with a
-        # start 4 s off the bot's answer (the session id decides, not the time)
-        invoice_line(by_session, session="vendor-call-0001",
-                     caller="+86 " + by_session["caller_number"]),
+        # start 7 s off the bot's answer (too far for caller and time: the session decides)
+        invoice_line(by_session, session=session, caller="+86 " + by_session["caller_number"],
+                     start=late.isoformat()),
         invoice_line(plain, caller="0086" + plain["caller_number"]),
         invoice_line(longer, seconds=longer_seconds, amount=longer_amount),
         invoice_line(dearer, amount=dearer_amount),
@@ -74,7 +81,8 @@ def test_each_class_is_found_and_the_disputed_amount_is_the_hand_computed_sum(la
                         if line["call_id"] == by_session["call_id"])
     assert session_line["class"] == "match" and session_line["matched_by"] == "session_id"
     assert session_line["vendor"]["caller_number"] == "+86 " + by_session["caller_number"]
-    assert session_line["botmeter"]["bot_session_id"] == "vendor-call-0001"
+    assert session_line["botmeter"]["bot_session_id"] == session
+    assert session_line["seconds_apart"] == "7"
     plain_line = next(line for line in result["lines"] if line["call_id"] == plain["call_id"])
     assert (plain_line["class"], plain_line["matched_by"]) == ("match", "caller_time")
 

@@ -14,9 +14,7 @@ import io
 import json
 import re
 import shutil
-import sqlite3
 import subprocess
-from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from tests.png_support import decode_png
 
 from .conftest import CONFIG_TEMPLATE, LAB_CAPTURE
 from .rating_support import PLANS_DIR, SHANGHAI, local_ms, make_call
+from .reconcile_support import with_sessions
 
 HOSTILE = '<script>alert("x")</script>'
 #: the invoice's file name is the user's: it is shown, so it is escaped too
@@ -68,19 +67,6 @@ NOT_BILLED = {"1795706746.12", "1795706748.30", "1795706755.48", "1795706757.49"
               "1795706759.51", "1795706760.53"}
 
 
-def temporary_session_ids(db: Path, sessions: Mapping[str, str] | None = None) -> None:
-    """TEMPORARY, until the session id of issue 15 point 1 (built in parallel: the `start`
-    signal's `Session`, stored by a schema migration as `calls.bot_session_id`) is merged: add
-    the column to a store that lacks it and write `sessions` (call id -> session id) by hand.
-    Then: drop the ALTER TABLE, and record the session ids from signals instead."""
-    with sqlite3.connect(db) as conn:
-        if "bot_session_id" not in {row[1] for row in conn.execute("PRAGMA table_info(calls)")}:
-            conn.execute("ALTER TABLE calls ADD COLUMN bot_session_id TEXT")
-        conn.executemany("UPDATE calls SET bot_session_id = ? WHERE call_id = ?",
-                         [(session, call_id) for call_id, session in (sessions or {}).items()])
-    conn.close()
-
-
 def write_setup(folder: Path, lines: list[tuple[str, ...]]) -> tuple[Path, Path, Path]:
     """A config (per-minute plan active), the mapping, and an invoice of `lines`."""
     config = folder / "botmeter.toml"
@@ -104,8 +90,9 @@ def cli(config: Path, *args: str):  # type: ignore[no-untyped-def]
 def lab(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """The lab capture's calls, one with the session id the vendor also wrote."""
     config, mapping, invoice = write_setup(tmp_path_factory.mktemp("lab"), LINES)
-    assert cli(config, "replay", str(LAB_CAPTURE)).exit_code == 0
-    temporary_session_ids(load_config(config).store_path(), {"1795706741.6": "sess-0003"})
+    capture = config.parent / "lab-with-session.ami"  # one call's bot sends its session id
+    capture.write_bytes(with_sessions(LAB_CAPTURE.read_bytes(), {"1795706741.6": "sess-0003"}))
+    assert cli(config, "replay", str(capture)).exit_code == 0
     return config, mapping, invoice
 
 
@@ -289,7 +276,6 @@ def test_more_problems_than_listed_says_how_many(tmp_path: Path) -> None:
     config, mapping, invoice = write_setup(tmp_path, [
         ("", "13900010001", f"bad {n}", "60", "0.12") for n in range(1003)])
     assert cli(config, "replay", str(LAB_CAPTURE)).exit_code == 0
-    temporary_session_ids(load_config(config).store_path())
     _, doc = annex((config, mapping, invoice))
     assert "1,003 problems; the first 1,000 are listed" in doc.text()
     items = doc.one("ol", "problems").all("li")
@@ -343,7 +329,6 @@ def long_annex(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store.save(calls)
     store.close()
     assert cli(config, "rerate", "--period", "2026-11").exit_code == 0
-    temporary_session_ids(load_config(config).store_path())
     page = folder / "annex.html"
     page.write_text(run((config, mapping, invoice), "html"), encoding="utf-8")
     return page

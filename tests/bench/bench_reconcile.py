@@ -88,8 +88,6 @@ def build(tmp: Path, count: int) -> tuple[Path, Path]:
     db = tmp / "calls.db"
     store = CallStore(db)
     conn = store.db.conn
-    if "bot_session_id" not in {r[1] for r in conn.execute("PRAGMA table_info(calls)")}:
-        conn.execute("ALTER TABLE calls ADD COLUMN bot_session_id TEXT")  # TEMPORARY
     start = time.perf_counter()
     conn.execute("BEGIN")
     conn.execute(CALLS_SQL, {"count": count})
