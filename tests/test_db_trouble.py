@@ -261,7 +261,9 @@ async def test_a_database_deleted_under_the_agent_is_created_anew_with_the_calls
 
 def test_a_replaced_file_is_noticed_while_idle_and_the_old_one_keeps_its_calls(tmp_path):
     db, aside, other = tmp_path / "calls.db", tmp_path / "moved.db", tmp_path / "other.db"
-    CallStore(other).save([record("theirs")])
+    theirs = CallStore(other)
+    theirs.save([record("theirs")])
+    theirs.close()  # checkpointed into its file: only the file is moved in
     writer = RecordWriter(lambda: CallStore(db), check_every=0.05)
     writer.start()
     try:

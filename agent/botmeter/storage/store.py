@@ -129,7 +129,8 @@ def _refuse_foreign(conn: sqlite3.Connection, path: str | Path, create: bool) ->
         tables = [name for (name,) in conn.execute(
             "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name")]
     finally:
-        conn.execute("COMMIT")
+        if conn.in_transaction:  # a failed read may have ended it: its error is the one to see
+            conn.execute("COMMIT")
     if version:
         return  # a botmeter layout (or a newer one, which migrate() refuses)
     if tables:
