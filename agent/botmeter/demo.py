@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import Config, parse_config
+from .demo_reconcile import demo_reconcile
 from .logs import setup_logging
 from .rating import PlanBook, Statement, build_statement, period_of
 from .reports.billing import sla_table, statement_table
@@ -217,6 +218,9 @@ async def run_demo(*, count: int, speed: float, concurrency: int, db: str | None
             store.close()
         uplink, synced = (await asyncio.to_thread(demo_uplink, path, plans, Path(tmp))
                           if plans and records else (None, True))
+        checked = (await asyncio.to_thread(demo_reconcile, path,
+                                           PlanBook.load(plans).series(DEMO_PLAN), Path(tmp))
+                   if plans and records else None)
     table = calls_table(records, ratings if plans else None)
     if sys.stdout.isatty():
         console.print(table)
@@ -233,6 +237,12 @@ async def run_demo(*, count: int, speed: float, concurrency: int, db: str | None
         console.print("uplink: the receiver's summaries add up to the calls and amounts stored "
                       "locally" if synced else "[red]uplink: the receiver's summaries do not add "
                       "up to the calls stored locally[/]")
+    reconciled = True
+    if checked is not None:
+        console.print(checked[0])
+        reconciled = checked[1]
+        console.print("reconcile: each class holds exactly the planted discrepancies" if reconciled
+                      else "[red]reconcile: the classes differ from the planted discrepancies[/]")
     surveys, surveys_ok = survey_line(calls, records)
     console.print(surveys if surveys_ok else f"[red]{surveys}[/]")
     by_number = {r.caller_number: r for r in records}
@@ -243,4 +253,5 @@ async def run_demo(*, count: int, speed: float, concurrency: int, db: str | None
             console.print(f"[red]{number}[/]: " + "; ".join(problems))
     console.print(f"{len(calls) - len(wrong)} of {len(calls)} calls recorded exactly as scripted"
                   + (f"; stored in {db}" if db else ""))
-    return not wrong and len(records) == len(calls) and synced and surveys_ok
+    return (not wrong and len(records) == len(calls) and synced and surveys_ok
+            and reconciled)

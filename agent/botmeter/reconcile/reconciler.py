@@ -139,7 +139,7 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
     folder = tempfile.TemporaryDirectory(prefix="botmeter-reconcile-")
     recorded_db = Path(folder.name) / "recorded.db"
     start, end = period_bounds(period, series.timezone)
-    metric, charge = _time_charge(series, period)
+    metric, charge = time_charge(series, period)
     since, until = iso_utc(start - MARGIN), iso_utc(end + MARGIN)
     side = _open_calls_side(store_path, recorded_db, invoice.mapping.format.country_code,
                             since, until)
@@ -251,7 +251,7 @@ def _load_invoice(conn: sqlite3.Connection, invoice: Invoice) -> None:
         conn.executemany(insert, batch)
 
 
-def _time_charge(series: PlanSeries, period: str) -> tuple[str, str | None]:
+def time_charge(series: PlanSeries, period: str) -> tuple[str, str | None]:
     """The plan's time metric and the name of the charge that bills it (the first), for the
     period's version; bot_seconds and no charge when the plan prices no time."""
     for charge in series.fee_version(period).charges:
