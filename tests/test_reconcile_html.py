@@ -19,9 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from botmeter.cli import main
 from botmeter.config import load_config
 from botmeter.plans import active_series, load_plan_book
 from botmeter.reconcile.invoice import Invoice, Problems
@@ -36,23 +34,13 @@ from tests.png_support import decode_png
 
 from .conftest import CONFIG_TEMPLATE, LAB_CAPTURE
 from .rating_support import PLANS_DIR, SHANGHAI, local_ms, make_call
-from .reconcile_support import with_sessions
+from .reconcile_support import HEADER, cli, with_sessions
+from .reconcile_support import MAPPING as SHARED_MAPPING
 
 HOSTILE = '<script>alert("x")</script>'
 #: the invoice's file name is the user's: it is shown, so it is escaped too
 INVOICE_NAME = "usage <2026-11> & co.csv"
-MAPPING = """
-[columns]
-session_id = "CallSid"
-caller_number = "From"
-started_at = "StartTime"
-seconds = "Duration"
-amount = "Charge"
-[format]
-timezone = "Asia/Shanghai"
-country_code = "86"
-"""
-HEADER = ("CallSid", "From", "StartTime", "Duration", "Charge")
+MAPPING = SHARED_MAPPING + 'timezone = "Asia/Shanghai"\n'  # the lines' times are local
 #: one line per class, made on purpose (line numbers count the header as line 1)
 LINES = [
     ("", "13900010001", "2026-11-26 23:25:37", "60", "0.12"),  # 2: match
@@ -80,10 +68,6 @@ def write_setup(folder: Path, lines: list[tuple[str, ...]]) -> tuple[Path, Path,
     with invoice.open("w", encoding="utf-8", newline="") as handle:
         csv.writer(handle).writerows([HEADER, *lines])
     return config, mapping, invoice
-
-
-def cli(config: Path, *args: str):  # type: ignore[no-untyped-def]
-    return CliRunner().invoke(main, ["--config", str(config), *args])
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,9 @@ sys.path.insert(0, str(ROOT / "agent"))
 
 from botmeter.storage.store import CallStore  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from tests.reconcile_support import MAPPING  # noqa: E402
+
 BASE = 1793491200  # 2026-11-01T00:00:00+08:00 (the plan's Asia/Shanghai month)
 SPACING = 2.5  # seconds between calls: 1,000,000 calls fill 29 days
 
@@ -72,16 +75,6 @@ dir = "{plans}"
 active = "per-minute"
 """
 
-MAPPING = """
-[columns]
-session_id = "CallSid"
-caller_number = "From"
-started_at = "StartTime"
-seconds = "Duration"
-amount = "Charge"
-[format]
-country_code = "86"
-"""
 
 
 def build(tmp: Path, count: int) -> tuple[Path, Path]:
