@@ -210,3 +210,12 @@ def test_bad_arguments_are_usage_errors(lab, tmp_path, args):
     invoice = write_invoice(tmp_path / "usage.csv", [invoice_line(calls[0])])
     done = run(config, invoice, write_mapping(tmp_path / "map.toml"), *args)
     assert done.exit_code == 2 and "Traceback" not in done.output
+
+
+def test_a_month_before_the_plan_starts_is_a_plan_error(lab, tmp_path):
+    config, calls = lab
+    invoice = write_invoice(tmp_path / "usage.csv", [invoice_line(calls[0])])
+    done = cli(config, "reconcile", "--period", "2025-06", "--invoice", str(invoice),
+               "--mapping", str(write_mapping(tmp_path / "map.toml")))
+    assert done.exit_code == 2 and "Traceback" not in done.output
+    assert "botmeter: plan error:" in done.stderr and "no version in force in 2025-06" in done.stderr

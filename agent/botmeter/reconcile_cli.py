@@ -84,8 +84,9 @@ def reconcile(ctx: Context, period: str, invoice: str, mapping: str, fmt: str,
     source = Invoice(Path(invoice), invoice_mapping, series.currency, Problems())
     with opened_store(ctx, db, create=False) as store:  # exists, is botmeter's, is migrated
         try:
-            result = run_reconcile(store.path, source, series, period,
-                                   Tolerances(tolerance, amount_tolerance))
+            with refuse_bad_files():  # a period the plan has no version for
+                result = run_reconcile(store.path, source, series, period,
+                                       Tolerances(tolerance, amount_tolerance))
         except InvoiceError as exc:
             fail("invoice error", "", str(exc), USAGE)
         try:

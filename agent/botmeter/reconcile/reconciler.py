@@ -1,8 +1,8 @@
 """`reconcile`: the vendor's usage detail against the calls botmeter recorded and rated.
 
-The invoice's lines go into a temporary table beside the calls database in batches, the
-period's bot-answered calls beside them, and matching and classing run as SQL
-(`matching.py`). The result is the totals per class, the disputed amount, the problems, and
+The invoice's lines go into a scratch SQLite database in batches while a thread copies the
+period's bot-answered calls into a second one (SQL alone, read-only on the calls database);
+matching and classing run as SQL over both (`matching.py`). The result is the totals per class, the disputed amount, the problems, and
 the lines themselves, read from the database as the output is written (never all in memory).
 """
 
@@ -136,13 +136,17 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
     """Match and class `invoice` against the calls of the database at `store_path` for
     `period` under `series`. The work is done in a temporary folder, removed by the result's
     `close()`. The calls are loaded (SQL, in a thread) while the invoice is read."""
-    folder = tempfile.TemporaryDirectory(prefix="botmeter-reconcile-")
-    recorded_db = Path(folder.name) / "recorded.db"
     start, end = period_bounds(period, series.timezone)
     metric, charge = time_charge(series, period)
     since, until = iso_utc(start - MARGIN), iso_utc(end + MARGIN)
-    side = _open_calls_side(store_path, recorded_db, invoice.mapping.format.country_code,
-                            since, until)
+    folder = tempfile.TemporaryDirectory(prefix="botmeter-reconcile-")
+    recorded_db = Path(folder.name) / "recorded.db"
+    try:
+        side = _open_calls_side(store_path, recorded_db, invoice.mapping.format.country_code,
+                                since, until)
+    except BaseException:
+        folder.cleanup()
+        raise
     calls = _Background(lambda: _load_calls(
         side, since=since, until=until, start=iso_utc(start), end=iso_utc(end),
         plan_id=series.plan_id, metric=metric, charge=charge))
@@ -179,7 +183,8 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
         invoice.problems.add(Problem(
             invoice.name, None,
             f"{unrated} calls of {period} are not rated under plan {series.plan_id!r}: their "
-            f"amounts are unknown here (botmeter rerate --period {period} rates them)"))
+            f"amounts are unknown here (botmeter rerate --period {period} --plan "
+            f"{series.plan_id} rates them)"))
     return Reconciliation(period, series.plan_id, series.currency, invoice.name,
                           series.timezone.key, classes, disputed, invoice.problems,
                           invoice.lines_read, unrated, conn, bm_ms, folder)
