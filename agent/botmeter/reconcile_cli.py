@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -79,10 +84,14 @@ def reconcile(ctx: Context, period: str, invoice: str, mapping: str, fmt: str,
     from .writing import atomic_text
 
     config, series = _series(ctx, plan_id)
+    if out is not None:
+        refuse_overwriting(out, invoice=invoice, mapping=mapping, config=config.source_path,
+                           database=db or config.store_path())
     with refuse_bad_files():
         invoice_mapping = load_mapping(Path(mapping))
     source = Invoice(Path(invoice), invoice_mapping, series.currency, Problems())
-    with opened_store(ctx, db, create=False) as store:  # exists, is botmeter's, is migrated
+    with (terminated_as_interrupted(),
+          opened_store(ctx, db, create=False) as store):  # exists, is botmeter's, is migrated
         try:
             with refuse_bad_files():  # a period the plan has no version for
                 result = run_reconcile(store.path, source, series, period,
@@ -105,3 +114,31 @@ def reconcile(ctx: Context, period: str, invoice: str, mapping: str, fmt: str,
         click.echo(f"botmeter: {result.problems.count} problem{many} in {invoice} (listed in "
                    "the output); the other lines are reconciled", err=True)
     sys.stdout.flush()
+
+
+def refuse_overwriting(out: str, *, invoice: str, mapping: str, config: str,
+                       database: str | Path) -> None:
+    """`--out` must be none of the files the command reads (the vendor's invoice is the
+    evidence of a dispute; the database is every call): a usage error naming it."""
+    base = os.path.realpath(database)
+    reads = [("invoice", invoice), ("mapping", mapping), ("configuration", config),
+             *(("calls database", base + suffix) for suffix in ("", "-wal", "-shm", "-journal"))]
+    target = os.path.realpath(out)
+    for what, path in reads:
+        if target == os.path.realpath(path):
+            fail("reconcile error", out, f"is the {what} ({path}): choose another --out", USAGE)
+
+
+@contextmanager
+def terminated_as_interrupted() -> Iterator[None]:
+    """SIGTERM (`timeout`, a service manager, `kill`) ends the command as Ctrl-C does, so that
+    its scratch folder and a half-written --out are removed (by default it would just die)."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,34 +1,48 @@
-"""Reading the vendor's usage detail file: CSV (UTF-8 with or without BOM, comma or tab) or
-JSON lines, mapped by `InvoiceMapping`, one `VendorLine` per line with its line number.
+"""Reading the vendor's usage detail file: CSV (UTF-8 with or without BOM; comma, tab or
+semicolon) or JSON lines, mapped by `InvoiceMapping`, one `VendorLine` per line with its line
+number.
 
 A line that cannot be read becomes a `Problem` (file, line, what) and the others are read on:
-one bad line never holds back the rest. Only a file that cannot be read at all, or that lacks
-a column every line needs, stops the reconciliation (`InvoiceError`).
+one bad line never holds back the rest. Only a file that cannot be read at all, is not UTF-8
+text, or lacks a column every line needs, stops the reconciliation (`InvoiceError`). Lines
+and values are read in bounded pieces (`text.TextLines`, `lines.too_long`): memory does not
+grow with a line or a field, whatever the file holds.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from operator import itemgetter
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from .lines import FIELDS, LineError, LineReader, VendorLine
+from .lines import FIELDS, LineError, LineReader, VendorLine, too_long
 from .mapping import InvoiceMapping
+from .text import LongRecord, TextLines
 
 Row = tuple[str | None, ...]
 
 #: problems kept with their text; beyond this only counted (a file of a million bad lines)
 MAX_PROBLEMS = 1000
-#: a CSV field or JSON line longer than this is not usage detail
-MAX_FIELD = 64 * 1024
+#: a line (a CSV record, a JSON line) longer than this is not usage detail
+MAX_LINE = 64 * 1024
 REQUIRED = ("caller_number", "started_at", "amount")
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
             ".tsv": "csv", ".txt": "csv"}
+_DELIMITERS = (",", "\t", ";")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+NOT_UTF8 = "not valid UTF-8 (read with replacement characters)"
+
+
+def _spans(start: int, end: int) -> str:
+    """What to add to a bad CSV record's problem when it runs over several lines."""
+    return "" if end == start else f" (lines {start}-{end} read as one line: a quote not closed?)"
 
 
 class InvoiceError(Exception):
@@ -56,8 +70,10 @@ class Problems:
     count: int = 0
 
     def add(self, problem: Problem) -> None:
+        """Keep it if fewer than MAX_PROBLEMS are kept, or if it is about the whole file (a
+        few at most, and they explain the output: a column missing, calls not rated)."""
         self.count += 1
-        if len(self.items) < MAX_PROBLEMS:
+        if len(self.items) < MAX_PROBLEMS or problem.line is None:
             self.items.append(problem)
 
 
@@ -68,11 +84,13 @@ class Invoice:
     def __init__(self, path: Path, mapping: InvoiceMapping, currency: str,
                  problems: Problems) -> None:
         self.path = path
-        self.name = str(path)
+        # shown and written as UTF-8: a file name's bytes that are not UTF-8 are shown as U+FFFD
+        self.name = os.fsencode(path).decode("utf-8", "replace")
         self.mapping = mapping
         self.reader = LineReader(mapping, currency)
         self.problems = problems
-        self.lines_read = 0
+        self.lines_read = 0  # every line but the header and blank ones, those set aside too
+        self._header_line: int | None = None  # the header's (the first line's) number, once read
 
     def lines(self) -> Iterator[VendorLine]:
         """Every line that can be read, one at a time."""
@@ -87,21 +105,35 @@ class Invoice:
         except OSError as exc:
             raise InvoiceError(f"{self.name}: cannot read: {exc.strerror or exc}") from None
         with handle:
-            head = handle.read(4096)
-            handle.seek(0)
-            if self.path.stat().st_size == 0 or not head.strip():
+            lines = TextLines(handle, MAX_LINE, self._long_line)
+            first = lines.first()
+            if first is None:
                 raise InvoiceError(f"{self.name}: the file is empty")
+            if "\x00" in first or first.startswith("\ufffd"):
+                raise InvoiceError(
+                    f"{self.name}:{lines.number}: not UTF-8 text (UTF-16, another encoding, or "
+                    "not a text file at all): save the usage detail as UTF-8 (CSV or JSON lines)")
+            self._header_line = lines.number
             kind = _FORMATS.get(self.path.suffix.lower())
-            if kind is None or kind == "json" or head.lstrip()[:1] == "{":
-                kind = "jsonl" if head.lstrip()[:1] == "{" else "csv"
-            rows = self._json_rows(handle) if kind == "jsonl" else self._csv_rows(handle, head)
+            if first.lstrip()[:1] in ("{", "["):
+                kind = "jsonl"
+            elif kind is None:
+                kind = "csv"
+            rows = (self._json_rows(lines, first) if kind == "jsonl"
+                    else self._csv_rows(lines, first))
             while batch := list(islice(rows, size)):
-                self.lines_read += len(batch)
                 try:
                     yield self.reader.read_batch(batch)
                 except LineError:  # find the bad lines, one by one
                     yield [line for number, fields in batch
                            if (line := self._read_one(number, fields)) is not None]
+
+    def _long_line(self, number: int) -> None:
+        if self._header_line is None:
+            raise InvoiceError(f"{self.name}:{number}: the first line is longer than "
+                               f"{MAX_LINE} characters: not a usage detail")
+        self.lines_read += 1
+        self._problem(number, f"longer than {MAX_LINE} characters")
 
     def _read_one(self, number: int, fields: Row) -> tuple[Any, ...] | None:
         try:
@@ -113,55 +145,73 @@ class Invoice:
     def _problem(self, line: int | None, message: str) -> None:
         self.problems.add(Problem(self.name, line, message))
 
-    def _csv_rows(self, handle: IO[str], head: str) -> Iterator[tuple[int, Row]]:
-        first = head.splitlines()[0] if head else ""
-        delimiter = "\t" if first.count("\t") > first.count(",") else ","
-        csv.field_size_limit(MAX_FIELD)
-        reader = csv.reader(handle, delimiter=delimiter)
+    def _csv_rows(self, lines: TextLines, first: str) -> Iterator[tuple[int, Row]]:
+        delimiter = max(_DELIMITERS, key=first.count)
+        csv.field_size_limit(MAX_LINE)
+        reader = csv.reader(chain([first], lines), delimiter=delimiter)
         try:
             header = next(reader)
-        except (csv.Error, StopIteration) as exc:
-            raise InvoiceError(f"{self.name}:1: no header line ({exc})") from None
+        except (csv.Error, LongRecord) as exc:
+            raise InvoiceError(f"{self.name}:{self._header_line}: no header line ({exc})"
+                               ) from None
         positions = self._positions([name.strip() for name in header])
         width = len(header)
         # a field the mapping does not give reads the None appended to each row
         pick = itemgetter(*(positions.get(name, width) for name in FIELDS))
-        number = reader.line_num + 1
         while True:
+            lines.record_done()
             try:
                 row = next(reader)
             except StopIteration:
                 return
-            except csv.Error as exc:
-                self._problem(number, f"not CSV: {exc}")
-                number = reader.line_num + 1
+            except (csv.Error, LongRecord) as exc:
+                self.lines_read += 1
+                start = lines.record_start
+                self._problem(start, (str(exc) if isinstance(exc, LongRecord)
+                                      else f"not CSV: {exc}") + _spans(start, lines.number))
                 continue
-            start, number = number, reader.line_num + 1
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
+            start = lines.record_start
+            text = "".join(row)
+            if not text or text.isspace():
+                continue  # a blank line, or a row of empty fields a spreadsheet left
+            self.lines_read += 1
             if len(row) != width:
-                self._problem(start, f"{len(row)} fields where the header has {width}")
+                self._problem(start, f"{len(row)} fields where the header has {width}"
+                                     + _spans(start, lines.number))
                 continue
-            if "\ufffd" in "".join(row):
-                self._problem(start, "not valid UTF-8 (read with replacement characters)")
             row.append(None)  # type: ignore[arg-type]
-            yield start, pick(row)
+            fields = pick(row)
+            if (message := too_long(fields)) is not None:
+                self._problem(start, message)
+                continue
+            if "\ufffd" in text:
+                self._problem(start, NOT_UTF8)
+            yield start, fields
 
     def _positions(self, header: list[str]) -> dict[str, int]:
-        """Field -> index of its column; a required column missing stops everything."""
+        """Field -> index of its column; a required column missing, or a mapped column named
+        twice, stops everything."""
         index: dict[str, int] = {}
         for position, name in enumerate(header):
             index.setdefault(name, position)
         positions: dict[str, int] = {}
         for name, column in self.mapping.columns.named().items():
             if column in index:
+                if header.count(column) > 1:
+                    where = [str(i + 1) for i, other in enumerate(header) if other == column]
+                    raise InvoiceError(
+                        f"{self.name}:{self._header_line}: the header has {column!r} twice (columns "
+                        f"{' and '.join(where[:2])}): which is the mapping's {name}?")
                 positions[name] = index[column]
             elif name in REQUIRED or not self._duration_left(name, index):
-                shown = ", ".join(repr(h) for h in header[:30])
-                raise InvoiceError(f"{self.name}:1: no column {column!r} (the mapping's "
-                                   f"{name}); the header has {shown}")
+                shown = ", ".join(repr(h[:60]) for h in header[:30])
+                if any("\ufffd" in h for h in header):
+                    shown += " (not UTF-8: save the usage detail as UTF-8)"
+                raise InvoiceError(f"{self.name}:{self._header_line}: no column {column!r} (the "
+                                   f"mapping's {name}); the header has {shown}")
             else:
-                self._problem(1, f"no column {column!r} (the mapping's {name}): read without it")
+                self._problem(self._header_line,
+                              f"no column {column!r} (the mapping's {name}): read without it")
         return positions
 
     def _duration_left(self, name: str, index: dict[str, int]) -> bool:
@@ -173,33 +223,52 @@ class Invoice:
             return columns.seconds is not None and columns.seconds in index
         return True
 
-    def _json_rows(self, handle: IO[str]) -> Iterator[tuple[int, Row]]:
+    def _json_rows(self, lines: TextLines, first: str) -> Iterator[tuple[int, Row]]:
         named = self.mapping.columns.named()
-        for number, text in enumerate(handle, start=1):
+        if first.lstrip()[:1] == "[" or first.strip() == "{":
+            raise InvoiceError(f"{self.name}:{lines.number}: a JSON document, not JSON lines "
+                               "(one object per line; `jq -c '.[]'` converts an array)")
+        for text in chain([first], lines):
+            lines.record_done()
             if not text.strip():
                 continue
-            if len(text) > MAX_FIELD:
-                self._problem(number, f"longer than {MAX_FIELD} characters")
-                continue
+            number = lines.number
+            self.lines_read += 1
             try:
-                data = json.loads(text, parse_float=str, parse_int=str)
+                data = json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
             except ValueError as exc:
                 self._problem(number, f"not JSON: {exc}")
+                continue
+            except RecursionError:
+                self._problem(number, "not JSON: nested too deeply")
                 continue
             if not isinstance(data, dict):
                 self._problem(number, "not a JSON object")
                 continue
-            fields: dict[str, str | None] = {}
-            bad = False
-            for name, key in named.items():
-                value: Any = data.get(key)
-                if isinstance(value, dict | list):
-                    self._problem(number, f"{name}: {key!r} holds a JSON {type(value).__name__}")
-                    bad = True
-                    break
-                fields[name] = None if value is None else str(value)
-            if not bad:
-                if "\ufffd" in text:
-                    self._problem(number, "not valid UTF-8 (read with replacement characters)")
-                yield number, tuple(fields.get(name) for name in FIELDS)
+            if (fields := self._json_fields(number, data, named)) is None:
+                continue
+            if (message := too_long(fields)) is not None:
+                self._problem(number, message)
+                continue
+            replaced = "\ufffd" in text
+            if "\\u" in text and any(_SURROGATE.search(v) for v in fields if v):
+                # an escaped lone surrogate (valid JSON, no character): shown as U+FFFD
+                fields = tuple(v and _SURROGATE.sub("\ufffd", v) for v in fields)
+                replaced = True
+            if replaced:
+                self._problem(number, NOT_UTF8)
+            yield number, fields
 
+    def _json_fields(self, number: int, data: dict[str, Any],
+                     named: dict[str, str]) -> Row | None:
+        """The mapped values of a JSON object as text, in FIELDS order; None (and a problem)
+        when one is not a string, a number or null."""
+        fields: dict[str, str | None] = {}
+        for name, key in named.items():
+            value: Any = data.get(key)
+            if isinstance(value, dict | list | bool):
+                kind = {dict: "object", list: "list", bool: "boolean"}[type(value)]
+                self._problem(number, f"{name}: {key!r} holds a JSON {kind}")
+                return None
+            fields[name] = value
+        return tuple(fields.get(name) for name in FIELDS)

@@ -16,8 +16,9 @@ from zoneinfo import ZoneInfo
 from .callers import caller_key
 from .mapping import InvoiceMapping
 
-#: a vendor's session id longer than this is not an id
-MAX_SESSION = 200
+#: a value longer than this (a session id, a caller, a time, a number) is not one: refused
+#: before it is read, so that no cache or batch holds it
+MAX_VALUE = 200
 #: amounts and durations: below a billion, at most 6 decimal places (whole millionths)
 PLACES = 6
 _PLAIN = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
@@ -31,6 +32,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 FIELDS = ("session_id", "caller_number", "started_at", "seconds", "minutes", "amount", "currency")
 _SCALE = 10**PLACES
 _PAD = tuple(10 ** (PLACES - n) for n in range(PLACES + 1))
+
+
+def too_long(fields: Sequence[str | None]) -> str | None:
+    """The problem with the first value (in `FIELDS` order) longer than MAX_VALUE, if any."""
+    if max(map(len, filter(None, fields)), default=0) <= MAX_VALUE:
+        return None
+    name = next(name for name, value in zip(FIELDS, fields, strict=True)
+                if value and len(value) > MAX_VALUE)
+    return f"{name}: longer than {MAX_VALUE} characters"
 
 
 class LineError(ValueError):
@@ -64,6 +74,7 @@ class LineReader:
         self.zone: ZoneInfo | None = mapping.zone
         self.country = mapping.format.country_code
         self.comma = mapping.format.decimal_comma
+        self.point = "," if self.comma else "."  # what separates the decimals
         self.time_format = mapping.format.time_format
         self.default_currency = mapping.format.currency
         # invoices repeat their amounts, durations and callers: each text is read once
@@ -73,18 +84,22 @@ class LineReader:
 
     def read(self, line: int, fields: Sequence[str | None]) -> VendorLine:
         """Line number `line`, from its fields in `FIELDS` order (absent or empty: None)."""
+        if (message := too_long(fields)) is not None:
+            raise LineError(message)
         return VendorLine(*self.read_batch([(line, fields)])[0])
 
     def read_batch(self, batch: Sequence[tuple[int, Sequence[str | None]]]) -> list[tuple[Any, ...]]:
         """Many lines at once, column by column (the same checks as `read`, with each column's
         repeated texts read once): VendorLine fields as tuples. LineError for the first bad
-        value met, without saying which line: `read` each line to find it."""
+        value met, without saying which line: `read` each line to find it. The values are
+        no longer than MAX_VALUE (`too_long`: the file readers set longer ones aside before
+        they batch them)."""
         numbers = [number for number, _ in batch]
         sessions, callers, starts, seconds, minutes, amounts, currencies = zip(
             *(fields for _, fields in batch), strict=True)
         for currency in set(currencies):
             self._currency(currency)
-        sessions = tuple(map(self._session, sessions))
+        sessions = tuple(map(_clean, sessions))
         callers = tuple(map(self._caller, callers))
         times = tuple(map(self.moment, starts))
         durations = tuple(map(self.duration, seconds, minutes))
@@ -99,13 +114,6 @@ class LineReader:
         currency = _text(raw) or self.default_currency
         if currency is not None and currency.upper() != self.currency:
             raise LineError(f"currency: {currency[:20]!r} is not the plan's {self.currency}")
-
-    @staticmethod
-    def _session(raw: str | None) -> str | None:
-        session = _clean(raw)
-        if session is not None and len(session) > MAX_SESSION:
-            raise LineError(f"session_id: longer than {MAX_SESSION} characters")
-        return session
 
     def _read_caller(self, raw: str | None) -> tuple[str | None, str | None]:
         """The caller as shown (at most 64 characters) and its key."""
@@ -160,15 +168,18 @@ class LineReader:
         text = _text(raw)
         if text is None:
             raise LineError(f"{name}: missing")
-        whole, _, places = text.partition(".")
+        whole, _, places = text.partition(self.point)
         if (whole.isdigit() and whole.isascii() and len(whole) <= 9 and len(places) <= PLACES
                 and (places.isdigit() and places.isascii() or not places)):
-            return text, int(whole) * _SCALE + (int(places) * _PAD[len(places)] if places else 0)
+            micro = int(whole) * _SCALE + (int(places) * _PAD[len(places)] if places else 0)
+            return (text if self.point == "." else text.replace(",", ".")), micro
         plain = self._plain(text)
         if plain is None:
             sep = "a comma" if self.comma else "a point"
+            hint = ("; the mapping's [format] decimal_comma = true reads a comma"
+                    if not self.comma and _PLAIN_COMMA.fullmatch(text) else "")
             raise LineError(f"{name}: {text[:40]!r} is not a decimal number ({sep} for "
-                            "decimals, no currency sign)")
+                            f"decimals, no currency sign{hint})")
         whole, _, places = plain.lstrip("+-").partition(".")
         places = places.rstrip("0")
         if len(places) > PLACES:

@@ -36,6 +36,15 @@ class Columns(_Table):
             raise ValueError("give `seconds` or `minutes` (the billed duration)")
         return self
 
+    @model_validator(mode="after")
+    def _one_column_per_field(self) -> Columns:
+        seen: dict[str, str] = {}
+        for name, column in self.named().items():
+            if column in seen:
+                raise ValueError(f"{seen[column]} and {name} name the same column {column!r}")
+            seen[column] = name
+        return self
+
     def named(self) -> dict[str, str]:
         """Field -> the vendor's column, for the fields this mapping gives."""
         return {name: column for name, column in self.model_dump().items() if column is not None}

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -141,18 +142,16 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
     since, until = iso_utc(start - MARGIN), iso_utc(end + MARGIN)
     folder = tempfile.TemporaryDirectory(prefix="botmeter-reconcile-")
     recorded_db = Path(folder.name) / "recorded.db"
+    conn = sqlite3.connect(Path(folder.name) / "work.db", isolation_level=None,
+                           check_same_thread=False)
+    side: sqlite3.Connection | None = None
+    calls: _Background | None = None
     try:
         side = _open_calls_side(store_path, recorded_db, invoice.mapping.format.country_code,
                                 since, until)
-    except BaseException:
-        folder.cleanup()
-        raise
-    calls = _Background(lambda: _load_calls(
-        side, since=since, until=until, start=iso_utc(start), end=iso_utc(end),
-        plan_id=series.plan_id, metric=metric, charge=charge))
-    conn = sqlite3.connect(Path(folder.name) / "work.db", isolation_level=None,
-                           check_same_thread=False)
-    try:
+        calls = _Background(side, partial(
+            _load_calls, since=since, until=until, start=iso_utc(start), end=iso_utc(end),
+            plan_id=series.plan_id, metric=metric, charge=charge))
         _tune(conn)
         conn.executescript(matching.SCHEMA)
         conn.execute("BEGIN")
@@ -169,12 +168,16 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
         bm_ms = matching.botmeter_ms(invoice.mapping.format.seconds == "billed")
         _classify(conn, bm_ms, tolerances, round(start * 1000), round(end * 1000))
         conn.execute("COMMIT")
-        _period_problems(conn, invoice, period, sessions_unique=sessions_unique)
+        _period_problems(conn, invoice, period, series.timezone.key,
+                         sessions_unique=sessions_unique)
         classes, disputed = _totals(conn)
         unrated = conn.execute("SELECT count(*) FROM recorded WHERE in_period AND micro IS NULL"
                                ).fetchone()[0]
     except BaseException:
-        calls.result(wait_only=True)
+        if calls is not None:
+            calls.cancel()
+        elif side is not None:
+            side.close()
         conn.close()
         folder.cleanup()
         raise
@@ -201,7 +204,8 @@ def _tune(conn: sqlite3.Connection) -> None:
 def _open_calls_side(store_path: Path, recorded_db: Path, country: str | None, since: str,
                      until: str) -> sqlite3.Connection:
     """The calls' side's database, beside the calls database (attached read-only), with the
-    callers' keys computed."""
+    callers' keys computed, in a transaction `_load_calls` ends: the calls are read from the
+    same snapshot as their callers (the agent may store calls meanwhile)."""
     conn = sqlite3.connect(recorded_db, isolation_level=None, check_same_thread=False)
     try:
         _tune(conn)
@@ -210,7 +214,6 @@ def _open_calls_side(store_path: Path, recorded_db: Path, country: str | None, s
         conn.execute("BEGIN")
         matching.load_caller_keys(conn, lambda number: caller_key(number, country),
                                   since=since, until=until)
-        conn.execute("COMMIT")
     except BaseException:
         conn.close()
         raise
@@ -218,35 +221,49 @@ def _open_calls_side(store_path: Path, recorded_db: Path, country: str | None, s
 
 
 def _load_calls(conn: sqlite3.Connection, **bounds: Any) -> None:
-    """The calls' side (SQL alone: it runs beside Python reading the invoice)."""
-    try:
-        conn.execute("BEGIN")
-        matching.load_calls(conn, **bounds)
-        matching.index_recorded(conn)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+    """The calls' side (SQL alone: it runs beside Python reading the invoice), in the
+    transaction `_open_calls_side` began."""
+    matching.load_calls(conn, **bounds)
+    matching.index_recorded(conn)
+    conn.execute("COMMIT")
 
 
 class _Background:
-    """A function run in a thread of its own; `result()` waits and re-raises its error."""
+    """Work on an SQLite connection in a thread of its own, the connection closed as soon as
+    the work ends (its page cache freed while the invoice is still read). `result()` waits
+    and re-raises the work's error; `cancel()` interrupts its SQL and waits."""
 
-    def __init__(self, work: Callable[[], None]) -> None:
+    def __init__(self, conn: sqlite3.Connection,
+                 work: Callable[[sqlite3.Connection], None]) -> None:
+        self._conn = conn
         self._error: BaseException | None = None
+        self._lock = threading.Lock()  # interrupt() must never meet a closing connection
+        self._closed = False
         self._thread = threading.Thread(target=self._run, args=(work,), name="botmeter-calls",
                                         daemon=True)
         self._thread.start()
 
-    def _run(self, work: Callable[[], None]) -> None:
+    def _run(self, work: Callable[[sqlite3.Connection], None]) -> None:
         try:
-            work()
+            work(self._conn)
         except BaseException as exc:  # handed to the caller by result()
             self._error = exc
+        finally:
+            with self._lock:
+                self._conn.close()
+                self._closed = True
 
-    def result(self, *, wait_only: bool = False) -> None:
+    def result(self) -> None:
         self._thread.join()
-        if self._error is not None and not wait_only:
+        if self._error is not None:
             raise self._error
+
+    def cancel(self) -> None:
+        """Stop the work (an interrupt, an error elsewhere): its SQL ends at once."""
+        with self._lock:
+            if not self._closed:
+                self._conn.interrupt()
+        self._thread.join()
 
 
 def _load_invoice(conn: sqlite3.Connection, invoice: Invoice) -> None:
@@ -304,20 +321,23 @@ def _totals(conn: sqlite3.Connection) -> tuple[dict[str, ClassTotal], int]:
     return classes, disputed
 
 
-def _period_problems(conn: sqlite3.Connection, invoice: Invoice, period: str, *,
+def _period_problems(conn: sqlite3.Connection, invoice: Invoice, period: str, zone: str, *,
                      sessions_unique: bool) -> None:
-    """Lines outside the period, lines for calls of another period, repeated lines."""
+    """Lines outside the period (the month in the plan's time `zone`), lines for calls of
+    another period, repeated lines. A line's start is named as the vendor wrote it (it may be
+    no date Python can show: year 0, year 10000)."""
     add = invoice.problems.add
-    for cls, line, t, offered in conn.execute("""
-            SELECT r.cls, r.v, v.t, c.tof FROM result AS r JOIN vendor AS v ON v.id = r.v
+    for cls, line, started, call_id, offered in conn.execute("""
+            SELECT r.cls, r.v, v.started, c.call_id, c.offered_at
+            FROM result AS r JOIN vendor AS v ON v.id = r.v
             LEFT JOIN recorded AS c ON c.id = r.c
             WHERE r.cls IN ('outside', 'elsewhere') ORDER BY r.v"""):
         if cls == "elsewhere":
-            add(Problem(invoice.name, line, f"bills a call offered {iso_utc(offered / 1000)} "
-                                            f"that ended outside {period}: not reconciled here"))
+            add(Problem(invoice.name, line, f"bills call {call_id} (offered {offered}) that "
+                                            f"ended outside {period}: not reconciled here"))
         else:
-            add(Problem(invoice.name, line, f"started_at {iso_utc(t / 1000)} is outside "
-                                            f"{period}: not reconciled"))
+            add(Problem(invoice.name, line, f"started_at {started!r} is outside {period} "
+                                            f"({zone}): not reconciled"))
     same_session = "" if sessions_unique else """
             SELECT id, first, 'session id' FROM (
                 SELECT id, min(id) OVER (PARTITION BY session_id) AS first FROM vendor

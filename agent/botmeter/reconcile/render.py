@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from itertools import islice
 from typing import Any, TextIO
@@ -51,21 +52,21 @@ def write_json(result: Reconciliation, out: TextIO) -> None:
 def write_csv(result: Reconciliation, out: TextIO) -> None:
     """One row per line (`Reconciliation.columns()`); the totals are in the JSON and the table.
     Text a spreadsheet would run as a formula (=, +, -, @ first) gets a leading quote, but
-    for numbers (a caller's +86..., a negative amount)."""
+    for a number (a caller's +86 139-0000-1111, a negative amount), in any column: a caller
+    number is whatever the vendor or the calling party wrote."""
     writer = csv.writer(out, lineterminator="\n")
-    names = list(result.columns())
-    writer.writerow(names)
-    risky = [i for i, name in enumerate(names) if name not in _NUMBERS]
+    writer.writerow(list(result.columns()))
     for row in result.rows():
-        if any(isinstance(row[i], str) and row[i][:1] in _FORMULA for i in risky):
-            row = tuple("'" + v if i in risky and isinstance(v, str) and v[:1] in _FORMULA
-                        else v for i, v in enumerate(row))
+        if any(isinstance(v, str) and v[:1] in _FORMULA and not _NUMBER.fullmatch(v)
+               for v in row):
+            row = tuple("'" + v if isinstance(v, str) and v[:1] in _FORMULA
+                        and not _NUMBER.fullmatch(v) else v for v in row)
         writer.writerow(row)
 
 
 _FORMULA = ("=", "+", "-", "@")
-_NUMBERS = {"caller_number", "botmeter_caller_number", "vendor_amount", "botmeter_amount",
-            "seconds", "minutes", "botmeter_seconds", "seconds_apart", "line"}
+#: a number as written (signs, digits, spaces, dashes, brackets, a point): runs nothing
+_NUMBER = re.compile(r"[+-]?[0-9][0-9 ().-]*")
 
 
 def listed_classes(all_lines: bool) -> tuple[str, ...]:
