@@ -220,3 +220,15 @@ def test_a_window_longer_than_400_days_is_refused_in_one_line(tmp_path: Path,
                          "report", "--from", "2026-01-01", "--to", "2027-01-01",
                          "--format", "json"], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize("name", ["calls.db", "calls.db-wal", "botmeter.toml"])
+def test_out_never_overwrites_the_database_or_the_config(site: Path, tmp_path: Path,
+                                                         name: str) -> None:
+    target = tmp_path / name
+    before = target.read_bytes() if target.exists() else None
+    done = report(site, "--period", "2026-11", "--format", "csv", "--out", str(target))
+    assert done.returncode == 2 and "choose another --out" in done.stderr, done.stderr
+    assert (target.read_bytes() if target.exists() else None) == before
+    assert json.loads(report(site, "--period", "2026-11", "--format", "json").stdout)[
+        "totals"]["offered"] == 8  # the calls are all still there

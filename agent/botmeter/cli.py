@@ -542,6 +542,14 @@ def report(ctx: Context, period: str | None, since: datetime | None, until: date
             now = datetime.fromtimestamp(time.time(), tz)
             period = f"{now.year:04d}-{now.month:02d}"
         window = Window.month(period, tz)
+    if out is not None:  # never over the calls database or the config
+        from .writing import read_file_named
+
+        clash = read_file_named(out, [("configuration", config.source_path)],
+                                db or config.store_path())
+        if clash is not None:
+            fail("report error", out, f"is the {clash[0]} ({clash[1]}): choose another --out",
+                 USAGE)
     budget = config.budget.amount if config.budget is not None else None
     pricing = Pricing(active, list(book) if book is not None else [], budget)
     with opened_store(ctx, db, create=False) as store, refuse_bad_files():

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -120,13 +119,13 @@ def refuse_overwriting(out: str, *, invoice: str, mapping: str, config: str,
                        database: str | Path) -> None:
     """`--out` must be none of the files the command reads (the vendor's invoice is the
     evidence of a dispute; the database is every call): a usage error naming it."""
-    base = os.path.realpath(database)
-    reads = [("invoice", invoice), ("mapping", mapping), ("configuration", config),
-             *(("calls database", base + suffix) for suffix in ("", "-wal", "-shm", "-journal"))]
-    target = os.path.realpath(out)
-    for what, path in reads:
-        if target == os.path.realpath(path):
-            fail("reconcile error", out, f"is the {what} ({path}): choose another --out", USAGE)
+    from .writing import read_file_named
+
+    clash = read_file_named(out, [("invoice", invoice), ("mapping", mapping),
+                                  ("configuration", config)], database)
+    if clash is not None:
+        fail("reconcile error", out, f"is the {clash[0]} ({clash[1]}): choose another --out",
+             USAGE)
 
 
 @contextmanager

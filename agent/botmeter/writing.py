@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
+
+#: the files SQLite keeps beside a database
+DATABASE_FILES = ("", "-wal", "-shm", "-journal")
 
 
 @contextmanager
@@ -30,3 +33,18 @@ def atomic_text(out: str | None) -> Iterator[TextIO]:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def read_file_named(out: str, reads: Iterable[tuple[str, str | Path]],
+                    database: str | Path | None = None) -> tuple[str, str] | None:
+    """Which of the files a command reads (`reads`: what, path; and the database with its
+    -wal, -shm and -journal) `out` would overwrite, symlinks followed; None for none."""
+    files = list(reads)
+    if database is not None:
+        base = os.path.realpath(database)
+        files += [("calls database", base + suffix) for suffix in DATABASE_FILES]
+    target = os.path.realpath(out)
+    for what, path in files:
+        if target == os.path.realpath(path):
+            return what, str(path)
+    return None
