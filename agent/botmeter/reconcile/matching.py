@@ -227,8 +227,10 @@ def line_columns(botmeter: str) -> dict[str, str]:
         "offered_at": "c.offered_at", "outcome": "c.outcome",
         "botmeter_seconds": seconds_text(botmeter), "botmeter_amount": "c.cost",
         "matched_by": "CASE r.rank WHEN 0 THEN 'session_id' WHEN 1 THEN 'caller_time' END",
+        # the gap that decided: the line's start to the nearer of the bot's answer and the offer
         "seconds_apart": seconds_text("CASE WHEN r.rank IS NOT NULL THEN "
-                                      "abs(v.t - coalesce(c.ta, c.tof)) END"),
+                                      "min(abs(v.t - coalesce(c.ta, c.tof)), abs(v.t - c.tof)) "
+                                      "END"),
     }
 
 
