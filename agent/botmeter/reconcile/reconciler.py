@@ -9,6 +9,7 @@ the lines themselves, read from the database as the output is written (never all
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import tempfile
 import threading
@@ -241,7 +242,15 @@ class _Background:
         self._closed = False
         self._thread = threading.Thread(target=self._run, args=(work,), name="botmeter-calls",
                                         daemon=True)
-        self._thread.start()
+        # the thread starts with Ctrl-C and SIGTERM blocked, so that the kernel hands them to
+        # the main thread: one delivered here would leave the main thread blocked in a read
+        # (a pipe as the invoice) with the Python handler never run
+        stopping = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+        try:
+            self._thread.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def _run(self, work: Callable[[sqlite3.Connection], None]) -> None:
         try:
