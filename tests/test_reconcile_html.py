@@ -33,8 +33,8 @@ from tests.html_tree import Node, parse_html
 from tests.png_support import decode_png
 
 from .conftest import CONFIG_TEMPLATE, LAB_CAPTURE
-from .rating_support import PLANS_DIR, SHANGHAI, local_ms, make_call
-from .reconcile_support import HEADER, cli, with_sessions
+from .rating_support import SHANGHAI, local_ms, make_call
+from .reconcile_support import HEADER, PLANS, cli, with_sessions
 from .reconcile_support import MAPPING as SHARED_MAPPING
 
 HOSTILE = '<script>alert("x")</script>'
@@ -60,7 +60,7 @@ def write_setup(folder: Path, lines: list[tuple[str, ...]]) -> tuple[Path, Path,
     config = folder / "botmeter.toml"
     config.write_text(CONFIG_TEMPLATE.format(
         port=5038, secret="x", auth="md5", ping_interval=10.0, ping_timeout=5.0,
-        db=folder / "calls.db") + f'\n[plans]\ndir = "{PLANS_DIR}"\nactive = "per-minute"\n',
+        db=folder / "calls.db") + PLANS,
         encoding="utf-8")
     mapping = folder / "vendor.toml"
     mapping.write_text(MAPPING, encoding="utf-8")

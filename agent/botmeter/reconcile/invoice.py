@@ -22,7 +22,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from .lines import FIELDS, LineError, LineReader, VendorLine, too_long
+from .lines import FIELDS, LineError, LineReader, too_long
 from .mapping import InvoiceMapping
 from .text import LongRecord, TextLines
 
@@ -78,8 +78,8 @@ class Problems:
 
 
 class Invoice:
-    """An open usage detail file: `lines()` yields a VendorLine for each line it can read and
-    adds a Problem for each one it cannot."""
+    """An open usage detail file: `batches()` yields the lines it can read (VendorLine fields)
+    and adds a Problem for each one it cannot."""
 
     def __init__(self, path: Path, mapping: InvoiceMapping, currency: str,
                  problems: Problems) -> None:
@@ -91,12 +91,6 @@ class Invoice:
         self.problems = problems
         self.lines_read = 0  # every line but the header and blank ones, those set aside too
         self._header_line: int | None = None  # the header's (the first line's) number, once read
-
-    def lines(self) -> Iterator[VendorLine]:
-        """Every line that can be read, one at a time."""
-        for batch in self.batches():
-            for line in batch:
-                yield VendorLine(*line)
 
     def batches(self, size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
         """The readable lines in batches, each line a tuple of VendorLine's fields."""

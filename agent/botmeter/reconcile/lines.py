@@ -1,7 +1,8 @@
 """One line of the vendor's usage detail, read from its text fields by the mapping: pure.
 
-`LineReader.read(fields)` gives a `VendorLine` or raises `LineError` saying what is wrong with
-which field; the file readers (`invoice.py`) add the file and line number.
+`LineReader.read_batch(lines)` gives each line's `VendorLine` fields, column by column, or
+raises `LineError` saying what is wrong with which field; the file readers (`invoice.py`) read
+a failing batch line by line to add the file and line number.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ _PLAIN_COMMA = re.compile(r"[+-]?[0-9]+(?:,[0-9]*)?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-#: the fields of a line, in the order `LineReader.read` takes them
+#: the fields of a line, in the order `LineReader.read_batch` takes them
 FIELDS = ("session_id", "caller_number", "started_at", "seconds", "minutes", "amount", "currency")
 _SCALE = 10**PLACES
 _PAD = tuple(10 ** (PLACES - n) for n in range(PLACES + 1))
@@ -81,12 +82,6 @@ class LineReader:
         self.decimal = lru_cache(maxsize=1 << 16)(self._decimal)
         self.duration = lru_cache(maxsize=1 << 16)(self._duration)
         self._caller = lru_cache(maxsize=1 << 18)(self._read_caller)
-
-    def read(self, line: int, fields: Sequence[str | None]) -> VendorLine:
-        """Line number `line`, from its fields in `FIELDS` order (absent or empty: None)."""
-        if (message := too_long(fields)) is not None:
-            raise LineError(message)
-        return VendorLine(*self.read_batch([(line, fields)])[0])
 
     def read_batch(self, batch: Sequence[tuple[int, Sequence[str | None]]]) -> list[tuple[Any, ...]]:
         """Many lines at once, column by column (the same checks as `read`, with each column's

@@ -83,8 +83,7 @@ class Reconciliation:
     def lines(self, classes: tuple[str, ...] = CLASSES) -> Iterator[dict[str, Any]]:
         """Every line in `classes` as the spec's JSON object: the vendor's lines in file
         order, then the calls the vendor did not bill, in answer order."""
-        for (text,) in self._select(matching.line_json(self.botmeter_ms_sql), classes):
-            yield json.loads(text)
+        return map(json.loads, self.lines_json(classes))
 
     def lines_json(self, classes: tuple[str, ...] = CLASSES) -> Iterator[str]:
         """`lines()` as JSON text, built by SQLite."""
