@@ -656,10 +656,11 @@ conn.execute("ROLLBACK")
 """
 
 
-def test_the_calls_and_their_callers_are_read_in_one_snapshot(lab, tmp_path):
-    """The callers' keys are computed before the calls are copied beside them (in a thread,
-    while the invoice is read): a caller changed or a call stored in between by the agent
-    running beside must not leave a call without its key (it then matched no line)."""
+def test_the_calls_and_their_callers_are_read_in_one_snapshot(lab, tmp_path, monkeypatch):
+    """The keys of callers that are not plain digits are computed in Python before the calls
+    are copied beside them (in a thread, while the invoice is read): a caller changed by the
+    agent running beside in between must not leave a call without its key (it then matched
+    no line). The change is made while the first key is computed."""
     from zoneinfo import ZoneInfo
 
     from botmeter.rating import period_bounds
@@ -668,20 +669,37 @@ def test_the_calls_and_their_callers_are_read_in_one_snapshot(lab, tmp_path):
 
     config, calls = lab
     db = config.parent / "calls.db"
+    with sqlite3.connect(db) as writer:  # one caller in another form: its key is Python's
+        writer.execute("UPDATE calls SET caller_number = '+86 ' || caller_number "
+                       "WHERE call_id = ?", (calls[1]["call_id"],))
     start, end = period_bounds(PERIOD, ZoneInfo("Asia/Shanghai"))
     since, until = iso_utc(start - reconciler.MARGIN), iso_utc(end + reconciler.MARGIN)
-    side = reconciler._open_calls_side(db, tmp_path / "side.db", "86", since, until)
-    with sqlite3.connect(db) as writer:
-        writer.execute("UPDATE calls SET caller_number = '13700000000' WHERE call_id = ?",
-                       (calls[0]["call_id"],))
-    reconciler._load_calls(side, since=since, until=until, start=iso_utc(start),
-                           end=iso_utc(end), plan_id="per-minute", metric="bot_seconds",
-                           charge=None)
+    key = reconciler.caller_key
+    changed = []
+
+    def key_while_the_agent_writes(number: str, country: str | None) -> str | None:
+        if not changed:
+            with sqlite3.connect(db) as writer:
+                writer.execute("UPDATE calls SET caller_number = '+86 137-0000-0000' "
+                               "WHERE call_id = ?", (calls[0]["call_id"],))
+            changed.append(number)
+        return key(number, country)
+
+    monkeypatch.setattr(reconciler, "caller_key", key_while_the_agent_writes)
+    side = reconciler._open_calls_side(db, tmp_path / "side.db")
+    reconciler._load_calls(side, country_code="86", since=since, until=until,
+                           start=iso_utc(start), end=iso_utc(end), plan_id="per-minute",
+                           metric="bot_seconds", charge=None)
     side.close()
+    assert changed == [f"+86 {calls[1]['caller_number']}"]
     with sqlite3.connect(tmp_path / "side.db") as conn:
-        row = conn.execute("SELECT caller, ckey FROM recorded WHERE call_id = ?",
-                           (calls[0]["call_id"],)).fetchone()
-    assert row == (calls[0]["caller_number"], calls[0]["caller_number"])
+        rows = dict(conn.execute("SELECT call_id, ckey FROM recorded WHERE call_id IN (?, ?)",
+                                 (calls[0]["call_id"], calls[1]["call_id"])))
+    assert rows == {calls[0]["call_id"]: calls[0]["caller_number"],
+                    calls[1]["call_id"]: calls[1]["caller_number"]}
+    with sqlite3.connect(db) as conn:  # the change was made, after the snapshot
+        assert conn.execute("SELECT caller_number FROM calls WHERE call_id = ?",
+                            (calls[0]["call_id"],)).fetchone() == ("+86 137-0000-0000",)
 
 
 # --- the output -----------------------------------------------------------------------------

@@ -15,12 +15,12 @@ import csv
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .lines import FIELDS, LineError, LineReader, too_long
 from .mapping import InvoiceMapping
@@ -43,6 +43,18 @@ NOT_UTF8 = "not valid UTF-8 (read with replacement characters)"
 def _spans(start: int, end: int) -> str:
     """What to add to a bad CSV record's problem when it runs over several lines."""
     return "" if end == start else f" (lines {start}-{end} read as one line: a quote not closed?)"
+
+
+@dataclass(frozen=True, slots=True)
+class CsvLayout:
+    """A CSV file's records after its header: the delimiter, the header's width, and `pick`
+    (a row, with None appended, to its mapped fields in `FIELDS` order)."""
+
+    reader: Iterator[list[str]]
+    delimiter: str
+    width: int
+    positions: tuple[int, ...]  # each of FIELDS' column (`width`: none)
+    pick: Callable[[list[str]], Row]
 
 
 class InvoiceError(Exception):
@@ -94,33 +106,55 @@ class Invoice:
 
     def batches(self, size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
         """The readable lines in batches, each line a tuple of VendorLine's fields."""
-        try:
-            handle = self.path.open("r", encoding="utf-8-sig", errors="replace", newline="")
-        except OSError as exc:
-            raise InvoiceError(f"{self.name}: cannot read: {exc.strerror or exc}") from None
-        with handle:
-            lines = TextLines(handle, MAX_LINE, self._long_line)
-            first = lines.first()
-            if first is None:
-                raise InvoiceError(f"{self.name}: the file is empty")
-            if "\x00" in first or first.startswith("\ufffd"):
-                raise InvoiceError(
-                    f"{self.name}:{lines.number}: not UTF-8 text (UTF-16, another encoding, or "
-                    "not a text file at all): save the usage detail as UTF-8 (CSV or JSON lines)")
-            self._header_line = lines.number
-            kind = _FORMATS.get(self.path.suffix.lower())
-            if first.lstrip()[:1] in ("{", "["):
-                kind = "jsonl"
-            elif kind is None:
-                kind = "csv"
+        with self.open() as handle:
+            lines, first, kind = self.start(handle)
             rows = (self._json_rows(lines, first) if kind == "jsonl"
                     else self._csv_rows(lines, first))
             while batch := list(islice(rows, size)):
-                try:
-                    yield self.reader.read_batch(batch)
-                except LineError:  # find the bad lines, one by one
-                    yield [line for number, fields in batch
-                           if (line := self._read_one(number, fields)) is not None]
+                yield self.read_lines(batch)
+
+    def open(self) -> IO[str]:
+        try:
+            return self.path.open("r", encoding="utf-8-sig", errors="replace", newline="")
+        except OSError as exc:
+            raise InvoiceError(f"{self.name}: cannot read: {exc.strerror or exc}") from None
+
+    def start(self, handle: IO[str]) -> tuple[TextLines, str, str]:
+        """The file's lines, its first line that is not blank (the header of a CSV file), and
+        its kind: `csv` or `jsonl`."""
+        lines = TextLines(handle, MAX_LINE, self._long_line)
+        first = lines.first()
+        if first is None:
+            raise InvoiceError(f"{self.name}: the file is empty")
+        if "\x00" in first or first.startswith("\ufffd"):
+            raise InvoiceError(
+                f"{self.name}:{lines.number}: not UTF-8 text (UTF-16, another encoding, or "
+                "not a text file at all): save the usage detail as UTF-8 (CSV or JSON lines)")
+        self._header_line = lines.number
+        kind = _FORMATS.get(self.path.suffix.lower())
+        if first.lstrip()[:1] in ("{", "["):
+            kind = "jsonl"
+        elif kind is None:
+            kind = "csv"
+        return lines, first, kind
+
+    def read_lines(self, batch: list[tuple[int, Row]]) -> list[tuple[Any, ...]]:
+        """VendorLine fields of the lines that can be read; a problem for each other one."""
+        try:
+            return self.reader.read_batch(batch)
+        except LineError:  # find the bad lines, one by one
+            return [line for number, fields in batch
+                    if (line := self._read_one(number, fields)) is not None]
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """What has been read so far, for `rewind`."""
+        return len(self.problems.items), self.problems.count, self.lines_read
+
+    def rewind(self, checkpoint: tuple[int, int, int]) -> None:
+        """Forget what was read since `checkpoint` (to read the file again another way)."""
+        kept, count, lines_read = checkpoint
+        del self.problems.items[kept:]
+        self.problems.count, self.lines_read = count, lines_read
 
     def _long_line(self, number: int) -> None:
         if self._header_line is None:
@@ -139,7 +173,9 @@ class Invoice:
     def _problem(self, line: int | None, message: str) -> None:
         self.problems.add(Problem(self.name, line, message))
 
-    def _csv_rows(self, lines: TextLines, first: str) -> Iterator[tuple[int, Row]]:
+    def csv_header(self, first: str, lines: Iterable[str]) -> CsvLayout:
+        """The CSV header's layout under the mapping (`first` is its first line); stops when a
+        column every line needs is missing."""
         delimiter = max(_DELIMITERS, key=first.count)
         csv.field_size_limit(MAX_LINE)
         reader = csv.reader(chain([first], lines), delimiter=delimiter)
@@ -151,11 +187,35 @@ class Invoice:
         positions = self._positions([name.strip() for name in header])
         width = len(header)
         # a field the mapping does not give reads the None appended to each row
-        pick = itemgetter(*(positions.get(name, width) for name in FIELDS))
+        at = tuple(positions.get(name, width) for name in FIELDS)
+        return CsvLayout(reader, delimiter, width, at, itemgetter(*at))
+
+    def csv_fields(self, start: int, end: int, row: list[str], layout: CsvLayout) -> Row | None:
+        """A CSV record's mapped fields (`FIELDS`), its first line `start` and last `end`;
+        None when it is blank (not counted) or cannot be read (a problem)."""
+        text = "".join(row)
+        if not text or text.isspace():
+            return None  # a blank line, or a row of empty fields a spreadsheet left
+        self.lines_read += 1
+        if len(row) != layout.width:
+            self._problem(start, f"{len(row)} fields where the header has {layout.width}"
+                                 + _spans(start, end))
+            return None
+        row.append(None)  # type: ignore[arg-type]
+        fields: Row = layout.pick(row)
+        if (message := too_long(fields)) is not None:
+            self._problem(start, message)
+            return None
+        if "\ufffd" in text:
+            self._problem(start, NOT_UTF8)
+        return fields
+
+    def _csv_rows(self, lines: TextLines, first: str) -> Iterator[tuple[int, Row]]:
+        layout = self.csv_header(first, lines)
         while True:
             lines.record_done()
             try:
-                row = next(reader)
+                row = next(layout.reader)
             except StopIteration:
                 return
             except (csv.Error, LongRecord) as exc:
@@ -165,22 +225,8 @@ class Invoice:
                                       else f"not CSV: {exc}") + _spans(start, lines.number))
                 continue
             start = lines.record_start
-            text = "".join(row)
-            if not text or text.isspace():
-                continue  # a blank line, or a row of empty fields a spreadsheet left
-            self.lines_read += 1
-            if len(row) != width:
-                self._problem(start, f"{len(row)} fields where the header has {width}"
-                                     + _spans(start, lines.number))
-                continue
-            row.append(None)  # type: ignore[arg-type]
-            fields = pick(row)
-            if (message := too_long(fields)) is not None:
-                self._problem(start, message)
-                continue
-            if "\ufffd" in text:
-                self._problem(start, NOT_UTF8)
-            yield start, fields
+            if (fields := self.csv_fields(start, lines.number, row, layout)) is not None:
+                yield start, fields
 
     def _positions(self, header: list[str]) -> dict[str, int]:
         """Field -> index of its column; a required column missing, or a mapped column named

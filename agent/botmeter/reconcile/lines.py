@@ -81,7 +81,7 @@ class LineReader:
         # invoices repeat their amounts, durations and callers: each text is read once
         self.decimal = lru_cache(maxsize=1 << 16)(self._decimal)
         self.duration = lru_cache(maxsize=1 << 16)(self._duration)
-        self._caller = lru_cache(maxsize=1 << 18)(self._read_caller)
+        self.caller = lru_cache(maxsize=1 << 18)(self._read_caller)
 
     def read_batch(self, batch: Sequence[tuple[int, Sequence[str | None]]]) -> list[tuple[Any, ...]]:
         """Many lines at once, column by column (the same checks as `read`, with each column's
@@ -93,9 +93,9 @@ class LineReader:
         sessions, callers, starts, seconds, minutes, amounts, currencies = zip(
             *(fields for _, fields in batch), strict=True)
         for currency in set(currencies):
-            self._currency(currency)
+            self.check_currency(currency)
         sessions = tuple(map(_clean, sessions))
-        callers = tuple(map(self._caller, callers))
+        callers = tuple(map(self.caller, callers))
         times = tuple(map(self.moment, starts))
         durations = tuple(map(self.duration, seconds, minutes))
         money = tuple(map(self.decimal, ("amount",) * len(amounts), amounts))
@@ -105,7 +105,8 @@ class LineReader:
             (d[1] for d in durations), (d[2] for d in durations), (m[0] for m in money),
             (m[1] for m in money), strict=True))
 
-    def _currency(self, raw: str | None) -> None:
+    def check_currency(self, raw: str | None) -> None:
+        """LineError unless the line's currency (or the mapping's) is the plan's."""
         currency = _text(raw) or self.default_currency
         if currency is not None and currency.upper() != self.currency:
             raise LineError(f"currency: {currency[:20]!r} is not the plan's {self.currency}")

@@ -1,8 +1,7 @@
 """Matching the vendor's lines with the recorded calls, and classing them, in SQL.
 
-Both sides are loaded into temporary tables beside the calls database (`vendor`: one row per
-readable line, its id the line number; `recorded`: the bot-answered calls around the period),
-indexed, and joined:
+Both sides are loaded into scratch databases (`vendor`: one row per readable line, its id the
+line number; `recorded`: the bot-answered calls around the period), indexed, and joined:
 
 1. candidate pairs: the same session id (`rank` 0), else the same caller key with the line's
    start within WINDOW_MS of the call's bot answer or offer (`rank` 1; not when both sides
@@ -21,12 +20,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from .callers import caller_key_sql, plain_sql
+
 #: a vendor line's start and a call's bot answer (or offer) this far apart still match
 WINDOW_MS = 5000
 
-#: the invoice's side and the matching's tables, on the reconciling connection
-SCHEMA = """
-CREATE TEMP TABLE vendor (
+#: the invoice's side, in a database of its own (filled line by line, or column-wise by ADBC)
+VENDOR_SCHEMA = """
+CREATE TABLE vendor (
     id INTEGER PRIMARY KEY,       -- the line number in the file
     session_id TEXT, caller TEXT, ckey TEXT,
     started TEXT NOT NULL,        -- started_at as written
@@ -35,7 +36,9 @@ CREATE TEMP TABLE vendor (
     dur_field TEXT NOT NULL,      -- 'seconds' or 'minutes'
     dur_text TEXT NOT NULL,       -- as written
     amount TEXT NOT NULL, micro INTEGER NOT NULL
-);
+)"""
+#: the matching's tables, on the reconciling connection
+SCHEMA = """
 CREATE TEMP TABLE pairs (v INTEGER NOT NULL, c INTEGER NOT NULL, rank INTEGER NOT NULL,
                          d INTEGER NOT NULL);
 CREATE TEMP TABLE matched (v INTEGER PRIMARY KEY, c INTEGER NOT NULL UNIQUE,
@@ -59,10 +62,13 @@ CREATE TABLE caller_keys (caller TEXT PRIMARY KEY, ckey TEXT);
 
 _EPOCH_MS = "CAST(round((julianday({0}) - 2440587.5) * 86400000) AS INTEGER)"
 _MICRO = "(CASE WHEN abs({0}) < 1e9 THEN CAST(round({0} * 1000000) AS INTEGER) END)"
-#: the stored rating's metered seconds of one charge (after min_seconds and blocks), in ms
-_METERED_MS = ("(SELECT CAST(round(json_extract(line.value, '$[1]') * 1000) AS INTEGER) "
+#: the stored rating's metered seconds of one charge (after min_seconds and blocks), in ms:
+#: the first charge's without a search when it is the one (a plan's time charge comes first)
+_METERED_MS = ("(CASE WHEN json_extract(calls.charges, '$[0][0]') = :charge "
+               "THEN CAST(round(json_extract(calls.charges, '$[0][1]') * 1000) AS INTEGER) "
+               "ELSE (SELECT CAST(round(json_extract(line.value, '$[1]') * 1000) AS INTEGER) "
                "FROM json_each(calls.charges) AS line "
-               "WHERE json_extract(line.value, '$[0]') = :charge)")
+               "WHERE json_extract(line.value, '$[0]') = :charge) END)")
 _SPAN_END = {"bot_seconds": "bot_ended_at", "call_seconds": "ended_at"}
 
 
@@ -73,17 +79,18 @@ def _window(since: str, until: str) -> tuple[str, dict[str, str]]:
 
 def load_caller_keys(conn: sqlite3.Connection, key: Callable[[str], str | None], *, since: str,
                      until: str) -> None:
-    """Each caller's key once (a caller calls many times), computed here in Python, so that
-    `load_calls` is SQL alone (it runs in a thread while Python reads the invoice)."""
+    """The keys of the callers that are not plain digits (`callers.plain_sql`: those have
+    theirs in SQL), each caller once, computed here in Python."""
     window, bounds = _window(since, until)
-    callers = {caller for (caller,) in conn.execute(
-        f"SELECT caller_number FROM calls WHERE {window} AND caller_number IS NOT NULL", bounds)}
+    callers = [caller for (caller,) in conn.execute(
+        f"SELECT DISTINCT caller_number FROM calls WHERE {window} AND caller_number IS NOT NULL"
+        f" AND NOT {plain_sql('caller_number')}", bounds)]
     conn.executemany("INSERT INTO caller_keys (caller, ckey) VALUES (?, ?)",
                      ((caller, key(caller)) for caller in callers))
 
 
 def load_calls(conn: sqlite3.Connection, *, since: str, until: str, start: str, end: str,
-               plan_id: str, metric: str, charge: str | None) -> None:
+               plan_id: str, metric: str, charge: str | None, country_code: str | None) -> None:
     """The bot-answered calls that ended in [since, until) (the period with a margin, so that
     a line billed in another period is told apart from one never seen); `in_period` marks
     those that ended in [start, end). Amounts count only when rated under `plan_id`."""
@@ -95,7 +102,9 @@ def load_calls(conn: sqlite3.Connection, *, since: str, until: str, start: str, 
         INSERT INTO recorded (call_id, session_id, caller, ckey, ta, tof, answered_at,
                               offered_at, measured, billed, cost, micro, outcome, in_period)
         SELECT call_id, bot_session_id, caller_number,
-               (SELECT ckey FROM caller_keys WHERE caller = caller_number),
+               CASE WHEN {plain_sql("caller_number")}
+                    THEN {caller_key_sql("caller_number", country_code)}
+                    ELSE (SELECT ckey FROM caller_keys WHERE caller = caller_number) END,
                {answered}, {_EPOCH_MS.format("calls.offered_at")}, bot_answered_at, offered_at,
                {span} - {answered}, {billed},
                CASE WHEN plan_id = :plan THEN cost END,
@@ -106,69 +115,92 @@ def load_calls(conn: sqlite3.Connection, *, since: str, until: str, start: str, 
                  {**bounds, "start": start, "end": end, "plan": plan_id, "charge": charge})
 
 
-def index_recorded(conn: sqlite3.Connection) -> None:
-    conn.execute("CREATE INDEX recorded_session ON recorded (session_id) "
+def index_recorded(conn: sqlite3.Connection) -> bool:
+    """The calls' session ids; returns whether each is on one call only."""
+    return _index_sessions(conn, "main", "recorded")
+
+
+def index_vendor(conn: sqlite3.Connection, schema: str) -> bool:
+    """The lines' session ids, and callers (with what finds a repeated line, in its order);
+    returns whether each session id is on one line only."""
+    conn.execute(f"CREATE INDEX {schema}.vendor_caller ON vendor "
+                 "(ckey, t, dur, micro, session_id)")
+    return _index_sessions(conn, schema, "vendor")
+
+
+def _index_sessions(conn: sqlite3.Connection, schema: str, table: str) -> bool:
+    conn.execute(f"CREATE INDEX {schema}.{table}_session ON {table} (session_id) "
                  "WHERE session_id IS NOT NULL")
-    conn.execute("CREATE INDEX recorded_offer ON recorded (ckey, tof) WHERE ckey IS NOT NULL")
-
-
-def index_vendor(conn: sqlite3.Connection) -> None:
-    conn.execute("CREATE INDEX temp.vendor_session ON vendor (session_id) "
-                 "WHERE session_id IS NOT NULL")
-
-
-def unique_sessions(conn: sqlite3.Connection) -> bool:
-    """Whether no session id is on two lines, nor on two calls."""
-    return not any(conn.execute(f"""
+    return not conn.execute(f"""
         SELECT EXISTS (SELECT 1 FROM {table} WHERE session_id IS NOT NULL
                        GROUP BY session_id HAVING count(*) > 1)""").fetchone()[0]
-                   for table in ("vendor", "recorded"))
 
 
-def match_sessions(conn: sqlite3.Connection) -> bool:
-    """Rank 0: the same session id. With no session id twice on either side, every such pair
-    is a match (nothing competes); else they go through the rounds of `match_pairs`. Returns
-    whether session ids were unique."""
-    if unique_sessions(conn):
+def repeated_lines(conn: sqlite3.Connection, sessions_unique: bool) -> None:
+    """The lines that repeat an earlier one (the same session id; or, without session ids,
+    the same caller, start, duration and amount) into the temporary table `repeats`: found
+    on the invoice's side alone, while the calls are still being loaded."""
+    same_session = "" if sessions_unique else """
+            SELECT id, first, 'session id' AS how FROM (
+                SELECT id, min(id) OVER (PARTITION BY session_id) AS first FROM vendor
+                WHERE session_id IS NOT NULL)
+            WHERE id != first
+            UNION ALL"""
+    conn.execute(f"""
+        CREATE TEMP TABLE repeats AS {same_session}
+            SELECT id, first, 'caller, start, duration and amount' AS how FROM (
+                SELECT id, min(id) OVER (PARTITION BY ckey, t, dur, micro) AS first
+                FROM vendor WHERE session_id IS NULL)
+            WHERE id != first""")
+
+
+def match_sessions(conn: sqlite3.Connection, unique: bool) -> None:
+    """Rank 0: the same session id. With no session id twice on either side (`unique`), every
+    such pair is a match (nothing competes); else they go through the rounds of
+    `match_pairs`."""
+    if unique:
         conn.execute("""
             INSERT INTO matched (v, c, rank)
             SELECT v.id, c.id, 0
             FROM vendor AS v JOIN recorded AS c ON c.session_id = v.session_id
             WHERE v.session_id IS NOT NULL""")
-        return True
+        return
     conn.execute("""
         INSERT INTO pairs (v, c, rank, d)
         SELECT v.id, c.id, 0, abs(v.t - coalesce(c.ta, c.tof))
         FROM vendor AS v JOIN recorded AS c ON c.session_id = v.session_id
         WHERE v.session_id IS NOT NULL""")
     match_pairs(conn)
-    return False
 
 
 def caller_pairs(conn: sqlite3.Connection) -> None:
     """Candidate pairs of rank 1, among the lines and calls not matched by session id: the
-    same caller key, the line's start near the call's bot answer or offer. One index range
-    per line, over offers from (start - window - the longest ring) to (start + window)."""
-    ring = conn.execute("SELECT coalesce(max(ta - tof), 0) FROM recorded").fetchone()[0]
+    same caller key, the line's start near the call's bot answer or offer. One range of the
+    lines' (caller, start) index per call: from the offer - window to the answer + window."""
     conn.execute(f"""
         INSERT INTO pairs (v, c, rank, d)
         SELECT v.id, c.id, 1, min(abs(v.t - coalesce(c.ta, c.tof)), abs(v.t - c.tof))
-        FROM vendor AS v JOIN recorded AS c
-          ON c.ckey = v.ckey
-         AND c.tof BETWEEN v.t - {WINDOW_MS} - {int(ring)} AND v.t + {WINDOW_MS}
-        WHERE v.ckey IS NOT NULL
+        FROM recorded AS c JOIN vendor AS v
+          ON v.ckey = c.ckey
+         AND v.t BETWEEN c.tof - {WINDOW_MS} AND coalesce(c.ta, c.tof) + {WINDOW_MS}
+        WHERE c.ckey IS NOT NULL
           AND (v.session_id IS NULL OR c.session_id IS NULL)
           AND (abs(v.t - c.tof) <= {WINDOW_MS} OR abs(v.t - c.ta) <= {WINDOW_MS})
-          AND v.id NOT IN (SELECT v FROM matched)
-          AND c.id NOT IN (SELECT c FROM matched)""")
+          AND c.id NOT IN (SELECT c FROM matched)
+          AND v.id NOT IN (SELECT v FROM matched)""")
 
 
-def match_pairs(conn: sqlite3.Connection,
-                on_round: Callable[[int, int], None] | None = None) -> int:
-    """One-to-one, closest first (the module's docstring); returns the rounds taken."""
-    rounds = 0
+def match_pairs(conn: sqlite3.Connection) -> None:
+    """One-to-one, closest first (the module's docstring). When no line and no call is in two
+    pairs (the usual case), every pair is a match: tried at once, the unique keys of `matched`
+    telling; else in rounds."""
+    try:
+        conn.execute("INSERT OR FAIL INTO matched (v, c, rank) SELECT v, c, rank FROM pairs")
+        conn.execute("DELETE FROM pairs")
+        return
+    except sqlite3.IntegrityError:  # a line or a call in two pairs: undo, and compare
+        conn.execute("DELETE FROM matched WHERE (v, c) IN (SELECT v, c FROM pairs)")
     while True:
-        rounds += 1
         added = conn.execute("""
             INSERT INTO matched (v, c, rank)
             SELECT v, c, rank FROM (
@@ -177,15 +209,13 @@ def match_pairs(conn: sqlite3.Connection,
                        row_number() OVER (PARTITION BY c ORDER BY rank, d, v) AS by_call
                 FROM pairs)
             WHERE by_line = 1 AND by_call = 1""").rowcount
-        if on_round is not None:
-            on_round(rounds, added)
         if added == 0:
-            return rounds
+            return
         conn.execute("""
             DELETE FROM pairs
             WHERE v IN (SELECT v FROM matched) OR c IN (SELECT c FROM matched)""")
         if conn.execute("SELECT 1 FROM pairs LIMIT 1").fetchone() is None:
-            return rounds
+            return
 
 
 #: the class of a matched pair (v: vendor line, c: recorded call), given :tolerance_ms and

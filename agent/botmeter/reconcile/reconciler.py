@@ -9,15 +9,13 @@ the lines themselves, read from the database as the output is written (never all
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +27,12 @@ from . import matching
 from .callers import caller_key
 from .invoice import Invoice, Problem, Problems
 from .lines import PLACES
+from .loading import load_invoice
+from .worker import Worker
 
 CLASSES = ("match", "duration_differs", "amount_differs", "vendor_only", "botmeter_only")
 #: classes whose vendor amount above botmeter's is disputed
 DISPUTED = ("duration_differs", "amount_differs", "vendor_only")
-BATCH = 10_000
 #: calls this far either side of the period are loaded too, so that a line billed for a call
 #: of the next or last period is told apart from a line for a call never seen
 MARGIN = timedelta(days=2).total_seconds()
@@ -145,31 +144,30 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
     conn = sqlite3.connect(Path(folder.name) / "work.db", isolation_level=None,
                            check_same_thread=False)
     side: sqlite3.Connection | None = None
-    calls: _Background | None = None
+    calls: Worker[bool] | None = None
     try:
-        side = _open_calls_side(store_path, recorded_db, invoice.mapping.format.country_code,
-                                since, until)
-        calls = _Background(side, partial(
-            _load_calls, since=since, until=until, start=iso_utc(start), end=iso_utc(end),
-            plan_id=series.plan_id, metric=metric, charge=charge))
+        side = _open_calls_side(store_path, recorded_db)
+        calls = _calls_worker(side, country_code=invoice.mapping.format.country_code,
+                              since=since, until=until, start=iso_utc(start), end=iso_utc(end),
+                              plan_id=series.plan_id, metric=metric, charge=charge)
         _tune(conn)
         conn.executescript(matching.SCHEMA)
-        conn.execute("BEGIN")
+        invoice_db = Path(folder.name) / "invoice.db"
         with gc_paused():
-            _load_invoice(conn, invoice)
-        matching.index_vendor(conn)
-        conn.execute("COMMIT")
-        calls.result()
+            load_invoice(invoice, invoice_db)
+        conn.execute("ATTACH DATABASE ? AS invoice", (str(invoice_db),))
+        lines_unique = matching.index_vendor(conn, "invoice")
+        matching.repeated_lines(conn, lines_unique)
+        calls_unique = calls.result()
         conn.execute("ATTACH DATABASE ? AS calls_side", (str(recorded_db),))
         conn.execute("BEGIN")
-        sessions_unique = matching.match_sessions(conn)
+        matching.match_sessions(conn, lines_unique and calls_unique)
         matching.caller_pairs(conn)
         matching.match_pairs(conn)
         bm_ms = matching.botmeter_ms(invoice.mapping.format.seconds == "billed")
         _classify(conn, bm_ms, tolerances, round(start * 1000), round(end * 1000))
         conn.execute("COMMIT")
-        _period_problems(conn, invoice, period, series.timezone.key,
-                         sessions_unique=sessions_unique)
+        _period_problems(conn, invoice, period, series.timezone.key)
         classes, disputed = _totals(conn)
         unrated = conn.execute("SELECT count(*) FROM recorded WHERE in_period AND micro IS NULL"
                                ).fetchone()[0]
@@ -201,84 +199,54 @@ def _tune(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA temp.cache_size = -262144")
 
 
-def _open_calls_side(store_path: Path, recorded_db: Path, country: str | None, since: str,
-                     until: str) -> sqlite3.Connection:
-    """The calls' side's database, beside the calls database (attached read-only), with the
-    callers' keys computed, in a transaction `_load_calls` ends: the calls are read from the
-    same snapshot as their callers (the agent may store calls meanwhile)."""
+def _open_calls_side(store_path: Path, recorded_db: Path) -> sqlite3.Connection:
+    """The calls' side's database, with the calls database attached read-only."""
     conn = sqlite3.connect(recorded_db, isolation_level=None, check_same_thread=False)
     try:
         _tune(conn)
         conn.execute("ATTACH DATABASE ? AS store", (f"{store_path.resolve().as_uri()}?mode=ro",))
         conn.executescript(matching.RECORDED_SCHEMA)
-        conn.execute("BEGIN")
-        matching.load_caller_keys(conn, lambda number: caller_key(number, country),
-                                  since=since, until=until)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-def _load_calls(conn: sqlite3.Connection, **bounds: Any) -> None:
-    """The calls' side (SQL alone: it runs beside Python reading the invoice), in the
-    transaction `_open_calls_side` began."""
-    matching.load_calls(conn, **bounds)
-    matching.index_recorded(conn)
+def _load_calls(conn: sqlite3.Connection, *, country_code: str | None, since: str, until: str,
+                **bounds: Any) -> bool:
+    """The calls' side, in one transaction: the calls are read from the same snapshot as their
+    callers (the agent may store calls meanwhile). Python computes only the keys of callers
+    that are not plain digits; the rest is SQL (it runs beside the invoice's reading)."""
+    conn.execute("BEGIN")
+    matching.load_caller_keys(conn, lambda number: caller_key(number, country_code),
+                              since=since, until=until)
+    matching.load_calls(conn, since=since, until=until, country_code=country_code, **bounds)
+    unique = matching.index_recorded(conn)
     conn.execute("COMMIT")
+    return unique
 
 
-class _Background:
-    """Work on an SQLite connection in a thread of its own, the connection closed as soon as
-    the work ends (its page cache freed while the invoice is still read). `result()` waits
-    and re-raises the work's error; `cancel()` interrupts its SQL and waits."""
+def _calls_worker(side: sqlite3.Connection, **bounds: Any) -> Worker[bool]:
+    """`_load_calls` in a thread, its connection closed as soon as it ends (its page cache
+    freed while the invoice is still read); cancelling interrupts its SQL."""
+    lock = threading.Lock()  # interrupt() must never meet a closing connection
+    closed = False
 
-    def __init__(self, conn: sqlite3.Connection,
-                 work: Callable[[sqlite3.Connection], None]) -> None:
-        self._conn = conn
-        self._error: BaseException | None = None
-        self._lock = threading.Lock()  # interrupt() must never meet a closing connection
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, args=(work,), name="botmeter-calls",
-                                        daemon=True)
-        # the thread starts with Ctrl-C and SIGTERM blocked, so that the kernel hands them to
-        # the main thread: one delivered here would leave the main thread blocked in a read
-        # (a pipe as the invoice) with the Python handler never run
-        stopping = {signal.SIGINT, signal.SIGTERM}
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    def work() -> bool:
+        nonlocal closed
         try:
-            self._thread.start()
+            return _load_calls(side, **bounds)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            with lock:
+                side.close()
+                closed = True
 
-    def _run(self, work: Callable[[sqlite3.Connection], None]) -> None:
-        try:
-            work(self._conn)
-        except BaseException as exc:  # handed to the caller by result()
-            self._error = exc
-        finally:
-            with self._lock:
-                self._conn.close()
-                self._closed = True
+    def stop() -> None:
+        with lock:
+            if not closed:
+                side.interrupt()
 
-    def result(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def cancel(self) -> None:
-        """Stop the work (an interrupt, an error elsewhere): its SQL ends at once."""
-        with self._lock:
-            if not self._closed:
-                self._conn.interrupt()
-        self._thread.join()
-
-
-def _load_invoice(conn: sqlite3.Connection, invoice: Invoice) -> None:
-    insert = ("INSERT OR IGNORE INTO vendor (id, session_id, caller, ckey, started, t, dur, "
-              "dur_field, dur_text, amount, micro) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-    for batch in invoice.batches(BATCH):
-        conn.executemany(insert, batch)
+    return Worker("botmeter-calls", work, stop)
 
 
 def time_charge(series: PlanSeries, period: str) -> tuple[str, str | None]:
@@ -300,14 +268,16 @@ def _classify(conn: sqlite3.Connection, bm_ms: str, tolerances: Tolerances, star
         SELECT CASE WHEN c.in_period THEN {matching.CLASS_SQL.format(botmeter_ms=bm_ms)}
                     ELSE 'elsewhere' END,
                m.v, m.c, m.rank, v.micro, c.micro
-        FROM matched AS m JOIN vendor AS v ON v.id = m.v JOIN recorded AS c ON c.id = m.c""",
+        FROM matched AS m  -- CROSS JOIN: in the lines' order, not an index's (random reads)
+        CROSS JOIN vendor AS v ON v.id = m.v CROSS JOIN recorded AS c ON c.id = m.c""",
                  {"tolerance_ms": int(tolerances.seconds * 1000),
                   "tolerance_micro": int(tolerances.amount.scaleb(PLACES))})
     conn.execute("""
         INSERT INTO result (cls, v, vmicro)
         SELECT CASE WHEN v.t >= ? AND v.t < ? THEN 'vendor_only' ELSE 'outside' END, v.id,
                v.micro
-        FROM vendor AS v WHERE v.id NOT IN (SELECT v FROM matched)""", (start_ms, end_ms))
+        FROM vendor AS v NOT INDEXED WHERE v.id NOT IN (SELECT v FROM matched)""",
+                 (start_ms, end_ms))
     conn.execute("""
         INSERT INTO result (cls, c, cmicro)
         SELECT 'botmeter_only', c.id, c.micro FROM recorded AS c
@@ -329,11 +299,11 @@ def _totals(conn: sqlite3.Connection) -> tuple[dict[str, ClassTotal], int]:
     return classes, disputed
 
 
-def _period_problems(conn: sqlite3.Connection, invoice: Invoice, period: str, zone: str, *,
-                     sessions_unique: bool) -> None:
+def _period_problems(conn: sqlite3.Connection, invoice: Invoice, period: str,
+                     zone: str) -> None:
     """Lines outside the period (the month in the plan's time `zone`), lines for calls of
-    another period, repeated lines. A line's start is named as the vendor wrote it (it may be
-    no date Python can show: year 0, year 10000)."""
+    another period, repeated lines (`matching.repeated_lines`). A line's start is named as
+    the vendor wrote it (it may be no date Python can show: year 0, year 10000)."""
     add = invoice.problems.add
     for cls, line, started, call_id, offered in conn.execute("""
             SELECT r.cls, r.v, v.started, c.call_id, c.offered_at
@@ -346,16 +316,5 @@ def _period_problems(conn: sqlite3.Connection, invoice: Invoice, period: str, zo
         else:
             add(Problem(invoice.name, line, f"started_at {started!r} is outside {period} "
                                             f"({zone}): not reconciled"))
-    same_session = "" if sessions_unique else """
-            SELECT id, first, 'session id' FROM (
-                SELECT id, min(id) OVER (PARTITION BY session_id) AS first FROM vendor
-                WHERE session_id IS NOT NULL)
-            WHERE id != first
-            UNION ALL"""
-    for line, first, how in conn.execute(f"""{same_session}
-            SELECT id, first, 'caller, start, duration and amount' FROM (
-                SELECT id, min(id) OVER (PARTITION BY ckey, t, dur, micro) AS first
-                FROM vendor WHERE session_id IS NULL)
-            WHERE id != first
-            ORDER BY 1"""):
+    for line, first, how in conn.execute("SELECT id, first, how FROM repeats ORDER BY id"):
         add(Problem(invoice.name, line, f"repeats line {first} (same {how}): billed twice?"))

@@ -1,0 +1,330 @@
+"""The invoice's CSV read column by column with Apache Arrow: a million lines in about a
+second, where the line-by-line reader (`Invoice.batches`) takes several.
+
+`arrow_batches(invoice)` gives what `Invoice.batches()` would, line for line and problem for
+problem, as record batches of the vendor table's columns (`SCHEMA`). It takes only files it
+can read exactly so: a regular CSV file with no quote character, no NUL, no lone carriage
+return and no BOM but the first, its header on the first line, its lines well short of
+MAX_LINE and all as wide as the header, times in ISO 8601 (no `time_format`). Any other file,
+or one found to be other half way, raises `NotColumnar`: the caller rewinds the invoice and
+reads it line by line from the start.
+
+Within a batch, a line whose values all have a plain form is read column-wise: its time is
+ISO 8601 (`T` or a space, whole seconds or up to milliseconds, then `Z`, `+hh:mm` or nothing
+for the mapping's zone) and its session id printable ASCII; its caller, duration, amount and
+currency, which repeat, are read by the `LineReader` once for each distinct text. A line with
+any other value is read by the `LineReader` alone, problem and all.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from functools import reduce
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from .invoice import MAX_LINE, CsvLayout, Invoice
+from .lines import FIELDS, MAX_VALUE, LineError
+
+#: the vendor table's columns (matching.VENDOR_SCHEMA), as the batches carry them
+SCHEMA = pa.schema([
+    ("id", pa.int64()), ("session_id", pa.string()), ("caller", pa.string()),
+    ("ckey", pa.string()), ("started", pa.string()), ("t", pa.int64()), ("dur", pa.int64()),
+    ("dur_field", pa.string()), ("dur_text", pa.string()), ("amount", pa.string()),
+    ("micro", pa.int64()),
+])
+#: bytes Arrow reads at a time: a batch is some 16,000 lines of a typical export
+BLOCK = 1 << 20
+_BOM = b"\xef\xbb\xbf"
+_REPLACEMENT = "\ufffd".encode()
+_ISO = (r"^(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})[T ](?P<hour>[0-9]{2}):"
+        r"(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]{1,3}))?"
+        r"(?P<offset>Z|[+-][0-9]{2}:[0-9]{2})?$")
+#: a session id kept as written: printable ASCII, no space first or last
+_SESSION = r"^[!-~](?:[ -~]*[!-~])?$"
+#: years read column-wise (others, if valid at all, go to the LineReader)
+_YEARS = (1971, 2999)
+_DAYS_IN_MONTH = pa.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], pa.int64())
+
+
+class NotColumnar(Exception):
+    """The file is not one this reader reads exactly as the line-by-line reader does."""
+
+
+def arrow_batches(invoice: Invoice) -> Iterator[pa.RecordBatch]:
+    """The invoice's readable lines as batches of `SCHEMA`, its problems added to it as
+    `Invoice.batches()` adds them. Raises NotColumnar (possibly after some batches)."""
+    if invoice.reader.time_format is not None:
+        raise NotColumnar("times are read with a time_format")
+    if invoice.name != str(invoice.path):
+        raise NotColumnar("a file name that is not UTF-8")  # Arrow takes UTF-8 names only
+    try:
+        if not stat.S_ISREG(invoice.path.stat().st_mode):
+            raise NotColumnar("not a regular file")
+    except OSError:
+        raise NotColumnar("cannot stat it") from None  # the line-by-line reader says why
+    replaced = _plain_bytes(invoice.path)
+    with invoice.open() as handle:
+        lines, first, kind = invoice.start(handle)
+        if kind != "csv" or lines.number != 1:
+            raise NotColumnar("not CSV with its header on the first line")
+        layout = invoice.csv_header(first, ())
+    if layout.width < 2:
+        raise NotColumnar("a single column")
+    names = [str(i) for i in range(layout.width)]
+    try:
+        reader = pacsv.open_csv(
+            invoice.path,
+            read_options=pacsv.ReadOptions(skip_rows=1, column_names=names, block_size=BLOCK),
+            parse_options=pacsv.ParseOptions(delimiter=layout.delimiter, quote_char=False,
+                                             newlines_in_values=False, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
+                                                 strings_can_be_null=False, check_utf8=True))
+        number = 2  # the first line after the header
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            yield from _lines(invoice, layout, batch, number, replaced)
+            number += batch.num_rows
+    except (pa.ArrowInvalid, OSError) as exc:  # a line of another width, bytes not UTF-8
+        raise NotColumnar(str(exc)) from None
+
+
+def _plain_bytes(path: Path) -> bool:
+    """Check the bytes for what Arrow would read otherwise than the line-by-line reader;
+    return whether U+FFFD is written in them."""
+    replaced = False
+    tail = b""
+    with path.open("rb") as handle:
+        chunk = handle.read(BLOCK).removeprefix(_BOM)
+        while chunk:
+            if chunk.endswith(b"\r"):  # keep a CR LF in one chunk
+                chunk += handle.read(1)
+            if (b'"' in chunk or b"\x00" in chunk or _BOM in tail + chunk
+                    or chunk.count(b"\r") != chunk.count(b"\r\n")):
+                raise NotColumnar("quotes, NUL, a lone carriage return or a BOM inside")
+            replaced = replaced or _REPLACEMENT in tail + chunk
+            tail = chunk[-2:]
+            chunk = handle.read(BLOCK)
+    return replaced
+
+
+def _lines(invoice: Invoice, layout: CsvLayout, batch: pa.RecordBatch, first: int,
+           replaced: bool) -> Iterator[pa.RecordBatch]:
+    """One batch of the file's lines, numbered from `first`: the plain ones read here, then
+    the others read by the LineReader."""
+    columns = batch.columns
+    widths = reduce(pc.add, [pc.utf8_length(column) for column in columns])
+    if (pc.max(widths).as_py() or 0) + layout.width >= MAX_LINE - 2:
+        raise NotColumnar("a line near the length limit")  # its numbering is the slow path's
+    count = batch.num_rows
+    field = dict(zip(FIELDS, (columns[i] if i < layout.width else None
+                              for i in layout.positions), strict=True))
+    plain = pa.array([True] * count)
+    for column in field.values():
+        if column is not None:
+            plain = pc.and_(plain, pc.less_equal(pc.utf8_length(column), MAX_VALUE))
+    if replaced:
+        for column in columns:
+            plain = pc.and_(plain, pc.invert(pc.match_substring(column, "\ufffd")))
+    read = invoice.reader
+
+    session = field["session_id"]
+    if session is None:
+        session = pa.nulls(count, pa.string())
+    else:
+        empty = pc.equal(session, "")
+        plain = pc.and_(plain, pc.or_(empty, pc.match_substring_regex(session, _SESSION)))
+        session = pc.if_else(empty, pa.scalar(None, pa.string()), session)
+
+    if (currency := field["currency"]) is not None:
+        plain = pc.and_(plain, _each(currency, _checked(read.check_currency), ())[0])
+    caller, started, amount_text = (_required(field, name)
+                                    for name in ("caller_number", "started_at", "amount"))
+    ok, (shown, key) = _each(caller, read.caller, (pa.string(), pa.string()))
+    plain = pc.and_(plain, ok)
+    ok, (dur, dur_field, dur_text) = _each(
+        _joined(field["seconds"], field["minutes"]), _duration(read.duration),
+        (pa.int64(), pa.string(), pa.string()))
+    plain = pc.and_(plain, ok)
+    ok, (amount, micro) = _each(amount_text, lambda raw: read.decimal("amount", raw),
+                                (pa.string(), pa.int64()))
+    plain = pc.and_(plain, ok)
+    t, ok = epoch_ms(started, read.zone)
+    plain = pc.fill_null(pc.and_(plain, ok), False)
+
+    numbers = pa.array(range(first, first + count), pa.int64())
+    columnwise = pa.RecordBatch.from_arrays(
+        [numbers, session, shown, key, started, t, dur, dur_field, dur_text, amount, micro],
+        schema=SCHEMA).filter(plain)
+    invoice.lines_read += columnwise.num_rows
+    if columnwise.num_rows:
+        yield columnwise
+    others = pc.indices_nonzero(pc.invert(plain))
+    if len(others):
+        yield _line_by_line(invoice, layout, columns, others, first)
+
+
+def _line_by_line(invoice: Invoice, layout: CsvLayout, columns: list[pa.Array],
+                  rows: pa.Array, first: int) -> pa.RecordBatch:
+    """The lines at `rows` read as the line-by-line reader reads them."""
+    values = [column.take(rows).to_pylist() for column in columns]
+    read = []
+    for index, row in zip(rows.to_pylist(), zip(*values, strict=True), strict=True):
+        number = first + index
+        if (fields := invoice.csv_fields(number, number, list(row), layout)) is not None:
+            read.append((number, fields))
+    lines = invoice.read_lines(read) if read else []
+    return pa.RecordBatch.from_arrays(
+        [pa.array(column, kind) for column, kind in zip(
+            zip(*lines, strict=True) if lines else [()] * len(SCHEMA), SCHEMA.types,
+            strict=True)], schema=SCHEMA)
+
+
+def _required(field: dict[str, pa.Array | None], name: str) -> pa.Array:
+    column = field[name]
+    assert column is not None, f"the header has the required {name}"  # Invoice._positions
+    return column
+
+
+#: separates the two duration columns in one text (a value holding it is not read here)
+_UNIT = "\x1f"
+
+
+def _joined(seconds: pa.Array | None, minutes: pa.Array | None) -> pa.Array:
+    """The two duration columns as one text, seconds _UNIT minutes (an absent one empty: the
+    LineReader reads an empty value as a missing one)."""
+    return pc.binary_join_element_wise(seconds if seconds is not None else "",
+                                       minutes if minutes is not None else "", _UNIT)
+
+
+def _duration(read: Callable[[str | None, str | None], tuple[int, str, str]]
+              ) -> Callable[[str], tuple[int, str, str]]:
+    def joined(both: str) -> tuple[int, str, str]:
+        seconds, *minutes = both.split(_UNIT)
+        if len(minutes) != 1:
+            raise LineError("a duration holding the separator")  # read by the LineReader
+        return read(seconds, minutes[0])
+    return joined
+
+
+def _checked(check: Callable[[str], None]) -> Callable[[str], tuple[()]]:
+    def read(raw: str) -> tuple[()]:
+        check(raw)
+        return ()
+    return read
+
+
+def _each(column: pa.Array, read: Callable[[Any], tuple[Any, ...]],
+          kinds: tuple[pa.DataType, ...]) -> tuple[pa.Array, list[pa.Array]]:
+    """`read` each distinct text of `column` once: whether it read (LineError: it did not)
+    and the parts it gave (of `kinds`), per line. Texts longer than MAX_VALUE are not read
+    (their lines are the LineReader's, which says so): no cache of the reader keeps them."""
+    distinct = pc.unique(column)
+    short = pc.less_equal(pc.utf8_length(distinct), MAX_VALUE).to_pylist()
+    ok: list[bool] = []
+    parts: list[tuple[Any, ...] | None] = []
+    for raw, readable in zip(distinct.to_pylist(), short, strict=True):
+        if not readable:
+            parts.append(None)
+            ok.append(False)
+            continue
+        try:
+            parts.append(read(raw))
+            ok.append(True)
+        except LineError:
+            parts.append(None)
+            ok.append(False)
+    index = pc.index_in(column, value_set=distinct)
+    return pc.take(pa.array(ok, pa.bool_()), index), [
+        pc.take(pa.array([None if p is None else p[i] for p in parts], kind), index)
+        for i, kind in enumerate(kinds)]
+
+
+def _int(parts: pa.StructArray, name: str) -> pa.Array:
+    return pc.cast(pc.struct_field(parts, name), pa.int64())
+
+
+def epoch_ms(started: pa.Array, zone: ZoneInfo | None) -> tuple[pa.Array, pa.Array]:
+    """ISO 8601 times (`_ISO`) in epoch milliseconds, as `LineReader.moment` reads them
+    (without an offset: in `zone`); and whether each was read here (not when other, or
+    not a valid date and time)."""
+    parts = pc.extract_regex(started, _ISO)
+    year, month, day = (_int(parts, name) for name in ("year", "month", "day"))
+    hour, minute, second = (_int(parts, name) for name in ("hour", "minute", "second"))
+    fraction = pc.cast(pc.utf8_rpad(pc.struct_field(parts, "fraction"), 3, "0"), pa.int64())
+    leap = pc.or_(pc.and_(_divides(4, year), pc.invert(_divides(100, year))),
+                  _divides(400, year))
+    month_index = pc.subtract(pc.min_element_wise(pc.max_element_wise(month, 1), 12), 1)
+    days_in_month = pc.add(pc.take(_DAYS_IN_MONTH, month_index),
+                           pc.cast(pc.and_(leap, pc.equal(month, 2)), pa.int64()))
+    valid = reduce(pc.and_, [
+        pc.greater_equal(year, _YEARS[0]), pc.less_equal(year, _YEARS[1]),
+        pc.greater_equal(month, 1), pc.less_equal(month, 12),
+        pc.greater_equal(day, 1), pc.less_equal(day, days_in_month),
+        pc.less_equal(hour, 23), pc.less_equal(minute, 59), pc.less_equal(second, 59)])
+    local = pc.add(pc.multiply(_days_from_civil(year, month, day), 86400),
+                   pc.add(pc.add(pc.multiply(hour, 3600), pc.multiply(minute, 60)), second))
+    offset_text = pc.struct_field(parts, "offset")
+    naive = pc.equal(offset_text, "")
+    numeric = pc.if_else(pc.equal(pc.utf8_length(offset_text), 6), offset_text, "+00:00")
+    sign = pc.if_else(pc.starts_with(numeric, "-"), -1, 1)
+    hours = pc.cast(pc.utf8_slice_codeunits(numeric, 1, 3), pa.int64())
+    minutes = pc.cast(pc.utf8_slice_codeunits(numeric, 4, 6), pa.int64())
+    written = pc.multiply(sign, pc.add(pc.multiply(hours, 3600), pc.multiply(minutes, 60)))
+    valid = pc.and_(valid, pc.and_(pc.less_equal(hours, 23), pc.less_equal(minutes, 59)))
+    wall_minutes = pc.if_else(naive, pc.divide(local, 60), pa.scalar(None, pa.int64()))
+    in_zone, zone_ok = _zone_offsets(wall_minutes, zone)
+    offset = pc.if_else(pc.equal(offset_text, "Z"), 0,
+                        pc.if_else(naive, in_zone, written))
+    valid = pc.and_(valid, pc.or_(pc.invert(naive), zone_ok))
+    ms = pc.add(pc.multiply(pc.subtract(local, offset), 1000), fraction)
+    return ms, pc.fill_null(valid, False)
+
+
+def _divides(divisor: int, value: pa.Array) -> pa.Array:
+    return pc.equal(pc.multiply(pc.divide(value, divisor), divisor), value)
+
+
+def _days_from_civil(year: pa.Array, month: pa.Array, day: pa.Array) -> pa.Array:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm), for
+    years from 1 on (all the divisions are of positive numbers)."""
+    march = pc.less_equal(month, 2)
+    y = pc.subtract(year, pc.cast(march, pa.int64()))
+    era = pc.divide(y, 400)
+    year_of_era = pc.subtract(y, pc.multiply(era, 400))
+    shifted = pc.if_else(march, pc.add(month, 9), pc.subtract(month, 3))
+    day_of_year = pc.add(pc.divide(pc.add(pc.multiply(shifted, 153), 2), 5),
+                         pc.subtract(day, 1))
+    day_of_era = pc.add(pc.add(pc.multiply(year_of_era, 365), pc.divide(year_of_era, 4)),
+                        pc.subtract(day_of_year, pc.divide(year_of_era, 100)))
+    return pc.subtract(pc.add(pc.multiply(era, 146097), day_of_era), 719468)
+
+
+def _zone_offsets(local_minutes: pa.Array, zone: ZoneInfo | None
+                  ) -> tuple[pa.Array, pa.Array]:
+    """The zone's UTC offset (seconds) of each local wall-clock minute, as Python gives it to
+    a time of that minute (the earlier of a repeated hour); and whether it holds for the
+    whole minute (not when the clocks change within it, nor without a zone)."""
+    if zone is None:
+        return pa.nulls(len(local_minutes), pa.int64()), pa.array([False] * len(local_minutes))
+    distinct = pc.unique(pc.drop_null(local_minutes))
+    offsets, whole = [], []
+    epoch = datetime(1970, 1, 1)
+    for minutes in distinct.to_pylist():
+        wall = (epoch + timedelta(minutes=minutes)).replace(tzinfo=zone)
+        at_start, at_end = wall.utcoffset(), wall.replace(second=59).utcoffset()
+        offsets.append(int(at_start.total_seconds()) if at_start is not None else 0)
+        whole.append(at_start == at_end)
+    index = pc.index_in(local_minutes, value_set=distinct)
+    return (pc.take(pa.array(offsets, pa.int64()), index),
+            pc.fill_null(pc.take(pa.array(whole, pa.bool_()), index), False))

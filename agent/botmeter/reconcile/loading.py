@@ -1,0 +1,97 @@
+"""The invoice's lines into their scratch database (`matching.VENDOR_SCHEMA`): column-wise
+through ADBC when `columnar` can read the file exactly, else line by line through sqlite3.
+Both give the same rows and the same problems."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from .invoice import Invoice
+from .matching import VENDOR_SCHEMA
+from .worker import Worker
+
+#: lines inserted at a time when read line by line
+BATCH = 10_000
+_SCRATCH = ("PRAGMA journal_mode = OFF", "PRAGMA synchronous = OFF")
+
+
+def load_invoice(invoice: Invoice, path: Path) -> str:
+    """Read `invoice` into a new database at `path`; say how: `columnar` or `lines`."""
+    try:
+        from . import columnar
+    except ImportError:  # no Arrow for this platform: the line-by-line reader does it all
+        pass
+    else:
+        checkpoint = invoice.checkpoint()
+        try:
+            _ingest(invoice, path)
+            return "columnar"
+        except columnar.NotColumnar:
+            invoice.rewind(checkpoint)
+            path.unlink(missing_ok=True)
+    _insert_lines(invoice, path)
+    return "lines"
+
+
+def _insert_lines(invoice: Invoice, path: Path) -> None:
+    insert = ("INSERT INTO vendor (id, session_id, caller, ckey, started, t, dur, dur_field, "
+              "dur_text, amount, micro) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        for statement in (*_SCRATCH, VENDOR_SCHEMA, "BEGIN"):
+            conn.execute(statement)
+        for batch in invoice.batches(BATCH):
+            conn.executemany(insert, batch)
+        conn.execute("COMMIT")
+
+
+def _ingest(invoice: Invoice, path: Path) -> None:
+    """The columnar batches into `path` by ADBC, in a worker thread (ADBC's own Ctrl-C
+    handling is for the main thread; ours stays in charge). The header and the first batch
+    are read here, so that InvoiceError and NotColumnar come as they would line by line."""
+    import adbc_driver_sqlite.dbapi as adbc
+    import pyarrow as pa
+
+    from .columnar import SCHEMA, arrow_batches
+
+    batches = arrow_batches(invoice)
+    first = next(batches, None)
+    stopping = threading.Event()
+    failure: list[BaseException] = []
+
+    def stream() -> Iterator[Any]:
+        try:
+            if first is not None:
+                yield first
+            for batch in batches:
+                if stopping.is_set():
+                    raise KeyboardInterrupt
+                yield batch
+        except BaseException as exc:
+            failure.append(exc)  # ADBC reports it as its own error: this is the cause
+            raise
+
+    def work() -> None:
+        with closing(adbc.connect(str(path), autocommit=True)) as conn, \
+                closing(conn.cursor()) as cursor:
+            for statement in (*_SCRATCH, VENDOR_SCHEMA):
+                cursor.execute(statement)
+                cursor.fetchall()
+            try:
+                cursor.adbc_ingest("vendor", pa.RecordBatchReader.from_batches(SCHEMA, stream()),
+                                   mode="append")
+            except Exception:
+                if failure:
+                    raise failure[0] from None
+                raise
+
+    worker = Worker("botmeter-invoice", work, stopping.set)
+    try:
+        worker.result()
+    except BaseException:
+        worker.cancel()
+        raise
