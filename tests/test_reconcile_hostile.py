@@ -657,9 +657,9 @@ conn.execute("ROLLBACK")
 
 
 def test_the_calls_and_their_callers_are_read_in_one_snapshot(lab, tmp_path, monkeypatch):
-    """The keys of callers that are not plain digits are computed in Python before the calls
-    are copied beside them (in a thread, while the invoice is read): a caller changed by the
-    agent running beside in between must not leave a call without its key (it then matched
+    """The keys of callers that are not plain digits are computed in Python, the others' in
+    SQL as the calls are copied (in a thread, while the invoice is read): a caller changed by
+    the agent running beside meanwhile must not leave a call without its key (it then matched
     no line). The change is made while the first key is computed."""
     from zoneinfo import ZoneInfo
 

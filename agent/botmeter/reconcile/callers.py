@@ -40,27 +40,18 @@ def caller_key(number: str | None, country_code: str | None = None) -> str | Non
     return digits if len(digits) >= MIN_DIGITS else None
 
 
+
+#: a national number as most PBXs write it: digits, the first not 0. `caller_key` keeps it as
+#: it is (no + or 00 to take off, no trunk 0), whatever the country; it is also its key in SQL
+PLAIN_GLOB = "[1-9]*"
+
+
 def plain_sql(column: str) -> str:
-    """SQL: whether the caller in `column` is plain, ASCII digits with at most a `+` first:
-    `caller_key_sql` gives its key; other callers' keys come from `caller_key`."""
-    return (f"({column} NOT GLOB '*[^0-9]*' OR ({column} GLOB '+*' "
-            f"AND substr({column}, 2) NOT GLOB '*[^0-9]*'))")
+    """SQL: whether the caller in `column` is plain (PLAIN_GLOB, digits only): its key is
+    `plain_key_sql`; other callers' keys come from `caller_key`, once per caller."""
+    return f"({column} GLOB '{PLAIN_GLOB}' AND {column} NOT GLOB '*[^0-9]*')"
 
 
-def caller_key_sql(column: str, country_code: str | None) -> str:
-    """SQL: `caller_key` of the plain caller in `column` (`plain_sql`), the same rule
-    written for SQLite, so that a million recorded calls get their keys without Python."""
-    digits = f"(CASE WHEN {column} GLOB '+*' THEN substr({column}, 2) ELSE {column} END)"
-    if country_code:
-        cc, n = country_code, len(country_code)
-
-        def after(prefix: int) -> str:  # the digits after the prefix, one trunk 0 taken off
-            rest = f"substr({digits}, {prefix + 1})"
-            return f"(CASE WHEN {rest} GLOB '0*' THEN substr({rest}, 2) ELSE {rest} END)"
-
-        digits = (f"(CASE WHEN {column} GLOB '+*' AND substr({digits}, 1, {n}) = '{cc}' "
-                  f"THEN {after(n)} "
-                  f"WHEN substr({digits}, 1, {n + 2}) = '00{cc}' THEN {after(n + 2)} "
-                  f"WHEN {digits} GLOB '0*' AND {digits} NOT GLOB '00*' "
-                  f"THEN substr({digits}, 2) ELSE {digits} END)")
-    return f"(CASE WHEN length({digits}) >= {MIN_DIGITS} THEN {digits} END)"
+def plain_key_sql(column: str) -> str:
+    """SQL: `caller_key` of a plain caller (`plain_sql`): itself, when long enough."""
+    return f"(CASE WHEN length({column}) >= {MIN_DIGITS} THEN {column} END)"

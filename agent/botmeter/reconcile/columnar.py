@@ -30,8 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from .callers import MIN_DIGITS
 from .invoice import MAX_LINE, CsvLayout, Invoice
-from .lines import FIELDS, MAX_VALUE, LineError
+from .lines import FIELDS, MAX_VALUE, SHOWN_DIGITS, LineError, LineReader
 
 #: the vendor table's columns (matching.VENDOR_SCHEMA), as the batches carry them
 SCHEMA = pa.schema([
@@ -49,6 +50,8 @@ _ISO = (r"^(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})[T ](?P<hour>
         r"(?P<offset>Z|[+-][0-9]{2}:[0-9]{2})?$")
 #: a session id kept as written: printable ASCII, no space first or last
 _SESSION = r"^[!-~](?:[ -~]*[!-~])?$"
+#: PLAIN_GLOB as a regular expression
+_PLAIN = "[1-9][0-9]*"
 #: years read column-wise (others, if valid at all, go to the LineReader)
 _YEARS = (1971, 2999)
 _DAYS_IN_MONTH = pa.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], pa.int64())
@@ -150,7 +153,7 @@ def _lines(invoice: Invoice, layout: CsvLayout, batch: pa.RecordBatch, first: in
         plain = pc.and_(plain, _each(currency, _checked(read.check_currency), ())[0])
     caller, started, amount_text = (_required(field, name)
                                     for name in ("caller_number", "started_at", "amount"))
-    ok, (shown, key) = _each(caller, read.caller, (pa.string(), pa.string()))
+    ok, (shown, key) = _callers(caller, read)
     plain = pc.and_(plain, ok)
     ok, (dur, dur_field, dur_text) = _each(
         _joined(field["seconds"], field["minutes"]), _duration(read.duration),
@@ -188,6 +191,26 @@ def _line_by_line(invoice: Invoice, layout: CsvLayout, columns: list[pa.Array],
         [pa.array(column, kind) for column, kind in zip(
             zip(*lines, strict=True) if lines else [()] * len(SCHEMA), SCHEMA.types,
             strict=True)], schema=SCHEMA)
+
+
+def _callers(column: pa.Array, read: LineReader) -> tuple[pa.Array, list[pa.Array]]:
+    """Each line's caller as shown and its key (`LineReader.caller`): a plain national number
+    (PLAIN_GLOB) or one written `+<country code><plain national number>` read here; any other
+    text by the LineReader, once per distinct text."""
+    national = pc.match_substring_regex(column, f"^{_PLAIN}$")
+    cc = read.country
+    international = (pc.match_substring_regex(column, rf"^\+{cc}{_PLAIN}$") if cc
+                     else pa.array([False] * len(column)))
+    here = pc.and_(pc.or_(national, international),
+                   pc.less_equal(pc.utf8_length(column), SHOWN_DIGITS))
+    digits = pc.if_else(national, column,
+                        pc.utf8_slice_codeunits(column, 1 + len(cc or "")))
+    key = pc.if_else(pc.greater_equal(pc.utf8_length(digits), MIN_DIGITS), digits,
+                     pa.scalar(None, pa.string()))
+    ok, (shown_there, key_there) = _each(pc.if_else(here, "", column), read.caller,
+                                         (pa.string(), pa.string()))
+    return pc.or_(here, ok), [pc.if_else(here, column, shown_there),
+                              pc.if_else(here, key, key_there)]
 
 
 def _required(field: dict[str, pa.Array | None], name: str) -> pa.Array:

@@ -20,6 +20,8 @@ from .mapping import InvoiceMapping
 #: a value longer than this (a session id, a caller, a time, a number) is not one: refused
 #: before it is read, so that no cache or batch holds it
 MAX_VALUE = 200
+#: a caller number is shown (and matched) at most this long
+SHOWN_DIGITS = 64
 #: amounts and durations: below a billion, at most 6 decimal places (whole millionths)
 PLACES = 6
 _PLAIN = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
@@ -116,7 +118,7 @@ class LineReader:
         caller = _clean(raw)
         if caller is None:
             return None, None
-        return caller[:64], caller_key(caller[:64], self.country)
+        return caller[:SHOWN_DIGITS], caller_key(caller[:SHOWN_DIGITS], self.country)
 
     def moment(self, raw: str | None) -> tuple[int, str]:
         """`started_at` in epoch milliseconds, and as written (stripped): ISO 8601 (or

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from .callers import caller_key_sql, plain_sql
+from .callers import plain_key_sql, plain_sql
 
 #: a vendor line's start and a call's bot answer (or offer) this far apart still match
 WINDOW_MS = 5000
@@ -77,20 +77,23 @@ def _window(since: str, until: str) -> tuple[str, dict[str, str]]:
             {"since": since, "until": until})
 
 
-def load_caller_keys(conn: sqlite3.Connection, key: Callable[[str], str | None], *, since: str,
-                     until: str) -> None:
-    """The keys of the callers that are not plain digits (`callers.plain_sql`: those have
-    theirs in SQL), each caller once, computed here in Python."""
-    window, bounds = _window(since, until)
+def fill_caller_keys(conn: sqlite3.Connection, key: Callable[[str], str | None]) -> None:
+    """The keys of the copied calls' callers that are not plain digits (`load_calls` gave
+    the plain ones theirs in SQL), each such caller's computed once here in Python."""
     callers = [caller for (caller,) in conn.execute(
-        f"SELECT DISTINCT caller_number FROM calls WHERE {window} AND caller_number IS NOT NULL"
-        f" AND NOT {plain_sql('caller_number')}", bounds)]
+        f"SELECT DISTINCT caller FROM recorded WHERE caller IS NOT NULL "
+        f"AND NOT {plain_sql('caller')}")]
+    if not callers:
+        return
     conn.executemany("INSERT INTO caller_keys (caller, ckey) VALUES (?, ?)",
                      ((caller, key(caller)) for caller in callers))
+    conn.execute("""
+        UPDATE recorded SET ckey = (SELECT ckey FROM caller_keys WHERE caller = recorded.caller)
+        WHERE caller IN (SELECT caller FROM caller_keys)""")
 
 
 def load_calls(conn: sqlite3.Connection, *, since: str, until: str, start: str, end: str,
-               plan_id: str, metric: str, charge: str | None, country_code: str | None) -> None:
+               plan_id: str, metric: str, charge: str | None) -> None:
     """The bot-answered calls that ended in [since, until) (the period with a margin, so that
     a line billed in another period is told apart from one never seen); `in_period` marks
     those that ended in [start, end). Amounts count only when rated under `plan_id`."""
@@ -102,9 +105,7 @@ def load_calls(conn: sqlite3.Connection, *, since: str, until: str, start: str, 
         INSERT INTO recorded (call_id, session_id, caller, ckey, ta, tof, answered_at,
                               offered_at, measured, billed, cost, micro, outcome, in_period)
         SELECT call_id, bot_session_id, caller_number,
-               CASE WHEN {plain_sql("caller_number")}
-                    THEN {caller_key_sql("caller_number", country_code)}
-                    ELSE (SELECT ckey FROM caller_keys WHERE caller = caller_number) END,
+               CASE WHEN {plain_sql("caller_number")} THEN {plain_key_sql("caller_number")} END,
                {answered}, {_EPOCH_MS.format("calls.offered_at")}, bot_answered_at, offered_at,
                {span} - {answered}, {billed},
                CASE WHEN plan_id = :plan THEN cost END,
@@ -138,8 +139,8 @@ def _index_sessions(conn: sqlite3.Connection, schema: str, table: str) -> bool:
 
 def repeated_lines(conn: sqlite3.Connection, sessions_unique: bool) -> None:
     """The lines that repeat an earlier one (the same session id; or, without session ids,
-    the same caller, start, duration and amount) into the temporary table `repeats`: found
-    on the invoice's side alone, while the calls are still being loaded."""
+    the same caller, start, duration and amount) into the table `repeats`: found on the
+    invoice's side alone (`vendor`), beside the matching."""
     same_session = "" if sessions_unique else """
             SELECT id, first, 'session id' AS how FROM (
                 SELECT id, min(id) OVER (PARTITION BY session_id) AS first FROM vendor
@@ -147,7 +148,7 @@ def repeated_lines(conn: sqlite3.Connection, sessions_unique: bool) -> None:
             WHERE id != first
             UNION ALL"""
     conn.execute(f"""
-        CREATE TEMP TABLE repeats AS {same_session}
+        CREATE TABLE repeats AS {same_session}
             SELECT id, first, 'caller, start, duration and amount' AS how FROM (
                 SELECT id, min(id) OVER (PARTITION BY ckey, t, dur, micro) AS first
                 FROM vendor WHERE session_id IS NULL)

@@ -12,10 +12,11 @@ import json
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from .callers import caller_key
 from .invoice import Invoice, Problem, Problems
 from .lines import PLACES
 from .loading import load_invoice
-from .worker import Worker
+from .worker import T, Worker
 
 CLASSES = ("match", "duration_differs", "amount_differs", "vendor_only", "botmeter_only")
 #: classes whose vendor amount above botmeter's is disputed
@@ -145,21 +146,23 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
                            check_same_thread=False)
     side: sqlite3.Connection | None = None
     calls: Worker[bool] | None = None
+    repeats: Worker[None] | None = None
     try:
         side = _open_calls_side(store_path, recorded_db)
-        calls = _calls_worker(side, country_code=invoice.mapping.format.country_code,
-                              since=since, until=until, start=iso_utc(start), end=iso_utc(end),
-                              plan_id=series.plan_id, metric=metric, charge=charge)
+        calls = _sql_worker("botmeter-calls", side, partial(
+            _load_calls, side, country_code=invoice.mapping.format.country_code, since=since,
+            until=until, start=iso_utc(start), end=iso_utc(end), plan_id=series.plan_id,
+            metric=metric, charge=charge))
         _tune(conn)
         conn.executescript(matching.SCHEMA)
         invoice_db = Path(folder.name) / "invoice.db"
         with gc_paused():
             load_invoice(invoice, invoice_db)
-        conn.execute("ATTACH DATABASE ? AS invoice", (str(invoice_db),))
+        _attach(conn, invoice_db, "invoice")
         lines_unique = matching.index_vendor(conn, "invoice")
-        matching.repeated_lines(conn, lines_unique)
+        repeats = _repeats_worker(invoice_db, Path(folder.name) / "repeats.db", lines_unique)
         calls_unique = calls.result()
-        conn.execute("ATTACH DATABASE ? AS calls_side", (str(recorded_db),))
+        _attach(conn, recorded_db, "calls_side")
         conn.execute("BEGIN")
         matching.match_sessions(conn, lines_unique and calls_unique)
         matching.caller_pairs(conn)
@@ -167,6 +170,8 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
         bm_ms = matching.botmeter_ms(invoice.mapping.format.seconds == "billed")
         _classify(conn, bm_ms, tolerances, round(start * 1000), round(end * 1000))
         conn.execute("COMMIT")
+        repeats.result()
+        _attach(conn, Path(folder.name) / "repeats.db", "repeated")
         _period_problems(conn, invoice, period, series.timezone.key)
         classes, disputed = _totals(conn)
         unrated = conn.execute("SELECT count(*) FROM recorded WHERE in_period AND micro IS NULL"
@@ -176,6 +181,8 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
             calls.cancel()
         elif side is not None:
             side.close()
+        if repeats is not None:
+            repeats.cancel()
         conn.close()
         folder.cleanup()
         raise
@@ -191,12 +198,19 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
                           invoice.lines_read, unrated, conn, bm_ms, folder)
 
 
-def _tune(conn: sqlite3.Connection) -> None:
-    """A scratch database: no journal, no syncs, a 256 MiB page cache."""
-    conn.execute("PRAGMA journal_mode = OFF")
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute("PRAGMA cache_size = -262144")
-    conn.execute("PRAGMA temp.cache_size = -262144")
+def _tune(conn: sqlite3.Connection, schema: str = "main") -> None:
+    """A scratch database: no journal, no syncs, a 256 MiB page cache, read through mmap (its
+    pages written by another connection, ADBC's or the calls' thread's)."""
+    for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -262144",
+                   "mmap_size = 1073741824"):
+        conn.execute(f"PRAGMA {schema}.{pragma}")
+    if schema == "main":
+        conn.execute("PRAGMA temp.cache_size = -262144")
+
+
+def _attach(conn: sqlite3.Connection, path: Path, schema: str) -> None:
+    conn.execute(f"ATTACH DATABASE ? AS {schema}", (str(path),))
+    _tune(conn, schema)
 
 
 def _open_calls_side(store_path: Path, recorded_db: Path) -> sqlite3.Connection:
@@ -212,41 +226,54 @@ def _open_calls_side(store_path: Path, recorded_db: Path) -> sqlite3.Connection:
     return conn
 
 
-def _load_calls(conn: sqlite3.Connection, *, country_code: str | None, since: str, until: str,
-                **bounds: Any) -> bool:
-    """The calls' side, in one transaction: the calls are read from the same snapshot as their
-    callers (the agent may store calls meanwhile). Python computes only the keys of callers
-    that are not plain digits; the rest is SQL (it runs beside the invoice's reading)."""
+def _load_calls(conn: sqlite3.Connection, *, country_code: str | None, **bounds: Any) -> bool:
+    """The calls' side, in one transaction (one snapshot of the calls database, which the
+    agent may write meanwhile): SQL but for the keys of callers that are not plain digits.
+    Returns whether each session id is on one call only."""
     conn.execute("BEGIN")
-    matching.load_caller_keys(conn, lambda number: caller_key(number, country_code),
-                              since=since, until=until)
-    matching.load_calls(conn, since=since, until=until, country_code=country_code, **bounds)
+    matching.load_calls(conn, **bounds)
+    matching.fill_caller_keys(conn, lambda number: caller_key(number, country_code))
     unique = matching.index_recorded(conn)
     conn.execute("COMMIT")
     return unique
 
 
-def _calls_worker(side: sqlite3.Connection, **bounds: Any) -> Worker[bool]:
-    """`_load_calls` in a thread, its connection closed as soon as it ends (its page cache
-    freed while the invoice is still read); cancelling interrupts its SQL."""
+def _sql_worker(name: str, conn: sqlite3.Connection, work: Callable[[], T]) -> Worker[T]:
+    """`work` on `conn` in a thread, the connection closed as soon as it ends (its page cache
+    freed); cancelling interrupts its SQL."""
     lock = threading.Lock()  # interrupt() must never meet a closing connection
     closed = False
 
-    def work() -> bool:
+    def run() -> T:
         nonlocal closed
         try:
-            return _load_calls(side, **bounds)
+            return work()
         finally:
             with lock:
-                side.close()
+                conn.close()
                 closed = True
 
     def stop() -> None:
         with lock:
             if not closed:
-                side.interrupt()
+                conn.interrupt()
 
-    return Worker("botmeter-calls", work, stop)
+    return Worker(name, run, stop)
+
+
+def _repeats_worker(invoice_db: Path, repeats_db: Path, sessions_unique: bool) -> Worker[None]:
+    """`matching.repeated_lines` into a database of its own, in a thread: the invoice's side
+    alone, read while the main connection matches."""
+    conn = sqlite3.connect(repeats_db, isolation_level=None, check_same_thread=False)
+    try:
+        _tune(conn)
+        conn.execute("ATTACH DATABASE ? AS invoice", (f"{invoice_db.resolve().as_uri()}?mode=ro",))
+        _tune(conn, "invoice")
+    except BaseException:
+        conn.close()
+        raise
+    return _sql_worker("botmeter-repeats", conn,
+                       partial(matching.repeated_lines, conn, sessions_unique))
 
 
 def time_charge(series: PlanSeries, period: str) -> tuple[str, str | None]:
