@@ -43,8 +43,11 @@ CREATE TEMP TABLE pairs (v INTEGER NOT NULL, c INTEGER NOT NULL, rank INTEGER NO
                          d INTEGER NOT NULL);
 CREATE TEMP TABLE matched (v INTEGER PRIMARY KEY, c INTEGER NOT NULL UNIQUE,
                            rank INTEGER NOT NULL);
-CREATE TEMP TABLE result (cls TEXT NOT NULL, v INTEGER, c INTEGER, rank INTEGER,
-                          vmicro INTEGER, cmicro INTEGER);  -- the two amounts
+CREATE TEMP TABLE result (
+    id INTEGER PRIMARY KEY,  -- the output's order: a line's number, then the calls not billed
+    cls TEXT NOT NULL, v INTEGER, c INTEGER, rank INTEGER,
+    vmicro INTEGER, cmicro INTEGER  -- the two amounts
+);
 """
 #: the calls' side, in a database of its own (filled while the invoice is read)
 RECORDED_SCHEMA = """
@@ -122,10 +125,9 @@ def index_recorded(conn: sqlite3.Connection) -> bool:
 
 
 def index_vendor(conn: sqlite3.Connection, schema: str) -> bool:
-    """The lines' session ids, and callers (with what finds a repeated line, in its order);
-    returns whether each session id is on one line only."""
-    conn.execute(f"CREATE INDEX {schema}.vendor_caller ON vendor "
-                 "(ckey, t, dur, micro, session_id)")
+    """The lines' session ids, and callers (with the session id: the index covers
+    `caller_pairs`); returns whether each session id is on one line only."""
+    conn.execute(f"CREATE INDEX {schema}.vendor_caller ON vendor (ckey, t, session_id)")
     return _index_sessions(conn, schema, "vendor")
 
 
@@ -140,19 +142,23 @@ def _index_sessions(conn: sqlite3.Connection, schema: str, table: str) -> bool:
 def repeated_lines(conn: sqlite3.Connection, sessions_unique: bool) -> None:
     """The lines that repeat an earlier one (the same session id; or, without session ids,
     the same caller, start, duration and amount) into the table `repeats`: found on the
-    invoice's side alone (`vendor`), beside the matching."""
-    same_session = "" if sessions_unique else """
-            SELECT id, first, 'session id' AS how FROM (
-                SELECT id, min(id) OVER (PARTITION BY session_id) AS first FROM vendor
-                WHERE session_id IS NOT NULL)
-            WHERE id != first
-            UNION ALL"""
-    conn.execute(f"""
-        CREATE TABLE repeats AS {same_session}
-            SELECT id, first, 'caller, start, duration and amount' AS how FROM (
-                SELECT id, min(id) OVER (PARTITION BY ckey, t, dur, micro) AS first
-                FROM vendor WHERE session_id IS NULL)
-            WHERE id != first""")
+    invoice's side alone (`vendor`), beside the matching. The groups of repeated lines are
+    found first (few, usually none), then their lines."""
+    conn.execute("CREATE TABLE repeats (id INTEGER PRIMARY KEY, first INTEGER, how TEXT)")
+    if not sessions_unique:
+        conn.execute("""
+            INSERT INTO repeats (id, first, how)
+            SELECT v.id, g.first, 'session id'
+            FROM (SELECT session_id, min(id) AS first FROM vendor
+                  WHERE session_id IS NOT NULL GROUP BY session_id HAVING count(*) > 1) AS g
+            JOIN vendor AS v ON v.session_id = g.session_id AND v.id != g.first""")
+    conn.execute("""
+        INSERT INTO repeats (id, first, how)
+        SELECT v.id, g.first, 'caller, start, duration and amount'
+        FROM (SELECT ckey, t, dur, micro, min(id) AS first FROM vendor
+              WHERE session_id IS NULL GROUP BY ckey, t, dur, micro HAVING count(*) > 1) AS g
+        JOIN vendor AS v ON v.ckey IS g.ckey AND v.t = g.t AND v.dur = g.dur
+                        AND v.micro = g.micro AND v.session_id IS NULL AND v.id != g.first""")
 
 
 def match_sessions(conn: sqlite3.Connection, unique: bool) -> None:

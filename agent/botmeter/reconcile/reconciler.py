@@ -105,7 +105,7 @@ class Reconciliation:
             LEFT JOIN vendor AS v ON v.id = r.v
             LEFT JOIN recorded AS c ON c.id = r.c
             WHERE r.cls IN ({marks})
-            ORDER BY v.id IS NULL, v.id, c.ta, c.call_id""", classes)
+            ORDER BY r.id""", classes)
 
     def summary(self) -> dict[str, Any]:
         """The JSON head (everything but the lines)."""
@@ -145,7 +145,7 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
     conn = sqlite3.connect(Path(folder.name) / "work.db", isolation_level=None,
                            check_same_thread=False)
     side: sqlite3.Connection | None = None
-    calls: Worker[bool] | None = None
+    calls: Worker[tuple[bool, int]] | None = None
     repeats: Worker[None] | None = None
     try:
         side = _open_calls_side(store_path, recorded_db)
@@ -161,7 +161,7 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
         _attach(conn, invoice_db, "invoice")
         lines_unique = matching.index_vendor(conn, "invoice")
         repeats = _repeats_worker(invoice_db, Path(folder.name) / "repeats.db", lines_unique)
-        calls_unique = calls.result()
+        calls_unique, unrated = calls.result()
         _attach(conn, recorded_db, "calls_side")
         conn.execute("BEGIN")
         matching.match_sessions(conn, lines_unique and calls_unique)
@@ -174,8 +174,6 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
         _attach(conn, Path(folder.name) / "repeats.db", "repeated")
         _period_problems(conn, invoice, period, series.timezone.key)
         classes, disputed = _totals(conn)
-        unrated = conn.execute("SELECT count(*) FROM recorded WHERE in_period AND micro IS NULL"
-                               ).fetchone()[0]
     except BaseException:
         if calls is not None:
             calls.cancel()
@@ -226,16 +224,20 @@ def _open_calls_side(store_path: Path, recorded_db: Path) -> sqlite3.Connection:
     return conn
 
 
-def _load_calls(conn: sqlite3.Connection, *, country_code: str | None, **bounds: Any) -> bool:
+def _load_calls(conn: sqlite3.Connection, *, country_code: str | None,
+                **bounds: Any) -> tuple[bool, int]:
     """The calls' side, in one transaction (one snapshot of the calls database, which the
     agent may write meanwhile): SQL but for the keys of callers that are not plain digits.
-    Returns whether each session id is on one call only."""
+    Returns whether each session id is on one call only, and how many calls of the period
+    are not rated under the plan."""
     conn.execute("BEGIN")
     matching.load_calls(conn, **bounds)
     matching.fill_caller_keys(conn, lambda number: caller_key(number, country_code))
     unique = matching.index_recorded(conn)
+    unrated = conn.execute("SELECT count(*) FROM recorded WHERE in_period AND micro IS NULL"
+                           ).fetchone()[0]
     conn.execute("COMMIT")
-    return unique
+    return unique, unrated
 
 
 def _sql_worker(name: str, conn: sqlite3.Connection, work: Callable[[], T]) -> Worker[T]:
@@ -287,12 +289,13 @@ def time_charge(series: PlanSeries, period: str) -> tuple[str, str | None]:
 
 def _classify(conn: sqlite3.Connection, bm_ms: str, tolerances: Tolerances, start_ms: int,
               end_ms: int) -> None:
-    """Every line and every call of the period into `result`, with its class; the lines that
-    are not the period's as `outside` (started outside it, no call) or `elsewhere` (a call
+    """Every line and every call of the period into `result`, with its class, in the output's
+    order (the lines by number, then the calls not billed by answer); the lines that are not
+    the period's as `outside` (started outside it, no call) or `elsewhere` (a call
     of another period), for the problems."""
     conn.execute(f"""
-        INSERT INTO result (cls, v, c, rank, vmicro, cmicro)
-        SELECT CASE WHEN c.in_period THEN {matching.CLASS_SQL.format(botmeter_ms=bm_ms)}
+        INSERT INTO result (id, cls, v, c, rank, vmicro, cmicro)
+        SELECT m.v, CASE WHEN c.in_period THEN {matching.CLASS_SQL.format(botmeter_ms=bm_ms)}
                     ELSE 'elsewhere' END,
                m.v, m.c, m.rank, v.micro, c.micro
         FROM matched AS m  -- CROSS JOIN: in the lines' order, not an index's (random reads)
@@ -300,15 +303,16 @@ def _classify(conn: sqlite3.Connection, bm_ms: str, tolerances: Tolerances, star
                  {"tolerance_ms": int(tolerances.seconds * 1000),
                   "tolerance_micro": int(tolerances.amount.scaleb(PLACES))})
     conn.execute("""
-        INSERT INTO result (cls, v, vmicro)
-        SELECT CASE WHEN v.t >= ? AND v.t < ? THEN 'vendor_only' ELSE 'outside' END, v.id,
+        INSERT INTO result (id, cls, v, vmicro)
+        SELECT v.id, CASE WHEN v.t >= ? AND v.t < ? THEN 'vendor_only' ELSE 'outside' END, v.id,
                v.micro
         FROM vendor AS v NOT INDEXED WHERE v.id NOT IN (SELECT v FROM matched)""",
                  (start_ms, end_ms))
     conn.execute("""
-        INSERT INTO result (cls, c, cmicro)
+        INSERT INTO result (cls, c, cmicro)  -- after the lines, in answer order
         SELECT 'botmeter_only', c.id, c.micro FROM recorded AS c
-        WHERE c.in_period AND c.id NOT IN (SELECT c FROM matched)""")
+        WHERE c.in_period AND c.id NOT IN (SELECT c FROM matched)
+        ORDER BY c.ta, c.call_id""")
 
 
 def _totals(conn: sqlite3.Connection) -> tuple[dict[str, ClassTotal], int]:
