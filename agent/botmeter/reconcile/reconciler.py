@@ -1,9 +1,11 @@
 """`reconcile`: the vendor's usage detail against the calls botmeter recorded and rated.
 
-The invoice's lines go into a scratch SQLite database in batches while a thread copies the
-period's bot-answered calls into a second one (SQL alone, read-only on the calls database);
-matching and classing run as SQL over both (`matching.py`). The result is the totals per class, the disputed amount, the problems, and
-the lines themselves, read from the database as the output is written (never all in memory).
+Three scratch databases in a temporary folder: the invoice's lines (`loading.load_invoice`,
+column-wise when it can), the period's bot-answered calls (copied by SQL alone in a thread
+meanwhile), and the repeated lines (found in a thread while the main connection matches).
+Matching and classing run as SQL over them (`matching.py`). The result is the totals per
+class, the disputed amount, the problems, and the lines themselves, read from the database
+as the output is written (never all in memory).
 """
 
 from __future__ import annotations
