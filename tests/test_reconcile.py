@@ -136,6 +136,26 @@ def test_each_line_takes_the_closest_call_one_to_one(lab, tmp_path):
                 if line["vendor"] and line["vendor"]["line"] == 3)["seconds_apart"] == "3"
 
 
+def test_lines_come_in_file_order_then_the_calls_not_billed_in_answer_order(lab, tmp_path):
+    """The vendor's lines by their number (matched or not, whatever their calls' order),
+    then the calls the vendor did not bill, by the bot's answer."""
+    config, calls = lab
+    bot = sorted(answered(calls), key=lambda c: c["bot_answered_at"])
+    billed = [bot[3], bot[0], bot[5], bot[1]]  # the file's order is not the calls'
+    extra = invoice_line(bot[2], caller="+8613700000000")  # no such caller: vendor_only
+    invoice = write_invoice(tmp_path / "usage.csv",
+                            [invoice_line(c) for c in billed[:2]] + [extra]
+                            + [invoice_line(c) for c in billed[2:]])
+    result = reconcile_json(config, invoice, write_mapping(tmp_path / "map.toml"))
+    order = [(line["vendor"] or {}).get("line") or line["call_id"] for line in result["lines"]]
+    unbilled = sorted((c for c in calls if c["bot_answered_at"]
+                       and c["call_id"] not in {b["call_id"] for b in billed}),
+                      key=lambda c: c["bot_answered_at"])
+    assert order == [2, 3, 4, 5, 6] + [c["call_id"] for c in unbilled]
+    assert [line["call_id"] for line in result["lines"][:5]] == [
+        bot[3]["call_id"], bot[0]["call_id"], None, bot[5]["call_id"], bot[1]["call_id"]]
+
+
 def test_csv_and_table_carry_the_same_verdicts(lab, tmp_path):
     config, calls = lab
     bot = answered(calls)
