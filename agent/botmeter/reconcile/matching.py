@@ -37,10 +37,14 @@ CREATE TABLE vendor (
     dur_text TEXT NOT NULL,       -- as written
     amount TEXT NOT NULL, micro INTEGER NOT NULL
 )"""
+#: candidate pairs: a line, a call, the rank (0: the same session id; 1: caller and time) and
+#: how far apart, in ms
+PAIRS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pairs (v INTEGER NOT NULL, c INTEGER NOT NULL, rank INTEGER NOT NULL,
+                                  d INTEGER NOT NULL);
+"""
 #: the matching's tables, on the reconciling connection
-SCHEMA = """
-CREATE TEMP TABLE pairs (v INTEGER NOT NULL, c INTEGER NOT NULL, rank INTEGER NOT NULL,
-                         d INTEGER NOT NULL);
+SCHEMA = PAIRS_SCHEMA.replace("TABLE", "TEMP TABLE") + """
 CREATE TEMP TABLE matched (v INTEGER PRIMARY KEY, c INTEGER NOT NULL UNIQUE,
                            rank INTEGER NOT NULL);
 CREATE TEMP TABLE result (
@@ -180,10 +184,22 @@ def match_sessions(conn: sqlite3.Connection, unique: bool) -> None:
     match_pairs(conn)
 
 
-def caller_pairs(conn: sqlite3.Connection) -> None:
+def caller_pairs(conn: sqlite3.Connection, *, sessions_unique: bool) -> None:
     """Candidate pairs of rank 1, among the lines and calls not matched by session id: the
     same caller key, the line's start near the call's bot answer or offer. One range of the
-    lines' (caller, start) index per call: from the offer - window to the answer + window."""
+    lines' (caller, start) index per call: from the offer - window to the answer + window.
+    With session ids unique on both sides, a line or call matched by session id is one whose
+    id the other side has: this needs no `matched`, and runs beside `match_sessions`."""
+    if sessions_unique:
+        not_matched = """
+          AND (c.session_id IS NULL
+               OR NOT EXISTS (SELECT 1 FROM vendor AS w WHERE w.session_id = c.session_id))
+          AND (v.session_id IS NULL
+               OR NOT EXISTS (SELECT 1 FROM recorded AS r WHERE r.session_id = v.session_id))"""
+    else:
+        not_matched = """
+          AND c.id NOT IN (SELECT c FROM matched)
+          AND v.id NOT IN (SELECT v FROM matched)"""
     conn.execute(f"""
         INSERT INTO pairs (v, c, rank, d)
         SELECT v.id, c.id, 1, min(abs(v.t - coalesce(c.ta, c.tof)), abs(v.t - c.tof))
@@ -193,20 +209,23 @@ def caller_pairs(conn: sqlite3.Connection) -> None:
         WHERE c.ckey IS NOT NULL
           AND (v.session_id IS NULL OR c.session_id IS NULL)
           AND (abs(v.t - c.tof) <= {WINDOW_MS} OR abs(v.t - c.ta) <= {WINDOW_MS})
-          AND c.id NOT IN (SELECT c FROM matched)
-          AND v.id NOT IN (SELECT v FROM matched)""")
+          {not_matched}""")
 
 
-def match_pairs(conn: sqlite3.Connection) -> None:
-    """One-to-one, closest first (the module's docstring). When no line and no call is in two
-    pairs (the usual case), every pair is a match: tried at once, the unique keys of `matched`
-    telling; else in rounds."""
+def match_pairs(conn: sqlite3.Connection, source: str = "pairs") -> None:
+    """One-to-one, closest first (the module's docstring), the pairs in `source`. When no
+    line and no call is in two pairs (the usual case), every pair is a match: tried at once,
+    the unique keys of `matched` telling; else in rounds."""
     try:
-        conn.execute("INSERT OR FAIL INTO matched (v, c, rank) SELECT v, c, rank FROM pairs")
-        conn.execute("DELETE FROM pairs")
+        conn.execute("INSERT OR FAIL INTO matched (v, c, rank) "
+                     f"SELECT v, c, rank FROM {source}")
+        if source == "pairs":
+            conn.execute("DELETE FROM pairs")  # the next rank's rounds start from none
         return
     except sqlite3.IntegrityError:  # a line or a call in two pairs: undo, and compare
-        conn.execute("DELETE FROM matched WHERE (v, c) IN (SELECT v, c FROM pairs)")
+        conn.execute(f"DELETE FROM matched WHERE (v, c) IN (SELECT v, c FROM {source})")
+    if source != "pairs":
+        conn.execute(f"INSERT INTO pairs SELECT * FROM {source}")
     while True:
         added = conn.execute("""
             INSERT INTO matched (v, c, rank)

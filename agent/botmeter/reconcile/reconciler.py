@@ -143,12 +143,14 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
     metric, charge = time_charge(series, period)
     since, until = iso_utc(start - MARGIN), iso_utc(end + MARGIN)
     folder = tempfile.TemporaryDirectory(prefix="botmeter-reconcile-")
-    recorded_db = Path(folder.name) / "recorded.db"
-    conn = sqlite3.connect(Path(folder.name) / "work.db", isolation_level=None,
+    scratch = Path(folder.name)
+    recorded_db = scratch / "recorded.db"
+    conn = sqlite3.connect(scratch / "work.db", isolation_level=None,
                            check_same_thread=False)
     side: sqlite3.Connection | None = None
     calls: Worker[tuple[bool, int]] | None = None
     repeats: Worker[None] | None = None
+    candidates: Worker[None] | None = None
     try:
         side = _open_calls_side(store_path, recorded_db)
         calls = _sql_worker("botmeter-calls", side, partial(
@@ -157,23 +159,31 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
             metric=metric, charge=charge))
         _tune(conn)
         conn.executescript(matching.SCHEMA)
-        invoice_db = Path(folder.name) / "invoice.db"
+        invoice_db = scratch / "invoice.db"
         with gc_paused():
             load_invoice(invoice, invoice_db)
         _attach(conn, invoice_db, "invoice")
         lines_unique = matching.index_vendor(conn, "invoice")
-        repeats = _repeats_worker(invoice_db, Path(folder.name) / "repeats.db", lines_unique)
+        repeats = _repeats_worker(scratch, lines_unique)
         calls_unique, unrated = calls.result()
         _attach(conn, recorded_db, "calls_side")
+        unique = lines_unique and calls_unique
+        if unique:
+            candidates = _candidates_worker(scratch)
+            _attach(conn, scratch / "candidates.db", "candidates")
         conn.execute("BEGIN")
-        matching.match_sessions(conn, lines_unique and calls_unique)
-        matching.caller_pairs(conn)
-        matching.match_pairs(conn)
+        matching.match_sessions(conn, unique)
+        if candidates is not None:
+            candidates.result()
+            matching.match_pairs(conn, "candidates.pairs")
+        else:
+            matching.caller_pairs(conn, sessions_unique=False)
+            matching.match_pairs(conn)
         bm_ms = matching.botmeter_ms(invoice.mapping.format.seconds == "billed")
         _classify(conn, bm_ms, tolerances, round(start * 1000), round(end * 1000))
         conn.execute("COMMIT")
         repeats.result()
-        _attach(conn, Path(folder.name) / "repeats.db", "repeated")
+        _attach(conn, scratch / "repeats.db", "repeated")
         _period_problems(conn, invoice, period, series.timezone.key)
         classes, disputed = _totals(conn)
     except BaseException:
@@ -181,8 +191,9 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
             calls.cancel()
         elif side is not None:
             side.close()
-        if repeats is not None:
-            repeats.cancel()
+        for worker in (repeats, candidates):
+            if worker is not None:
+                worker.cancel()
         conn.close()
         folder.cleanup()
         raise
@@ -265,19 +276,38 @@ def _sql_worker(name: str, conn: sqlite3.Connection, work: Callable[[], T]) -> W
     return Worker(name, run, stop)
 
 
-def _repeats_worker(invoice_db: Path, repeats_db: Path, sessions_unique: bool) -> Worker[None]:
-    """`matching.repeated_lines` into a database of its own, in a thread: the invoice's side
-    alone, read while the main connection matches."""
-    conn = sqlite3.connect(repeats_db, isolation_level=None, check_same_thread=False)
+def _reader(path: Path, schema: str, **reads: Path) -> sqlite3.Connection:
+    """A connection for a thread: its own scratch database at `path` (`schema` made in it),
+    and the databases it only reads attached read-only."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         _tune(conn)
-        conn.execute("ATTACH DATABASE ? AS invoice", (f"{invoice_db.resolve().as_uri()}?mode=ro",))
-        _tune(conn, "invoice")
+        conn.executescript(schema)
+        for name, read in reads.items():
+            conn.execute(f"ATTACH DATABASE ? AS {name}", (f"{read.resolve().as_uri()}?mode=ro",))
+            _tune(conn, name)
     except BaseException:
         conn.close()
         raise
+    return conn
+
+
+def _repeats_worker(folder: Path, sessions_unique: bool) -> Worker[None]:
+    """`matching.repeated_lines` into repeats.db, in a thread: the invoice's side alone, read
+    while the main connection matches."""
+    conn = _reader(folder / "repeats.db", "", invoice=folder / "invoice.db")
     return _sql_worker("botmeter-repeats", conn,
                        partial(matching.repeated_lines, conn, sessions_unique))
+
+
+def _candidates_worker(folder: Path) -> Worker[None]:
+    """`matching.caller_pairs` into candidates.db, in a thread, while the main connection
+    matches by session id (session ids unique on both sides: the lines and calls that match
+    by session are known without that matching)."""
+    conn = _reader(folder / "candidates.db", matching.PAIRS_SCHEMA,
+                   invoice=folder / "invoice.db", calls_side=folder / "recorded.db")
+    return _sql_worker("botmeter-pairs", conn,
+                       partial(matching.caller_pairs, conn, sessions_unique=True))
 
 
 def time_charge(series: PlanSeries, period: str) -> tuple[str, str | None]:
