@@ -48,8 +48,10 @@ PLAIN_GLOB = "[1-9]*"
 
 def plain_sql(column: str) -> str:
     """SQL: whether the caller in `column` is plain (PLAIN_GLOB, digits only): its key is
-    `plain_key_sql`; other callers' keys come from `caller_key`, once per caller."""
-    return f"({column} GLOB '{PLAIN_GLOB}' AND {column} NOT GLOB '*[^0-9]*')"
+    `plain_key_sql`; other callers' keys come from `caller_key`, once per caller. (GLOB and
+    length() end a text at a NUL: a caller with one is not plain.)"""
+    return (f"({column} GLOB '{PLAIN_GLOB}' AND {column} NOT GLOB '*[^0-9]*' "
+            f"AND instr({column}, char(0)) = 0)")
 
 
 def plain_key_sql(column: str) -> str:
