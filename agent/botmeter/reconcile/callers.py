@@ -42,9 +42,10 @@ def caller_key(number: str | None, country_code: str | None = None) -> str | Non
 
 def plain_sql(column: str) -> str:
     """SQL: whether the caller in `column` is plain, ASCII digits with at most a `+` first:
-    `caller_key_sql` gives its key; other callers' keys come from `caller_key`."""
-    return (f"({column} NOT GLOB '*[^0-9]*' OR ({column} GLOB '+*' "
-            f"AND substr({column}, 2) NOT GLOB '*[^0-9]*'))")
+    `caller_key_sql` gives its key; other callers' keys come from `caller_key`. (GLOB and
+    length() end a text at a NUL: a caller with one is not plain.)"""
+    return (f"(({column} NOT GLOB '*[^0-9]*' OR ({column} GLOB '+*' "
+            f"AND substr({column}, 2) NOT GLOB '*[^0-9]*')) AND instr({column}, char(0)) = 0)")
 
 
 def caller_key_sql(column: str, country_code: str | None) -> str:
