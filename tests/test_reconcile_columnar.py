@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from botmeter.reconcile import columnar
 from botmeter.reconcile.callers import caller_key, caller_key_sql, plain_sql
-from botmeter.reconcile.invoice import MAX_PROBLEMS, Invoice, InvoiceError, Problems
+from botmeter.reconcile.invoice import MAX_LINE, MAX_PROBLEMS, Invoice, InvoiceError, Problems
 from botmeter.reconcile.lines import MAX_VALUE, LineError, LineReader
 from botmeter.reconcile.loading import load_invoice
 from botmeter.reconcile.mapping import InvoiceMapping
@@ -373,6 +373,27 @@ except InvoiceError as exc:
     done = subprocess.run(command, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT / "agent")})
     assert done.stdout == f"{invoice}: cannot read: Permission denied\n", done.stderr
+
+
+@pytest.mark.parametrize("end", ["\r\n", "\r"])
+@pytest.mark.parametrize("over", [-1, 0, 1, 2, MAX_LINE, MAX_LINE + 1])
+def test_a_line_about_as_long_as_the_limit(tmp_path: Path, end: str, over: int) -> None:
+    """A line whose end makes it `over` characters longer than MAX_LINE, then lines that are
+    numbered on: a CR LF cut in two by the limit (a line of 65,535 or 131,071 characters and
+    CR LF) was read as the line and a blank one, and every later line was numbered one too
+    many."""
+    long = _G + "x" * (MAX_LINE + over - len(end) - len(_G))
+    bad = _G.replace("0.12", "bad")
+    path = write(tmp_path, end.join([_H, _G, long, _G, bad, _G, ""]).encode())
+    lines = by_lines(path, mapping())
+    assert isinstance(lines, Reading)
+    assert [row[0] for row in lines.rows] == [2, 4, 6]
+    too_long = f"longer than {MAX_LINE} characters" if over > 0 else \
+        f"amount: longer than {MAX_VALUE} characters"
+    assert [p.split(":", 2)[1:] for p in lines.problems] == [
+        ["3", f" {too_long}"],
+        ["5", " amount: 'bad' is not a decimal number (a point for decimals, no currency sign)"]]
+    check(path, mapping(), plain=False)
 
 
 # --- many lines: batches, their boundaries, the problems kept -------------------------------

@@ -154,11 +154,10 @@ def _lines(invoice: Invoice, layout: CsvLayout, batch: pa.RecordBatch, first: in
         plain = pc.and_(plain, pc.or_(empty, pc.match_substring_regex(session, _SESSION)))
         session = pc.if_else(empty, pa.scalar(None, pa.string()), session)
 
-    # without a currency column, each line is in the mapping's currency (if it gives one)
-    currency = field["currency"]
-    if currency is None:
-        currency = pa.repeat("", count)
-    plain = pc.and_(plain, _each(currency, _checked(read.check_currency), ())[0])
+    if (currency := field["currency"]) is not None:
+        plain = pc.and_(plain, _each(currency, _checked(read.check_currency), ())[0])
+    elif not _reads(read.check_currency, None):  # the mapping's currency, not the plan's
+        plain = pc.and_(plain, False)
     caller, started, amount_text = (_required(field, name)
                                     for name in ("caller_number", "started_at", "amount"))
     ok, (shown, key) = _each(caller, read.caller, (pa.string(), pa.string()))
@@ -229,6 +228,14 @@ def _duration(read: Callable[[str | None, str | None], tuple[int, str, str]]
             raise LineError("a duration holding the separator")  # read by the LineReader
         return read(seconds, minutes[0])
     return joined
+
+
+def _reads(check: Callable[[str | None], None], raw: str | None) -> bool:
+    try:
+        check(raw)
+    except LineError:
+        return False
+    return True
 
 
 def _checked(check: Callable[[str], None]) -> Callable[[str], tuple[()]]:
