@@ -12,8 +12,9 @@ reads it line by line from the start.
 Within a batch, a line whose values all have a plain form is read column-wise: its time is
 ISO 8601 (`T` or a space, whole seconds or up to milliseconds, then `Z`, `+hh:mm` or nothing
 for the mapping's zone) and its session id printable ASCII; its caller, duration, amount and
-currency, which repeat, are read by the `LineReader` once for each distinct text. A line with
-any other value is read by the `LineReader` alone, problem and all.
+currency (the mapping's, without a column), which repeat, are read by the `LineReader` once for
+each distinct text. A line with any other value is read by the `LineReader` alone, problem and
+all, a few thousand lines at a time.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ SCHEMA = pa.schema([
 ])
 #: bytes Arrow reads at a time: a batch is some 16,000 lines of a typical export
 BLOCK = 1 << 20
+#: the other lines of a batch given to the LineReader at a time (a batch of short bad lines
+#: is some 200,000 lines: all at once as Python objects, many times what it holds otherwise)
+LINES_AT_ONCE = 5000
 _BOM = b"\xef\xbb\xbf"
 _REPLACEMENT = "\ufffd".encode()
 _ISO = (r"^(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})[T ](?P<hour>[0-9]{2}):"
@@ -73,7 +77,10 @@ def arrow_batches(invoice: Invoice) -> Iterator[pa.RecordBatch]:
             raise NotColumnar("not a regular file")
     except OSError:
         raise NotColumnar("cannot stat it") from None  # the line-by-line reader says why
-    replaced = _plain_bytes(invoice.path)
+    try:
+        replaced = _plain_bytes(invoice.path)
+    except OSError:
+        raise NotColumnar("cannot read it") from None  # the line-by-line reader says why
     with invoice.open() as handle:
         lines, first, kind = invoice.start(handle)
         if kind != "csv" or lines.number != 1:
@@ -95,6 +102,7 @@ def arrow_batches(invoice: Invoice) -> Iterator[pa.RecordBatch]:
             try:
                 batch = reader.read_next_batch()
             except StopIteration:
+                invoice.add_waiting_problems()  # the header's, when every line was plain
                 return
             yield from _lines(invoice, layout, batch, number, replaced)
             number += batch.num_rows
@@ -151,6 +159,8 @@ def _lines(invoice: Invoice, layout: CsvLayout, batch: pa.RecordBatch, first: in
 
     if (currency := field["currency"]) is not None:
         plain = pc.and_(plain, _each(currency, _checked(read.check_currency), ())[0])
+    elif not _reads(read.check_currency, None):  # the mapping's currency, not the plan's
+        plain = pc.and_(plain, False)
     caller, started, amount_text = (_required(field, name)
                                     for name in ("caller_number", "started_at", "amount"))
     ok, (shown, key) = _callers(caller, read)
@@ -173,8 +183,11 @@ def _lines(invoice: Invoice, layout: CsvLayout, batch: pa.RecordBatch, first: in
     if columnwise.num_rows:
         yield columnwise
     others = pc.indices_nonzero(pc.invert(plain))
-    if len(others):
-        yield _line_by_line(invoice, layout, columns, others, first)
+    for start in range(0, len(others), LINES_AT_ONCE):  # Python's memory: a few at a time
+        lines = _line_by_line(invoice, layout, columns, others[start:start + LINES_AT_ONCE],
+                              first)
+        if lines.num_rows:
+            yield lines
 
 
 def _line_by_line(invoice: Invoice, layout: CsvLayout, columns: list[pa.Array],
@@ -238,6 +251,14 @@ def _duration(read: Callable[[str | None, str | None], tuple[int, str, str]]
             raise LineError("a duration holding the separator")  # read by the LineReader
         return read(seconds, minutes[0])
     return joined
+
+
+def _reads(check: Callable[[str | None], None], raw: str | None) -> bool:
+    try:
+        check(raw)
+    except LineError:
+        return False
+    return True
 
 
 def _checked(check: Callable[[str], None]) -> Callable[[str], tuple[()]]:
@@ -305,7 +326,9 @@ def epoch_ms(started: pa.Array, zone: ZoneInfo | None) -> tuple[pa.Array, pa.Arr
     minutes = pc.cast(pc.utf8_slice_codeunits(numeric, 4, 6), pa.int64())
     written = pc.multiply(sign, pc.add(pc.multiply(hours, 3600), pc.multiply(minutes, 60)))
     valid = pc.and_(valid, pc.and_(pc.less_equal(hours, 23), pc.less_equal(minutes, 59)))
-    wall_minutes = pc.if_else(naive, pc.divide(local, 60), pa.scalar(None, pa.int64()))
+    # only valid dates: another (year 0, day 32 of 9999-12) is no time Python has
+    wall_minutes = pc.if_else(pc.and_(naive, valid), pc.divide(local, 60),
+                              pa.scalar(None, pa.int64()))
     in_zone, zone_ok = _zone_offsets(wall_minutes, zone)
     offset = pc.if_else(pc.equal(offset_text, "Z"), 0,
                         pc.if_else(naive, in_zone, written))

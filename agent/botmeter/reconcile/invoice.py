@@ -103,6 +103,16 @@ class Invoice:
         self.problems = problems
         self.lines_read = 0  # every line but the header and blank ones, those set aside too
         self._header_line: int | None = None  # the header's (the first line's) number, once read
+        self._waiting: list[Problem] = []  # the problems of the lines batched, not yet read
+
+    def add_waiting_problems(self) -> None:
+        """Add the problems of the lines batched so far, in line order (those found as the
+        lines were split, then those found as their values were read), so that the problems
+        kept (`MAX_PROBLEMS`) and their order do not depend on where a batch ends."""
+        self._waiting.sort(key=lambda problem: problem.line or 0)
+        for problem in self._waiting:
+            self.problems.add(problem)
+        self._waiting.clear()
 
     def batches(self, size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
         """The readable lines in batches, each line a tuple of VendorLine's fields."""
@@ -112,6 +122,7 @@ class Invoice:
                     else self._csv_rows(lines, first))
             while batch := list(islice(rows, size)):
                 yield self.read_lines(batch)
+        self.add_waiting_problems()  # those of the lines after the last batch
 
     def open(self) -> IO[str]:
         try:
@@ -139,12 +150,15 @@ class Invoice:
         return lines, first, kind
 
     def read_lines(self, batch: list[tuple[int, Row]]) -> list[tuple[Any, ...]]:
-        """VendorLine fields of the lines that can be read; a problem for each other one."""
+        """VendorLine fields of the lines that can be read; a problem for each other one. The
+        problems of the lines batched so far are added then."""
         try:
-            return self.reader.read_batch(batch)
+            read = self.reader.read_batch(batch)
         except LineError:  # find the bad lines, one by one
-            return [line for number, fields in batch
+            read = [line for number, fields in batch
                     if (line := self._read_one(number, fields)) is not None]
+        self.add_waiting_problems()
+        return read
 
     def checkpoint(self) -> tuple[int, int, int]:
         """What has been read so far, for `rewind`."""
@@ -154,6 +168,7 @@ class Invoice:
         """Forget what was read since `checkpoint` (to read the file again another way)."""
         kept, count, lines_read = checkpoint
         del self.problems.items[kept:]
+        self._waiting.clear()
         self.problems.count, self.lines_read = count, lines_read
 
     def _long_line(self, number: int) -> None:
@@ -167,11 +182,16 @@ class Invoice:
         try:
             return self.reader.read_batch([(number, fields)])[0]
         except LineError as exc:
-            self._problem(number, str(exc))
+            self._waiting.append(Problem(self.name, number, str(exc)))  # one per line batched
             return None
 
     def _problem(self, line: int | None, message: str) -> None:
-        self.problems.add(Problem(self.name, line, message))
+        """A problem of a line batched: it waits for the batch to be read. Beyond MAX_PROBLEMS
+        waiting one is only counted (as many problems of lines before it come first)."""
+        if len(self._waiting) < MAX_PROBLEMS:
+            self._waiting.append(Problem(self.name, line, message))
+        else:
+            self.problems.count += 1
 
     def csv_header(self, first: str, lines: Iterable[str]) -> CsvLayout:
         """The CSV header's layout under the mapping (`first` is its first line); stops when a

@@ -1,6 +1,6 @@
 """The invoice's lines into their scratch database (`matching.VENDOR_SCHEMA`): column-wise
-through ADBC when `columnar` can read the file exactly, else line by line through sqlite3.
-Both give the same rows and the same problems."""
+through ADBC when `columnar` can read the file exactly (and ADBC can store it), else line by
+line through sqlite3. Both give the same rows and the same problems."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def _ingest(invoice: Invoice, path: Path) -> None:
     import adbc_driver_sqlite.dbapi as adbc
     import pyarrow as pa
 
-    from .columnar import SCHEMA, arrow_batches
+    from .columnar import SCHEMA, NotColumnar, arrow_batches
 
     batches = arrow_batches(invoice)
     first = next(batches, None)
@@ -76,18 +76,20 @@ def _ingest(invoice: Invoice, path: Path) -> None:
             raise
 
     def work() -> None:
-        with closing(adbc.connect(str(path), autocommit=True)) as conn, \
-                closing(conn.cursor()) as cursor:
-            for statement in (*_SCRATCH, VENDOR_SCHEMA):
-                cursor.execute(statement)
-                cursor.fetchall()
-            try:
+        try:
+            with closing(adbc.connect(str(path), autocommit=True)) as conn, \
+                    closing(conn.cursor()) as cursor:
+                for statement in (*_SCRATCH, VENDOR_SCHEMA):
+                    cursor.execute(statement)
+                    cursor.fetchall()
                 cursor.adbc_ingest("vendor", pa.RecordBatchReader.from_batches(SCHEMA, stream()),
                                    mode="append")
-            except Exception:
-                if failure:
-                    raise failure[0] from None
-                raise
+        except Exception as exc:
+            if failure:
+                raise failure[0] from None
+            # ADBC's own (a full disk: it says only that its ROLLBACK failed): sqlite3 stores
+            # the lines, or says what is wrong as it does for a file read line by line
+            raise NotColumnar(f"ADBC: {exc}") from None
 
     worker = Worker("botmeter-invoice", work, stopping.set)
     try:

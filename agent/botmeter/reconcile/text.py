@@ -28,22 +28,28 @@ class TextLines:
         self.number = 0  # the last line read
         self.record_start = 1  # the first line of the record being read
         self._record_chars = 0
+        self._next = ""  # a line read ahead (to see whether an LF follows a CR)
 
     def __iter__(self) -> TextLines:
         return self
 
     def __next__(self) -> str:
         while True:
-            line = self._readline(self.limit)
+            line, self._next = self._next or self._readline(self.limit), ""
             if not line:
                 raise StopIteration
             self.number += 1
             if self._record_chars == 0:
                 self.record_start = self.number
-            if len(line) == self.limit and line[-1] not in "\r\n":
-                self._read_through()
-                self.on_long(self.number)
-                continue
+            if len(line) == self.limit and line[-1] != "\n":
+                if line[-1] == "\r":  # the limit may cut a CR LF in two
+                    longer = self._lf_after_cr()
+                else:
+                    self._read_through()
+                    longer = True
+                if longer:
+                    self.on_long(self.number)
+                    continue
             self._record_chars += len(line)
             if self._record_chars > self.limit:
                 self._record_chars = 0
@@ -62,7 +68,18 @@ class TextLines:
                 return line
         return None
 
+    def _lf_after_cr(self) -> bool:
+        """After a piece of `limit` characters ending in CR: whether an LF follows (it is read
+        then; else the next line is, and kept for `next`)."""
+        after = self._readline(self.limit)
+        if after == "\n":
+            return True
+        self._next = after
+        return False
+
     def _read_through(self) -> None:
         while (piece := self._readline(self.limit)) and len(piece) == self.limit \
-                and piece[-1] not in "\r\n":
-            pass
+                and piece[-1] != "\n":
+            if piece[-1] == "\r":
+                self._lf_after_cr()
+                return
