@@ -752,3 +752,19 @@ def test_a_full_disk_under_the_scratch_folder(write_config: Any, tmp_path: Path)
         assert list((tmp_path / "scratch").iterdir()) == []
         said.append(err)
     assert said[0] == said[1]
+
+
+def test_a_file_changed_while_it_is_read_column_wise_is_read_again_line_by_line(tmp_path):
+    """The bytes checked first may not be the bytes Arrow reads: a file that changed in
+    between (a quote appended, say) is declined at its end, and read again line by line."""
+    how = mapping()
+    path = write(tmp_path, csv_bytes(*[GOOD] * 3))
+    invoice = fresh(path, how)
+    batches = columnar.arrow_batches(invoice)
+    assert next(batches).num_rows == 3
+    with path.open("ab") as out:
+        out.write('s-2\t"13900001111"\t2026-11-03T09:15:02Z\t60\t0.12\n'.encode())
+    with pytest.raises(columnar.NotColumnar, match="changed"):
+        next(batches)
+    way, reading = stored(path, how, tmp_path / "vendor.db")
+    assert way == "lines" and [row[0] for row in reading.rows] == [2, 3, 4, 5]

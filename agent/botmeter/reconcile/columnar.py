@@ -73,10 +73,11 @@ def arrow_batches(invoice: Invoice) -> Iterator[pa.RecordBatch]:
     if invoice.name != str(invoice.path):
         raise NotColumnar("a file name that is not UTF-8")  # Arrow takes UTF-8 names only
     try:
-        if not stat.S_ISREG(invoice.path.stat().st_mode):
-            raise NotColumnar("not a regular file")
+        before = _version(invoice.path)
     except OSError:
         raise NotColumnar("cannot stat it") from None  # the line-by-line reader says why
+    if not stat.S_ISREG(before[0]):
+        raise NotColumnar("not a regular file")
     try:
         replaced = _plain_bytes(invoice.path)
     except OSError:
@@ -102,12 +103,20 @@ def arrow_batches(invoice: Invoice) -> Iterator[pa.RecordBatch]:
             try:
                 batch = reader.read_next_batch()
             except StopIteration:
+                if _version(invoice.path) != before:  # the bytes checked may not be those read
+                    raise NotColumnar("the file changed while it was read") from None
                 invoice.add_waiting_problems()  # the header's, when every line was plain
                 return
             yield from _lines(invoice, layout, batch, number, replaced)
             number += batch.num_rows
     except (pa.ArrowInvalid, OSError) as exc:  # a line of another width, bytes not UTF-8
         raise NotColumnar(str(exc)) from None
+
+
+def _version(path: Path) -> tuple[int, int, int, int]:
+    """What tells a file, and a change of it: its kind, inode, size and modification time."""
+    status = path.stat()
+    return status.st_mode, status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def _plain_bytes(path: Path) -> bool:

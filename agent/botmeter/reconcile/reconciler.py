@@ -31,7 +31,7 @@ from .callers import caller_key
 from .invoice import Invoice, Problem, Problems
 from .lines import PLACES
 from .loading import load_invoice
-from .worker import T, Worker
+from .worker import T, Worker, stops_held
 
 CLASSES = ("match", "duration_differs", "amount_differs", "vendor_only", "botmeter_only")
 #: classes whose vendor amount above botmeter's is disputed
@@ -73,10 +73,11 @@ class Reconciliation:
     folder: tempfile.TemporaryDirectory[str] | None = field(repr=False, default=None)
 
     def close(self) -> None:
-        """Drop the work: its connection and temporary folder."""
-        self.conn.close()
-        if self.folder is not None:
-            self.folder.cleanup()
+        """Drop the work: its connection and temporary folder (a second Ctrl-C waits)."""
+        with stops_held():
+            self.conn.close()
+            if self.folder is not None:
+                self.folder.cleanup()
 
     def amount(self, micro: int | None) -> str | None:
         """Millionths as a decimal string with at least the currency's minor digits."""
@@ -187,15 +188,16 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
         _period_problems(conn, invoice, period, series.timezone.key)
         classes, disputed = _totals(conn)
     except BaseException:
-        if calls is not None:
-            calls.cancel()
-        elif side is not None:
-            side.close()
-        for worker in (repeats, candidates):
-            if worker is not None:
-                worker.cancel()
-        conn.close()
-        folder.cleanup()
+        with stops_held():  # a second Ctrl-C must not leave the scratch folder behind
+            if calls is not None:
+                calls.cancel()
+            elif side is not None:
+                side.close()
+            for worker in (repeats, candidates):
+                if worker is not None:
+                    worker.cancel()
+            conn.close()
+            folder.cleanup()
         raise
     invoice.problems.items.sort(key=lambda p: -1 if p.line is None else p.line)
     if unrated:

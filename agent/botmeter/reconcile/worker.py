@@ -10,10 +10,22 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+@contextmanager
+def stops_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back for the block (a cleanup that a second Ctrl-C must not cut
+    short), delivered when it ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class Worker(Generic[T]):
@@ -22,12 +34,8 @@ class Worker(Generic[T]):
         self._error: BaseException | None = None
         self._value: T | None = None
         self._thread = threading.Thread(target=self._run, args=(work,), name=name, daemon=True)
-        stopping = {signal.SIGINT, signal.SIGTERM}
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
-        try:
+        with stops_held():  # the thread inherits the mask
             self._thread.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def _run(self, work: Callable[[], T]) -> None:
         try:
