@@ -763,7 +763,7 @@ def test_a_file_changed_while_it_is_read_column_wise_is_read_again_line_by_line(
     batches = columnar.arrow_batches(invoice)
     assert next(batches).num_rows == 3
     with path.open("ab") as out:
-        out.write('s-2\t"13900001111"\t2026-11-03T09:15:02Z\t60\t0.12\n'.encode())
+        out.write(b's-2\t"13900001111"\t2026-11-03T09:15:02Z\t60\t0.12\n')
     with pytest.raises(columnar.NotColumnar, match="changed"):
         next(batches)
     way, reading = stored(path, how, tmp_path / "vendor.db")
