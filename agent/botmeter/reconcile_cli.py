@@ -77,7 +77,7 @@ def reconcile(ctx: Context, period: str, invoice: str, mapping: str, fmt: str,
     which are disputed and for how much, and why."""
     from .reconcile.invoice import Invoice, InvoiceError, Problems
     from .reconcile.mapping import load_mapping
-    from .reconcile.reconciler import Tolerances
+    from .reconcile.reconciler import ScratchError, Tolerances
     from .reconcile.reconciler import reconcile as run_reconcile
     from .reconcile.render import render
     from .writing import atomic_text
@@ -97,6 +97,8 @@ def reconcile(ctx: Context, period: str, invoice: str, mapping: str, fmt: str,
                                        Tolerances(tolerance, amount_tolerance))
         except InvoiceError as exc:
             fail("invoice error", "", str(exc), USAGE)
+        except ScratchError as exc:
+            fail("reconcile error", "", str(exc), FAILURE)
         try:
             with atomic_text(out) as stream:
                 render(result, fmt, lang or config.report.lang, stream, all_lines=all_lines,

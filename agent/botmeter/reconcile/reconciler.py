@@ -41,6 +41,15 @@ DISPUTED = ("duration_differs", "amount_differs", "vendor_only")
 MARGIN = timedelta(days=2).total_seconds()
 
 
+#: SQLite's errors of writing (the scratch databases: the calls database is only read)
+_WRITE_ERRORS = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_WRITE, sqlite3.SQLITE_IOERR_FSYNC,
+                 sqlite3.SQLITE_IOERR_TRUNCATE}
+
+
+class ScratchError(Exception):
+    """The scratch databases cannot be written (a full disk): names the folder and what to do."""
+
+
 @dataclass(frozen=True, slots=True)
 class Tolerances:
     seconds: Decimal = Decimal(1)
@@ -187,7 +196,7 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
         _attach(conn, scratch / "repeats.db", "repeated")
         _period_problems(conn, invoice, period, series.timezone.key)
         classes, disputed = _totals(conn)
-    except BaseException:
+    except BaseException as exc:
         with stops_held():  # a second Ctrl-C must not leave the scratch folder behind
             if calls is not None:
                 calls.cancel()
@@ -198,6 +207,11 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
                     worker.cancel()
             conn.close()
             folder.cleanup()
+        if getattr(exc, "sqlite_errorcode", None) in _WRITE_ERRORS:
+            raise ScratchError(
+                f"{folder.name}: cannot write the scratch databases ({exc}): free space there "
+                "or set TMPDIR to a folder that has it (a month of a million calls needs about "
+                "300 MB)") from None
         raise
     invoice.problems.items.sort(key=lambda p: -1 if p.line is None else p.line)
     if unrated:
