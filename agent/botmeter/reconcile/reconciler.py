@@ -180,11 +180,11 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
         unique = lines_unique and calls_unique
         if unique:
             candidates = _candidates_worker(scratch)
-            _attach(conn, scratch / "candidates.db", "candidates")
         conn.execute("BEGIN")
         matching.match_sessions(conn, unique)
         if candidates is not None:
-            candidates.result()
+            candidates.result()  # its database opened once it is written
+            _attach(conn, scratch / "candidates.db", "candidates", written=False)
             matching.match_pairs(conn, "candidates.pairs")
         else:
             matching.caller_pairs(conn, sessions_unique=False)
@@ -225,19 +225,19 @@ def reconcile(store_path: Path, invoice: Invoice, series: PlanSeries, period: st
                           invoice.lines_read, unrated, conn, bm_ms, folder)
 
 
-def _tune(conn: sqlite3.Connection, schema: str = "main") -> None:
-    """A scratch database: no journal, no syncs, a 256 MiB page cache, read through mmap (its
-    pages written by another connection, ADBC's or the calls' thread's)."""
-    for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -262144",
-                   "mmap_size = 1073741824"):
+def _tune(conn: sqlite3.Connection, schema: str = "main", *, written: bool = True) -> None:
+    """A scratch database: no journal, no syncs (when `written`), a 256 MiB page cache, read
+    through mmap (its pages written by another connection, ADBC's or a thread's)."""
+    writing = ("journal_mode = OFF", "synchronous = OFF") if written else ()
+    for pragma in (*writing, "cache_size = -262144", "mmap_size = 1073741824"):
         conn.execute(f"PRAGMA {schema}.{pragma}")
     if schema == "main":
         conn.execute("PRAGMA temp.cache_size = -262144")
 
 
-def _attach(conn: sqlite3.Connection, path: Path, schema: str) -> None:
+def _attach(conn: sqlite3.Connection, path: Path, schema: str, *, written: bool = True) -> None:
     conn.execute(f"ATTACH DATABASE ? AS {schema}", (str(path),))
-    _tune(conn, schema)
+    _tune(conn, schema, written=written)
 
 
 def _open_calls_side(store_path: Path, recorded_db: Path) -> sqlite3.Connection:
