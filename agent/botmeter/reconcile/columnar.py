@@ -20,7 +20,7 @@ all, a few thousand lines at a time.
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime, timedelta
 from functools import reduce
 from pathlib import Path
@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .callers import MIN_DIGITS
-from .invoice import MAX_LINE, CsvLayout, Invoice
+from .invoice import MAX_LINE, CsvLayout, Invoice, NotColumnar
 from .lines import FIELDS, MAX_VALUE, SHOWN_DIGITS, LineError, LineReader
 
 #: the vendor table's columns (matching.VENDOR_SCHEMA), as the batches carry them
@@ -61,11 +61,7 @@ _YEARS = (1971, 2999)
 _DAYS_IN_MONTH = pa.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], pa.int64())
 
 
-class NotColumnar(Exception):
-    """The file is not one this reader reads exactly as the line-by-line reader does."""
-
-
-def arrow_batches(invoice: Invoice) -> Iterator[pa.RecordBatch]:
+def arrow_batches(invoice: Invoice) -> Generator[pa.RecordBatch, None, None]:
     """The invoice's readable lines as batches of `SCHEMA`, its problems added to it as
     `Invoice.batches()` adds them. Raises NotColumnar (possibly after some batches)."""
     if invoice.reader.time_format is not None:
@@ -98,6 +94,9 @@ def arrow_batches(invoice: Invoice) -> Iterator[pa.RecordBatch]:
                                              newlines_in_values=False, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
                                                  strings_can_be_null=False, check_utf8=True))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise NotColumnar(str(exc)) from None
+    try:
         number = 2  # the first line after the header
         while True:
             try:
@@ -111,6 +110,8 @@ def arrow_batches(invoice: Invoice) -> Iterator[pa.RecordBatch]:
             number += batch.num_rows
     except (pa.ArrowInvalid, OSError) as exc:  # a line of another width, bytes not UTF-8
         raise NotColumnar(str(exc)) from None
+    finally:  # here, in this thread: Arrow's reading ahead must not outlive it (at exit)
+        reader.close()
 
 
 def _version(path: Path) -> tuple[int, int, int, int]:

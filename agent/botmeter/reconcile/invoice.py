@@ -57,6 +57,11 @@ class CsvLayout:
     pick: Callable[[list[str]], Row]
 
 
+class NotColumnar(Exception):
+    """The file is not one the column-wise reader (`columnar`) reads exactly as the
+    line-by-line reader does: read it line by line."""
+
+
 class InvoiceError(Exception):
     """The invoice cannot be reconciled at all: names the file (and line) and the reason."""
 

@@ -11,7 +11,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from .invoice import Invoice
+from .invoice import Invoice, NotColumnar
 from .matching import VENDOR_SCHEMA
 from .worker import Worker
 
@@ -22,18 +22,13 @@ _SCRATCH = ("PRAGMA journal_mode = OFF", "PRAGMA synchronous = OFF")
 
 def load_invoice(invoice: Invoice, path: Path) -> str:
     """Read `invoice` into a new database at `path`; say how: `columnar` or `lines`."""
+    checkpoint = invoice.checkpoint()
     try:
-        from . import columnar
-    except ImportError:  # no Arrow for this platform: the line-by-line reader does it all
-        pass
-    else:
-        checkpoint = invoice.checkpoint()
-        try:
-            _ingest(invoice, path)
-            return "columnar"
-        except columnar.NotColumnar:
-            invoice.rewind(checkpoint)
-            path.unlink(missing_ok=True)
+        _ingest(invoice, path)
+        return "columnar"
+    except NotColumnar:
+        invoice.rewind(checkpoint)
+        path.unlink(missing_ok=True)
     _insert_lines(invoice, path)
     return "lines"
 
@@ -50,34 +45,36 @@ def _insert_lines(invoice: Invoice, path: Path) -> None:
 
 
 def _ingest(invoice: Invoice, path: Path) -> None:
-    """The columnar batches into `path` by ADBC, in a worker thread (ADBC's own Ctrl-C
-    handling is for the main thread; ours stays in charge). The header and the first batch
-    are read here, so that InvoiceError and NotColumnar come as they would line by line."""
-    import adbc_driver_sqlite.dbapi as adbc
-    import pyarrow as pa
-
-    from .columnar import SCHEMA, NotColumnar, arrow_batches
-
-    batches = arrow_batches(invoice)
-    first = next(batches, None)
+    """The columnar batches into `path` by ADBC, all of it in a worker thread: Arrow's own
+    threads start from it, with Ctrl-C and SIGTERM blocked as in it (one of them taking a
+    signal would leave the main thread waiting on, say, a pipe that never ends); ADBC's own
+    Ctrl-C handling is for the main thread only, and ours stays in charge. InvoiceError and
+    NotColumnar come out of `result()` as they would line by line."""
     stopping = threading.Event()
-    failure: list[BaseException] = []
-
-    def stream() -> Iterator[Any]:
-        try:
-            if first is not None:
-                yield first
-            for batch in batches:
-                if stopping.is_set():
-                    raise KeyboardInterrupt
-                yield batch
-        except BaseException as exc:
-            failure.append(exc)  # ADBC reports it as its own error: this is the cause
-            raise
 
     def work() -> None:
         try:
-            with closing(adbc.connect(str(path), autocommit=True)) as conn, \
+            import adbc_driver_sqlite.dbapi as adbc
+            import pyarrow as pa
+
+            from .columnar import SCHEMA, arrow_batches
+        except ImportError as exc:  # no Arrow for this platform: line by line
+            raise NotColumnar(f"no Arrow: {exc}") from None
+        batches = arrow_batches(invoice)
+        failure: list[BaseException] = []
+
+        def stream() -> Iterator[Any]:
+            try:
+                for batch in batches:
+                    if stopping.is_set():
+                        raise KeyboardInterrupt
+                    yield batch
+            except BaseException as exc:
+                failure.append(exc)  # ADBC reports it as its own error: this is the cause
+                raise
+
+        try:
+            with closing(batches), closing(adbc.connect(str(path), autocommit=True)) as conn, \
                     closing(conn.cursor()) as cursor:
                 for statement in (*_SCRATCH, VENDOR_SCHEMA):
                     cursor.execute(statement)

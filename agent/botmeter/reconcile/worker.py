@@ -33,6 +33,7 @@ class Worker(Generic[T]):
         self._stop = stop
         self._error: BaseException | None = None
         self._value: T | None = None
+        self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(work,), name=name, daemon=True)
         with stops_held():  # the thread inherits the mask
             self._thread.start()
@@ -42,16 +43,24 @@ class Worker(Generic[T]):
             self._value = work()
         except BaseException as exc:  # handed to the caller by result()
             self._error = exc
+        finally:
+            self._done.set()
 
     def result(self) -> T:
         """Wait for the work (a signal to the main thread interrupts the wait: the caller
-        then cancels it): what it returned, or its error raised."""
-        self._thread.join()
+        then cancels it): what it returned, or its error raised. The wait is on an Event:
+        Thread.join interrupted by Ctrl-C takes the thread for ended (CPython 3.11), and the
+        process would then exit with it still running."""
+        self._done.wait()
+        self._thread.join()  # its work is over: at once
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]
 
     def cancel(self) -> None:
-        """Stop the work (an interrupt, an error elsewhere) and wait for it."""
+        """Stop the work (an interrupt, an error elsewhere) and wait for it to end (a second
+        Ctrl-C meanwhile waits too)."""
         self._stop()
-        self._thread.join()
+        with stops_held():
+            self._done.wait()
+            self._thread.join()
