@@ -6,13 +6,26 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from botmeter.reconcile.worker import Worker
 
 
-def test_cancel_after_an_interrupted_wait_waits_for_the_work_to_end():
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C as Python's default (other tests' event loops install their own handlers)."""
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, handler)
+
+
+def test_cancel_after_an_interrupted_wait_waits_for_the_work_to_end(ctrl_c_raises):
     stop = threading.Event()
     ended = threading.Event()
 
