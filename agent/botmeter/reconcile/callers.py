@@ -40,7 +40,6 @@ def caller_key(number: str | None, country_code: str | None = None) -> str | Non
     return digits if len(digits) >= MIN_DIGITS else None
 
 
-
 #: a national number as most PBXs write it: digits, the first not 0. `caller_key` keeps it as
 #: it is (no + or 00 to take off, no trunk 0), whatever the country; it is also its key in SQL
 PLAIN_GLOB = "[1-9]*"

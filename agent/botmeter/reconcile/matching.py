@@ -39,12 +39,10 @@ CREATE TABLE vendor (
 )"""
 #: candidate pairs: a line, a call, the rank (0: the same session id; 1: caller and time) and
 #: how far apart, in ms
-PAIRS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS pairs (v INTEGER NOT NULL, c INTEGER NOT NULL, rank INTEGER NOT NULL,
-                                  d INTEGER NOT NULL);
-"""
+_PAIRS = "pairs (v INTEGER NOT NULL, c INTEGER NOT NULL, rank INTEGER NOT NULL, d INTEGER NOT NULL)"
+PAIRS_SCHEMA = f"CREATE TABLE {_PAIRS};"
 #: the matching's tables, on the reconciling connection
-SCHEMA = PAIRS_SCHEMA.replace("TABLE", "TEMP TABLE") + """
+SCHEMA = f"CREATE TEMP TABLE {_PAIRS};" + """
 CREATE TEMP TABLE matched (v INTEGER PRIMARY KEY, c INTEGER NOT NULL UNIQUE,
                            rank INTEGER NOT NULL);
 CREATE TEMP TABLE result (

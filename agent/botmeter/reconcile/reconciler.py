@@ -241,7 +241,8 @@ def _attach(conn: sqlite3.Connection, path: Path, schema: str, *, written: bool 
 
 
 def _open_calls_side(store_path: Path, recorded_db: Path) -> sqlite3.Connection:
-    """The calls' side's database, with the calls database attached read-only."""
+    """The calls' side's database, with the calls database attached read-only (as the agent
+    opens it: not mapped into memory, which would count its whole file as ours)."""
     conn = sqlite3.connect(recorded_db, isolation_level=None, check_same_thread=False)
     try:
         _tune(conn)
@@ -301,7 +302,7 @@ def _reader(path: Path, schema: str, **reads: Path) -> sqlite3.Connection:
         conn.executescript(schema)
         for name, read in reads.items():
             conn.execute(f"ATTACH DATABASE ? AS {name}", (f"{read.resolve().as_uri()}?mode=ro",))
-            _tune(conn, name)
+            _tune(conn, name, written=False)
     except BaseException:
         conn.close()
         raise
