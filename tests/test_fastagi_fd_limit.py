@@ -137,7 +137,9 @@ async def test_sessions_are_capped_below_the_file_limit_and_refusals_logged_a_fe
         cap = child.hello["max_sessions"]
         assert cap == 300 - FD_RESERVE  # below the configured 2,000
         flood = await _idle_connections(child.hello["port"], 2 * cap)
-        closed = await asyncio.gather(*(closed_by_server(r, timeout=2) for r, _ in flood[cap:]))
+        # asyncio pauses accepting for 1 s each time it runs out of descriptors in a burst (and
+        # a loaded machine may see that more than once): the refused are closed, not at once
+        closed = await asyncio.gather(*(closed_by_server(r, timeout=10) for r, _ in flood[cap:]))
         assert all(closed)
         stats = await child.ask("stats")
         assert (stats["active"], stats["refused"]) == (cap, cap)
