@@ -1,11 +1,12 @@
 """Benchmark issue 15: reconcile a month of 1,000,000 calls against a 1,000,000-line invoice.
 
 Run by hand: python tests/bench/bench_reconcile.py [--calls 1000000] [--format table|csv|json]
-[--keep DIR]
+[--invoice-format csv|jsonl] [--keep DIR]
 Builds a month of rated calls in a temporary SQLite file (in SQL, under the per-minute plan;
 half of them with a bot session id) and the vendor's usage detail for them as CSV (1 % of the
 calls not billed, 1 % billed longer, 1 % billed another amount, 1 % extra lines, callers in
-international form), then times `botmeter reconcile` as a subprocess writing its output to a
+international form; with --invoice-format jsonl the same lines as JSON lines, durations
+as numbers), then times `botmeter reconcile` as a subprocess writing its output to a
 file, and prints its CPU time and peak memory. Baseline in the same run: the bare SQL join of the same two
 tables (the invoice loaded as it is into SQLite, joined with the calls on the session id and
 on caller and exact time).
@@ -109,14 +110,32 @@ def build(tmp: Path, count: int) -> tuple[Path, Path]:
     return db, invoice
 
 
+def as_json_lines(invoice: Path) -> Path:
+    """The CSV invoice as JSON lines (durations as numbers), written beside it once."""
+    lines = invoice.with_suffix(".jsonl")
+    if not lines.exists():
+        with invoice.open(encoding="utf-8", newline="") as handle, \
+                lines.open("w", encoding="utf-8") as out:
+            reader = csv.reader(handle)
+            header = next(reader)
+            for row in reader:
+                line = dict(zip(header, row, strict=True))
+                line["Duration"] = int(line["Duration"])  # type: ignore[assignment]
+                out.write(json.dumps(line, separators=(",", ":")) + "\n")
+    return lines
+
+
 def bare_join(db: Path, invoice: Path) -> float:
     """Load the invoice as it is into SQLite and join it with the calls on indexed columns."""
     start = time.perf_counter()
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("CREATE TEMP TABLE inv (sid TEXT, caller TEXT, t TEXT, s TEXT, amount TEXT)")
     with invoice.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        next(reader)
+        if invoice.suffix == ".jsonl":
+            reader = (tuple(json.loads(line).values()) for line in handle)
+        else:
+            reader = csv.reader(handle)
+            next(reader)
         conn.execute("BEGIN")
         conn.executemany("INSERT INTO inv VALUES (?, ?, ?, ?, ?)", reader)
         conn.execute("COMMIT")
@@ -175,6 +194,8 @@ def main() -> None:
     ap.add_argument("--format", default="table", choices=["table", "csv", "json"],
                     help="table: the totals and the first 100 lines in dispute (the default); "
                          "csv and json: every line")
+    ap.add_argument("--invoice-format", default="csv", choices=["csv", "jsonl"],
+                    help="the vendor's usage detail as CSV (the default) or JSON lines")
     ap.add_argument("--keep", type=Path, help="build the month here once and reuse it")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as name:
@@ -184,6 +205,8 @@ def main() -> None:
             db, invoice = tmp / "calls.db", tmp / "invoice.csv"
         else:
             db, invoice = build(tmp, args.calls)
+        if args.invoice_format == "jsonl":
+            invoice = as_json_lines(invoice)
         bare = bare_join(db, invoice)
         took = reconcile(tmp, db, invoice, args.format)
         print(f"ratio reconcile / bare join: {took / bare:.1f}x")

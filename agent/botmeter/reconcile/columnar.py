@@ -49,16 +49,18 @@ BLOCK = 1 << 20
 LINES_AT_ONCE = 5000
 _BOM = b"\xef\xbb\xbf"
 _REPLACEMENT = "\ufffd".encode()
-_ISO = (r"^(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})[T ](?P<hour>[0-9]{2}):"
-        r"(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]{1,3}))?"
-        r"(?P<offset>Z|[+-][0-9]{2}:[0-9]{2})?$")
+_ISO = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,3})?"
+        r"(?:Z|[+-][0-9]{2}:[0-9]{2})?$")
 #: a session id kept as written: printable ASCII, no space first or last
 _SESSION = r"^[!-~](?:[ -~]*[!-~])?$"
 #: PLAIN_GLOB as a regular expression
 _PLAIN = "[1-9][0-9]*"
-#: years read column-wise (others, if valid at all, go to the LineReader)
-_YEARS = (1971, 2999)
-_DAYS_IN_MONTH = pa.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], pa.int64())
+#: years read column-wise (others, if valid at all, go to the LineReader), in milliseconds
+_EPOCH = datetime(1970, 1, 1)
+_MILLISECOND = timedelta(milliseconds=1)
+_YEARS_MS = tuple((datetime(year, 1, 1) - _EPOCH) // _MILLISECOND for year in (1971, 3000))
+#: the time put in place of one not of the form, so that all can be read at once
+_SOME_TIME = "1970-01-01T00:00:00"
 
 
 def arrow_batches(invoice: Invoice) -> Generator[pa.RecordBatch, None, None]:
@@ -66,23 +68,42 @@ def arrow_batches(invoice: Invoice) -> Generator[pa.RecordBatch, None, None]:
     `Invoice.batches()` adds them. Raises NotColumnar (possibly after some batches)."""
     if invoice.reader.time_format is not None:
         raise NotColumnar("times are read with a time_format")
-    if invoice.name != str(invoice.path):
-        raise NotColumnar("a file name that is not UTF-8")  # Arrow takes UTF-8 names only
     try:
         before = _version(invoice.path)
     except OSError:
         raise NotColumnar("cannot stat it") from None  # the line-by-line reader says why
     if not stat.S_ISREG(before[0]):
         raise NotColumnar("not a regular file")
+    with invoice.open() as handle:
+        lines, first, kind = invoice.start(handle)
+        if kind == "jsonl":
+            invoice.check_json_lines(first, lines.number)
+    if kind == "jsonl":
+        from .columnar_jsonl import jsonl_batches  # it builds on this module
+
+        try:
+            with invoice.path.open("rb") as binary:
+                yield from jsonl_batches(invoice, binary)
+        except OSError as exc:
+            raise NotColumnar(str(exc)) from None  # the line-by-line reader says why
+    else:
+        if lines.number != 1:
+            raise NotColumnar("a CSV header not on the first line")
+        yield from _csv_batches(invoice, first)
+    if _version(invoice.path) != before:  # the bytes checked may not be those read
+        raise NotColumnar("the file changed while it was read")
+    invoice.add_waiting_problems()  # the header's, when every line was plain
+
+
+def _csv_batches(invoice: Invoice, first: str) -> Iterator[pa.RecordBatch]:
+    """The CSV file's batches, by Arrow's CSV reader (its header, `first`, on line 1)."""
+    if invoice.name != str(invoice.path):
+        raise NotColumnar("a file name that is not UTF-8")  # Arrow takes UTF-8 names only
     try:
         replaced = _plain_bytes(invoice.path)
     except OSError:
         raise NotColumnar("cannot read it") from None  # the line-by-line reader says why
-    with invoice.open() as handle:
-        lines, first, kind = invoice.start(handle)
-        if kind != "csv" or lines.number != 1:
-            raise NotColumnar("not CSV with its header on the first line")
-        layout = invoice.csv_header(first, ())
+    layout = invoice.csv_header(first, ())
     if layout.width < 2:
         raise NotColumnar("a single column")
     names = [str(i) for i in range(layout.width)]
@@ -102,9 +123,6 @@ def arrow_batches(invoice: Invoice) -> Generator[pa.RecordBatch, None, None]:
             try:
                 batch = reader.read_next_batch()
             except StopIteration:
-                if _version(invoice.path) != before:  # the bytes checked may not be those read
-                    raise NotColumnar("the file changed while it was read") from None
-                invoice.add_waiting_problems()  # the header's, when every line was plain
                 return
             yield from _lines(invoice, layout, batch, number, replaced)
             number += batch.num_rows
@@ -147,16 +165,33 @@ def _lines(invoice: Invoice, layout: CsvLayout, batch: pa.RecordBatch, first: in
     widths = reduce(pc.add, [pc.utf8_length(column) for column in columns])
     if (pc.max(widths).as_py() or 0) + layout.width >= MAX_LINE - 2:
         raise NotColumnar("a line near the length limit")  # its numbering is the slow path's
-    count = batch.num_rows
     field = dict(zip(FIELDS, (columns[i] if i < layout.width else None
                               for i in layout.positions), strict=True))
-    plain = pa.array([True] * count)
-    for column in field.values():
-        if column is not None:
-            plain = pc.and_(plain, pc.less_equal(pc.utf8_length(column), MAX_VALUE))
+    plain = pa.array([True] * batch.num_rows, pa.bool_())
     if replaced:
         for column in columns:
             plain = pc.and_(plain, pc.invert(pc.match_substring(column, "\ufffd")))
+    numbers = pa.array(range(first, first + batch.num_rows), pa.int64())
+    columnwise, others = plain_lines(invoice, field, numbers, plain)
+    if columnwise.num_rows:
+        yield columnwise
+    for start in range(0, len(others), LINES_AT_ONCE):  # Python's memory: a few at a time
+        lines = _line_by_line(invoice, layout, columns, others[start:start + LINES_AT_ONCE],
+                              first)
+        if lines.num_rows:
+            yield lines
+
+
+def plain_lines(invoice: Invoice, field: dict[str, pa.Array | None], numbers: pa.Array,
+                plain: pa.Array) -> tuple[pa.RecordBatch, pa.Array]:
+    """Lines (their `numbers`), given as the text of each field (`FIELDS`; None for a
+    field the mapping does not give; an empty text for a missing value): those `plain` whose
+    values all have a plain form, read (a batch of `SCHEMA`, counted in `lines_read`); and
+    the positions of the others, for the LineReader."""
+    count = len(plain)
+    for column in field.values():
+        if column is not None:
+            plain = pc.and_(plain, pc.less_equal(pc.utf8_length(column), MAX_VALUE))
     read = invoice.reader
 
     session = field["session_id"]
@@ -185,19 +220,11 @@ def _lines(invoice: Invoice, layout: CsvLayout, batch: pa.RecordBatch, first: in
     t, ok = epoch_ms(started, read.zone)
     plain = pc.fill_null(pc.and_(plain, ok), False)
 
-    numbers = pa.array(range(first, first + count), pa.int64())
     columnwise = pa.RecordBatch.from_arrays(
         [numbers, session, shown, key, started, t, dur, dur_field, dur_text, amount, micro],
         schema=SCHEMA).filter(plain)
     invoice.lines_read += columnwise.num_rows
-    if columnwise.num_rows:
-        yield columnwise
-    others = pc.indices_nonzero(pc.invert(plain))
-    for start in range(0, len(others), LINES_AT_ONCE):  # Python's memory: a few at a time
-        lines = _line_by_line(invoice, layout, columns, others[start:start + LINES_AT_ONCE],
-                              first)
-        if lines.num_rows:
-            yield lines
+    return columnwise, pc.indices_nonzero(pc.invert(plain))
 
 
 def _line_by_line(invoice: Invoice, layout: CsvLayout, columns: list[pa.Array],
@@ -223,7 +250,7 @@ def _callers(column: pa.Array, read: LineReader) -> tuple[pa.Array, list[pa.Arra
     national = pc.match_substring_regex(column, f"^{_PLAIN}$")
     cc = read.country
     international = (pc.match_substring_regex(column, rf"^\+{cc}{_PLAIN}$") if cc
-                     else pa.array([False] * len(column)))
+                     else pa.array([False] * len(column), pa.bool_()))
     here = pc.and_(pc.or_(national, international),
                    pc.less_equal(pc.utf8_length(column), SHOWN_DIGITS))
     digits = pc.if_else(national, column,
@@ -304,66 +331,60 @@ def _each(column: pa.Array, read: Callable[[Any], tuple[Any, ...]],
         for i, kind in enumerate(kinds)]
 
 
-def _int(parts: pa.StructArray, name: str) -> pa.Array:
-    return pc.cast(pc.struct_field(parts, name), pa.int64())
-
-
 def epoch_ms(started: pa.Array, zone: ZoneInfo | None) -> tuple[pa.Array, pa.Array]:
     """ISO 8601 times (`_ISO`) in epoch milliseconds, as `LineReader.moment` reads them
     (without an offset: in `zone`); and whether each was read here (not when other, or
-    not a valid date and time)."""
-    parts = pc.extract_regex(started, _ISO)
-    year, month, day = (_int(parts, name) for name in ("year", "month", "day"))
-    hour, minute, second = (_int(parts, name) for name in ("hour", "minute", "second"))
-    fraction = pc.cast(pc.utf8_rpad(pc.struct_field(parts, "fraction"), 3, "0"), pa.int64())
-    leap = pc.or_(pc.and_(_divides(4, year), pc.invert(_divides(100, year))),
-                  _divides(400, year))
-    month_index = pc.subtract(pc.min_element_wise(pc.max_element_wise(month, 1), 12), 1)
-    days_in_month = pc.add(pc.take(_DAYS_IN_MONTH, month_index),
-                           pc.cast(pc.and_(leap, pc.equal(month, 2)), pa.int64()))
-    valid = reduce(pc.and_, [
-        pc.greater_equal(year, _YEARS[0]), pc.less_equal(year, _YEARS[1]),
-        pc.greater_equal(month, 1), pc.less_equal(month, 12),
-        pc.greater_equal(day, 1), pc.less_equal(day, days_in_month),
-        pc.less_equal(hour, 23), pc.less_equal(minute, 59), pc.less_equal(second, 59)])
-    local = pc.add(pc.multiply(_days_from_civil(year, month, day), 86400),
-                   pc.add(pc.add(pc.multiply(hour, 3600), pc.multiply(minute, 60)), second))
-    offset_text = pc.struct_field(parts, "offset")
-    naive = pc.equal(offset_text, "")
-    numeric = pc.if_else(pc.equal(pc.utf8_length(offset_text), 6), offset_text, "+00:00")
-    sign = pc.if_else(pc.starts_with(numeric, "-"), -1, 1)
-    hours = pc.cast(pc.utf8_slice_codeunits(numeric, 1, 3), pa.int64())
-    minutes = pc.cast(pc.utf8_slice_codeunits(numeric, 4, 6), pa.int64())
-    written = pc.multiply(sign, pc.add(pc.multiply(hours, 3600), pc.multiply(minutes, 60)))
-    valid = pc.and_(valid, pc.and_(pc.less_equal(hours, 23), pc.less_equal(minutes, 59)))
+    not a valid date and time in the years read here)."""
+    plain = pc.fill_null(pc.match_substring_regex(started, _ISO), False)
+    text = pc.if_else(plain, started, _SOME_TIME)
+    utc = pc.ends_with(text, "Z")
+    wall = pc.utf8_rtrim(text, "Z")  # the date and time, without their offset
+    last6 = pc.utf8_slice_codeunits(text, -6)
+    numeric = pc.or_(pc.starts_with(last6, "+"), pc.starts_with(last6, "-"))
+    written: Any = 0
+    if pc.any(numeric).as_py():
+        wall = pc.if_else(numeric, pc.utf8_slice_codeunits(text, 0, -6), wall)
+        offset_text = pc.if_else(numeric, last6, "+00:00")
+        hours, minutes = _digits(offset_text, 1, 3), _digits(offset_text, 4, 6)
+        written = pc.multiply(pc.if_else(pc.starts_with(offset_text, "-"), -1, 1),
+                              pc.add(pc.multiply(hours, 3600), pc.multiply(minutes, 60)))
+        plain = pc.and_(plain, pc.and_(pc.less_equal(hours, 23), pc.less_equal(minutes, 59)))
+    local, valid = _wall_ms(wall)
+    valid = reduce(pc.and_, [valid, plain, pc.greater_equal(local, _YEARS_MS[0]),
+                             pc.less(local, _YEARS_MS[1])])
+    naive = pc.invert(pc.or_(utc, numeric))
     # only valid dates: another (year 0, day 32 of 9999-12) is no time Python has
-    wall_minutes = pc.if_else(pc.and_(naive, valid), pc.divide(local, 60),
+    wall_minutes = pc.if_else(pc.and_(naive, valid), pc.divide(local, 60_000),
                               pa.scalar(None, pa.int64()))
     in_zone, zone_ok = _zone_offsets(wall_minutes, zone)
-    offset = pc.if_else(pc.equal(offset_text, "Z"), 0,
-                        pc.if_else(naive, in_zone, written))
+    offset = pc.if_else(utc, 0, pc.if_else(naive, in_zone, written))
     valid = pc.and_(valid, pc.or_(pc.invert(naive), zone_ok))
-    ms = pc.add(pc.multiply(pc.subtract(local, offset), 1000), fraction)
-    return ms, pc.fill_null(valid, False)
+    return pc.subtract(local, pc.multiply(offset, 1000)), pc.fill_null(valid, False)
 
 
-def _divides(divisor: int, value: pa.Array) -> pa.Array:
-    return pc.equal(pc.multiply(pc.divide(value, divisor), divisor), value)
+def _digits(text: pa.Array, start: int, stop: int) -> pa.Array:
+    """The number written at [start, stop) of each text (digits there)."""
+    return pc.cast(pc.utf8_slice_codeunits(text, start, stop), pa.int64())
 
 
-def _days_from_civil(year: pa.Array, month: pa.Array, day: pa.Array) -> pa.Array:
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm), for
-    years from 1 on (all the divisions are of positive numbers)."""
-    march = pc.less_equal(month, 2)
-    y = pc.subtract(year, pc.cast(march, pa.int64()))
-    era = pc.divide(y, 400)
-    year_of_era = pc.subtract(y, pc.multiply(era, 400))
-    shifted = pc.if_else(march, pc.add(month, 9), pc.subtract(month, 3))
-    day_of_year = pc.add(pc.divide(pc.add(pc.multiply(shifted, 153), 2), 5),
-                         pc.subtract(day, 1))
-    day_of_era = pc.add(pc.add(pc.multiply(year_of_era, 365), pc.divide(year_of_era, 4)),
-                        pc.subtract(day_of_year, pc.divide(year_of_era, 100)))
-    return pc.subtract(pc.add(pc.multiply(era, 146097), day_of_era), 719468)
+def _wall_ms(wall: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Dates and times without an offset (`_ISO`'s form less its offset), in milliseconds
+    since 1970-01-01T00:00 on the same clock; and whether each is a date and time at all.
+    Arrow's cast reads them (and refuses what Python refuses) when all are; else Python does,
+    each time."""
+    try:
+        return pc.cast(pc.cast(wall, pa.timestamp("ms")), pa.int64()), pc.is_valid(wall)
+    except pa.ArrowInvalid:  # a day 31 of a short month, an hour 24...
+        pass
+    millis, valid = [], []
+    for text in wall.to_pylist():
+        try:
+            millis.append((datetime.fromisoformat(text) - _EPOCH) // _MILLISECOND)
+            valid.append(True)
+        except ValueError:
+            millis.append(0)
+            valid.append(False)
+    return pa.array(millis, pa.int64()), pa.array(valid, pa.bool_())
 
 
 def _zone_offsets(local_minutes: pa.Array, zone: ZoneInfo | None
@@ -372,7 +393,8 @@ def _zone_offsets(local_minutes: pa.Array, zone: ZoneInfo | None
     a time of that minute (the earlier of a repeated hour); and whether it holds for the
     whole minute (not when the clocks change within it, nor without a zone)."""
     if zone is None:
-        return pa.nulls(len(local_minutes), pa.int64()), pa.array([False] * len(local_minutes))
+        count = len(local_minutes)
+        return pa.nulls(count, pa.int64()), pa.array([False] * count, pa.bool_())
     distinct = pc.unique(pc.drop_null(local_minutes))
     offsets, whole = [], []
     epoch = datetime(1970, 1, 1)

@@ -40,6 +40,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 NOT_UTF8 = "not valid UTF-8 (read with replacement characters)"
 
 
+def _line_of(problem: Problem) -> int:
+    return problem.line or 0  # a problem of the whole file first
+
+
 def _spans(start: int, end: int) -> str:
     """What to add to a bad CSV record's problem when it runs over several lines."""
     return "" if end == start else f" (lines {start}-{end} read as one line: a quote not closed?)"
@@ -114,7 +118,7 @@ class Invoice:
         """Add the problems of the lines batched so far, in line order (those found as the
         lines were split, then those found as their values were read), so that the problems
         kept (`MAX_PROBLEMS`) and their order do not depend on where a batch ends."""
-        self._waiting.sort(key=lambda problem: problem.line or 0)
+        self._waiting.sort(key=_line_of)
         for problem in self._waiting:
             self.problems.add(problem)
         self._waiting.clear()
@@ -187,16 +191,18 @@ class Invoice:
         try:
             return self.reader.read_batch([(number, fields)])[0]
         except LineError as exc:
-            self._waiting.append(Problem(self.name, number, str(exc)))  # one per line batched
+            self._problem(number, str(exc))
             return None
 
     def _problem(self, line: int | None, message: str) -> None:
-        """A problem of a line batched: it waits for the batch to be read. Beyond MAX_PROBLEMS
-        waiting one is only counted (as many problems of lines before it come first)."""
-        if len(self._waiting) < MAX_PROBLEMS:
-            self._waiting.append(Problem(self.name, line, message))
-        else:
-            self.problems.count += 1
+        """A problem of a line batched: it waits for the batch to be read. The problems kept
+        are the first MAX_PROBLEMS by line, wherever batches end: of those waiting, only the
+        first MAX_PROBLEMS by line can be, and the others are only counted."""
+        self._waiting.append(Problem(self.name, line, message))
+        if len(self._waiting) >= 2 * MAX_PROBLEMS:
+            self._waiting.sort(key=_line_of)
+            self.problems.count += len(self._waiting) - MAX_PROBLEMS
+            del self._waiting[MAX_PROBLEMS:]
 
     def csv_header(self, first: str, lines: Iterable[str]) -> CsvLayout:
         """The CSV header's layout under the mapping (`first` is its first line); stops when a
@@ -289,40 +295,50 @@ class Invoice:
         return True
 
     def _json_rows(self, lines: TextLines, first: str) -> Iterator[tuple[int, Row]]:
+        self.check_json_lines(first, lines.number)
         named = self.mapping.columns.named()
-        if first.lstrip()[:1] == "[" or first.strip() == "{":
-            raise InvoiceError(f"{self.name}:{lines.number}: a JSON document, not JSON lines "
-                               "(one object per line; `jq -c '.[]'` converts an array)")
         for text in chain([first], lines):
             lines.record_done()
-            if not text.strip():
-                continue
-            number = lines.number
-            self.lines_read += 1
-            try:
-                data = json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
-            except ValueError as exc:
-                self._problem(number, f"not JSON: {exc}")
-                continue
-            except RecursionError:
-                self._problem(number, "not JSON: nested too deeply")
-                continue
-            if not isinstance(data, dict):
-                self._problem(number, "not a JSON object")
-                continue
-            if (fields := self._json_fields(number, data, named)) is None:
-                continue
-            if (message := too_long(fields)) is not None:
-                self._problem(number, message)
-                continue
-            replaced = "\ufffd" in text
-            if "\\u" in text and any(_SURROGATE.search(v) for v in fields if v):
-                # an escaped lone surrogate (valid JSON, no character): shown as U+FFFD
-                fields = tuple(v and _SURROGATE.sub("\ufffd", v) for v in fields)
-                replaced = True
-            if replaced:
-                self._problem(number, NOT_UTF8)
-            yield number, fields
+            if (fields := self.json_line(lines.number, text, named)) is not None:
+                yield lines.number, fields
+
+    def check_json_lines(self, first: str, number: int) -> None:
+        """Stop at a JSON document (its first line `first`, line `number`) given for JSON
+        lines."""
+        if first.lstrip()[:1] == "[" or first.strip() == "{":
+            raise InvoiceError(f"{self.name}:{number}: a JSON document, not JSON lines "
+                               "(one object per line; `jq -c '.[]'` converts an array)")
+
+    def json_line(self, number: int, text: str, named: dict[str, str]) -> Row | None:
+        """A JSON line's mapped fields (`FIELDS`); None when it is blank (not counted) or
+        cannot be read (a problem)."""
+        if not text.strip():
+            return None
+        self.lines_read += 1
+        try:
+            data = json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
+        except ValueError as exc:
+            self._problem(number, f"not JSON: {exc}")
+            return None
+        except RecursionError:
+            self._problem(number, "not JSON: nested too deeply")
+            return None
+        if not isinstance(data, dict):
+            self._problem(number, "not a JSON object")
+            return None
+        if (fields := self._json_fields(number, data, named)) is None:
+            return None
+        if (message := too_long(fields)) is not None:
+            self._problem(number, message)
+            return None
+        replaced = "\ufffd" in text
+        if "\\u" in text and any(_SURROGATE.search(v) for v in fields if v):
+            # an escaped lone surrogate (valid JSON, no character): shown as U+FFFD
+            fields = tuple(v and _SURROGATE.sub("\ufffd", v) for v in fields)
+            replaced = True
+        if replaced:
+            self._problem(number, NOT_UTF8)
+        return fields
 
     def _json_fields(self, number: int, data: dict[str, Any],
                      named: dict[str, str]) -> Row | None:
