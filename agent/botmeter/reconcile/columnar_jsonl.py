@@ -5,8 +5,8 @@ converted column-wise by `columnar.plain_lines`.
 `jsonl_batches(invoice, handle)` gives what `Invoice.batches()` would for a JSON-lines file,
 line for line and problem for problem. A line is read here when orjson reads it as an object
 whose mapped values are strings, nulls or whole numbers other than 0 (whose text is `str` of
-the number; `-0` is not) and it holds no literal U+FFFD and few brackets (Python's parser
-stops at a depth orjson goes past); any other line, a blank one included, goes to
+the number; `-0` is not) and it holds no literal U+FFFD and at most MAX_DEPTH brackets (nested
+no deeper than the line-by-line reader reads, nor orjson); any other line, a blank one included, goes to
 `Invoice.json_line`, the line-by-line reader's own code, with its text as that reader sees
 it. What orjson parses, the standard library parses to the same values (valid JSON, the last
 of repeated keys); what orjson refuses (NaN, lone surrogates, numbers beyond 64 bits, bad
@@ -28,16 +28,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .columnar import SCHEMA, plain_lines
-from .invoice import MAX_LINE, Invoice, NotColumnar
+from .invoice import MAX_DEPTH, MAX_LINE, Invoice, NotColumnar
 from .lines import FIELDS, MAX_VALUE
 
 #: bytes read at a time (then on to the end of a line)
 BLOCK = 1 << 20
 #: lines read at a time: their values are in Python till the batch is read
 LINES_AT_ONCE = 10_000
-#: a line with more `{` and `[` than this may be nested deeper than Python's parser goes
-#: (its limit is the recursion limit, 1,000, less the stack in use); orjson's is 1,024
-MAX_BRACKETS = 500
 _BOM = b"\xef\xbb\xbf"
 _REPLACEMENT = "\ufffd".encode()
 _NOTHING: dict[str, Any] = {}  # what an odd line's values are read from: none
@@ -139,10 +136,10 @@ def _parsed(lines: list[bytes], replaced: bool) -> tuple[list[dict[str, Any]], s
         odd.update(index for index, data in enumerate(parsed) if type(data) is not dict)
     if replaced:
         odd.update(index for index, line in enumerate(lines) if _REPLACEMENT in line)
-    long = 2 * MAX_BRACKETS  # nesting as deep needs as many bytes
-    if max(map(len, lines)) > long:
+    long = 2 * MAX_DEPTH  # nesting as deep needs as many bytes
+    if max(map(len, lines)) > long:  # maybe nested too deeply: the line-by-line reader says
         odd.update(index for index, line in enumerate(lines)
-                   if len(line) > long and line.count(b"{") + line.count(b"[") > MAX_BRACKETS)
+                   if len(line) > long and line.count(b"{") + line.count(b"[") > MAX_DEPTH)
     for index in odd:
         parsed[index] = _NOTHING
     return parsed, odd
