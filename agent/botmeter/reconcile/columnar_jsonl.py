@@ -19,7 +19,9 @@ line feed, a BOM after its start, bytes that are not UTF-8 or a line near MAX_LI
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
+from itertools import islice
 from operator import itemgetter
 from typing import IO, Any
 
@@ -46,17 +48,21 @@ def jsonl_batches(invoice: Invoice, handle: IO[bytes]) -> Iterator[pa.RecordBatc
     keys = invoice.mapping.columns.named()  # one key a field (InvoiceMapping checks)
     texts = _Texts(keys)
     first = 1
-    for lines, replaced in _chunks(handle):
-        for start in range(0, len(lines), LINES_AT_ONCE):
-            part = lines[start:start + LINES_AT_ONCE]
-            yield from _batch(invoice, texts, part, first, replaced)
-            first += len(part)
+    for chunk, replaced in _chunks(handle):
+        # its lines LINES_AT_ONCE at a time: a chunk of short lines is 500,000 Python objects
+        # (split at LF only: a lone CR is declined)
+        lines_of = io.BytesIO(chunk)
+        while lines := list(islice(lines_of, LINES_AT_ONCE)):
+            if max(map(len, lines)) >= MAX_LINE - 2:
+                raise NotColumnar("a line near the length limit")
+            yield from _batch(invoice, texts, lines, first, replaced)
+            first += len(lines)
 
 
-def _chunks(handle: IO[bytes]) -> Iterator[tuple[list[bytes], bool]]:
-    """The file's lines with their line ends, about BLOCK bytes of them at a time, checked
-    for what would number them otherwise than `TextLines` does or read them otherwise than as
-    UTF-8; and whether U+FFFD is written in them."""
+def _chunks(handle: IO[bytes]) -> Iterator[tuple[bytes, bool]]:
+    """The file's whole lines, about BLOCK bytes of them at a time, checked for what would
+    number them otherwise than `TextLines` does or read them otherwise than as UTF-8; and
+    whether U+FFFD is written in them."""
     first = True
     while chunk := handle.read(BLOCK):
         if first:
@@ -72,10 +78,7 @@ def _chunks(handle: IO[bytes]) -> Iterator[tuple[list[bytes], bool]]:
             chunk.decode()
         except UnicodeDecodeError:
             raise NotColumnar("not UTF-8") from None
-        lines = chunk.splitlines(keepends=True)
-        if max(map(len, lines)) >= MAX_LINE - 2:
-            raise NotColumnar("a line near the length limit")
-        yield lines, _REPLACEMENT in chunk
+        yield chunk, _REPLACEMENT in chunk
 
 
 def _batch(invoice: Invoice, texts: _Texts, lines: list[bytes], first: int,
