@@ -6,6 +6,9 @@ batch should. Each test is a defect found by differential fuzzing, kept so it st
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +23,7 @@ from botmeter.reconcile.mapping import InvoiceMapping
 
 from .test_reconcile_columnar import (
     COLUMNS,
+    ROOT,
     Reading,
     by_columns,
     by_lines,
@@ -60,6 +64,25 @@ def test_how_deep_a_line_may_nest_does_not_depend_on_the_stack(tmp_path: Path) -
             [1, 2, 3] if depth < MAX_DEPTH else [1, 3])
         check(path, how, plain=True)
 
+
+
+def test_how_deep_a_line_nests_is_found_in_time_linear_in_its_length(tmp_path: Path) -> None:
+    """Many brackets, then escaped quotes never closed: finding the strings tried each quote
+    to the end (11 s a line of 60,000 characters; 40 such lines, 15 minutes). Read in a
+    subprocess given a minute, some hundred times what it takes."""
+    bad = "[" * (MAX_DEPTH + 1) + '\\"' * 30_000
+    path = write(tmp_path, jsonl(_L, *[bad] * 40, _L), "usage.jsonl")
+    script = f"""
+from pathlib import Path
+from botmeter.reconcile.invoice import Invoice, Problems
+from botmeter.reconcile.mapping import InvoiceMapping
+invoice = Invoice(Path({str(path)!r}), InvoiceMapping.model_validate({{"columns": {COLUMNS!r}}}),
+                  "CNY", Problems())
+print(sum(map(len, invoice.batches())), invoice.problems.count)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT / "agent")})
+    assert done.stdout == "2 40\n", done.stderr
 
 def test_python_memory_stays_bounded_for_short_lines(tmp_path: Path) -> None:
     """A megabyte of short lines is some 500,000 of them: all split at once, they took 28 MB

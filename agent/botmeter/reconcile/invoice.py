@@ -41,7 +41,8 @@ _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "cs
             ".tsv": "csv", ".txt": "csv"}
 _DELIMITERS = (",", "\t", ";")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+#: a JSON string, or one not closed (to the end: the parser stops there); never backtracks
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
 NOT_UTF8 = "not valid UTF-8 (read with replacement characters)"
 
