@@ -5,8 +5,8 @@ converted column-wise by `columnar.plain_lines`.
 `jsonl_batches(invoice, handle)` gives what `Invoice.batches()` would for a JSON-lines file,
 line for line and problem for problem. A line is read here when orjson reads it as an object
 whose mapped values are strings, nulls or whole numbers other than 0 (whose text is `str` of
-the number; `-0` is not) and it holds no literal U+FFFD and few brackets (Python's parser
-stops at a depth orjson goes past); any other line, a blank one included, goes to
+the number; `-0` is not) and it holds no literal U+FFFD and at most MAX_DEPTH brackets (nested
+no deeper than the line-by-line reader reads, nor orjson); any other line, a blank one included, goes to
 `Invoice.json_line`, the line-by-line reader's own code, with its text as that reader sees
 it. What orjson parses, the standard library parses to the same values (valid JSON, the last
 of repeated keys); what orjson refuses (NaN, lone surrogates, numbers beyond 64 bits, bad
@@ -19,7 +19,9 @@ line feed, a BOM after its start, bytes that are not UTF-8 or a line near MAX_LI
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
+from itertools import islice
 from operator import itemgetter
 from typing import IO, Any
 
@@ -28,16 +30,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .columnar import SCHEMA, plain_lines
-from .invoice import MAX_LINE, Invoice, NotColumnar
+from .invoice import MAX_DEPTH, MAX_LINE, Invoice, NotColumnar
 from .lines import FIELDS, MAX_VALUE
 
 #: bytes read at a time (then on to the end of a line)
 BLOCK = 1 << 20
 #: lines read at a time: their values are in Python till the batch is read
 LINES_AT_ONCE = 10_000
-#: a line with more `{` and `[` than this may be nested deeper than Python's parser goes
-#: (its limit is the recursion limit, 1,000, less the stack in use); orjson's is 1,024
-MAX_BRACKETS = 500
 _BOM = b"\xef\xbb\xbf"
 _REPLACEMENT = "\ufffd".encode()
 _NOTHING: dict[str, Any] = {}  # what an odd line's values are read from: none
@@ -49,17 +48,21 @@ def jsonl_batches(invoice: Invoice, handle: IO[bytes]) -> Iterator[pa.RecordBatc
     keys = invoice.mapping.columns.named()  # one key a field (InvoiceMapping checks)
     texts = _Texts(keys)
     first = 1
-    for lines, replaced in _chunks(handle):
-        for start in range(0, len(lines), LINES_AT_ONCE):
-            part = lines[start:start + LINES_AT_ONCE]
-            yield from _batch(invoice, texts, part, first, replaced)
-            first += len(part)
+    for chunk, replaced in _chunks(handle):
+        # its lines LINES_AT_ONCE at a time: a chunk of short lines is 500,000 Python objects
+        # (split at LF only: a lone CR is declined)
+        lines_of = io.BytesIO(chunk)
+        while lines := list(islice(lines_of, LINES_AT_ONCE)):
+            if max(map(len, lines)) >= MAX_LINE - 2:
+                raise NotColumnar("a line near the length limit")
+            yield from _batch(invoice, texts, lines, first, replaced)
+            first += len(lines)
 
 
-def _chunks(handle: IO[bytes]) -> Iterator[tuple[list[bytes], bool]]:
-    """The file's lines with their line ends, about BLOCK bytes of them at a time, checked
-    for what would number them otherwise than `TextLines` does or read them otherwise than as
-    UTF-8; and whether U+FFFD is written in them."""
+def _chunks(handle: IO[bytes]) -> Iterator[tuple[bytes, bool]]:
+    """The file's whole lines, about BLOCK bytes of them at a time, checked for what would
+    number them otherwise than `TextLines` does or read them otherwise than as UTF-8; and
+    whether U+FFFD is written in them."""
     first = True
     while chunk := handle.read(BLOCK):
         if first:
@@ -75,10 +78,7 @@ def _chunks(handle: IO[bytes]) -> Iterator[tuple[list[bytes], bool]]:
             chunk.decode()
         except UnicodeDecodeError:
             raise NotColumnar("not UTF-8") from None
-        lines = chunk.splitlines(keepends=True)
-        if max(map(len, lines)) >= MAX_LINE - 2:
-            raise NotColumnar("a line near the length limit")
-        yield lines, _REPLACEMENT in chunk
+        yield chunk, _REPLACEMENT in chunk
 
 
 def _batch(invoice: Invoice, texts: _Texts, lines: list[bytes], first: int,
@@ -139,10 +139,10 @@ def _parsed(lines: list[bytes], replaced: bool) -> tuple[list[dict[str, Any]], s
         odd.update(index for index, data in enumerate(parsed) if type(data) is not dict)
     if replaced:
         odd.update(index for index, line in enumerate(lines) if _REPLACEMENT in line)
-    long = 2 * MAX_BRACKETS  # nesting as deep needs as many bytes
-    if max(map(len, lines)) > long:
+    long = 2 * MAX_DEPTH  # nesting as deep needs as many bytes
+    if max(map(len, lines)) > long:  # maybe nested too deeply: the line-by-line reader says
         odd.update(index for index, line in enumerate(lines)
-                   if len(line) > long and line.count(b"{") + line.count(b"[") > MAX_BRACKETS)
+                   if len(line) > long and line.count(b"{") + line.count(b"[") > MAX_DEPTH)
     for index in odd:
         parsed[index] = _NOTHING
     return parsed, odd

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import accumulate, chain, islice
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
@@ -32,16 +32,30 @@ Row = tuple[str | None, ...]
 MAX_PROBLEMS = 1000
 #: a line (a CSV record, a JSON line) longer than this is not usage detail
 MAX_LINE = 64 * 1024
+#: a JSON line nested deeper than this is not usage detail. Python's parser stops at the
+#: recursion limit less the stack in use: refused beyond a fixed depth, a line reads the same
+#: from any caller (the columnar reader's worker thread, the main thread)
+MAX_DEPTH = 500
 REQUIRED = ("caller_number", "started_at", "amount")
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
             ".tsv": "csv", ".txt": "csv"}
 _DELIMITERS = (",", "\t", ";")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: a JSON string, or one not closed (to the end: the parser stops there); never backtracks
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
 NOT_UTF8 = "not valid UTF-8 (read with replacement characters)"
 
 
 def _line_of(problem: Problem) -> int:
     return problem.line or 0  # a problem of the whole file first
+
+
+def _nesting(text: str) -> int:
+    """How deep the JSON text nests (its brackets outside strings; as deep as Python's parser
+    goes, or deeper, when the text is not JSON)."""
+    brackets = _BRACKET.findall(_JSON_STRING.sub("", text))
+    return max(accumulate(1 if b in "[{" else -1 for b in brackets), default=0)
 
 
 def _spans(start: int, end: int) -> str:
@@ -315,12 +329,15 @@ class Invoice:
         if not text.strip():
             return None
         self.lines_read += 1
+        if text.count("[") + text.count("{") > MAX_DEPTH and _nesting(text) > MAX_DEPTH:
+            self._problem(number, "not JSON: nested too deeply")
+            return None
         try:
             data = json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
         except ValueError as exc:
             self._problem(number, f"not JSON: {exc}")
             return None
-        except RecursionError:
+        except RecursionError:  # only from a stack already near the recursion limit
             self._problem(number, "not JSON: nested too deeply")
             return None
         if not isinstance(data, dict):
