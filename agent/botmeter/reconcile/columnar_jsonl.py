@@ -6,7 +6,7 @@ converted column-wise by `columnar.plain_lines`.
 line for line and problem for problem. A line is read here when orjson reads it as an object
 whose mapped values are strings, nulls or whole numbers other than 0 (whose text is `str` of
 the number; `-0` is not) and it holds no literal U+FFFD and at most MAX_DEPTH brackets (nested
-no deeper than the line-by-line reader reads, nor orjson); any other line, a blank one included, goes to
+no deeper than the line-by-line reader reads); any other line, a blank one included, goes to
 `Invoice.json_line`, the line-by-line reader's own code, with its text as that reader sees
 it. What orjson parses, the standard library parses to the same values (valid JSON, the last
 of repeated keys); what orjson refuses (NaN, lone surrogates, numbers beyond 64 bits, bad
