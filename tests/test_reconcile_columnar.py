@@ -114,6 +114,16 @@ def same_both_ways(path: Path, how: InvoiceMapping, currency: str = "CNY"
     return column_wise is not None, line_by_line
 
 
+def read_traced(invoice: Invoice) -> tuple[int, int]:
+    """The rows the columnar reader reads, and the peak of Python's memory meanwhile."""
+    tracemalloc.start()
+    try:
+        rows = sum(batch.num_rows for batch in columnar.arrow_batches(invoice))
+        return rows, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def stored(path: Path, how: InvoiceMapping, db: Path, currency: str = "CNY"
            ) -> tuple[str, Reading]:
     """`load_invoice` into a real SQLite file: which way it went, and the vendor table read
@@ -647,12 +657,7 @@ def test_no_cache_keeps_a_long_value_and_memory_stays_bounded(tmp_path: Path) ->
         out.write("\t\t\t\t\n" * 250_000 + "\t\t\tx\t\n" * 20_000)  # 200,000 lines a batch
         out.write("\t".join(GOOD) + "\n")
     invoice = fresh(path, mapping())
-    tracemalloc.start()
-    try:
-        rows = sum(batch.num_rows for batch in columnar.arrow_batches(invoice))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    rows, peak = read_traced(invoice)
     assert rows == 1 and invoice.problems.count == 500 + 20_000
     assert max(map(len, _cached_texts(invoice.reader)), default=0) <= MAX_VALUE
     assert _cached_texts(invoice.reader)  # (the caches were found)

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from botmeter.reconcile import columnar, columnar_jsonl, invoice
+from botmeter.reconcile import columnar_jsonl, invoice
 from botmeter.reconcile.invoice import MAX_DEPTH, MAX_PROBLEMS
 from botmeter.reconcile.mapping import InvoiceMapping
 
@@ -30,6 +29,7 @@ from .test_reconcile_columnar import (
     check,
     fresh,
     mapping,
+    read_traced,
     write,
 )
 from .test_reconcile_columnar_jsonl import GOOD_LINE, jsonl, line
@@ -94,12 +94,7 @@ def test_python_memory_stays_bounded_for_short_lines(tmp_path: Path) -> None:
         out.write("{}\n" * 300_000 + " \n" * 300_000 + "1\n" * 300_000)
         out.write(_L + "\n")
     invoice = fresh(path, mapping())
-    tracemalloc.start()
-    try:
-        rows = sum(batch.num_rows for batch in columnar.arrow_batches(invoice))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    rows, peak = read_traced(invoice)
     assert rows == 2 and invoice.problems.count == 600_000 and invoice.lines_read == 600_002
     assert peak < 12 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"
 
